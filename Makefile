@@ -1,0 +1,96 @@
+# safefql — developer entry points.
+#   make setup      create/refresh .venv (idempotent; a no-op when nothing changed)
+#   make test       run the test suite in .venv on a private ROS 2 domain
+#   make demo       collect the boat dataset, train SafeFQL, evaluate on 500 initial states
+#   make clean      remove data/ and runs/ (keeps .venv)
+#   make distclean  clean + remove .venv
+# Override variables on the command line, e.g. `make demo SEED=3 RUN=runs/boat3`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Interpreter used to create the venv (the pinned wheels are for CPython 3.11).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+VENV   ?= .venv
+PY     ?= $(VENV)/bin/python
+
+TASK     ?= boat
+SEED     ?= 0
+DATA     ?= data/$(TASK).h5
+RUN      ?= runs/$(TASK)
+EPISODES ?= 500
+PYTEST_ARGS ?=
+# Extra pip options, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# on a machine without the local CPU torch wheel (PyPI's torch pulls several GB of CUDA).
+PIP_ARGS ?=
+
+# Every pip call is constrained (an unconstrained call can swap the CPU torch for a CUDA one).
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The ROS wheels' .pth bootstrapper re-executes python with LD_LIBRARY_PATH set unless this
+# guard is already set; an inherited guard (from another venv's python) would skip it.
+unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE
+
+PIP_INSTALL := $(VENV)/bin/python -m pip -q install $(PIP_ARGS)
+# The local find-links/extra-index locations make pip warn once per package that is not
+# mirrored there ("Location 'file:///opt/pypi/simple/...' is ignored"): pure noise.
+PIP_QUIET := 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
+
+DEPS_STAMP := $(VENV)/.deps-stamp
+PKG_STAMP  := $(VENV)/.stamp
+# Editable installs map top-level packages at install time, so a new top-level package
+# (a new */__init__.py) needs a re-install: it is a prerequisite of the stamp.
+PKG_INPUTS := setup.py setup.cfg $(wildcard */__init__.py)
+SHARE      := $(VENV)/share/safefql_ros
+
+.PHONY: help setup test demo clean distclean
+
+help:
+	@sed -n '2,8p' $(firstword $(MAKEFILE_LIST))
+
+setup: $(PKG_STAMP)
+
+$(VENV)/bin/python:
+	@echo ">> creating $(VENV) with $(PYTHON) ($$($(PYTHON) -c 'import sys; print(sys.version.split()[0])'))"
+	@$(PYTHON) -m venv $(VENV)
+
+$(DEPS_STAMP): requirements.txt constraints.txt | $(VENV)/bin/python
+	@echo ">> pip install -c constraints.txt -r requirements.txt   (first time ~1 min)"
+	@$(PIP_INSTALL) -c constraints.txt -r requirements.txt $(PIP_QUIET)
+	@# Their declared pins cannot resolve on Python 3.11: installed without dependencies.
+	@echo ">> pip install --no-deps safety-gymnasium==1.0.0 gymnasium-robotics==1.2.2 pettingzoo==1.24.3"
+	@$(PIP_INSTALL) -c constraints.txt --no-deps \
+	    safety-gymnasium==1.0.0 gymnasium-robotics==1.2.2 pettingzoo==1.24.3 $(PIP_QUIET)
+	@touch $@
+
+# setuptools' PEP 660 editable install silently skips data_files (pypa/setuptools#3399),
+# so the ament-index marker, package.xml, launch/ and config/ are symlinked into the venv
+# prefix instead (like `colcon build --symlink-install`): with AMENT_PREFIX_PATH=.venv,
+# get_package_share_directory('safefql_ros') finds live files. Console scripts land in
+# .venv/bin ([develop] script_dir only applies to colcon's `setup.py develop`).
+$(PKG_STAMP): $(DEPS_STAMP) $(PKG_INPUTS)
+	@echo ">> pip install --no-deps -e .   (safefql_core, offline_train, safefql_ros)"
+	@$(PIP_INSTALL) -c constraints.txt --no-deps --no-build-isolation -e . $(PIP_QUIET)
+	@mkdir -p $(VENV)/share/ament_index/resource_index/packages $(SHARE)
+	@ln -sfn "$(CURDIR)/resource/safefql_ros" $(VENV)/share/ament_index/resource_index/packages/safefql_ros
+	@for f in package.xml launch config; do rm -rf "$(SHARE)/$$f"; ln -s "$(CURDIR)/$$f" "$(SHARE)/$$f"; done
+	@touch $@
+
+test: setup
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
+	ROS_DOMAIN_ID=$$(( $$$$ % 100 + 1 )) \
+	AMENT_PREFIX_PATH="$(abspath $(VENV))$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}" \
+	    $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+demo: setup
+	mkdir -p $(dir $(DATA))
+	$(PY) -m offline_train.collect --task $(TASK) --seed $(SEED) --out $(DATA)
+	$(PY) -m offline_train.fit --data $(DATA) --out $(RUN) --seed $(SEED)
+	$(PY) -m offline_train.evaluate --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json
+
+clean:
+	rm -rf runs data
+
+distclean: clean
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,72 @@
+"""`python -m offline_train.evaluate`: closed-loop rollouts of a trained run on the boat task."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from safefql_core import evaluation
+from safefql_core.envs import boat
+from safefql_core.envs.boat_reference import feasible_mask
+from safefql_core.training import RunError, load_run
+
+
+def load_initial_states(path: str | None, episodes: int) -> np.ndarray:
+    if path is None:
+        states = boat.evaluation_states()
+        if episodes > len(states):
+            raise RunError(f"--episodes {episodes} exceeds the {len(states)} fixed evaluation states; "
+                           "pass --init-states for a larger set")
+        return states[:episodes]
+    file = Path(path)
+    if not file.is_file():
+        raise RunError(f"--init-states file {file} not found")
+    states = np.load(file)
+    if states.ndim != 2 or states.shape[1] != boat.OBS_DIM or not np.isfinite(states).all():
+        raise RunError(f"--init-states must be a finite (N, {boat.OBS_DIM}) array; got shape {states.shape}")
+    return states[:episodes]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m offline_train.evaluate", description=__doc__)
+    p.add_argument("--run", required=True, help="run directory written by offline_train.fit")
+    p.add_argument("--episodes", type=int, default=500)
+    p.add_argument("--init-states", help="(N, 2) .npy of initial states (default: the fixed set)")
+    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--plot", help="write a PNG map of the trajectories here")
+    p.add_argument("--noise", choices=["zero", "sample"], default="zero",
+                   help="actor noise z: zero (deterministic, default) or sampled")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise")
+    args = p.parse_args(argv)
+    try:
+        learner, meta = load_run(args.run)
+        states = load_initial_states(args.init_states, args.episodes)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = evaluation.rollout(evaluation.torch_policy(learner, args.noise, args.seed), states,
+                                keep_trajectories=bool(args.plot))
+    feasible = feasible_mask(states)
+    summary = {"run": str(args.run), "algo": meta["algo"], "seed": meta["seed"],
+               "noise": args.noise, **evaluation.summarize(result, feasible)}
+    f = summary["feasible"]
+    print(f"{meta['algo']} seed {meta['seed']}: {summary['count']} episodes, "
+          f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
+          f"zero-violation {summary['zero_violation_rate']:.1%} | feasible ({f['count']}): "
+          f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
+          f"| doomed: {summary['doomed']['count']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    if args.plot:
+        evaluation.plot_trajectories(args.plot, result["trajectories"], result["violations"], feasible,
+                                     f"{meta['algo']} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
+                                     f"zero-violation {summary['zero_violation_rate']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

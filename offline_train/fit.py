@@ -1,0 +1,61 @@
+"""`python -m offline_train.fit`: train a learner on an offline dataset."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from safefql_core.data import DatasetError
+from safefql_core.training import ALGOS, RunError, TrainOptions, train
+
+
+def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
+    """(task, algo overrides) from a task YAML: `task: boat` and one mapping per algo."""
+    if config is None:
+        return "boat", {}
+    path = Path(config)
+    if not path.is_file():
+        raise RunError(f"config file {path} not found; see config/boat.yaml for the format")
+    doc = yaml.safe_load(path.read_text()) or {}
+    return doc.get("task", "boat"), dict(doc.get(algo) or {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m offline_train.fit", description=__doc__)
+    p.add_argument("--data", required=True, help="dataset HDF5 (offline_train.collect, or DSRL layout)")
+    p.add_argument("--config", help="task YAML with per-algorithm settings (e.g. config/boat.yaml)")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="override the number of gradient steps")
+    p.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set alpha=3 batch_size=256")
+    p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        task, overrides = load_overrides(args.config, args.algo)
+        for item in args.set:
+            key, _, value = item.partition("=")
+            overrides[key] = yaml.safe_load(value)
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        out = train(TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed,
+                                 overrides=overrides, task=task, device=args.device,
+                                 tensorboard=args.tensorboard, progress=not args.no_progress))
+    except (DatasetError, RunError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"trained run in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Ground-truth reference numbers for a task's evaluation states.
+
+    python -m offline_train.reference --task boat [--init-states states.npy]
+        [--json out.json] [--seed S [--num-states N]]
+
+By default the fixed evaluation set is used; `--init-states` loads an (N, 2) array, and
+`--seed` samples fresh safe states instead (a held-out check). Only the boat task has a
+reference (safefql_core.envs.boat_reference); the computation lives there, this is the
+command-line entry point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from safefql_core.envs.boat import evaluation_states, sample_safe_states
+from safefql_core.envs.boat_reference import optimal_reference
+
+SUPPORTED_TASKS = ("boat",)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, help="task name; only 'boat' is supported")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--init-states", type=Path, help=".npy file with (N, 2) initial states")
+    source.add_argument("--seed", type=int, help="sample fresh safe initial states with this seed")
+    parser.add_argument("--num-states", type=int, default=500, help="states sampled with --seed")
+    parser.add_argument("--json", type=Path, help="also write the summary to this file")
+    args = parser.parse_args(argv)
+    if args.task not in SUPPORTED_TASKS:
+        parser.error(
+            f"no reference for task {args.task!r}: only {', '.join(SUPPORTED_TASKS)} has a "
+            "ground-truth reference"
+        )
+    return args
+
+
+def load_states(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+    """The initial states and a description of where they came from."""
+    if args.init_states is not None:
+        return np.load(args.init_states).reshape(-1, 2), str(args.init_states)
+    if args.seed is not None:
+        rng = np.random.default_rng(args.seed)
+        return sample_safe_states(rng, args.num_states), f"sampled, seed {args.seed}"
+    return evaluation_states(), "evaluation_states()"
+
+
+def summarise(states: np.ndarray) -> dict:
+    """Reference numbers for the given states (see boat_reference for the method)."""
+    start = time.perf_counter()
+    ref = optimal_reference(states)
+    feasible = ref["feasible"]
+    doomed = np.flatnonzero(~feasible)
+    return {
+        "count": int(len(states)),
+        "doomed_count": int(len(doomed)),
+        "doomed_indices": doomed.tolist(),
+        "value_search_disagreements": int(((ref["safety_value"] > 0) != feasible).sum()),
+        "mean_optimal_return": float(ref["returns"].mean()),
+        "mean_optimal_return_feasible": float(ref["returns"][feasible].mean()),
+        "mean_optimal_violations_doomed": float(ref["violations"][~feasible].mean())
+        if len(doomed) else 0.0,
+        "mean_straight_return": float(ref["straight_returns"].mean()),
+        "straight_violation_rate": float((ref["straight_violations"] > 0).mean()),
+        "mean_straight_violations": float(ref["straight_violations"].mean()),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    states, source = load_states(args)
+    summary = {"task": args.task, "states": source, **summarise(states)}
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Offline dataset: the HDF5 schema of ARCHITECTURE.md, its validation and batch sampling.
+
+Keys are DSRL-compatible (a DSRL file loads as is) plus an optional continuous safety
+margin `margins` (l > 0 unsafe). Without it the margin is derived from the 0/1 cost as
++cost_scale / -1 (SAFEFQL.md), so every learner sees one margin signal either way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+REQUIRED_KEYS = ("observations", "next_observations", "actions", "rewards", "costs",
+                 "terminals", "timeouts")
+OPTIONAL_KEYS = ("margins",)
+DEFAULT_COST_SCALE = 25.0
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Dataset:
+    observations: np.ndarray
+    next_observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    costs: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    margins: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.observations.shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.actions.shape[1]
+
+    def margin_signal(self, cost_scale: float = DEFAULT_COST_SCALE) -> np.ndarray:
+        """The margin l(s) the safety critic learns from: stored, or derived from costs."""
+        if self.margins is not None:
+            return self.margins
+        return np.where(self.costs > 0, cost_scale, -1.0).astype(np.float32)
+
+    def episode_starts(self) -> np.ndarray:
+        """Indices where an episode begins (after each terminal or time-out)."""
+        ends = np.flatnonzero((self.terminals > 0) | (self.timeouts > 0))
+        return np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.array([0])
+
+
+def save_dataset(path: str | Path, data: Dataset) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for key in REQUIRED_KEYS + OPTIONAL_KEYS:
+            value = getattr(data, key)
+            if value is not None:
+                f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+        for key, value in data.attrs.items():
+            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+    tmp.replace(path)  # never leave a half-written file under the final name
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Load and validate a dataset; raise DatasetError naming the problem and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset file {path} does not exist; create one with "
+            "`python -m offline_train.collect --task boat --out data/boat.h5`"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(
+            f"{path} is not a readable HDF5 file ({exc}); it may be truncated or not a "
+            "dataset — regenerate it with offline_train.collect"
+        ) from exc
+    with f:
+        missing = [k for k in REQUIRED_KEYS if k not in f]
+        if missing:
+            raise DatasetError(
+                f"{path} lacks required key(s) {missing}; a dataset needs {list(REQUIRED_KEYS)} "
+                f"(DSRL layout) and may have 'margins'. Keys found: {sorted(f.keys())}"
+            )
+        arrays = {k: f[k][()] for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in f}
+        attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+    data = Dataset(**{k: _as_array(k, v) for k, v in arrays.items()}, attrs=attrs)
+    validate(data, str(path))
+    return data
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_array(key: str, value: np.ndarray) -> np.ndarray:
+    if key in ("terminals", "timeouts"):
+        return np.asarray(value).astype(np.float32)
+    if not np.issubdtype(np.asarray(value).dtype, np.number):
+        raise DatasetError(f"'{key}' has non-numeric dtype {value.dtype}; store it as float32")
+    return np.asarray(value, dtype=np.float32)
+
+
+def validate(data: Dataset, name: str = "dataset") -> None:
+    """Check shapes, sizes and finiteness; the error names the key, the rows and the fix."""
+    n = len(data.observations)
+    if n == 0:
+        raise DatasetError(f"{name} is empty (0 transitions); collect or convert more data")
+    for key in ("observations", "next_observations", "actions"):
+        arr = getattr(data, key)
+        if arr.ndim != 2:
+            raise DatasetError(f"{name}: '{key}' must be 2-D [N, dim], got shape {arr.shape}")
+    if data.next_observations.shape != data.observations.shape:
+        raise DatasetError(
+            f"{name}: next_observations {data.next_observations.shape} != observations "
+            f"{data.observations.shape}"
+        )
+    for key in ("actions", "rewards", "costs", "terminals", "timeouts", "margins"):
+        arr = getattr(data, key)
+        if arr is not None and len(arr) != n:
+            raise DatasetError(f"{name}: '{key}' has {len(arr)} rows, observations have {n}")
+    for key in ("rewards", "costs", "terminals", "timeouts", "margins"):
+        arr = getattr(data, key)
+        if arr is not None and arr.ndim != 1:
+            raise DatasetError(f"{name}: '{key}' must be 1-D [N], got shape {arr.shape}")
+    for key in REQUIRED_KEYS + OPTIONAL_KEYS:
+        arr = getattr(data, key)
+        if arr is None:
+            continue
+        bad = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise DatasetError(
+                f"{name}: '{key}' has {bad.sum()} non-finite row(s) (first: {rows[:5].tolist()}); "
+                "drop or repair those transitions before training"
+            )
+    if np.abs(data.actions).max() > 1.0 + 1e-5:
+        raise DatasetError(
+            f"{name}: actions must be scaled to [-1, 1] (max |a| = {np.abs(data.actions).max():.3g}); "
+            "rescale with the task's action bounds"
+        )
+
+
+def fingerprint(data: Dataset) -> str:
+    """Content hash of the arrays: identifies the data a run was trained on."""
+    h = hashlib.sha256()
+    for key in REQUIRED_KEYS + OPTIONAL_KEYS:
+        arr = getattr(data, key)
+        if arr is not None:
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+class TensorBatches:
+    """Uniform minibatches from a dataset held as tensors on the training device.
+
+    Indices come from a seeded torch.Generator, so the batch sequence is a pure function
+    of the seed (and survives checkpoint/resume through `state_dict`).
+    """
+
+    def __init__(self, data: Dataset, device: torch.device, seed: int,
+                 cost_scale: float = DEFAULT_COST_SCALE, timeout_is_terminal: bool = False) -> None:
+        self.device = device
+        self.size = len(data)
+        self.tensors = {
+            "observations": data.observations,
+            "next_observations": data.next_observations,
+            "actions": data.actions,
+            "rewards": data.rewards,
+            "margins": data.margin_signal(cost_scale),
+            # A time-out is not a terminal: by default the target bootstraps through it
+            # (SAFEFQL.md); the reference code's treatment is kept behind the flag.
+            "masks": 1.0 - np.maximum(data.terminals, data.timeouts if timeout_is_terminal else 0.0),
+        }
+        self.tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
+                        for k, v in self.tensors.items()}
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(self.size, (batch_size,), generator=self.generator).to(self.device)
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,125 @@
+"""Boat navigation task of the SafeFQL paper (SAFEFQL.md, "Boat navigation task").
+
+A point boat in the box [-3, 2] x [-2, 2] is pushed along +x by a current whose speed
+2 - 0.5 y^2 is strongest on the centre line. The policy picks a heading (the action is
+renormalised to unit norm), and must reach the goal (1.5, 0) without entering two discs.
+
+Everything here is vectorised over a leading batch axis: one code path serves a single
+boat (batch of 1), data collection over thousands of boats, and evaluation, so the
+dynamics the policy is evaluated on are exactly the dynamics the data came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+DT = 0.005
+EPISODE_STEPS = 400
+LOW = np.array([-3.0, -2.0])
+HIGH = np.array([2.0, 2.0])
+GOAL = np.array([1.5, 0.0])
+OBSTACLE_CENTRES = np.array([[-0.5, 0.5], [-1.0, -1.2]])
+OBSTACLE_RADII = np.array([0.4, 0.5])
+OBS_DIM = 2
+ACT_DIM = 2
+EVAL_SET_SEED = 20260315
+EVAL_SET_SIZE = 500
+
+
+def margin(states: np.ndarray) -> np.ndarray:
+    """Safety margin l(s) = -min_i(|s - c_i| - r_i): positive inside an obstacle."""
+    states = np.asarray(states, dtype=np.float64)
+    dist = np.linalg.norm(states[..., None, :] - OBSTACLE_CENTRES, axis=-1) - OBSTACLE_RADII
+    return -dist.min(axis=-1)
+
+
+def reward(states: np.ndarray) -> np.ndarray:
+    """Per-step reward -|s - goal| (of the pre-step state)."""
+    return -np.linalg.norm(np.asarray(states, dtype=np.float64) - GOAL, axis=-1)
+
+
+def heading(actions: np.ndarray) -> np.ndarray:
+    """Unit-norm heading from a raw action.
+
+    A (near-)zero action has no direction; it is read as "no thrust" rather than a
+    random heading, so a stop command leaves the boat drifting with the current.
+    """
+    actions = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+    norm = np.linalg.norm(actions, axis=-1, keepdims=True)
+    return np.where(norm > 1e-6, actions / np.maximum(norm, 1e-6), 0.0)
+
+
+def dynamics(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """One Euler step: x' = x + dt (a1 + 2 - 0.5 y^2), y' = y + dt a2, clipped to the box."""
+    states = np.asarray(states, dtype=np.float64)
+    current = np.zeros_like(states)
+    current[..., 0] = 2.0 - 0.5 * states[..., 1] ** 2
+    return np.clip(states + DT * (heading(actions) + current), LOW, HIGH)
+
+
+def sample_safe_states(rng: np.random.Generator, n: int, min_clearance: float = 0.0) -> np.ndarray:
+    """Uniform states in the box with l(s) < -min_clearance (rejection sampling)."""
+    out = np.empty((0, OBS_DIM))
+    while len(out) < n:
+        cand = rng.uniform(LOW, HIGH, size=(2 * n, OBS_DIM))
+        out = np.concatenate([out, cand[margin(cand) < -min_clearance]])
+    return out[:n]
+
+
+def evaluation_states() -> np.ndarray:
+    """The fixed 500 safe initial states used by every evaluation.
+
+    Shipped as a file (boat_eval_states.npy) so they are bit-identical on every machine;
+    `tests/test_boat.py` checks the file still equals its seeded generation.
+    """
+    with resources.files(__package__).joinpath("boat_eval_states.npy").open("rb") as f:
+        return np.load(f)
+
+
+def generate_evaluation_states() -> np.ndarray:
+    return sample_safe_states(np.random.default_rng(EVAL_SET_SEED), EVAL_SET_SIZE)
+
+
+@dataclass
+class BoatEnv:
+    """Batched boat simulator with a gym-like API.
+
+    `step` returns (next_obs, reward, cost, terminated, truncated, info) as arrays over the
+    batch; reward and cost are those of the pre-step state (SAFEFQL.md). The task never
+    terminates early: episodes end by time-out after EPISODE_STEPS steps.
+    """
+
+    num_envs: int = 1
+    seed: int | None = None
+    states: np.ndarray = field(init=False)
+    t: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.states = np.zeros((self.num_envs, OBS_DIM))
+
+    def reset(self, initial_states: np.ndarray | None = None) -> np.ndarray:
+        if initial_states is None:
+            initial_states = sample_safe_states(self.rng, self.num_envs)
+        initial_states = np.asarray(initial_states, dtype=np.float64).reshape(-1, OBS_DIM)
+        if len(initial_states) != self.num_envs:
+            raise ValueError(
+                f"reset got {len(initial_states)} initial states for {self.num_envs} boats; "
+                "pass one (x, y) row per boat"
+            )
+        self.states = np.clip(initial_states, LOW, HIGH)
+        self.t = 0
+        return self.states.copy()
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, ACT_DIM)
+        ell = margin(self.states)
+        rew = reward(self.states)
+        cost = (ell > 0).astype(np.float64)
+        self.states = dynamics(self.states, actions)
+        self.t += 1
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.full(self.num_envs, self.t >= EPISODE_STEPS)
+        return self.states.copy(), rew, cost, terminated, truncated, {"margin": ell}

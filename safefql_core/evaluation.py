@@ -1,0 +1,97 @@
+"""Closed-loop evaluation on the boat simulator: rollouts, summary statistics, a map plot.
+
+Doomed initial states (no safe path exists whatever the policy does) are reported
+separately under `feasible`, never silently dropped: the headline numbers cover every
+state, the `feasible` block only those from which safety was achievable.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from safefql_core.envs import boat
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_policy(learner: torch.nn.Module, noise: str = "zero", seed: int = 0) -> Policy:
+    """Wrap a learner's batched act() as a numpy policy; noise 'zero' or 'sample' (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        z = torch.randn(o.shape[0], learner.act_dim, generator=gen) if noise == "sample" else None
+        return learner.act(o, z).numpy().astype(np.float64)
+
+    return act
+
+
+def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool = False) -> dict[str, np.ndarray]:
+    """Run one full episode from each initial state in parallel."""
+    env = boat.BoatEnv(len(initial_states))
+    obs = env.reset(initial_states)
+    returns = np.zeros(len(obs))
+    violations = np.zeros(len(obs))
+    max_margin = np.full(len(obs), -np.inf)
+    trajectory = [obs]
+    for _ in range(boat.EPISODE_STEPS):
+        obs, rew, cost, _, _, info = env.step(policy(obs))
+        returns += rew
+        violations += cost
+        max_margin = np.maximum(max_margin, info["margin"])
+        if keep_trajectories:
+            trajectory.append(obs)
+    out = {"returns": returns, "violations": violations, "max_margin": max_margin, "final_states": obs}
+    if keep_trajectories:
+        out["trajectories"] = np.stack(trajectory, axis=1)
+    return out
+
+
+def _stats(returns: np.ndarray, violations: np.ndarray) -> dict[str, float]:
+    if len(returns) == 0:
+        return {"count": 0}
+    return {
+        "count": int(len(returns)),
+        "mean_return": float(returns.mean()),
+        "median_return": float(np.median(returns)),
+        "mean_violations": float(violations.mean()),
+        "zero_violation_rate": float((violations == 0).mean()),
+    }
+
+
+def summarize(result: dict[str, np.ndarray], feasible: np.ndarray) -> dict:
+    """Headline numbers over all states, plus the `feasible` and `doomed` blocks."""
+    r, v = result["returns"], result["violations"]
+    summary = _stats(r, v)
+    summary["feasible"] = _stats(r[feasible], v[feasible])
+    summary["doomed"] = {**_stats(r[~feasible], v[~feasible]),
+                         "indices": np.flatnonzero(~feasible).tolist()}
+    return summary
+
+
+def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarray,
+                      feasible: np.ndarray, title: str) -> None:
+    """Map of the task with every trajectory: green safe, red violating, grey doomed start."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5.6))
+    for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII):
+        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6))
+    for traj, v, ok in zip(trajectories, violations, feasible):
+        colour = "tab:red" if v > 0 else "tab:green"
+        ax.plot(traj[:, 0], traj[:, 1], color=colour, lw=0.6, alpha=0.5 if v == 0 else 0.9)
+        ax.plot(*traj[0], marker="o" if ok else "x", ms=2.5, color="k" if ok else "tab:purple")
+    ax.plot(*boat.GOAL, marker="*", ms=16, color="gold", mec="k")
+    ax.set_xlim(boat.LOW[0], boat.HIGH[0])
+    ax.set_ylim(boat.LOW[1], boat.HIGH[1])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x  (current flows to +x)")
+    ax.set_ylabel("y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -1,0 +1,95 @@
+"""SafeFQL's losses, each a small pure function of tensors (SAFEFQL.md, "Losses").
+
+Shapes: ensembles are [members, batch]; everything else [batch] or [batch, act_dim].
+Signs: reward critics are maximised; safety critics approximate the HJ feasibility value
+max_t l(s_t), so Q_c < 0 means safe, and pessimism is always the max over the ensemble.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
+    """E[|tau - 1(u < 0)| u^2]: with tau > 0.5 the minimiser tracks an upper expectile of u's target."""
+    weight = torch.abs(tau - (diff < 0).float())
+    return (weight * diff.pow(2)).mean()
+
+
+def reward_value_loss(q_target: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
+    """IQL value: V(s) -> upper expectile of min_j Qbar_j(s, a) over the data's actions."""
+    return expectile_loss(q_target.min(dim=0).values - v, tau)
+
+
+def reward_q_target(rewards: torch.Tensor, masks: torch.Tensor, next_v: torch.Tensor,
+                    gamma: float) -> torch.Tensor:
+    return rewards + gamma * masks * next_v
+
+
+def ensemble_mse(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over members of the mean squared error to one shared target."""
+    return (q - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
+
+
+def safety_q_target(margins: torch.Tensor, masks: torch.Tensor, next_vc: torch.Tensor,
+                    gamma: float, backup: str = "reference") -> torch.Tensor:
+    """Discounted HJ max-backup target for Q_c.
+
+    reference (default): (1 - g) l + g max(l, V_c(s'));  paper: max(l, g V_c(s')).
+    At true terminals (mask 0) the future is gone and the target is l(s).
+    """
+    if backup == "reference":
+        target = (1.0 - gamma) * margins + gamma * torch.maximum(margins, next_vc)
+    elif backup == "paper":
+        target = torch.maximum(margins, gamma * next_vc)
+    else:
+        raise ValueError(f"unknown safety backup '{backup}'; use 'reference' or 'paper'")
+    return masks * target + (1.0 - masks) * margins
+
+
+def safety_value_loss(qc_target: torch.Tensor, vc: torch.Tensor, tau: float) -> torch.Tensor:
+    """V_c(s) -> a LOW expectile (level 1 - tau) of the pessimistic max_j Qbar_c,j(s, a).
+
+    Mirrored IQL: the best (lowest-risk) actions in the data define feasibility, while the
+    max over the ensemble keeps each Q estimate pessimistic.
+    """
+    return expectile_loss(qc_target.max(dim=0).values - vc, 1.0 - tau)
+
+
+def flow_matching_loss(velocity: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Rectified-flow BC: v(s, x_t, t) regresses the straight-line velocity a - z."""
+    return (velocity - (actions - noise)).pow(2).sum(dim=-1).mean()
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """|mu(s, z) - teacher(s, z)|^2 with the same z; the teacher side carries no gradient."""
+    return (student - teacher.detach()).pow(2).sum(dim=-1).mean()
+
+
+def feasibility_gate(qc: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """zeta = 1{max_j Q_c,j(s, a) < threshold}: 1 where the action is judged feasible."""
+    return (qc.max(dim=0).values < threshold).float()
+
+
+def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, alpha: float,
+                     safety_weight: float, normalize_q: bool = True, normalized_branches: bool = False,
+                     gate_threshold: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """alpha L_d + E[zeta (-Q_r) + (1 - zeta) w_s max(Q_c, 0)]  (SAFEFQL.md loss 7).
+
+    qr, qc: ensembles [members, batch] evaluated at the actor's clipped action.
+    normalize_q divides the reward term by stopgrad(mean |Q_r|) so alpha is scale free.
+    normalized_branches averages each branch over its own samples instead of the batch.
+    """
+    q_r = qr.min(dim=0).values
+    q_c = qc.max(dim=0).values
+    gate = feasibility_gate(qc, gate_threshold)
+    reward_term = -q_r
+    if normalize_q:
+        reward_term = reward_term / q_r.abs().mean().detach().clamp_min(1e-6)
+    safety_term = safety_weight * torch.relu(q_c)
+    if normalized_branches:
+        policy = (gate * reward_term).sum() / gate.sum().clamp_min(1.0) \
+            + ((1 - gate) * safety_term).sum() / (1 - gate).sum().clamp_min(1.0)
+    else:
+        policy = (gate * reward_term + (1 - gate) * safety_term).mean()
+    loss = alpha * distill + policy
+    return loss, {"feasible_frac": gate.mean(), "actor_qr": q_r.mean(), "actor_qc": q_c.mean()}

@@ -1,0 +1,38 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'safefql_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    description='SafeFQL: offline safe controller learning (Safe Flow Q-Learning) '
+                'and its ROS 2 node.',
+    license='Apache-2.0',
+    maintainer='safefql maintainers',
+    maintainer_email='safefql@example.com',
+    python_requires='>=3.10',
+    # safefql_core, offline_train and safefql_ros (tests are not installed).
+    packages=find_packages(exclude=['tests', 'tests.*']),
+    package_data={'safefql_core': ['envs/*.npy']},
+    include_package_data=False,
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', sorted(glob('launch/*.launch.py'))),
+        ('share/' + package_name + '/config', sorted(glob('config/*.yaml'))),
+    ],
+    # Runtime dependencies are pinned in requirements.txt / constraints.txt (several are
+    # ROS wheels or need --no-deps); they are deliberately not repeated here.
+    install_requires=[],
+    extras_require={'test': ['pytest', 'pytest-timeout']},
+    zip_safe=False,
+    entry_points={
+        'console_scripts': [
+            'safefql-fit = offline_train.fit:main',
+            'safefql-collect = offline_train.collect:main',
+            'safefql-evaluate = offline_train.evaluate:main',
+        ],
+    },
+)

@@ -1,0 +1,61 @@
+"""The boat simulator matches SAFEFQL.md's task definition."""
+import numpy as np
+import pytest
+
+from safefql_core.envs import boat
+
+
+def test_margin_sign_and_value():
+    # at a disc centre l = r (inside, positive); on the boundary 0; far away negative
+    assert boat.margin(np.array([-0.5, 0.5])) == pytest.approx(0.4)
+    assert boat.margin(np.array([-0.5, 0.9])) == pytest.approx(0.0, abs=1e-12)
+    assert boat.margin(np.array([1.5, 0.0])) < -1.0
+
+
+def test_dynamics_euler_step_with_current():
+    s = np.array([[0.0, 1.0]])
+    # heading (0, 3) renormalises to (0, 1); current 2 - 0.5 * 1 = 1.5 along x
+    nxt = boat.dynamics(s, np.array([[0.0, 3.0]]))
+    assert nxt == pytest.approx(np.array([[0.0075, 1.005]]))
+
+
+def test_zero_action_drifts_with_current_and_box_clips():
+    nxt = boat.dynamics(np.array([[2.0, 0.0], [0.0, 0.0]]), np.zeros((2, 2)))
+    assert nxt == pytest.approx(np.array([[2.0, 0.0], [0.01, 0.0]]))
+
+
+def test_step_reports_pre_step_reward_cost_and_margin():
+    env = boat.BoatEnv(2)
+    start = np.array([[-0.5, 0.5], [1.5, 0.0]])
+    env.reset(start)
+    _, rew, cost, term, trunc, info = env.step(np.ones((2, 2)))
+    assert cost.tolist() == [1.0, 0.0]
+    assert rew == pytest.approx(-np.linalg.norm(start - boat.GOAL, axis=1))
+    assert info["margin"] == pytest.approx(boat.margin(start))
+    assert not term.any() and not trunc.any()
+
+
+def test_episode_times_out_after_400_steps():
+    env = boat.BoatEnv(1)
+    env.reset(np.array([[1.0, 1.0]]))
+    for _ in range(boat.EPISODE_STEPS - 1):
+        assert not env.step(np.zeros((1, 2)))[4].any()
+    assert env.step(np.zeros((1, 2)))[4].all()
+
+
+def test_reset_rejects_wrong_count():
+    with pytest.raises(ValueError, match="one \\(x, y\\) row per boat"):
+        boat.BoatEnv(3).reset(np.zeros((2, 2)))
+
+
+def test_evaluation_set_is_fixed_safe_and_reproducible():
+    states = boat.evaluation_states()
+    assert states.shape == (500, 2)
+    assert (boat.margin(states) < 0).all()
+    assert ((states >= boat.LOW) & (states <= boat.HIGH)).all()
+    np.testing.assert_array_equal(states, boat.generate_evaluation_states())
+
+
+def test_sampled_safe_states_respect_clearance():
+    s = boat.sample_safe_states(np.random.default_rng(0), 1000, min_clearance=0.1)
+    assert (boat.margin(s) < -0.1).all()

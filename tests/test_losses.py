@@ -1,0 +1,124 @@
+"""Each SafeFQL loss checked against values computed by hand (SAFEFQL.md, "Losses")."""
+import pytest
+import torch
+
+from safefql_core import losses
+
+
+def t(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def test_expectile_weights_asymmetric():
+    # u = +2 weighted by tau, u = -2 by 1 - tau: (0.9 * 4 + 0.1 * 4) / 2 = 2.0
+    assert losses.expectile_loss(t(2.0, -2.0), 0.9).item() == pytest.approx(2.0)
+    # only positive residuals: 0.9 * (1 + 9) / 2 = 4.5
+    assert losses.expectile_loss(t(1.0, 3.0), 0.9).item() == pytest.approx(4.5)
+    # only negative residuals: 0.1 * (1 + 9) / 2 = 0.5
+    assert losses.expectile_loss(t(-1.0, -3.0), 0.9).item() == pytest.approx(0.5)
+
+
+def test_reward_value_uses_min_over_ensemble():
+    q = torch.tensor([[1.0, 5.0], [3.0, 2.0]])  # members x batch -> min = [1, 2]
+    v = t(0.0, 4.0)                               # residuals [1, -2]
+    expected = (0.9 * 1.0 + 0.1 * 4.0) / 2
+    assert losses.reward_value_loss(q, v, 0.9).item() == pytest.approx(expected)
+
+
+def test_reward_target_bootstraps_unless_terminal():
+    y = losses.reward_q_target(t(-1.0, -1.0), t(1.0, 0.0), t(10.0, 10.0), 0.9)
+    assert y.tolist() == pytest.approx([8.0, -1.0])
+
+
+def test_ensemble_mse_sums_members():
+    q = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    assert losses.ensemble_mse(q, t(0.0, 0.0)).item() == pytest.approx(2.5 + 0.0)
+
+
+def test_safety_target_reference_form():
+    # l = -1, V'(s') = 0.5: (1 - .9)(-1) + .9 * max(-1, .5) = -0.1 + 0.45 = 0.35
+    # l = 2, V' = -3 (terminal flag off): 0.1 * 2 + 0.9 * 2 = 2
+    y = losses.safety_q_target(t(-1.0, 2.0), t(1.0, 1.0), t(0.5, -3.0), 0.9, "reference")
+    assert y.tolist() == pytest.approx([0.35, 2.0])
+
+
+def test_safety_target_paper_form_and_terminal():
+    # paper: max(l, g V'): max(-1, .45) = .45; terminal -> l
+    y = losses.safety_q_target(t(-1.0, -1.0), t(1.0, 0.0), t(0.5, 0.5), 0.9, "paper")
+    assert y.tolist() == pytest.approx([0.45, -1.0])
+    with pytest.raises(ValueError, match="unknown safety backup"):
+        losses.safety_q_target(t(0.0), t(1.0), t(0.0), 0.9, "other")
+
+
+def test_safety_value_tracks_low_expectile_of_max():
+    qc = torch.tensor([[1.0, -2.0], [0.0, -1.0]])  # max over members = [1, -1]
+    vc = t(0.0, 0.0)                                 # residuals [1, -1]
+    # mirrored: positive residuals weighted 0.1, negative 0.9
+    expected = (0.1 * 1.0 + 0.9 * 1.0) / 2
+    assert losses.safety_value_loss(qc, vc, 0.9).item() == pytest.approx(expected)
+
+
+def test_safety_value_minimiser_is_low():
+    """Fitting a constant V_c to samples gives a value below their mean (level 0.1)."""
+    samples = torch.linspace(-1, 1, 101).unsqueeze(0)
+    v = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([v], lr=0.5)
+    for _ in range(500):
+        opt.zero_grad()
+        losses.safety_value_loss(samples, v.expand(101), 0.9).backward()
+        opt.step()
+    assert v.item() < -0.4
+
+
+def test_flow_matching_target_is_a_minus_z():
+    a, z = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert losses.flow_matching_loss(a - z, z, a).item() == 0.0
+    assert losses.flow_matching_loss(torch.zeros(1, 2), z, a).item() == pytest.approx(2.0)
+
+
+def test_distillation_blocks_teacher_gradient():
+    student = torch.tensor([[0.5, 0.5]], requires_grad=True)
+    teacher = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    loss = losses.distillation_loss(student, teacher)
+    assert loss.item() == pytest.approx(0.5)
+    loss.backward()
+    assert teacher.grad is None
+    assert student.grad.tolist() == [[-1.0, 1.0]]
+
+
+def test_gate_uses_pessimistic_max():
+    qc = torch.tensor([[-1.0, -1.0, 0.5], [-0.5, 0.2, -2.0]])
+    assert losses.feasibility_gate(qc).tolist() == [1.0, 0.0, 0.0]
+    assert losses.feasibility_gate(qc, threshold=0.3).tolist() == [1.0, 1.0, 0.0]
+
+
+def test_gated_actor_loss_branches():
+    qr = torch.tensor([[-10.0, -4.0], [-8.0, -6.0]])   # min = [-10, -6]
+    qc = torch.tensor([[-1.0, 2.0], [-0.5, 1.0]])      # max = [-0.5, 2]: first feasible
+    distill = torch.tensor(0.25)
+    loss, info = losses.gated_actor_loss(qr, qc, distill, alpha=2.0, safety_weight=10.0,
+                                         normalize_q=False)
+    # 2 * 0.25 + mean([10 (feasible: -Q_r), 10 * 2 (infeasible: w_s max(Qc,0))]) = 0.5 + 15
+    assert loss.item() == pytest.approx(15.5)
+    assert info["feasible_frac"].item() == pytest.approx(0.5)
+
+
+def test_gated_actor_loss_normalisations():
+    qr = torch.tensor([[-10.0, -6.0, -2.0]])
+    qc = torch.tensor([[-1.0, -1.0, 3.0]])
+    # normalize_q: -Q_r / mean|Q_r| (6) -> [10/6, 1, .]; batch mean of [10/6, 1, 3*1]
+    loss, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 1.0, normalize_q=True)
+    assert loss.item() == pytest.approx((10 / 6 + 1 + 3) / 3)
+    # normalized branches: mean over feasible (10/6+1)/2 + mean over infeasible 3
+    loss, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 1.0, normalize_q=True,
+                                      normalized_branches=True)
+    assert loss.item() == pytest.approx((10 / 6 + 1) / 2 + 3)
+
+
+def test_actor_gradient_pushes_infeasible_action_down_qc():
+    action = torch.tensor([[1.0]], requires_grad=True)
+    qc = (2.0 * action).T          # Q_c = 2a > 0: infeasible
+    qr = -(action ** 2).T
+    loss, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 5.0, normalize_q=False)
+    loss.backward()
+    assert action.grad.item() == pytest.approx(10.0)  # d(w_s * 2a)/da: descent lowers Q_c

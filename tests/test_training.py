@@ -1,0 +1,117 @@
+"""Training: determinism for a seed, resume == uninterrupted, refusal to mix runs, end to end."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from safefql_core.training import RunError, TrainOptions, load_run, train
+
+TINY = {"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64, "flow_steps": 3}
+
+
+def _train(data, out, steps, seed=0, algo="safefql", **extra):
+    cfg = {**(TINY if algo == "safefql" else {"hidden": [32, 32], "batch_size": 64}), "steps": steps, **extra}
+    return train(TrainOptions(data=data, out=str(out), algo=algo, seed=seed, overrides=cfg,
+                              progress=False, log_every=10, checkpoint_every=20))
+
+
+def _weights(run):
+    learner, _ = load_run(run)
+    return learner.state_dict()
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_other_seed_differs(tiny_boat_h5, tmp_path):
+    a = _weights(_train(tiny_boat_h5, tmp_path / "a", 30))
+    b = _weights(_train(tiny_boat_h5, tmp_path / "b", 30))
+    c = _weights(_train(tiny_boat_h5, tmp_path / "c", 30, seed=1))
+    assert _same(a, b)
+    assert not _same(a, c)
+
+
+def test_resume_equals_uninterrupted(tiny_boat_h5, tmp_path):
+    straight = _weights(_train(tiny_boat_h5, tmp_path / "s", 40))
+    _train(tiny_boat_h5, tmp_path / "r", 20)
+    resumed = _weights(_train(tiny_boat_h5, tmp_path / "r", 40))
+    assert _same(straight, resumed)
+    rows = (tmp_path / "r" / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,seconds,loss_v") and len(rows) == 1 + 4  # one header, 4 log rows
+
+
+def test_resume_refuses_a_different_experiment(tiny_boat_h5, tmp_path):
+    _train(tiny_boat_h5, tmp_path / "x", 10)
+    with pytest.raises(RunError, match="different config"):
+        _train(tiny_boat_h5, tmp_path / "x", 10, alpha=5.0)
+
+
+def test_unknown_config_key_is_refused(tiny_boat_h5, tmp_path):
+    with pytest.raises(ValueError, match="unknown SafeFQLConfig key"):
+        _train(tiny_boat_h5, tmp_path / "y", 10, alhpa=5.0)
+
+
+def test_phased_schedule_trains_each_part_in_its_phase(tiny_boat_h5, tmp_path):
+    run = _train(tiny_boat_h5, tmp_path / "p", 30, schedule="phased", phases=[0.34, 0.67])
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().strip().splitlines()]
+    header = rows[0]
+    col = {name: header.index(name) for name in ("loss_q", "loss_flow", "loss_actor")}
+    first, last = rows[1], rows[-1]          # step 10 (critics), step 30 (actor)
+    assert first[col["loss_q"]] and not first[col["loss_flow"]] and not first[col["loss_actor"]]
+    assert last[col["loss_actor"]] and not last[col["loss_q"]]
+
+
+def test_bc_reduces_its_loss(tiny_boat_h5, tmp_path):
+    run = _train(tiny_boat_h5, tmp_path / "bc", 200, algo="bc")
+    losses = [float(r.split(",")[2]) for r in (run / "metrics.csv").read_text().strip().splitlines()[1:]]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_checkpoint_is_plain_state_dicts(tiny_boat_h5, tmp_path):
+    run = _train(tiny_boat_h5, tmp_path / "w", 10)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # raises on pickled objects
+    assert state["step"] == 10 and "model" in state and "optimizer" in state
+
+
+def _cli(*args, cwd):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.slow
+def test_collect_fit_evaluate_end_to_end(tmp_path):
+    _cli("offline_train.collect", "--task", "boat", "--seed", "1", "--episodes", "20",
+         "--out", "data.h5", "--no-progress", cwd=tmp_path)
+    _cli("offline_train.fit", "--data", "data.h5", "--out", "run", "--seed", "0", "--steps", "300",
+         "--no-progress", "--set", "critic_hidden=[64,64]", "flow_hidden=[64,64]", "batch_size=128",
+         cwd=tmp_path)
+    proc = _cli("offline_train.evaluate", "--run", "run", "--episodes", "6", "--json", "eval.json",
+                "--plot", "map.png", cwd=tmp_path)
+    summary = json.loads((tmp_path / "eval.json").read_text())
+    assert summary["count"] == 6 and summary["algo"] == "safefql"
+    assert -4.5 * 400 < summary["mean_return"] < 0
+    assert 0 <= summary["zero_violation_rate"] <= 1
+    assert summary["feasible"]["count"] + summary["doomed"]["count"] == 6
+    assert "mean return" in proc.stdout
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+    lines = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert lines[-1].startswith("300,")
+
+
+def test_fit_cli_reports_bad_data_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "offline_train.fit", "--data", str(tmp_path / "no.h5"),
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "offline_train.collect" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_cli_reports_missing_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "offline_train.evaluate", "--run", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "is not a trained run" in proc.stderr
