@@ -87,7 +87,7 @@ demo: setup
 	mkdir -p $(dir $(DATA))
 	$(PY) -m offline_train.collect --task $(TASK) --seed $(SEED) --out $(DATA)
 	$(PY) -m offline_train.fit --data $(DATA) --out $(RUN) --seed $(SEED)
-	$(PY) -m offline_train.evaluate --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json
+	$(PY) -m offline_train.evaluate --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json --plot $(RUN)/trajectories.png
 
 clean:
 	rm -rf runs data

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                 keep_trajectories=bool(args.plot))
     feasible = feasible_mask(states)
     summary = {"run": str(args.run), "algo": meta["algo"], "seed": meta["seed"],
+               "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
                "noise": args.noise, **evaluation.summarize(result, feasible)}
     f = summary["feasible"]
     print(f"{meta['algo']} seed {meta['seed']}: {summary['count']} episodes, "

@@ -16,8 +16,8 @@ from safefql_core.nets import MLP, Normalizer
 
 @dataclass
 class BCConfig(ConfigMixin):
-    steps: int = 30_000
-    batch_size: int = 512
+    steps: int = 20_000
+    batch_size: int = 256
     lr: float = 3e-4
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
 

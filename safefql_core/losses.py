@@ -78,6 +78,8 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
     qr, qc: ensembles [members, batch] evaluated at the actor's clipped action.
     normalize_q divides the reward term by stopgrad(mean |Q_r|) so alpha is scale free.
     normalized_branches averages each branch over its own samples instead of the batch.
+    gate_threshold < 0 (a deviation; the paper uses 0) demands a clearance margin: an action
+    counts as feasible only if Q_c < threshold, and the safety branch pushes Q_c below it.
     """
     q_r = qr.min(dim=0).values
     q_c = qc.max(dim=0).values
@@ -85,7 +87,8 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
     reward_term = -q_r
     if normalize_q:
         reward_term = reward_term / q_r.abs().mean().detach().clamp_min(1e-6)
-    safety_term = safety_weight * torch.relu(q_c)
+    # Infeasible means Q_c >= threshold, so the safety branch pushes Q_c below the threshold.
+    safety_term = safety_weight * torch.relu(q_c - gate_threshold)
     if normalized_branches:
         policy = (gate * reward_term).sum() / gate.sum().clamp_min(1.0) \
             + ((1 - gate) * safety_term).sum() / (1 - gate).sum().clamp_min(1.0)

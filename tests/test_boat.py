@@ -32,6 +32,7 @@ def test_step_reports_pre_step_reward_cost_and_margin():
     assert cost.tolist() == [1.0, 0.0]
     assert rew == pytest.approx(-np.linalg.norm(start - boat.GOAL, axis=1))
     assert info["margin"] == pytest.approx(boat.margin(start))
+    assert info["cost"].tolist() == cost.tolist()
     assert not term.any() and not trunc.any()
 
 

@@ -122,3 +122,13 @@ def test_actor_gradient_pushes_infeasible_action_down_qc():
     loss, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 5.0, normalize_q=False)
     loss.backward()
     assert action.grad.item() == pytest.approx(10.0)  # d(w_s * 2a)/da: descent lowers Q_c
+
+
+def test_gate_threshold_moves_both_gate_and_safety_target():
+    qr = torch.tensor([[-1.0, -1.0]])
+    qc = torch.tensor([[-0.05, -0.5]])    # first is within the 0.1 margin -> infeasible
+    loss, info = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 10.0, normalize_q=False,
+                                         gate_threshold=-0.1)
+    # mean([10 * relu(-0.05 + 0.1), -(-1)]) = (0.5 + 1) / 2
+    assert loss.item() == pytest.approx(0.75)
+    assert info["feasible_frac"].item() == pytest.approx(0.5)

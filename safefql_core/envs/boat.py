@@ -87,7 +87,8 @@ class BoatEnv:
     """Batched boat simulator with a gym-like API.
 
     `step` returns (next_obs, reward, cost, terminated, truncated, info) as arrays over the
-    batch; reward and cost are those of the pre-step state (SAFEFQL.md). The task never
+    batch, Safety-Gymnasium style; info repeats the cost and adds the margin l. Reward, cost
+    and margin are those of the pre-step state (SAFEFQL.md). The task never
     terminates early: episodes end by time-out after EPISODE_STEPS steps.
     """
 
@@ -122,4 +123,4 @@ class BoatEnv:
         self.t += 1
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.full(self.num_envs, self.t >= EPISODE_STEPS)
-        return self.states.copy(), rew, cost, terminated, truncated, {"margin": ell}
+        return self.states.copy(), rew, cost, terminated, truncated, {"margin": ell, "cost": cost}
