@@ -1,11 +1,20 @@
-"""`python -m offline_train.collect`: generate a behaviour dataset for a built-in task."""
+"""`python -m offline_train.collect`: generate a behaviour dataset for a built-in task.
+
+`--format bag` writes the same episodes as a rosbag2 on the task spec's topics instead
+(offline_train.bags: episodes separated by a 1 s silence, which offline_train.convert
+splits on), to exercise the bag workflow without a robot.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+import numpy as np
+
+from offline_train.bags import STORAGES, BagError, write_episodes
 from safefql_core.data import Dataset, save_dataset
 from safefql_core.envs import boat, boat_behaviour
+from safefql_core.tasks import TaskSpec
 
 DEFAULT_TRANSITIONS = 1_000_000
 
@@ -14,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.collect", description=__doc__)
     p.add_argument("--task", default="boat", choices=["boat"], help="built-in task")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output HDF5 path, e.g. data/boat.h5")
+    p.add_argument("--out", required=True,
+                   help="output HDF5 path, e.g. data/boat.h5 (a new directory for --format bag)")
+    p.add_argument("--format", default="hdf5", choices=["hdf5", "bag"],
+                   help="hdf5 dataset (default) or rosbag2 on the task spec's topics")
+    p.add_argument("--storage", choices=sorted(STORAGES), help="rosbag2 storage plugin for --format bag (default mcap)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--transitions", type=int, help=f"dataset size (default {DEFAULT_TRANSITIONS:,})")
     size.add_argument("--episodes", type=int, help="number of 400-step episodes")
@@ -24,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // boat.EPISODE_STEPS)
     if episodes <= 0:
         p.error("--episodes / --transitions must be positive")
+    if args.storage and args.format != "bag":
+        p.error("--storage only applies to --format bag")
     arrays = boat_behaviour.collect(episodes, args.seed, progress=not args.no_progress)
     family = arrays.pop("family")
+    if args.format == "bag":
+        return save_bag(args.out, args.task, arrays, episodes, args.storage or "mcap")
     attrs = {"task": "boat", "seed": args.seed, "episodes": episodes, "control_period": boat.DT,
              "observation_fields": ["x", "y"], "action_fields": ["heading_x", "heading_y"],
              "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
@@ -36,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes, "
           f"{(per_episode_cost == 0).mean():.1%} episodes without violations, "
           f"behaviour mix {dict(zip(boat_behaviour.MIX, [int((family[::boat.EPISODE_STEPS] == i).sum()) for i in range(len(boat_behaviour.MIX))]))}")
+    return 0
+
+
+def save_bag(out: str, task: str, arrays: dict[str, np.ndarray], episodes: int, storage: str) -> int:
+    """Episode-major flat arrays -> states s_0..s_T and actions per episode -> a rosbag2."""
+    obs = arrays["observations"].reshape(episodes, boat.EPISODE_STEPS, -1)
+    last = arrays["next_observations"].reshape(episodes, boat.EPISODE_STEPS, -1)[:, -1:]
+    actions = arrays["actions"].reshape(episodes, boat.EPISODE_STEPS, -1)
+    try:
+        count = write_episodes(out, TaskSpec.builtin(task), np.concatenate([obs, last], axis=1), actions, storage)
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: rosbag2 ({storage}), {count:,} messages, {episodes} episodes of {boat.EPISODE_STEPS} steps")
     return 0
 
 

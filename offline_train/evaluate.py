@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from safefql_core import evaluation
 from safefql_core.envs import boat
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", help="write a PNG map of the trajectories here")
     p.add_argument("--noise", choices=["zero", "sample"], default="zero",
                    help="actor noise z: zero (deterministic, default) or sampled")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates)")
     args = p.parse_args(argv)
+    torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
     try:
         learner, meta = load_run(args.run)
         states = load_initial_states(args.init_states, args.episodes)

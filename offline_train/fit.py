@@ -1,4 +1,5 @@
-"""`python -m offline_train.fit`: train a learner on an offline dataset."""
+"""`python -m offline_train.fit`: train a learner on an offline dataset, or on a rosbag2
+(`--bag`: converted to <out>/dataset.h5 first, as offline_train.convert does)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.data import DatasetError
 from safefql_core.training import ALGOS, RunError, TrainOptions, train
+
+DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
 
 
 def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
@@ -25,8 +29,11 @@ def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.fit", description=__doc__)
-    p.add_argument("--data", required=True, help="dataset HDF5 (offline_train.collect, or DSRL layout)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="dataset HDF5 (offline_train.collect, or DSRL layout)")
+    source.add_argument("--bag", help="rosbag2 directory, converted through the config's task spec")
     p.add_argument("--config", help="task YAML with per-algorithm settings (e.g. config/boat.yaml)")
+    add_bag_arguments(p)
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="override the number of gradient steps")
@@ -48,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None:
             overrides["steps"] = args.steps
         torch.set_num_threads(args.threads)
-        out = train(TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed,
+        data = args.data
+        if args.bag is not None:
+            data = str(Path(args.out) / DATASET)
+            print(convert(args.bag, load_spec(args.config), data, args.typestore, args.on_nonfinite,
+                          progress=not args.no_progress).summary())
+        out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
                                  overrides=overrides, task=task, device=args.device,
                                  tensorboard=args.tensorboard, progress=not args.no_progress))
     except (DatasetError, RunError, ValueError) as exc:

@@ -23,10 +23,12 @@ from torch import nn
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
 from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset
+from safefql_core.fisor import FISOR, FISORConfig
 
 ALGOS: dict[str, tuple[type[nn.Module], type]] = {
     "safefql": (SafeFQL, SafeFQLConfig),
     "bc": (BC, BCConfig),
+    "fisor": (FISOR, FISORConfig),
 }
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -90,8 +92,15 @@ def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
         "act_dim": data.act_dim,
         "obs_mean": data.observations.mean(axis=0).tolist(),
         "obs_std": data.observations.std(axis=0).tolist(),
+        "dataset_attrs": _plain(data.attrs),
         "config": algo_cfg,
     }
+
+
+def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Dataset attributes as plain YAML/JSON values (arrays -> lists), for config.yaml."""
+    import json
+    return json.loads(json.dumps(attrs, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
 
 
 def train(opts: TrainOptions) -> Path:

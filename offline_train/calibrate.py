@@ -1,0 +1,101 @@
+"""`python -m offline_train.calibrate`: conformal calibration of the run-time threshold δ*."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from safefql_core import calibration as cal
+from safefql_core import evaluation
+from safefql_core.data import DatasetError, load_dataset
+from safefql_core.envs import boat
+from safefql_core.training import RunError, load_run
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def simulated_outcomes(learner, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(y, V̂): realised max margin of the frozen policy from each state, and Q_safe(s, π(s))."""
+    result = evaluation.rollout(evaluation.torch_policy(learner), states)
+    obs = torch.as_tensor(states, dtype=torch.float32)
+    v_hat = learner.safety(obs, learner.act(obs))[0].numpy()
+    return result["max_margin"], v_hat
+
+
+def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y, V̂) from logged episodes: outcome of the *behaviour* policy from a random tick.
+
+    The weaker statement: it calibrates Q_safe(s, a_logged) against what the logged
+    behaviour then did, not what this policy would do, and the episodes were also seen in
+    training.
+    """
+    data = load_dataset(data_path)
+    margins = data.margin_signal()
+    starts = data.episode_starts()
+    ends = np.append(starts[1:], len(data))
+    picks = rng.integers(0, len(starts), n)
+    idx = np.array([rng.integers(starts[e], ends[e]) for e in picks])
+    y = np.array([margins[i:ends[e]].max() for i, e in zip(idx, picks)])
+    obs = torch.as_tensor(data.observations[idx])
+    v_hat = learner.safety(obs, torch.as_tensor(data.actions[idx]))[0].numpy()
+    return y, v_hat
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m offline_train.calibrate", description=__doc__)
+    p.add_argument("--run", required=True)
+    p.add_argument("--epsilon", type=float, default=0.05, help="allowed violation probability")
+    p.add_argument("--n", type=int, default=2000, help="held-out states per set (two sets are drawn)")
+    p.add_argument("--method", choices=["split", "beta"], default="split")
+    p.add_argument("--beta", type=float, default=0.05, help="1 - confidence (beta method, coverage bounds)")
+    p.add_argument("--source", choices=["sim", "data"], default="sim",
+                   help="sim: policy rollouts in the simulator; data: logged episodes (weaker)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the result here")
+    p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
+    args = p.parse_args(argv)
+    try:
+        learner, meta = load_run(args.run)
+        if meta["algo"] == "bc":
+            raise RunError("a bc run has no safety critic to calibrate")
+        rng = np.random.default_rng(args.seed)
+        if args.source == "sim":
+            if meta["task"] != "boat":
+                raise RunError(f"task '{meta['task']}' has no simulator here; use --source data")
+            y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, args.n))
+            y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, args.n))
+        else:
+            y, v = logged_outcomes(learner, meta["data"], rng, args.n)
+            y2, v2 = logged_outcomes(learner, meta["data"], rng, args.n)
+    except (RunError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fit = (cal.split_conformal(y, v, args.epsilon) if args.method == "split"
+           else cal.beta_threshold(y, v, args.epsilon, args.beta))
+    check = cal.coverage(y2, v2, fit["delta"], args.beta)
+    result = {
+        "delta": fit["delta"], "epsilon": args.epsilon, "n": args.n, "method": args.method,
+        "source": "simulated policy rollouts" if args.source == "sim" else
+                  "logged episodes (behaviour policy outcomes; weaker statement)",
+        "q_hat": fit.get("q_hat"), "seed": args.seed, **check,
+    }
+    run = Path(args.run)
+    (run / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    plot = args.plot or str(run / "calibration_scores.png")
+    q_hat = fit.get("q_hat", -fit["delta"])
+    cal.score_histogram(plot, y - v, q_hat, f"{args.method} conformal, ε={args.epsilon}, n={args.n}")
+    print(f"δ* = {result['delta']:.4f} ({args.method}, ε={args.epsilon}, n={args.n}); held-out: "
+          f"{check['certified']} certified, {check['violations_among_certified']} violated, coverage "
+          f"{check['coverage']:.4f} [{check['coverage_lower_bound']:.4f}, {check['coverage_upper_bound']:.4f}] "
+          f"at {check['confidence']:.0%} confidence -> {run / CALIBRATION_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The policy bundle: the one artifact a robot needs (ARCHITECTURE.md, "Policy bundle").
+
+A directory with ONNX graphs, the learner's weights for the torch debug backend,
+`bundle.json` (everything needed to run and to audit the policy) and `MODEL_CARD.md`.
+Normalisation and clipping are inside the graphs, so a consumer feeds raw observations
+and gets actions in [-1, 1]. Export checks torch against onnxruntime on stored example
+inputs, and loading repeats that check: a bundle that does not reproduce its own examples
+is refused rather than run.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SCHEMA_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+WEIGHTS = "weights.pt"
+PARITY_TOL = 1e-5
+EXAMPLES = 8
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted; the message names the problem and the fix."""
+
+
+# ---- the exported graphs -------------------------------------------------------------------
+class ActorGraph(nn.Module):
+    """(observation, noise) -> action = clip(mu(normalise(s), z))."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.normalizer, self.actor = learner.normalizer, learner.actor
+
+    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.normalizer(observation), noise).clamp(-1.0, 1.0)
+
+
+class SafetyGraph(nn.Module):
+    """(observation, action) -> (pessimistic Q_safe = max over the ensemble, V_safe)."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.normalizer, self.qc, self.vc = learner.normalizer, learner.qc, learner.vc
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.normalizer(observation)
+        return self.qc(o, action).max(dim=0).values, self.vc(o)
+
+
+class DenoiserGraph(nn.Module):
+    """FISOR: (observation, x_t, t) -> predicted noise; the sampler loop runs outside."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.normalizer, self.denoiser = learner.normalizer, learner.denoiser
+
+    def forward(self, observation: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(self.normalizer(observation), x, t)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+GRAPHS = {
+    "actor": GraphSpec("actor.onnx", ("observation", "noise"), ("action",)),
+    "safety": GraphSpec("safety.onnx", ("observation", "action"), ("q_safe", "v_safe")),
+    "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
+}
+GRAPHS_BY_ALGO = {"safefql": ("actor", "safety"), "fisor": ("denoiser", "safety")}
+GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "denoiser": DenoiserGraph}
+
+
+def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
+    if algo not in GRAPHS_BY_ALGO:
+        raise BundleError(f"algorithm '{algo}' has no deployable bundle; export a safefql or fisor run")
+    return {name: GRAPH_MODULES[name](learner).eval() for name in GRAPHS_BY_ALGO[algo]}
+
+
+def example_inputs(name: str, obs: np.ndarray, act_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = len(obs)
+    draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    if name == "actor":
+        return {"observation": obs, "noise": draw(n, act_dim)}
+    if name == "safety":
+        return {"observation": obs, "action": np.clip(draw(n, act_dim), -1, 1)}
+    return {"observation": obs, "x": draw(n, act_dim), "t": rng.uniform(0, 1, (n, 1)).astype(np.float32)}
+
+
+# ---- export --------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def onnx_bytes(module: nn.Module, inputs: dict[str, np.ndarray], spec: GraphSpec) -> bytes:
+    buf = io.BytesIO()
+    args = tuple(torch.as_tensor(v) for v in inputs.values())
+    dynamic = {n: {0: "batch"} for n in (*spec.inputs, *spec.outputs)}
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact and fast
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=list(spec.inputs), output_names=list(spec.outputs),
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def ort_session(model: bytes | str, threads: int = 1):
+    """An onnxruntime session with explicit thread counts; CUDA provider when present."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(model, opts, providers=providers)
+
+
+def check_parity(session, examples: dict[str, Any], name: str) -> float:
+    feeds = {k: np.asarray(v, dtype=np.float32) for k, v in examples["inputs"].items()}
+    got = session.run(None, feeds)
+    worst = max(float(np.abs(np.asarray(g) - np.asarray(e, dtype=np.float32)).max())
+                for g, e in zip(got, examples["outputs"]))
+    if not worst <= PARITY_TOL:
+        raise BundleError(f"{name}: onnxruntime output differs from the stored torch output by {worst:.3g} "
+                          f"(tolerance {PARITY_TOL}); the graph is corrupt or was built for another "
+                          "runtime version — re-export with offline_train.export")
+    return worst
+
+
+def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observations: np.ndarray,
+                  calibration: dict[str, Any] | None, task: dict[str, Any]) -> dict[str, Any]:
+    """Write the bundle for a trained learner; return bundle.json's content.
+
+    `observations` are typical inputs; EXAMPLES of them become the stored parity examples.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    learner = learner.cpu().eval()
+    rng = np.random.default_rng(0)
+    obs = observations[rng.choice(len(observations), EXAMPLES, replace=False)].astype(np.float32)
+    files, examples, parity = {}, {}, {}
+    for name, module in graph_modules(learner, meta["algo"]).items():
+        spec = GRAPHS[name]
+        inputs = example_inputs(name, obs, meta["act_dim"], rng)
+        with torch.no_grad():
+            outputs = module(*(torch.as_tensor(v) for v in inputs.values()))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        examples[name] = {"inputs": {k: v.tolist() for k, v in inputs.items()},
+                          "outputs": [o.numpy().tolist() for o in outputs]}
+        model = onnx_bytes(module, inputs, spec)
+        (out / spec.file).write_bytes(model)
+        parity[name] = check_parity(ort_session(model), examples[name], name)
+        files[spec.file] = sha256(out / spec.file)
+    torch.save(learner.state_dict(), out / WEIGHTS)
+    files[WEIGHTS] = sha256(out / WEIGHTS)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "algo": meta["algo"],
+        "obs_dim": meta["obs_dim"],
+        "act_dim": meta["act_dim"],
+        "task": task,
+        "observation_normalisation": {"mean": meta["obs_mean"], "std": meta["obs_std"]},
+        "action_scaling": {"low": task.get("action_low", [-1.0] * meta["act_dim"]),
+                           "high": task.get("action_high", [1.0] * meta["act_dim"])},
+        "control_period": task.get("control_period"),
+        "calibration": calibration,
+        "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
+                          "outputs": list(GRAPHS[name].outputs)} for name in examples},
+        "examples": examples,
+        "export_parity_max_abs_diff": parity,
+        "files": files,
+        "dataset_fingerprint": meta["dataset_fingerprint"],
+        "training": {"seed": meta["seed"], "steps": meta["trained_steps"], "config": meta["config"]},
+        "versions": _versions(),
+    }
+    (out / BUNDLE_JSON).write_text(json.dumps(doc, indent=1))
+    (out / "MODEL_CARD.md").write_text(model_card(doc))
+    return doc
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def model_card(doc: dict[str, Any]) -> str:
+    cal = doc["calibration"]
+    cal_text = ("not calibrated: the run-time threshold is 0 (the paper's gate); run "
+                "offline_train.calibrate before export" if cal is None else
+                f"δ* = {cal['delta']:.4f} ({cal['method']}, ε = {cal['epsilon']}, n = {cal['n']}, "
+                f"source: {cal['source']}); coverage on a second held-out set: {cal['coverage']:.3f}")
+    return f"""# Model card — {doc['task'].get('name', 'task')} / {doc['algo']}
+
+- **What it does:** maps an observation ({doc['obs_dim']} values) to an action ({doc['act_dim']} values
+  in [-1, 1]); `safety.onnx` scores (observation, action) with a pessimistic learned
+  Hamilton–Jacobi safety value — Q_safe < 0 means predicted safe now and later.
+- **Control period:** {doc['control_period']} s. **Trained:** {doc['training']['steps']} steps, seed
+  {doc['training']['seed']}, on dataset {doc['dataset_fingerprint']}.
+- **Safety threshold:** {cal_text}.
+- **Intended use:** the per-tick decision of `safefql_core.runtime` — actor proposal, calibrated
+  check, fallback candidates, stop action on untrusted input. Not a certificate outside the
+  state distribution of the training data.
+- **Files:** {', '.join(sorted(doc['files']))} (sha256 in bundle.json); versions {doc['versions']}.
+"""
+
+
+# ---- load ----------------------------------------------------------------------------------
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def algo(self) -> str:
+        return self.meta["algo"]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.meta["obs_dim"]
+
+    @property
+    def act_dim(self) -> int:
+        return self.meta["act_dim"]
+
+    @property
+    def threshold(self) -> float:
+        """δ*: the calibrated threshold, 0 (the paper's gate) when uncalibrated."""
+        cal = self.meta.get("calibration")
+        return float(cal["delta"]) if cal else 0.0
+
+    def file(self, graph: str) -> Path:
+        return self.path / GRAPHS[graph].file
+
+
+def load_bundle(path: str | Path, check: bool = True) -> Bundle:
+    """Read and verify a bundle: schema, files, checksums, dimensions, and ORT parity."""
+    path = Path(path)
+    if not (path / BUNDLE_JSON).is_file():
+        raise BundleError(f"{path} is not a policy bundle (no {BUNDLE_JSON}); create one with "
+                          "`python -m offline_train.export --run runs/boat --out bundle/`")
+    try:
+        meta = json.loads((path / BUNDLE_JSON).read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path / BUNDLE_JSON} is not valid JSON ({exc}); re-export the bundle") from exc
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
+                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
+    for name, digest in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{path}: file {name} listed in {BUNDLE_JSON} is missing; copy the whole bundle")
+        if check and sha256(file) != digest:
+            raise BundleError(f"{path}: checksum of {name} does not match {BUNDLE_JSON}; the file was modified "
+                              "or truncated — copy the bundle again or re-export it")
+    bundle = Bundle(path, meta)
+    if check:
+        verify_graphs(bundle)
+    return bundle
+
+
+def verify_graphs(bundle: Bundle) -> None:
+    """Graph input sizes must match the declared dims, and the examples must reproduce."""
+    for name in bundle.meta["graphs"]:
+        session = ort_session(str(bundle.file(name)))
+        for inp in session.get_inputs():
+            width = inp.shape[1] if len(inp.shape) > 1 else None
+            expected = bundle.obs_dim if inp.name == "observation" else (1 if inp.name == "t" else bundle.act_dim)
+            if width != expected:
+                raise BundleError(f"{bundle.path}: {GRAPHS[name].file} input '{inp.name}' has width {width}, "
+                                  f"{BUNDLE_JSON} declares {expected}; the bundle was assembled from different runs")
+        check_parity(session, bundle.meta["examples"][name], f"{bundle.path}/{GRAPHS[name].file}")

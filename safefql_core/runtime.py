@@ -1,0 +1,222 @@
+"""The per-tick decision (ARCHITECTURE.md, "Runtime decision"): the one place it lives.
+
+validate state -> propose (one actor pass) -> calibrated check Q_safe < δ* -> otherwise
+score candidates (other actor noises + configured fallback actions) and send the safest.
+The ROS node, replay and offline evaluation all call `Runtime.decide`; nothing else
+re-implements it. Backends: onnxruntime (default, what runs on the robot) and torch (the
+learner rebuilt from the bundle's weights, for debugging and for the latency comparison).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+
+from safefql_core.bundle import GRAPHS, Bundle, BundleError, graph_modules, ort_session
+
+
+class Mode(str, Enum):
+    NOMINAL = "NOMINAL"      # the actor's action passed the calibrated check
+    INTERVENE = "INTERVENE"  # the actor's action failed; a safer candidate passed
+    UNSAFE = "UNSAFE"        # no candidate passed; the safest one is sent anyway
+    REJECTED = "REJECTED"    # the state cannot be trusted; the stop action is sent
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: np.ndarray
+    mode: Mode
+    reason: str
+    q_safe: float
+    v_safe: float
+    threshold: float
+    inference_ms: float
+
+    @property
+    def margin(self) -> float:
+        """δ* − Q_safe: positive means the sent action is certified with room to spare."""
+        return self.threshold - self.q_safe
+
+
+@dataclass
+class RuntimeConfig:
+    backend: str = "onnxruntime"        # or "torch"
+    threads: int = 1
+    state_timeout: float | None = None  # seconds; None: the caller does not track age
+    stop_action: list[float] | None = None  # default: zeros (boat: no thrust)
+    fallback_actions: list[list[float]] = field(default_factory=list)
+    candidates: int = 8                 # extra actor noise samples scored on intervention
+    noise: str = "zero"                 # actor noise on the nominal path: zero | sample
+    seed: int = 0
+    threshold: float | None = None      # override δ*; default: the bundle's calibration
+
+
+class Graphs(Protocol):
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class OrtGraphs:
+    def __init__(self, bundle: Bundle, threads: int) -> None:
+        self.sessions = {name: ort_session(str(bundle.file(name)), threads) for name in bundle.meta["graphs"]}
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sessions[name].run(None, feeds)
+
+
+class TorchGraphs:
+    """The same graphs in torch eager, rebuilt from bundle.json and weights.pt."""
+
+    def __init__(self, bundle: Bundle, threads: int) -> None:
+        import torch
+        from safefql_core.training import build_learner
+        torch.set_num_threads(threads)
+        m = bundle.meta
+        learner = build_learner(m["algo"], m["training"]["config"], m["obs_dim"], m["act_dim"],
+                                np.array(m["observation_normalisation"]["mean"]),
+                                np.array(m["observation_normalisation"]["std"]))
+        learner.load_state_dict(torch.load(bundle.path / "weights.pt", weights_only=True))
+        self.torch = torch
+        self.modules = graph_modules(learner.eval(), m["algo"])
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self.torch.no_grad():
+            out = self.modules[name](*(self.torch.from_numpy(v) for v in feeds.values()))
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+class Runtime:
+    def __init__(self, bundle: Bundle, cfg: RuntimeConfig | None = None) -> None:
+        self.bundle, self.cfg = bundle, cfg or RuntimeConfig()
+        if self.cfg.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{self.cfg.backend}'")
+        if self.cfg.noise not in ("zero", "sample"):
+            raise ValueError(f"noise must be 'zero' or 'sample', got '{self.cfg.noise}'")
+        self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
+            bundle, self.cfg.threads)
+        self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
+        self.threshold = bundle.threshold if self.cfg.threshold is None else float(self.cfg.threshold)
+        self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
+        self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self._zero = np.zeros((1, self.act_dim), np.float32)
+        if bundle.algo == "fisor":
+            self._fisor_setup()
+
+    def _action_array(self, values, name: str) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float32).reshape(-1, self.act_dim) if len(values) else \
+            np.zeros((0, self.act_dim), np.float32)
+        if arr.size and (not np.isfinite(arr).all() or np.abs(arr).max() > 1.0):
+            raise ValueError(f"{name} must be finite actions in [-1, 1] with {self.act_dim} values each")
+        return arr
+
+    # ---- validation --------------------------------------------------------------------------
+    def validate(self, obs: np.ndarray | None, age: float | None) -> tuple[np.ndarray | None, str]:
+        """(observation as float32 [1, obs_dim], "") or (None, why it is rejected)."""
+        if obs is None:
+            return None, "no state received yet"
+        timeout = self.cfg.state_timeout
+        if timeout is not None and age is not None and age > timeout:
+            return None, f"state is stale: {age * 1e3:.1f} ms old > state_timeout {timeout * 1e3:.1f} ms"
+        o = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        if o.shape[1] != self.obs_dim:
+            return None, f"state has {o.shape[1]} values, the policy expects {self.obs_dim}"
+        bad = np.flatnonzero(~np.isfinite(o[0]))
+        if bad.size:
+            return None, f"state has non-finite values at indices {bad.tolist()}"
+        return o, ""
+
+    # ---- the decision ------------------------------------------------------------------------
+    def decide(self, obs: np.ndarray | None, age: float | None = None) -> Decision:
+        start = time.perf_counter()
+        o, why = self.validate(obs, age)
+        if o is None:
+            return Decision(self.stop_action.copy(), Mode.REJECTED, why, float("nan"), float("nan"),
+                            self.threshold, (time.perf_counter() - start) * 1e3)
+        action, q, v = self.propose(o)
+        if q < self.threshold:
+            mode, reason = Mode.NOMINAL, ""
+        else:
+            action, q, v = self.safest_candidate(o, action, q)
+            if q < self.threshold:
+                mode, reason = Mode.INTERVENE, f"actor action had Q_safe above δ*={self.threshold:.3f}"
+            else:
+                mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
+        return Decision(action, mode, reason, q, v, self.threshold, (time.perf_counter() - start) * 1e3)
+
+    def _noise(self, n: int) -> np.ndarray:
+        if self.cfg.noise == "zero" and n == 1:
+            return self._zero
+        return self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
+
+    def _score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q, v = self.graphs.run("safety", {"observation": np.repeat(o, len(actions), axis=0), "action": actions})
+        return q, v
+
+    def propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The policy's own action and its safety value."""
+        if self.bundle.algo == "fisor":
+            return self._fisor_propose(o)
+        action = self.graphs.run("actor", {"observation": o, "noise": self._noise(1)})[0]
+        q, v = self.graphs.run("safety", {"observation": o, "action": action})
+        return action[0], float(q[0]), float(v[0])
+
+    def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float) -> tuple[np.ndarray, float, float]:
+        pool = [self.fallbacks]
+        if self.cfg.candidates and self.bundle.algo == "safefql":
+            noise = self.rng.standard_normal((self.cfg.candidates, self.act_dim)).astype(np.float32)
+            pool.append(self.graphs.run("actor", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})[0])
+        elif self.cfg.candidates:
+            pool.append(self._fisor_samples(o))
+        actions = np.concatenate(pool)
+        if not len(actions):
+            return proposed, q_proposed, float("nan")
+        q, v = self._score(o, actions)
+        best = int(np.argmin(q))
+        if q[best] >= q_proposed:
+            return proposed, q_proposed, float(v[best])
+        return actions[best], float(q[best]), float(v[best])
+
+    # ---- FISOR-style policy: DDPM chain over N candidates, keep argmin Q_safe ------------------
+    def _fisor_setup(self) -> None:
+        from safefql_core.fisor import vp_schedule
+        cfg = self.bundle.meta["training"]["config"]
+        self.fisor_steps, self.fisor_n = cfg["diffusion_steps"], cfg["candidates"]
+        self.betas = vp_schedule(self.fisor_steps).astype(np.float32)
+        self.alpha_bars = np.cumprod(1 - self.betas).astype(np.float32)
+
+    def _fisor_samples(self, o: np.ndarray) -> np.ndarray:
+        n = self.fisor_n
+        obs = np.repeat(o, n, axis=0)
+        x = self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
+        for k in reversed(range(self.fisor_steps)):
+            t = np.full((n, 1), k / self.fisor_steps, np.float32)
+            eps = self.graphs.run("denoiser", {"observation": obs, "x": x, "t": t})[0]
+            beta, ab = self.betas[k], self.alpha_bars[k]
+            x = (x - beta / np.sqrt(1 - ab) * eps) / np.sqrt(1 - beta)
+            if k > 0:
+                x = x + np.sqrt(beta) * self.rng.standard_normal(x.shape).astype(np.float32)
+            x = np.clip(x, -1.0, 1.0).astype(np.float32)
+        return x
+
+    def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
+        actions = self._fisor_samples(o)
+        q, v = self._score(o, actions)
+        best = int(np.argmin(q))
+        return actions[best], float(q[best]), float(v[best])
+
+
+def load_runtime(path: str, cfg: RuntimeConfig | None = None) -> Runtime:
+    """Load, verify and wrap a bundle in one call (what the node and replay use)."""
+    from safefql_core.bundle import load_bundle
+    try:
+        return Runtime(load_bundle(path), cfg)
+    except BundleError:
+        raise
+    except KeyError as exc:
+        raise BundleError(f"{path}: bundle.json lacks {exc}; re-export the bundle") from exc
+
+
+__all__ = ["Decision", "Mode", "Runtime", "RuntimeConfig", "load_runtime", "GRAPHS"]

@@ -1,0 +1,131 @@
+"""Causal zero-order-hold alignment on the control grid: stamps in, indices and transitions out."""
+import numpy as np
+import pytest
+
+from safefql_core.alignment import (AlignmentError, TimeSeries, build_transitions, control_grid,
+                                    episode_bounds, latest_at_or_before)
+from safefql_core.tasks import TaskSpec
+from test_tasks import boat_dict
+
+MS = 1_000_000
+# 10 ms period, 25 ms max age (2.5 periods, as for the boat)
+SPEC = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025), "boat")
+
+
+def series(stamps_ms, values) -> TimeSeries:
+    return TimeSeries(np.asarray(stamps_ms, dtype=np.int64) * MS, np.asarray(values, dtype=np.float64))
+
+
+def states(stamps_ms) -> TimeSeries:
+    """State k is (k, -k): its value tells which sample was picked."""
+    k = np.arange(len(stamps_ms), dtype=np.float64)
+    return series(stamps_ms, np.stack([k, -k], axis=1) * 0.01)
+
+
+def commands(stamps_ms) -> TimeSeries:
+    k = np.arange(len(stamps_ms), dtype=np.float64)
+    return series(stamps_ms, np.stack([k, k], axis=1) * 0.01)
+
+
+def test_latest_at_or_before_picks_the_latest_fresh_sample():
+    stamps = np.array([0, 10, 20], dtype=np.int64)
+    ticks = np.array([-5, 0, 5, 10, 19, 25, 31, 33])
+    np.testing.assert_array_equal(latest_at_or_before(stamps, ticks, max_age=12),
+                                  [-1, 0, 0, 1, 1, 2, 2, -1])  # -1: none yet / older than 12
+    np.testing.assert_array_equal(latest_at_or_before(stamps, ticks, max_age=12, strictly_before=True),
+                                  [-1, -1, 0, 0, 1, 2, 2, -1])
+
+
+def test_gaps_split_episodes_and_each_gets_its_own_grid():
+    stamps = np.array([0, 10, 20, 31, 100, 110], dtype=np.int64)
+    bounds = episode_bounds(stamps, max_gap=25)
+    np.testing.assert_array_equal(bounds, [[0, 3], [4, 5]])
+    ticks, episode = control_grid(stamps, bounds, period=10)
+    np.testing.assert_array_equal(ticks, [0, 10, 20, 30, 100, 110])
+    np.testing.assert_array_equal(episode, [0, 0, 0, 0, 1, 1])
+
+
+def test_transitions_pair_state_with_the_command_in_force_until_the_next_tick():
+    # The controller answers each state 3 ms late: sampling commands at the tick itself
+    # would pair every state with the previous command.
+    t = np.arange(6) * 10
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": commands(t[:-1] + 3)})
+    assert report.transitions == 5 and report.dropped == {}
+    np.testing.assert_allclose(arrays["observations"][:, 0], np.arange(5) * 0.01, atol=1e-7)
+    np.testing.assert_allclose(arrays["next_observations"][:, 0], np.arange(1, 6) * 0.01, atol=1e-7)
+    np.testing.assert_allclose(arrays["actions"][:, 0], np.arange(5) * 0.01, atol=1e-7)
+    np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(arrays["terminals"], np.zeros(5))
+    obs = arrays["observations"].astype(np.float64)
+    np.testing.assert_allclose(arrays["rewards"], SPEC.reward(obs), rtol=1e-6)
+    np.testing.assert_allclose(arrays["margins"], SPEC.margin(obs), rtol=1e-6)
+    np.testing.assert_array_equal(arrays["costs"], arrays["margins"] > 0)
+
+
+def test_zero_order_hold_repeats_a_late_state_and_never_interpolates():
+    # State 2 arrives 8 ms late (still within max age): tick 20 holds state 1.
+    arrays, _ = build_transitions(SPEC, {"state": states([0, 10, 28, 30]), "command": commands([0, 10, 20])})
+    np.testing.assert_allclose(arrays["observations"][:, 0], [0.0, 0.01, 0.01], atol=1e-7)
+    np.testing.assert_allclose(arrays["next_observations"][:, 0], [0.01, 0.01, 0.03], atol=1e-7)
+
+
+def test_stale_command_drops_ticks_and_cuts_the_trajectory_with_a_time_out():
+    t = np.arange(10) * 10
+    # commands for ticks 0-2 and 6-8 only: tick 3 still holds the command of tick 2 (20 ms
+    # old at tick 4), ticks 4 and 5 have none within 25 ms of their successor
+    cmd = commands([0, 10, 20, 60, 70, 80])
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": cmd})
+    assert report.dropped == {"no command within max_age": 2}
+    assert report.transitions == 7 and report.timeouts == 2
+    np.testing.assert_allclose(arrays["observations"][:, 0] * 100, [0, 1, 2, 3, 6, 7, 8], atol=1e-5)
+    np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 0, 1, 0, 0, 1])
+
+
+def test_no_transition_crosses_a_gap_in_the_state_stream():
+    t = np.r_[np.arange(4) * 10, 1000 + np.arange(3) * 10]
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": commands(t)})
+    assert report.episodes == 2 and report.transitions == 5 and report.dropped == {}
+    np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 1, 0, 1])
+    jumps = np.abs(arrays["next_observations"] - arrays["observations"]).max(axis=1)
+    assert jumps.max() < 0.011  # one state index apart, never from episode 1 to episode 2
+
+
+def test_non_finite_samples_are_refused_or_dropped_with_counts():
+    t = np.arange(8) * 10
+    s = states(t)
+    s.values[3, 1] = np.nan
+    c = commands(t)
+    c.values[6, 0] = np.inf
+    with pytest.raises(AlignmentError, match=r"non-finite values in 1 on /boat/odom \(state\), "
+                                             r"1 on /boat/cmd_vel \(command\); pass --on-nonfinite drop"):
+        build_transitions(SPEC, {"state": s, "command": c})
+    arrays, report = build_transitions(SPEC, {"state": s, "command": c}, on_nonfinite="drop")
+    assert report.nonfinite_samples == {"state": 1, "command": 1}
+    # state 3 spoils transitions 2 (as next state) and 3; command 6 spoils transition 6
+    assert report.dropped == {"non-finite next state": 1, "non-finite state": 1, "non-finite command": 1}
+    assert report.transitions == 4 and np.isfinite(arrays["observations"]).all()
+
+
+def test_reward_read_from_a_topic_is_aligned_like_the_state():
+    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, reward={
+        "topic": "/boat/reward", "type": "std_msgs/msg/Float64", "field": "data"}), "boat")
+    t = np.arange(4) * 10
+    reward = series(t + 1, [[5.0], [6.0], [7.0], [8.0]])  # 1 ms after each tick: not yet there
+    arrays, report = build_transitions(spec, {"state": states(t), "command": commands(t), "reward": reward})
+    assert report.dropped == {"no reward within max_age": 1}
+    np.testing.assert_array_equal(arrays["rewards"], [5.0, 6.0])
+
+
+def test_out_of_bounds_commands_are_clipped_and_counted():
+    t = np.arange(3) * 10
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": series(t, [[2.0, 0], [0, 0], [0, 0]])})
+    assert report.clipped_actions == 1 and arrays["actions"].max() == 1.0
+
+
+@pytest.mark.parametrize("state_ms, command_ms, message", [
+    ([], [0], r"no samples on /boat/odom \(state\)"),
+    ([0, 10, 20], [500], "no transition survived"),
+])
+def test_unusable_recordings_are_refused(state_ms, command_ms, message):
+    with pytest.raises(AlignmentError, match=message):
+        build_transitions(SPEC, {"state": states(state_ms), "command": commands(command_ms)})

@@ -1,0 +1,55 @@
+"""Conformal calibration: finite-sample coverage on synthetic exchangeable data."""
+import numpy as np
+import pytest
+
+from safefql_core import calibration as cal
+
+
+def test_conformal_quantile_index():
+    scores = np.arange(1, 20, dtype=float)        # n = 19; ceil(20 * 0.9) = 18 -> 18th smallest
+    assert cal.conformal_quantile(scores, 0.1) == 18.0
+    assert cal.conformal_quantile(np.arange(5.0), 0.1) == float("inf")  # too few for ε = 0.1
+
+
+def test_split_coverage_holds_and_is_tight():
+    """Over many random splits, P(y <= V̂ + q̂) >= 1 - ε and not far above it."""
+    rng = np.random.default_rng(0)
+    eps, n, trials, hits = 0.1, 200, 400, []
+    for _ in range(trials):
+        s = rng.uniform(-1, 1, 2 * n + 1)
+        y = s + rng.gamma(2.0, 0.3, s.shape) - 0.5      # outcome = value + skewed noise
+        fit = cal.split_conformal(y[:n], s[:n], eps)
+        hits.append(y[-1] <= s[-1] + fit["q_hat"])      # one fresh exchangeable point
+    rate = np.mean(hits)
+    assert rate >= 1 - eps - 0.03                       # 400 trials: sd of the rate ~0.015
+    assert rate <= 1 - eps + 0.05
+
+
+def test_split_delta_is_never_positive():
+    y = np.full(50, -5.0)
+    v = np.zeros(50)
+    assert cal.split_conformal(y, v, 0.1)["delta"] == 0.0
+
+
+def test_binomial_cdf_and_clopper_pearson():
+    assert cal.binomial_cdf(0, 3, 0.5) == pytest.approx(0.125)
+    assert cal.binomial_cdf(1, 3, 0.5) == pytest.approx(0.5)
+    # zero events in n trials: the upper bound is 1 - beta**(1/n)
+    assert cal.clopper_pearson_upper(0, 100, 0.05) == pytest.approx(1 - 0.05 ** (1 / 100), rel=1e-6)
+    assert cal.clopper_pearson_upper(5, 5, 0.05) == 1.0
+
+
+def test_beta_threshold_stops_where_violations_start():
+    v = np.linspace(-1, -0.01, 400)
+    y = np.where(v > -0.3, 1.0, -1.0)        # states with V̂ > -0.3 violate
+    out = cal.beta_threshold(y, v, epsilon=0.05, beta=0.05)
+    check = cal.coverage(y, v, out["delta"])
+    assert check["coverage_lower_bound"] >= 0.95 - 1e-9
+    assert -0.35 < out["delta"] <= -0.25
+
+
+def test_coverage_counts_certified_violations():
+    out = cal.coverage(np.array([1.0, -1.0, -1.0, 1.0]), np.array([-2.0, -2.0, -2.0, 0.5]), delta=0.0)
+    assert out["certified"] == 3 and out["violations_among_certified"] == 1
+    assert out["coverage"] == pytest.approx(2 / 3)
+    assert out["coverage_lower_bound"] < 2 / 3 < out["coverage_upper_bound"]

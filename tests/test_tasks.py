@@ -1,0 +1,158 @@
+"""Task spec: loading and validation, field paths, action scaling, message filling."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+
+from safefql_core.envs import boat
+from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError
+
+BOAT_YAML = Path(__file__).resolve().parents[1] / "config" / "boat.yaml"
+
+
+def boat_dict(**changes) -> dict:
+    """The built-in boat spec with `section.key=value` style changes ('state.fields': [...])."""
+    d = copy.deepcopy(BUILTIN["boat"])
+    for path, value in changes.items():
+        *parents, key = path.split(".")
+        target = d
+        for p in parents:
+            target = target[p]
+        if value is None:
+            del target[key]
+        else:
+            target[key] = value
+    return d
+
+
+def odometry(x: float = 0.0, y: float = 0.0) -> NS:
+    """An attribute-access message shaped like nav_msgs/Odometry (enough for the spec)."""
+    return NS(header=NS(stamp=NS(sec=0, nanosec=0)),
+              pose=NS(pose=NS(position=NS(x=x, y=y, z=0.0)), covariance=[0.0] * 36))
+
+
+def test_config_yaml_spec_equals_builtin_and_round_trips():
+    spec = TaskSpec.load(BOAT_YAML)
+    assert spec == TaskSpec.builtin("boat")
+    assert spec.name == "boat" and spec.obs_dim == 2 and spec.act_dim == 2
+    assert spec.control_period == boat.DT and spec.max_age == pytest.approx(2.5 * boat.DT)
+    assert TaskSpec.from_dict(spec.to_dict(), "boat") == spec
+
+
+def test_reward_and_margin_are_the_boat_functions():
+    spec = TaskSpec.builtin("boat")
+    obs = np.array([[-0.5, 0.5], [1.5, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(spec.reward(obs), boat.reward(obs))
+    np.testing.assert_array_equal(spec.margin(obs), boat.margin(obs))
+
+
+def test_field_paths_read_and_write_nested_fields_and_indices():
+    msg = odometry(1.5, -2.0)
+    spec = TaskSpec.builtin("boat")
+    np.testing.assert_array_equal(spec.observation(msg), [1.5, -2.0])
+    spec.fill_state(msg, np.array([0.25, 0.75]))
+    assert (msg.pose.pose.position.x, msg.pose.pose.position.y) == (0.25, 0.75)
+    cov = FieldPath("pose.covariance[7]")
+    cov.set(msg, 3.0)
+    assert cov.get(msg) == 3.0 and msg.pose.covariance[7] == 3.0
+    grid = NS(data=[[1.0, 2.0], [3.0, 4.0]])
+    assert FieldPath("data[1][0]").get(grid) == 3.0
+
+
+@pytest.mark.parametrize("path, message", [
+    ("pose.pose.positon.x", r"no 'positon' at pose\.pose, which has \['position'\]"),
+    ("pose.covariance[40]", r"index \[40\] is out of range for 'covariance' \(length 36\)"),
+    ("pose.pose", "not a number; extend the path"),
+])
+def test_bad_field_path_names_the_problem(path, message):
+    with pytest.raises(TaskSpecError, match=message):
+        FieldPath(path).get(odometry())
+
+
+def test_writing_a_missing_field_fails_instead_of_adding_it():
+    msg = odometry()
+    with pytest.raises(TaskSpecError, match="no 'positon'"):
+        FieldPath("pose.pose.positon.x").set(msg, 1.0)
+    assert not hasattr(msg.pose.pose, "positon")
+
+
+def test_action_scaling_round_trips_and_fill_command_clips_and_refuses_nan():
+    spec = TaskSpec.from_dict(boat_dict(**{"command.low": [0.0, -2.0], "command.high": [4.0, 2.0]}), "boat")
+    raw = np.array([3.0, -1.0])
+    np.testing.assert_allclose(spec.scale_action(raw), [0.5, -0.5])
+    np.testing.assert_allclose(spec.unscale_action(spec.scale_action(raw)), raw)
+    msg = NS(linear=NS(x=0.0, y=0.0, z=0.0))
+    spec.fill_command(msg, np.array([5.0, -0.5]))  # beyond +1: clipped to the upper bound
+    assert (msg.linear.x, msg.linear.y) == (4.0, -1.0)
+    np.testing.assert_allclose(spec.action(msg), [1.0, -0.5])
+    with pytest.raises(TaskSpecError, match="non-finite action"):
+        spec.fill_command(msg, np.array([np.nan, 0.0]))
+
+
+def test_reward_from_a_topic_is_not_computed_from_the_observation():
+    topic = {"topic": "/boat/reward", "type": "std_msgs/msg/Float64", "field": "data"}
+    spec = TaskSpec.from_dict(boat_dict(reward=topic), "boat")
+    assert set(spec.topic_streams()) == {"state", "command", "reward"}
+    assert spec.reward.stream.names == ["data"]
+    assert spec.to_dict()["reward"] == {**topic, "stamp": "receive"}
+    with pytest.raises(TaskSpecError, match="read from topic /boat/reward"):
+        spec.reward(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"reward": {"function": "boat.rewrd"}}, r"unknown function 'boat.rewrd'; registered functions: \['boat.margin'"),
+    ({"command.low": [1.0, -1.0]}, r"bounds are empty: \['linear.x: low 1.0 >= high 1.0'\]"),
+    ({"command.high": [1.0]}, r"'command.high' must be a list of 2 numbers"),
+    ({"state.fields": []}, r"'state.fields' must be a non-empty list"),
+    ({"state.fields": "pose.pose.position.x"}, r"'state.fields' must be a non-empty list"),
+    ({"state.fields": ["pose..x"]}, "malformed"),
+    ({"state.stamp": "header_stamp"}, r"'state.stamp' must be one of \['header', 'receive'\]"),
+    ({"state.type": "Odometry"}, "full ROS 2 type like nav_msgs/msg/Odometry"),
+    ({"state.topic": "boat/odom"}, "absolute topic name"),
+    ({"state.frame": "map"}, r"'state' has unknown key\(s\) \['frame'\]"),
+    ({"max_age": 0.001}, "shorter than control_period"),
+    ({"control_period": -0.005}, "positive number of seconds"),
+    ({"margin": None}, r"'spec' lacks key\(s\) \['margin'\]"),
+    ({"margin": {"value": 1}}, "must be {function: <name>}"),
+    ({"state.fields": ["pose.pose.position.x"]},
+     "'boat.reward' is written for a 2-field observation, but the state has 1 field"),
+])
+def test_invalid_specs_are_refused_with_the_fix(changes, message):
+    with pytest.raises(TaskSpecError, match=message):
+        TaskSpec.from_dict(boat_dict(**changes), "boat")
+
+
+def test_config_without_spec_section_names_the_fix(tmp_path):
+    (tmp_path / "t.yaml").write_text("task: boat\nsafefql: {steps: 10}\n")
+    with pytest.raises(TaskSpecError, match="no `spec:` section"):
+        TaskSpec.load(tmp_path / "t.yaml")
+    with pytest.raises(TaskSpecError, match="not found"):
+        TaskSpec.load(tmp_path / "none.yaml")
+
+
+def test_works_on_rclpy_messages():
+    """The node will fill rclpy messages through the same spec: same code, same features."""
+    geometry_msgs = pytest.importorskip("geometry_msgs.msg")
+    nav_msgs = pytest.importorskip("nav_msgs.msg")
+    spec = TaskSpec.builtin("boat")
+    cmd = spec.fill_command(geometry_msgs.Twist(), np.array([0.5, -2.0]))
+    assert (cmd.linear.x, cmd.linear.y) == (0.5, -1.0)
+    state = spec.fill_state(nav_msgs.Odometry(), np.array([1.0, 2.0]))
+    spec.state.set_stamp(state, 3_000_000_007)
+    assert (state.header.stamp.sec, state.header.stamp.nanosec) == (3, 7)
+    assert spec.state.stamp_ns(state, receive_ns=0) == 3_000_000_007
+    np.testing.assert_array_equal(spec.observation(state), [1.0, 2.0])
+    with pytest.raises(TaskSpecError, match=r"no 'positon' at pose\.pose, which has \['position', 'orientation'\]"):
+        FieldPath("pose.pose.positon.x").get(state)
+
+
+def test_core_modules_import_neither_rosbags_nor_rclpy():
+    """ARCHITECTURE.md principle 1: the spec and the alignment are ROS-free."""
+    code = ("import sys, safefql_core.tasks, safefql_core.alignment; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rosbags', 'rclpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
