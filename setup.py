@@ -33,6 +33,10 @@ setup(
             'safefql-fit = offline_train.fit:main',
             'safefql-collect = offline_train.collect:main',
             'safefql-evaluate = offline_train.evaluate:main',
+            'safefql-convert = offline_train.convert:main',
+            'safefql-calibrate = offline_train.calibrate:main',
+            'safefql-export = offline_train.export:main',
+            'safefql-bench = offline_train.bench:main',
         ],
     },
 )

@@ -45,6 +45,41 @@ def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int) -
     return y, v_hat
 
 
+def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "split",
+                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None) -> dict:
+    """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up)."""
+    learner, meta = load_run(run)
+    if meta["algo"] == "bc":
+        raise RunError("a bc run has no safety critic to calibrate")
+    rng = np.random.default_rng(seed)
+    if source == "sim":
+        if meta["task"] != "boat":
+            raise RunError(f"task '{meta['task']}' has no simulator here; use --source data")
+        y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, n))
+        y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, n))
+    else:
+        y, v = logged_outcomes(learner, meta["data"], rng, n)
+        y2, v2 = logged_outcomes(learner, meta["data"], rng, n)
+    fit = cal.split_conformal(y, v, epsilon) if method == "split" else cal.beta_threshold(y, v, epsilon, beta)
+    result = {
+        "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
+        "source": "simulated policy rollouts" if source == "sim" else
+                  "logged episodes (behaviour policy outcomes; weaker statement)",
+        "q_hat": fit.get("q_hat"), "seed": seed, **cal.coverage(y2, v2, fit["delta"], beta),
+    }
+    (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
+    cal.score_histogram(plot or str(Path(run) / "calibration_scores.png"), y - v,
+                        fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    return result
+
+
+def describe(result: dict) -> str:
+    return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}); "
+            f"held-out: {result['certified']} certified, {result['violations_among_certified']} violated, "
+            f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
+            f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.calibrate", description=__doc__)
     p.add_argument("--run", required=True)
@@ -59,41 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
     args = p.parse_args(argv)
     try:
-        learner, meta = load_run(args.run)
-        if meta["algo"] == "bc":
-            raise RunError("a bc run has no safety critic to calibrate")
-        rng = np.random.default_rng(args.seed)
-        if args.source == "sim":
-            if meta["task"] != "boat":
-                raise RunError(f"task '{meta['task']}' has no simulator here; use --source data")
-            y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, args.n))
-            y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, args.n))
-        else:
-            y, v = logged_outcomes(learner, meta["data"], rng, args.n)
-            y2, v2 = logged_outcomes(learner, meta["data"], rng, args.n)
+        result = calibrate_run(args.run, args.epsilon, args.n, args.method, args.beta, args.source,
+                               args.seed, args.plot)
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    fit = (cal.split_conformal(y, v, args.epsilon) if args.method == "split"
-           else cal.beta_threshold(y, v, args.epsilon, args.beta))
-    check = cal.coverage(y2, v2, fit["delta"], args.beta)
-    result = {
-        "delta": fit["delta"], "epsilon": args.epsilon, "n": args.n, "method": args.method,
-        "source": "simulated policy rollouts" if args.source == "sim" else
-                  "logged episodes (behaviour policy outcomes; weaker statement)",
-        "q_hat": fit.get("q_hat"), "seed": args.seed, **check,
-    }
-    run = Path(args.run)
-    (run / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    plot = args.plot or str(run / "calibration_scores.png")
-    q_hat = fit.get("q_hat", -fit["delta"])
-    cal.score_histogram(plot, y - v, q_hat, f"{args.method} conformal, ε={args.epsilon}, n={args.n}")
-    print(f"δ* = {result['delta']:.4f} ({args.method}, ε={args.epsilon}, n={args.n}); held-out: "
-          f"{check['certified']} certified, {check['violations_among_certified']} violated, coverage "
-          f"{check['coverage']:.4f} [{check['coverage_lower_bound']:.4f}, {check['coverage_upper_bound']:.4f}] "
-          f"at {check['confidence']:.0%} confidence -> {run / CALIBRATION_FILE}")
+    print(f"{describe(result)} -> {Path(args.run) / CALIBRATION_FILE}")
     return 0
 
 

@@ -20,6 +20,24 @@ def task_description(meta: dict) -> dict:
     return {"name": meta["task"], **{k: attrs[k] for k in keys if k in attrs}}
 
 
+def export_run(run: str, out: str, seed: int = 0) -> dict:
+    """Export a run (with its calibration, if any) and verify the result as a robot would."""
+    learner, meta = load_run(run)
+    cal_file = Path(run) / CALIBRATION_FILE
+    calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(meta["obs_mean"], meta["obs_std"], (256, meta["obs_dim"])).astype(np.float32)
+    doc = export_bundle(learner, meta, Path(out), obs, calibration, task_description(meta))
+    load_bundle(out)
+    return doc
+
+
+def describe(out: str, doc: dict) -> str:
+    note = "" if doc["calibration"] else " (uncalibrated: δ* = 0; run offline_train.calibrate first)"
+    return (f"wrote bundle {out}: {', '.join(sorted(doc['files']))}; torch/onnxruntime max abs diff "
+            f"{max(doc['export_parity_max_abs_diff'].values()):.2e}{note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.export", description=__doc__)
     p.add_argument("--run", required=True)
@@ -27,20 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the example inputs stored for parity checks")
     args = p.parse_args(argv)
     try:
-        learner, meta = load_run(args.run)
-        cal_file = Path(args.run) / CALIBRATION_FILE
-        calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
-        rng = np.random.default_rng(args.seed)
-        obs = rng.normal(meta["obs_mean"], meta["obs_std"], (256, meta["obs_dim"])).astype(np.float32)
-        doc = export_bundle(learner, meta, Path(args.out), obs, calibration, task_description(meta))
-        load_bundle(args.out)  # the same checks a robot will run
+        doc = export_run(args.run, args.out, args.seed)
     except (RunError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    parity = max(doc["export_parity_max_abs_diff"].values())
-    note = "" if calibration else " (uncalibrated: δ* = 0; run offline_train.calibrate first)"
-    print(f"wrote bundle {args.out}: {', '.join(sorted(doc['files']))}; torch/onnxruntime max abs diff "
-          f"{parity:.2e}{note}")
+    print(describe(args.out, doc))
     return 0
 
 

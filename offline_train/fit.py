@@ -1,5 +1,6 @@
-"""`python -m offline_train.fit`: train a learner on an offline dataset, or on a rosbag2
-(`--bag`: converted to <out>/dataset.h5 first, as offline_train.convert does)."""
+"""`python -m offline_train.fit`: train a learner on an offline dataset, or go from a rosbag2
+to a deployable bundle in one command (`--bag`: convert to <out>/dataset.h5 -> train ->
+calibrate -> export to <out>/bundle)."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from offline_train import calibrate, export
 from offline_train.convert import add_bag_arguments, convert, load_spec
+from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
 from safefql_core.training import ALGOS, RunError, TrainOptions, train
 
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
+BUNDLE = "bundle"       # where --bag's bundle lands inside the run directory
 
 
 def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
@@ -63,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
                                  overrides=overrides, task=task, device=args.device,
                                  tensorboard=args.tensorboard, progress=not args.no_progress))
-    except (DatasetError, RunError, ValueError) as exc:
+        print(f"trained run in {out}")
+        if args.bag is not None and args.algo != "bc":
+            source = "sim" if task == "boat" else "data"
+            print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))
+            bundle = str(Path(out) / BUNDLE)
+            print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
+    except (DatasetError, RunError, BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"trained run in {out}")
     return 0
 
 

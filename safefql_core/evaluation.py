@@ -6,6 +6,7 @@ state, the `feasible` block only those from which safety was achievable.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -26,6 +27,25 @@ def torch_policy(learner: torch.nn.Module, noise: str = "zero", seed: int = 0) -
         return learner.act(o, z).numpy().astype(np.float64)
 
     return act
+
+
+def runtime_policy(runtime) -> tuple[Policy, Counter]:
+    """The deployed per-tick decision as a batched policy (one decide() per boat per tick).
+
+    Returns the policy and a Counter of the decision modes it produced, so an evaluation
+    can report how often the calibrated check intervened.
+    """
+    modes: Counter = Counter()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions = np.empty_like(obs)
+        for i, o in enumerate(obs):
+            d = runtime.decide(o)
+            modes[d.mode.value] += 1
+            actions[i] = d.action
+        return actions
+
+    return act, modes
 
 
 def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool = False) -> dict[str, np.ndarray]:

@@ -79,7 +79,8 @@ class TorchGraphs:
                                 np.array(m["observation_normalisation"]["std"]))
         learner.load_state_dict(torch.load(bundle.path / "weights.pt", weights_only=True))
         self.torch = torch
-        self.modules = graph_modules(learner.eval(), m["algo"])
+        self.learner = learner.eval()
+        self.modules = graph_modules(self.learner, m["algo"])
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self.torch.no_grad():

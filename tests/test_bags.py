@@ -9,6 +9,7 @@ import yaml
 
 from offline_train import collect, convert, fit
 from offline_train.bags import BagError, default_message, read_series, typestore, write_bag, write_episodes
+from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from test_tasks import boat_dict
@@ -59,7 +60,7 @@ def test_content_hash_identifies_the_recording_not_the_container(recorded):
     assert len(hashes) == 1
 
 
-def test_fit_bag_converts_then_trains(recorded, tmp_path, capsys):
+def test_fit_bag_converts_trains_calibrates_exports(recorded, tmp_path, capsys):
     run = tmp_path / "run"
     code = fit.main(["--bag", str(recorded["mcap"]), "--out", str(run), "--steps", "20", "--no-progress",
                      "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]", "batch_size=32"])
@@ -67,6 +68,11 @@ def test_fit_bag_converts_then_trains(recorded, tmp_path, capsys):
     assert code == 0, err
     assert "1,200 transitions" in out and (run / "checkpoint.pt").is_file()
     assert load_dataset(run / fit.DATASET).attrs["bag_content_hash"]
+    assert "δ* =" in out and "wrote bundle" in out
+    bundle = load_bundle(run / fit.BUNDLE)
+    assert bundle.meta["calibration"]["method"] == "split"
+    assert bundle.threshold == bundle.meta["calibration"]["delta"] <= 0
+    assert bundle.meta["task"]["control_period"] == pytest.approx(0.005)
 
 
 def test_fit_takes_data_or_bag_not_both(recorded, tmp_path, capsys):
