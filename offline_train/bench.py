@@ -45,9 +45,11 @@ def observations(bundle, n: int, seed: int) -> np.ndarray:
 
 
 def time_variants(variants: dict[str, Callable], obs: np.ndarray, calls: int, rounds: int,
-                  warmup: int) -> dict[str, np.ndarray]:
+                  warmup: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(latencies in µs, decision modes or None) per variant, interleaved in rounds."""
     per_round = max(1, calls // rounds)
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    modes: dict[str, list[str]] = {name: [] for name in variants}
     for fn in variants.values():
         for i in range(warmup):
             fn(obs[i % len(obs)])
@@ -57,9 +59,10 @@ def time_variants(variants: dict[str, Callable], obs: np.ndarray, calls: int, ro
             for i in range(per_round):
                 x = obs[(r * per_round + i) % len(obs)]
                 t = time.perf_counter_ns()
-                fn(x)
+                decision = fn(x)
                 out.append((time.perf_counter_ns() - t) / 1e3)
-    return {k: np.asarray(v) for k, v in samples.items()}
+                modes[name].append(getattr(getattr(decision, "mode", None), "value", ""))
+    return ({k: np.asarray(v) for k, v in samples.items()}, {k: np.asarray(v) for k, v in modes.items()})
 
 
 def latency(args: argparse.Namespace) -> dict:
@@ -79,11 +82,16 @@ def latency(args: argparse.Namespace) -> dict:
         variants["fisor"] = Runtime(baseline, cfg("onnxruntime")).decide
     torch.set_num_threads(args.threads)
     obs = observations(bundle, 500, args.seed)
-    samples = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
-    result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads}
+    samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
+    result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,
+                    "threshold": variants["safefql_ort"].__self__.threshold}
     for name, us in samples.items():
         result[f"{name}_median_us"] = round(float(np.median(us)), 2)
         result[f"{name}_p99_us"] = round(float(np.percentile(us, 99)), 2)
+        for mode in sorted(set(modes[name]) - {""}):  # the mix of paths behind the median
+            picked = us[modes[name] == mode]
+            result[f"{name}_{mode.lower()}_fraction"] = round(len(picked) / len(us), 4)
+            result[f"{name}_{mode.lower()}_median_us"] = round(float(np.median(picked)), 2)
     if "fisor" in samples:
         result["speedup"] = round(result["fisor_median_us"] / result["safefql_ort_median_us"], 2)
     return result
@@ -109,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name in ("safefql_ort", "safefql_torch", "teacher", "fisor"):
         if f"{name}_median_us" in result:
-            print(f"{name:>14}: median {result[f'{name}_median_us']:8.1f} us   p99 {result[f'{name}_p99_us']:8.1f} us")
+            paths = ", ".join(f"{m} {result[f'{name}_{m}_fraction']:.0%} at {result[f'{name}_{m}_median_us']:.1f} us"
+                              for m in ("nominal", "intervene", "unsafe") if f"{name}_{m}_fraction" in result)
+            print(f"{name:>14}: median {result[f'{name}_median_us']:8.1f} us   p99 {result[f'{name}_p99_us']:8.1f} us"
+                  + (f"   ({paths})" if paths else ""))
     if "speedup" in result:
         print(f"speedup (FISOR-style median / SafeFQL ORT median): {result['speedup']:.1f}x")
     if args.json:

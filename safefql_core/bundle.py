@@ -57,6 +57,20 @@ class SafetyGraph(nn.Module):
         return self.qc(o, action).max(dim=0).values, self.vc(o)
 
 
+class PolicyGraph(nn.Module):
+    """(observation, noise) -> (action, Q_safe, V_safe) in one graph: the nominal decision is
+    one onnxruntime call instead of two (per-call overhead dominates at batch 1), and a
+    batch of noises scores all actor candidates of an intervention in one call too."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.actor, self.safety = ActorGraph(learner), SafetyGraph(learner)
+
+    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        action = self.actor(observation, noise)
+        return (action, *self.safety(observation, action))
+
+
 class DenoiserGraph(nn.Module):
     """FISOR: (observation, x_t, t) -> predicted noise; the sampler loop runs outside."""
 
@@ -78,10 +92,11 @@ class GraphSpec:
 GRAPHS = {
     "actor": GraphSpec("actor.onnx", ("observation", "noise"), ("action",)),
     "safety": GraphSpec("safety.onnx", ("observation", "action"), ("q_safe", "v_safe")),
+    "policy": GraphSpec("policy.onnx", ("observation", "noise"), ("action", "q_safe", "v_safe")),
     "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
 }
-GRAPHS_BY_ALGO = {"safefql": ("actor", "safety"), "fisor": ("denoiser", "safety")}
-GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "denoiser": DenoiserGraph}
+GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy"), "fisor": ("denoiser", "safety")}
+GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "policy": PolicyGraph, "denoiser": DenoiserGraph}
 
 
 def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
@@ -93,7 +108,7 @@ def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
 def example_inputs(name: str, obs: np.ndarray, act_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = len(obs)
     draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
-    if name == "actor":
+    if name in ("actor", "policy"):
         return {"observation": obs, "noise": draw(n, act_dim)}
     if name == "safety":
         return {"observation": obs, "action": np.clip(draw(n, act_dim), -1, 1)}

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from safefql_core.bundle import GRAPHS, Bundle, BundleError, graph_modules, ort_session
+from safefql_core.bundle import Bundle, BundleError, graph_modules, load_bundle, ort_session
 
 
 class Mode(str, Enum):
@@ -140,7 +140,7 @@ class Runtime:
         if q < self.threshold:
             mode, reason = Mode.NOMINAL, ""
         else:
-            action, q, v = self.safest_candidate(o, action, q)
+            action, q, v = self.safest_candidate(o, action, q, v)
             if q < self.threshold:
                 mode, reason = Mode.INTERVENE, f"actor action had Q_safe above δ*={self.threshold:.3f}"
             else:
@@ -160,25 +160,27 @@ class Runtime:
         """The policy's own action and its safety value."""
         if self.bundle.algo == "fisor":
             return self._fisor_propose(o)
-        action = self.graphs.run("actor", {"observation": o, "noise": self._noise(1)})[0]
-        q, v = self.graphs.run("safety", {"observation": o, "action": action})
+        action, q, v = self.graphs.run("policy", {"observation": o, "noise": self._noise(1)})
         return action[0], float(q[0]), float(v[0])
 
-    def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float) -> tuple[np.ndarray, float, float]:
-        pool = [self.fallbacks]
+    def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float,
+                         v_proposed: float) -> tuple[np.ndarray, float, float]:
+        """The lowest-Q_safe action among the proposal, the fallbacks and extra policy samples."""
+        actions, qs, vs = [proposed[None]], [np.array([q_proposed])], [np.array([v_proposed])]
+        if len(self.fallbacks):
+            q, v = self._score(o, self.fallbacks)
+            actions.append(self.fallbacks), qs.append(q), vs.append(v)
         if self.cfg.candidates and self.bundle.algo == "safefql":
             noise = self.rng.standard_normal((self.cfg.candidates, self.act_dim)).astype(np.float32)
-            pool.append(self.graphs.run("actor", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})[0])
+            a, q, v = self.graphs.run("policy", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})
+            actions.append(a), qs.append(q), vs.append(v)
         elif self.cfg.candidates:
-            pool.append(self._fisor_samples(o))
-        actions = np.concatenate(pool)
-        if not len(actions):
-            return proposed, q_proposed, float("nan")
-        q, v = self._score(o, actions)
+            a = self._fisor_samples(o)
+            q, v = self._score(o, a)
+            actions.append(a), qs.append(q), vs.append(v)
+        q = np.concatenate(qs)
         best = int(np.argmin(q))
-        if q[best] >= q_proposed:
-            return proposed, q_proposed, float(v[best])
-        return actions[best], float(q[best]), float(v[best])
+        return np.concatenate(actions)[best], float(q[best]), float(np.concatenate(vs)[best])
 
     # ---- FISOR-style policy: DDPM chain over N candidates, keep argmin Q_safe ------------------
     def _fisor_setup(self) -> None:
@@ -211,13 +213,7 @@ class Runtime:
 
 def load_runtime(path: str, cfg: RuntimeConfig | None = None) -> Runtime:
     """Load, verify and wrap a bundle in one call (what the node and replay use)."""
-    from safefql_core.bundle import load_bundle
     try:
         return Runtime(load_bundle(path), cfg)
-    except BundleError:
-        raise
     except KeyError as exc:
         raise BundleError(f"{path}: bundle.json lacks {exc}; re-export the bundle") from exc
-
-
-__all__ = ["Decision", "Mode", "Runtime", "RuntimeConfig", "load_runtime", "GRAPHS"]

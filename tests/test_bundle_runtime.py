@@ -136,3 +136,18 @@ def test_bad_runtime_config_is_refused(bundle_dir):
         Runtime(bundle, RuntimeConfig(backend="tensorrt"))
     with pytest.raises(ValueError, match="fallback_actions must be"):
         Runtime(bundle, RuntimeConfig(fallback_actions=[[2.0, 0.0]]))
+
+
+def test_fused_policy_graph_equals_actor_then_safety(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    if bundle.algo != "safefql":
+        pytest.skip("the fused policy graph is SafeFQL's (FISOR samples outside the graph)")
+    rt = Runtime(bundle)
+    obs = np.random.default_rng(1).uniform([-3, -2], [2, 2], (16, 2)).astype(np.float32)
+    noise = np.random.default_rng(2).standard_normal((16, 2)).astype(np.float32)
+    action, q, v = rt.graphs.run("policy", {"observation": obs, "noise": noise})
+    a2 = rt.graphs.run("actor", {"observation": obs, "noise": noise})[0]
+    q2, v2 = rt.graphs.run("safety", {"observation": obs, "action": a2})
+    np.testing.assert_allclose(action, a2, atol=1e-6)
+    np.testing.assert_allclose(q, q2, atol=1e-5)
+    np.testing.assert_allclose(v, v2, atol=1e-5)
