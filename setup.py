@@ -37,6 +37,8 @@ setup(
             'safefql-calibrate = offline_train.calibrate:main',
             'safefql-export = offline_train.export:main',
             'safefql-bench = offline_train.bench:main',
+            'safefql_controller = safefql_ros.controller:main',
+            'boat_sim = safefql_ros.boat_sim:main',
         ],
     },
 )

@@ -23,7 +23,9 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(members, 1, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        # [B, in] or [members, B, in] @ [members, in, out]: matmul broadcasts the shared
+        # input over members, so no expand (which exports to slow dynamic-shape ONNX ops).
+        return torch.matmul(x, self.weight) + self.bias
 
 
 class MLP(nn.Module):
@@ -44,10 +46,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        x = torch.cat(inputs, dim=-1)
-        if self.members > 1:
-            x = x.unsqueeze(0).expand(self.members, *x.shape)
-        return self.net(x)
+        return self.net(torch.cat(inputs, dim=-1))
 
 
 class Critic(nn.Module):

@@ -1,0 +1,152 @@
+"""`boat_sim`: the boat task of `safefql_core.envs.boat` as a ROS 2 node.
+
+Steps the same `BoatEnv` the datasets and evaluation use, one step per control period on a
+node-clock timer (real time, or `/clock` with use_sim_time), so a closed loop with the
+controller runs exactly the dynamics the policy was trained on. Publishes the state through
+the task spec (`/boat/odom`, header-stamped), the true margin l(s) on `/boat/margin`, and
+obstacle entry/exit events on `/boat/violation` (latched Bool). A command older than
+`command_timeout` is ignored (zero thrust: the boat drifts with the current), as a real
+thruster driver with a watchdog would.
+
+std_srvs is not installed here, so resets are a topic: `/boat/reset` (geometry_msgs/Point)
+with x, y = the new state, or NaN to sample a safe one. Episodes last `episode_steps` steps
+and then reset to the next of `initial_states` (flat x, y list) or, without it, a sampled
+safe state; the episode index is published latched on `/boat/episode`.
+
+Run: `python -m safefql_ros.boat_sim`.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Point, Twist
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from std_msgs.msg import Bool, Float64, UInt32
+
+from safefql_core.envs import boat
+from safefql_core.tasks import TaskSpec
+
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class BoatSim(Node):
+    """One simulated boat; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("boat_sim", **kwargs)
+        ro = {"read_only": True}
+        self.command_timeout = self.declare_parameter("command_timeout", 2.5 * boat.DT, ParameterDescriptor(
+            description="A command older than this (s) is ignored: zero thrust",
+            floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)], **ro)).value
+        self.episode_steps = self.declare_parameter("episode_steps", boat.EPISODE_STEPS, ParameterDescriptor(
+            description="Steps per episode before the automatic reset",
+            integer_range=[IntegerRange(from_value=1, to_value=10**9, step=1)], **ro)).value
+        seed = self.declare_parameter("seed", 0, ParameterDescriptor(
+            description="Seed of the sampled safe initial states",
+            integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)], **ro)).value
+        self.declare_parameter("initial_states", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
+            description="Flat x, y list of episode initial states, used in turn; unset: sample safe states", **ro))
+        self.initial_states = self._initial_states()
+
+        self.spec = TaskSpec.builtin("boat")
+        self.env = boat.BoatEnv(seed=seed)
+        self.episode = 0
+        self.command: tuple[np.ndarray, int] | None = None  # (action in [-1, 1], receive ns)
+        self.inside = False
+
+        self.odom_pub = self.create_publisher(Odometry, self.spec.state.topic, qos_profile_sensor_data)
+        self.margin_pub = self.create_publisher(Float64, "/boat/margin", 10)
+        self.violation_pub = self.create_publisher(Bool, "/boat/violation", LATCHED_QOS)
+        self.episode_pub = self.create_publisher(UInt32, "/boat/episode", LATCHED_QOS)
+        self.create_subscription(Twist, self.spec.command.topic, self._on_command, 10)
+        self.create_subscription(Point, "/boat/reset", self._on_reset, 10)
+        self.reset()
+        self.create_timer(boat.DT, self._step)
+
+    def _initial_states(self) -> np.ndarray | None:
+        try:
+            flat = list(self.get_parameter("initial_states").value)
+        except ParameterUninitializedException:
+            return None
+        if not flat or len(flat) % boat.OBS_DIM or not all(math.isfinite(v) for v in flat):
+            raise ValueError(f"initial_states must be a non-empty flat list of finite x, y pairs, got {flat}")
+        return np.asarray(flat, dtype=np.float64).reshape(-1, boat.OBS_DIM)
+
+    def reset(self, state: np.ndarray | None = None) -> None:
+        """Start an episode at `state`, the next listed initial state, or a sampled safe one."""
+        if state is None and self.initial_states is not None:
+            state = self.initial_states[self.episode % len(self.initial_states)]
+        self.env.reset(None if state is None else np.asarray(state, dtype=np.float64)[None])
+        self.episode_pub.publish(UInt32(data=self.episode))
+        self.get_logger().info(f"episode {self.episode} starts at {self.env.states[0].round(3).tolist()}")
+        self.episode += 1
+        self._publish_state()
+
+    def _on_reset(self, msg: Point) -> None:
+        state = np.array([msg.x, msg.y])
+        self.reset(state if np.isfinite(state).all() else None)
+
+    def _on_command(self, msg: Twist) -> None:
+        self.command = (self.spec.action(msg), self.get_clock().now().nanoseconds)
+
+    def current_action(self) -> np.ndarray:
+        """The latest command if it is fresh, else zero thrust."""
+        if self.command is not None:
+            action, stamp = self.command
+            if (self.get_clock().now().nanoseconds - stamp) * 1e-9 <= self.command_timeout:
+                return action
+        return np.zeros(boat.ACT_DIM)
+
+    def _step(self) -> None:
+        self.env.step(self.current_action())
+        if self.env.t >= self.episode_steps:
+            self.reset()
+        else:
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        state = self.env.states[0]
+        msg = self.spec.fill_state(Odometry(), state)
+        msg.header.frame_id, msg.child_frame_id = "map", "base_link"
+        self.spec.state.set_stamp(msg, self.get_clock().now().nanoseconds)
+        self.odom_pub.publish(msg)
+        ell = float(boat.margin(state))
+        self.margin_pub.publish(Float64(data=ell))
+        if (ell > 0) != self.inside:
+            self.inside = ell > 0
+            self.violation_pub.publish(Bool(data=self.inside))
+            if self.inside:
+                self.get_logger().warning(f"entered an obstacle at {state.round(3).tolist()} (l={ell:.3f})")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = BoatSim()
+    except ValueError as exc:
+        rclpy.logging.get_logger("boat_sim").error(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""`safefql_controller`: the trained policy as a ROS 2 node (ROS_CONVENTIONS.md, "Control node").
+
+A thin adapter around `safefql_core.runtime.Runtime.decide`: the state callback only caches
+the latest message and its stamp; a fixed-rate timer on the node clock (so `use_sim_time`
+works; if `/clock` stops, the timer stops too and no command is sent — downstream must treat
+a silent command topic as stop) asks the runtime for a decision, publishes the command and
+the safety signals, and `/diagnostics` reports the latest decision at its own rate.
+Every rejection (no state, stale, non-finite, wrong size) goes through the runtime's
+REJECTED path, so the only commands ever sent are validated ones or the stop action.
+
+Run: `python -m safefql_ros.controller --ros-args -p bundle:=bundle/`.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import Float64, String
+
+from safefql_core.bundle import Bundle, BundleError, load_bundle
+from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
+from safefql_core.tasks import TaskSpec, TaskSpecError
+
+SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
+COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MESSAGE_TYPES = {"nav_msgs/msg/Odometry": Odometry, "geometry_msgs/msg/Twist": Twist}
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def _int_range(low: int, high: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high, step=1)]
+
+
+def task_spec(bundle: Bundle) -> TaskSpec:
+    """The bundle's recorded spec, or the built-in one of its task (bundles from simulator
+    datasets record only the task name)."""
+    task = bundle.meta["task"]
+    if task.get("spec"):
+        return TaskSpec.from_dict(task["spec"], name=task["name"])
+    return TaskSpec.builtin(task["name"])
+
+
+def message_type(type_name: str) -> type:
+    """The rclpy class of a spec's message type (only the types this package ships nodes for)."""
+    try:
+        return MESSAGE_TYPES[type_name]
+    except KeyError:
+        raise TaskSpecError(f"the controller supports state/command types {sorted(MESSAGE_TYPES)}, "
+                            f"the spec names {type_name}") from None
+
+
+class Controller(Node):
+    """Decides at a fixed rate; see the module docstring for the contract."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("safefql_controller", **kwargs)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        path = self.declare_parameter("bundle", "", ParameterDescriptor(
+            description="Policy bundle directory (python -m offline_train.export)", read_only=True)).value
+        if not path:
+            raise BundleError("parameter 'bundle' is not set; pass --ros-args -p bundle:=<bundle dir>")
+        bundle = load_bundle(path)
+        self.act_dim = bundle.act_dim
+        self.spec = task_spec(bundle)
+        self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period)
+        self._declare_parameters()
+        p = self._params()
+        self.runtime = Runtime(bundle, RuntimeConfig(
+            threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period,
+            stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
+            candidates=p["candidates"], noise=p["noise"], seed=p["seed"]))
+        if self.spec.obs_dim != bundle.obs_dim:
+            self.get_logger().error(
+                f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
+                f"expects {bundle.obs_dim}: every state will be rejected and the stop action sent")
+        rate = p["control_rate_hz"] or 1.0 / self.period
+        if p["control_rate_hz"]:
+            self.get_logger().warning(
+                f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
+        self.hardware_id = f"{self.spec.name}:{bundle.path.name}"
+        self.state_cls, self.command_cls = message_type(self.spec.state.type), message_type(self.spec.command.type)
+
+        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns)
+        self.decision: Decision | None = None
+        self.state_age: float | None = None
+        self.mode: Mode | None = None
+        self.interventions = 0
+        self.slow_ticks = 0
+
+        self.create_subscription(self.state_cls, self.spec.state.topic, self._on_state, qos_profile_sensor_data)
+        self.cmd_pub = self.create_publisher(self.command_cls, self.spec.command.topic, COMMAND_QOS)
+        self.float_pubs = {name: self.create_publisher(Float64, f"~/{name}", 10)
+                           for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms")}
+        self.mode_pub = self.create_publisher(String, "~/mode", LATCHED_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0 / rate, self._tick)
+        self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): {self.spec.state.topic} -> "
+            f"{self.spec.command.topic} at {rate:g} Hz, state_timeout {self.runtime.cfg.state_timeout * 1e3:.1f} ms")
+
+    # ---- parameters ----------------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        """Everything that shapes the runtime is read-only: it is built once at start-up."""
+        ro = {"read_only": True}
+        self.declare_parameter("control_rate_hz", 0.0, ParameterDescriptor(
+            description="Decision rate; 0 = 1 / the bundle's control period (overriding it logs a warning)",
+            floating_point_range=_float_range(0.0, 1000.0), **ro))
+        self.declare_parameter("state_timeout", 0.0, ParameterDescriptor(
+            description="A state older than this (s, node clock) is stale -> stop; 0 = 2.5 control periods",
+            floating_point_range=_float_range(0.0, 10.0)))
+        self.declare_parameter("stop_action", [0.0] * self.act_dim, ParameterDescriptor(
+            description="Action in [-1, 1] sent whenever the state is rejected and on shutdown", **ro))
+        self.declare_parameter("noise", "zero", ParameterDescriptor(
+            description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'", **ro))
+        self.declare_parameter("seed", 0, ParameterDescriptor(
+            description="Seed of the candidate / noise sampler", integer_range=_int_range(0, 2**31 - 1), **ro))
+        self.declare_parameter("fallback_actions", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
+            description="Flat list of extra candidate actions in [-1, 1], act_dim values each", **ro))
+        self.declare_parameter("candidates", 8, ParameterDescriptor(
+            description="Extra actor samples scored when the actor's action fails the check",
+            integer_range=_int_range(0, 256), **ro))
+        self.declare_parameter("threads", 1, ParameterDescriptor(
+            description="Inference threads (onnxruntime)", integer_range=_int_range(1, 64), **ro))
+        self.declare_parameter("diagnostics_rate_hz", 2.0, ParameterDescriptor(
+            description="Rate of /diagnostics reports", floating_point_range=_float_range(0.1, 100.0), **ro))
+
+    def _params(self) -> dict[str, Any]:
+        names = ("control_rate_hz", "state_timeout", "stop_action", "noise", "seed", "candidates",
+                 "threads", "diagnostics_rate_hz")
+        values = {n: self.get_parameter(n).value for n in names}
+        values["stop_action"] = list(values["stop_action"])
+        try:
+            values["fallback_actions"] = list(self.get_parameter("fallback_actions").value)
+        except ParameterUninitializedException:
+            values["fallback_actions"] = []
+        return values
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validates at declaration (overrides from the command line / YAML) and on later sets;
+        ranges are checked by rclpy from the descriptors."""
+        for p in params:
+            why = self._invalid(p.name, p.value)
+            if why:
+                return SetParametersResult(successful=False, reason=f"{p.name}: {why}")
+        for p in params:
+            if p.name == "state_timeout" and hasattr(self, "runtime"):
+                self.runtime.cfg.state_timeout = p.value or 2.5 * self.period
+        return SetParametersResult(successful=True)
+
+    def _invalid(self, name: str, value: Any) -> str:
+        if name == "noise" and value not in ("zero", "sample"):
+            return f"must be 'zero' or 'sample', got {value!r}"
+        if name in ("stop_action", "fallback_actions") and value is not None:
+            values = list(value)
+            if name == "stop_action" and len(values) != self.act_dim:
+                return f"needs {self.act_dim} values (one action), got {len(values)}"
+            if len(values) % self.act_dim:
+                return f"needs a multiple of act_dim={self.act_dim} values, got {len(values)}"
+            if not all(math.isfinite(v) and abs(v) <= 1.0 for v in values):
+                return f"values must be finite and in [-1, 1], got {values}"
+        return ""
+
+    # ---- state and tick ------------------------------------------------------------------------
+    def _on_state(self, msg: Any) -> None:
+        """Cache only; the tick does the work (a burst of states never queues decisions)."""
+        now_ns = self.get_clock().now().nanoseconds
+        self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
+
+    def _tick(self) -> None:
+        obs, age = None, None
+        if self.latest is not None:
+            obs, stamp = self.latest
+            age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
+        self.state_age = age
+        decision = self.runtime.decide(obs, age)
+        try:
+            command = self.spec.fill_command(self.command_cls(), decision.action)
+        except TaskSpecError as exc:  # a non-finite network output: never sent
+            decision = Decision(self.runtime.stop_action.copy(), Mode.UNSAFE, str(exc), decision.q_safe,
+                                decision.v_safe, decision.threshold, decision.inference_ms)
+            command = self.stop_command()
+        self.cmd_pub.publish(command)
+        self._record(decision)
+
+    def stop_command(self) -> Any:
+        return self.spec.fill_command(self.command_cls(), self.runtime.stop_action)
+
+    def _record(self, d: Decision) -> None:
+        self.decision = d
+        if d.mode in (Mode.INTERVENE, Mode.UNSAFE):
+            self.interventions += 1
+        if d.inference_ms > SLOW_FRACTION * self.period * 1e3:
+            self.slow_ticks += 1
+        for name, value in (("safety/q_value", d.q_safe), ("safety/v_value", d.v_safe),
+                            ("safety/margin", d.margin), ("inference_ms", d.inference_ms)):
+            self.float_pubs[name].publish(Float64(data=float(value)))
+        if d.mode != self.mode:
+            self.mode = d.mode
+            self.mode_pub.publish(String(data=d.mode.value))
+            log = self.get_logger().info if d.mode == Mode.NOMINAL else self.get_logger().warning
+            log(f"mode {d.mode.value}" + (f": {d.reason}" if d.reason else ""))
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The latest decision as one status: level, reason and the documented key values."""
+        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=self.hardware_id)
+        d = self.decision
+        if d is None:
+            status.level, status.message = DiagnosticStatus.STALE, "no decision yet (control timer has not run)"
+            return status
+        slow_ms = SLOW_FRACTION * self.period * 1e3
+        if d.mode in (Mode.UNSAFE, Mode.REJECTED):
+            status.level, status.message = DiagnosticStatus.ERROR, f"{d.mode.value}: {d.reason}"
+        elif d.mode == Mode.INTERVENE:
+            status.level, status.message = DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
+        elif d.inference_ms > slow_ms:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"inference took {d.inference_ms:.2f} ms > {slow_ms:.2f} ms (50% of the period)"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, d.mode.value
+        age_ms = float("nan") if self.state_age is None else self.state_age * 1e3
+        values = {"q_safe": d.q_safe, "threshold": d.threshold, "margin": d.margin, "state_age_ms": age_ms,
+                  "inference_ms": d.inference_ms, "mode": d.mode.value, "interventions": self.interventions,
+                  "slow_ticks": self.slow_ticks}
+        status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
+                         for k, v in values.items()]
+        return status
+
+    def _publish_diagnostics(self) -> None:
+        msg = DiagnosticArray(status=[self.diagnostic_status()])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+
+    def publish_final_stop(self, timeout: float = 1.0) -> None:
+        """The last command before shutdown: stop, and wait (bounded) for reliable delivery."""
+        self.cmd_pub.publish(self.stop_command())
+        self.cmd_pub.wait_for_all_acked(Duration(seconds=timeout))
+        self.get_logger().info("published the final stop command")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point; exit status 1 with a clear message when the bundle is unusable."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGINT already raises KeyboardInterrupt
+    try:
+        node = Controller()
+    except (BundleError, TaskSpecError, ValueError, rclpy.exceptions.InvalidParameterValueException) as exc:
+        rclpy.logging.get_logger("safefql_controller").error(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.publish_final_stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

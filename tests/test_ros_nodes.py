@@ -1,0 +1,357 @@
+"""The controller and boat_sim nodes with real rclpy pub/sub (ROS_CONVENTIONS.md, "Control node").
+
+In-process nodes share one single-threaded executor with a probe node that feeds states
+and records what the controller publishes; the SIGTERM and bad-bundle checks run the
+controller as a subprocess. A non-zero stop action ([0.25, -0.5]) makes the stop command
+recognisable among policy commands.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import Twist  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
+from geometry_msgs.msg import Point  # noqa: E402
+from rclpy.time import Time  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from std_msgs.msg import Float64, String, UInt32  # noqa: E402
+
+from safefql_core.envs import boat  # noqa: E402
+
+from offline_train import export as export_cli  # noqa: E402
+from safefql_core.training import TrainOptions, train  # noqa: E402
+from safefql_ros.boat_sim import BoatSim  # noqa: E402
+from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+STOP = [0.25, -0.5]
+DIAG_KEYS = {"q_safe", "threshold", "margin", "state_age_ms", "inference_ms", "mode", "interventions"}
+SAFE_STATE = (-2.0, 0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros():
+    """A private domain (the Makefile sets one; this covers a bare pytest run) and rclpy."""
+    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_boat_h5, tmp_path_factory):
+    """A real (tiny, 20-step) SafeFQL bundle, as in test_bundle_runtime.py."""
+    root = tmp_path_factory.mktemp("ros_bundle")
+    train(TrainOptions(data=tiny_boat_h5, out=str(root / "run"), algo="safefql",
+                       overrides={"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64,
+                                  "flow_steps": 3, "steps": 20}, progress=False))
+    assert export_cli.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
+    return root / "bundle"
+
+
+class Probe(Node):
+    """Feeds odometry at 50 Hz (while `feeding`) and records commands, modes and diagnostics."""
+
+    def __init__(self) -> None:
+        super().__init__("probe")
+        self.state = SAFE_STATE
+        self.feeding = True
+        self.stamp: Callable[[], TimeMsg] = lambda: self.get_clock().now().to_msg()
+        self.last_fed = 0.0
+        self.commands: list[tuple[float, float, float]] = []  # (monotonic time, linear.x, linear.y)
+        self.diagnostics: list[tuple[float, DiagnosticStatus]] = []
+        self.modes: list[str] = []
+        self.odom: list[tuple[float, float]] = []
+        self.episodes: list[int] = []
+        self.odom_pub = self.create_publisher(Odometry, "/boat/odom", qos_profile_sensor_data)
+        self.create_subscription(Twist, "/boat/cmd_vel", self._on_cmd, COMMAND_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.create_subscription(String, "/safefql_controller/mode", lambda m: self.modes.append(m.data),
+                                 LATCHED_QOS)
+        self.create_timer(0.02, self._feed)
+
+    def listen_to_sim(self) -> None:
+        """Closed loop: stop feeding, record the simulator's odometry and episodes instead."""
+        self.feeding = False
+        self.create_subscription(Odometry, "/boat/odom", lambda m: self.odom.append(
+            (m.pose.pose.position.x, m.pose.pose.position.y)), qos_profile_sensor_data)
+        self.create_subscription(UInt32, "/boat/episode", lambda m: self.episodes.append(m.data), LATCHED_QOS)
+
+    def _feed(self) -> None:
+        if not self.feeding:
+            return
+        msg = Odometry()
+        msg.header.stamp = self.stamp()
+        msg.pose.pose.position.x, msg.pose.pose.position.y = self.state
+        self.odom_pub.publish(msg)
+        self.last_fed = time.monotonic()
+
+    def _on_cmd(self, msg: Twist) -> None:
+        self.commands.append((time.monotonic(), msg.linear.x, msg.linear.y))
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        self.diagnostics += [(time.monotonic(), s) for s in msg.status if s.name.startswith("safefql_controller")]
+
+    def policy_commands(self) -> list[tuple[float, float, float]]:
+        return [c for c in self.commands if not is_stop(c)]
+
+
+def is_stop(command: tuple[float, float, float]) -> bool:
+    return math.isclose(command[1], STOP[0], abs_tol=1e-9) and math.isclose(command[2], STOP[1], abs_tol=1e-9)
+
+
+def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], timeout: float) -> bool:
+    """Spin until `predicate` holds or `timeout` seconds pass; returns the predicate's value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.01)
+    return predicate()
+
+
+def controller(bundle, **params) -> Controller:
+    params = {"bundle": str(bundle), "stop_action": STOP, "control_rate_hz": 50.0, "state_timeout": 0.2, **params}
+    return Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+@pytest.fixture
+def loop():
+    """An executor with a fresh probe; nodes added with `add` are destroyed afterwards."""
+    executor = SingleThreadedExecutor()
+    nodes: list[Node] = []
+
+    def add(node: Node) -> Node:
+        executor.add_node(node)
+        nodes.append(node)
+        return node
+
+    probe = add(Probe())
+    yield executor, probe, add
+    for node in nodes:
+        executor.remove_node(node)
+        node.destroy_node()
+
+
+def errors_with(probe: Probe, text: str) -> list[DiagnosticStatus]:
+    return [s for _, s in probe.diagnostics if s.level == DiagnosticStatus.ERROR and text in s.message]
+
+
+def test_stale_state_stops_within_one_tick(bundle, loop):
+    executor, probe, add = loop
+    node = add(controller(bundle))
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no policy commands"
+    assert probe.modes and probe.modes[-1] != "REJECTED"
+    probe.feeding = False
+    last_fed = probe.last_fed
+    assert spin_until(executor, lambda: any(is_stop(c) and c[0] > last_fed for c in probe.commands), 5.0)
+    first_stop = next(c[0] for c in probe.commands if is_stop(c) and c[0] > last_fed)
+    timeout, period = 0.2, 1 / 50
+    assert timeout - 0.01 <= first_stop - last_fed <= timeout + period + 0.05
+    assert all(is_stop(c) for c in probe.commands if c[0] >= first_stop), "a command after the stop"
+    assert spin_until(executor, lambda: errors_with(probe, "stale"), 3.0), "no ERROR diagnostic for stale state"
+    assert spin_until(executor, lambda: probe.modes[-1] == "REJECTED", 2.0)
+    assert node.decision.reason.startswith("state is stale")
+
+
+def test_no_state_and_nan_state_are_rejected(bundle, loop):
+    executor, probe, add = loop
+    probe.feeding = False
+    add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: errors_with(probe, "no state received"), 8.0)
+    assert probe.commands and all(is_stop(c) for c in probe.commands)
+    probe.state, probe.feeding = (math.nan, 0.0), True
+    assert spin_until(executor, lambda: errors_with(probe, "non-finite values at indices [0]"), 5.0)
+    assert all(is_stop(c) for c in probe.commands), "a NaN state produced a policy command"
+    probe.state = SAFE_STATE
+    assert spin_until(executor, lambda: probe.policy_commands(), 5.0), "no recovery after finite states"
+
+
+def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
+    """A bundle whose task spec reads 3 state fields for a 2-input policy: every state fails
+    the runtime's size check, so the node only ever sends the stop action."""
+    bad = tmp_path / "bundle"
+    shutil.copytree(bundle, bad)
+    meta = json.loads((bad / "bundle.json").read_text())
+    topic_signal = {"topic": "/boat/margin", "type": "std_msgs/msg/Float64", "field": "data"}
+    meta["task"]["spec"] = {
+        "control_period": 0.005, "max_age": 0.0125,
+        "state": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header",
+                  "fields": ["pose.pose.position.x", "pose.pose.position.y", "pose.pose.position.z"]},
+        "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "fields": ["linear.x", "linear.y"],
+                    "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+        "reward": topic_signal, "margin": topic_signal}
+    (bad / "bundle.json").write_text(json.dumps(meta))
+    executor, probe, add = loop
+    add(controller(bad, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
+    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+
+
+def test_diagnostics_rate_and_keys(bundle, loop):
+    executor, probe, add = loop
+    add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: probe.policy_commands(), 10.0)
+    start = len(probe.diagnostics)
+    spin_until(executor, lambda: False, 1.5)
+    window = probe.diagnostics[start:]
+    rate = (len(window) - 1) / (window[-1][0] - window[0][0])
+    assert 7.5 <= rate <= 12.5, f"diagnostics at {rate:.1f} Hz, configured 10 Hz"
+    status = window[-1][1]
+    assert status.hardware_id and status.level in (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+    values = {kv.key: kv.value for kv in status.values}
+    assert DIAG_KEYS <= set(values), f"missing keys {DIAG_KEYS - set(values)}"
+    assert values["mode"] in ("NOMINAL", "INTERVENE", "UNSAFE") and 0 <= float(values["state_age_ms"]) < 200
+    expected = {"NOMINAL": DiagnosticStatus.OK, "INTERVENE": DiagnosticStatus.WARN, "UNSAFE": DiagnosticStatus.ERROR}
+    slow = status.level == DiagnosticStatus.WARN and "inference took" in status.message
+    assert status.level == expected[values["mode"]] or slow
+
+
+def _run_controller(*ros_args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "safefql_ros.controller", "--ros-args", *ros_args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_publishes_final_stop(bundle, loop):
+    executor, probe, _ = loop
+    proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
+                           "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.5")
+    try:
+        assert spin_until(executor, lambda: len(probe.policy_commands()) >= 3 or proc.poll() is not None, 30.0)
+        assert proc.poll() is None, proc.communicate()[0]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        spin_until(executor, lambda: proc.poll() is not None, 10.0)
+        spin_until(executor, lambda: False, 0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0]
+    assert proc.returncode == 0, output
+    assert "published the final stop command" in output
+    after = [c for c in probe.commands if c[0] > sent]
+    assert after and is_stop(after[-1]), f"last command after SIGTERM is {after[-1:]}, not the stop action"
+
+
+def test_missing_bundle_exits_nonzero(tmp_path):
+    proc = _run_controller("-p", f"bundle:={tmp_path / 'nope'}")
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1
+    assert "cannot start" in output and "is not a policy bundle" in output
+
+
+def test_closed_loop_with_boat_sim(bundle, loop):
+    executor, probe, add = loop
+    probe.listen_to_sim()
+    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0]),
+                                     Parameter("episode_steps", value=100)]))
+    add(Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)),
+                                        Parameter("stop_action", value=STOP), Parameter("state_timeout", value=0.05)]))
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 20 and len(probe.odom) >= 20, 10.0)
+    begin = (len(probe.commands), len(probe.odom))
+    spin_until(executor, lambda: False, 1.0)
+    commands, odom = len(probe.commands) - begin[0], len(probe.odom) - begin[1]
+    assert commands >= 50 and odom >= 50, f"{commands} commands and {odom} states in 1 s at 200 Hz"
+    assert any(m != "REJECTED" for m in probe.modes)
+    assert probe.episodes and max(probe.episodes) >= 1, "no automatic reset after 100 steps"
+    xs = [x for x, _ in probe.odom]
+    assert min(xs) >= -3.0 and max(xs) > -2.0 + 0.1, "the boat did not move with the current"
+
+
+def test_float_topics_carry_the_decision(bundle, loop):
+    executor, probe, add = loop
+    node = add(controller(bundle))
+    got: dict[str, float] = {}
+    for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms"):
+        probe.create_subscription(Float64, f"/safefql_controller/{name}",
+                                  lambda m, n=name: got.__setitem__(n, m.data), 10)
+    assert spin_until(executor, lambda: len(got) == 4 and probe.policy_commands() and
+                      math.isfinite(got["safety/q_value"]), 10.0)
+    d = node.decision
+    assert math.isclose(got["safety/margin"], d.threshold - got["safety/q_value"], abs_tol=1e-6)
+    assert got["inference_ms"] >= 0
+
+
+def test_sim_time_drives_ticks_and_state_age(bundle, loop):
+    """With use_sim_time the tick and the state age follow /clock: a paused clock pauses the
+    controller (no commands at all), and staleness is measured in sim seconds."""
+    executor, probe, add = loop
+    sim = {"ns": 1000 * 10**9, "running": True}
+    clock = add(Node("clock"))
+    clock_pub = clock.create_publisher(Clock, "/clock", 10)
+
+    def advance() -> None:
+        sim["ns"] += 10_000_000 if sim["running"] else 0
+        clock_pub.publish(Clock(clock=Time(nanoseconds=sim["ns"]).to_msg()))
+
+    clock.create_timer(0.01, advance)
+    probe.stamp = lambda: Time(nanoseconds=sim["ns"]).to_msg()
+    add(controller(bundle, use_sim_time=True))
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no commands in sim time"
+    sim["running"] = False
+    spin_until(executor, lambda: False, 0.1)
+    paused = len(probe.commands)
+    spin_until(executor, lambda: False, 0.6)
+    assert len(probe.commands) - paused <= 1, "the controller ticked while /clock was paused"
+    probe.feeding, sim["running"] = False, True
+    resumed_ns = sim["ns"]
+    assert spin_until(executor, lambda: errors_with(probe, "stale"), 5.0)
+    assert sim["ns"] - resumed_ns >= 0.2 * 10**9, "stale before 0.2 s of sim time passed"
+
+
+def test_boat_sim_reset_topic(loop):
+    executor, probe, add = loop
+    probe.listen_to_sim()
+    add(BoatSim(parameter_overrides=[Parameter("seed", value=5)]))
+    reset = probe.create_publisher(Point, "/boat/reset", 10)
+    assert spin_until(executor, lambda: probe.odom and reset.get_subscription_count() > 0, 8.0)
+    reset.publish(Point(x=-2.5, y=1.0))
+    near = lambda: [p for p in probe.odom if abs(p[0] + 2.5) < 0.05 and abs(p[1] - 1.0) < 0.05]  # noqa: E731
+    assert spin_until(executor, near, 5.0), "reset to (-2.5, 1.0) not seen on /boat/odom"
+    assert spin_until(executor, lambda: probe.episodes and probe.episodes[-1] >= 1, 2.0)
+    episodes = probe.episodes[-1]
+    probe.odom.clear()
+    reset.publish(Point(x=math.nan, y=math.nan))
+    rng = np.random.default_rng(5)  # BoatSim's sampler: draw 1 was the start-up episode
+    boat.sample_safe_states(rng, 1)
+    expected = boat.sample_safe_states(rng, 1)[0]
+    assert boat.margin(expected) < 0
+    sampled = lambda: [p for p in probe.odom if np.hypot(*(np.array(p) - expected)) < 0.05]  # noqa: E731
+    assert spin_until(executor, sampled, 5.0), f"NaN reset: no state near the sampled safe state {expected}"
+    assert spin_until(executor, lambda: probe.episodes[-1] > episodes, 2.0)
+
+
+def test_parameters_are_validated(bundle, loop):
+    _, _, add = loop
+    with pytest.raises(InvalidParameterValueException, match="fallback_actions: needs a multiple of act_dim=2"):
+        controller(bundle, fallback_actions=[0.5, 0.5, 0.5])
+    with pytest.raises(InvalidParameterValueException, match=r"values must be finite and in \[-1, 1\]"):
+        controller(bundle, stop_action=[2.0, 0.0])
+    node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
+    assert node.runtime.fallbacks.shape == (2, 2)
+    assert node.set_parameters([Parameter("state_timeout", value=0.3)])[0].successful
+    assert node.runtime.cfg.state_timeout == 0.3
+    assert not node.set_parameters([Parameter("state_timeout", value=11.0)])[0].successful  # out of range
+    assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
