@@ -28,18 +28,17 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import Bundle, BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
+from safefql_ros.qos import LATCHED_QOS
 from safefql_core.tasks import TaskSpec, TaskSpecError
 
 SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
 COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MESSAGE_TYPES = {"nav_msgs/msg/Odometry": Odometry, "geometry_msgs/msg/Twist": Twist}
 
 
