@@ -70,8 +70,9 @@ def latency(args: argparse.Namespace) -> dict:
     if bundle.algo != "safefql":
         raise BundleError(f"--bundle must be a safefql bundle (got {bundle.algo}); pass FISOR as --baseline")
     cfg = lambda backend: RuntimeConfig(backend=backend, threads=args.threads, seed=args.seed)  # noqa: E731
+    safefql = Runtime(bundle, cfg("onnxruntime"))
     variants = {
-        "safefql_ort": Runtime(bundle, cfg("onnxruntime")).decide,
+        "safefql_ort": safefql.decide,
         "safefql_torch": Runtime(bundle, cfg("torch")).decide,
         "teacher": teacher_decision(bundle, args.threads),
     }
@@ -84,7 +85,7 @@ def latency(args: argparse.Namespace) -> dict:
     obs = observations(bundle, 500, args.seed)
     samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
     result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,
-                    "threshold": variants["safefql_ort"].__self__.threshold}
+                    "threshold": safefql.threshold}
     for name, us in samples.items():
         result[f"{name}_median_us"] = round(float(np.median(us)), 2)
         result[f"{name}_p99_us"] = round(float(np.percentile(us, 99)), 2)

@@ -152,6 +152,7 @@ class Runtime:
         return self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
 
     def _score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q_safe, V_safe) of several actions at one state, in one batched call."""
         q, v = self.graphs.run("safety", {"observation": np.repeat(o, len(actions), axis=0), "action": actions})
         return q, v
 
@@ -165,21 +166,21 @@ class Runtime:
     def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float,
                          v_proposed: float) -> tuple[np.ndarray, float, float]:
         """The lowest-Q_safe action among the proposal, the fallbacks and extra policy samples."""
-        actions, qs, vs = [proposed[None]], [np.array([q_proposed])], [np.array([v_proposed])]
+        pool = [(proposed[None], np.array([q_proposed]), np.array([v_proposed]))]
         if len(self.fallbacks):
-            q, v = self._score(o, self.fallbacks)
-            actions.append(self.fallbacks), qs.append(q), vs.append(v)
-        if self.cfg.candidates and self.bundle.algo == "safefql":
-            noise = self.rng.standard_normal((self.cfg.candidates, self.act_dim)).astype(np.float32)
-            a, q, v = self.graphs.run("policy", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})
-            actions.append(a), qs.append(q), vs.append(v)
-        elif self.cfg.candidates:
-            a = self._fisor_samples(o)
-            q, v = self._score(o, a)
-            actions.append(a), qs.append(q), vs.append(v)
-        q = np.concatenate(qs)
-        best = int(np.argmin(q))
-        return np.concatenate(actions)[best], float(q[best]), float(np.concatenate(vs)[best])
+            pool.append((self.fallbacks, *self._score(o, self.fallbacks)))
+        if self.cfg.candidates:
+            pool.append(self._policy_samples(o))
+        return _safest(*(np.concatenate(part) for part in zip(*pool)))
+
+    def _policy_samples(self, o: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(actions, Q_safe, V_safe) for a batch of the policy's own samples at one state."""
+        if self.bundle.algo == "fisor":
+            actions = self._fisor_samples(o)
+            return (actions, *self._score(o, actions))
+        noise = self.rng.standard_normal((self.cfg.candidates, self.act_dim)).astype(np.float32)
+        action, q, v = self.graphs.run("policy", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})
+        return action, q, v
 
     # ---- FISOR-style policy: DDPM chain over N candidates, keep argmin Q_safe ------------------
     def _fisor_setup(self) -> None:
@@ -204,10 +205,13 @@ class Runtime:
         return x
 
     def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
-        actions = self._fisor_samples(o)
-        q, v = self._score(o, actions)
-        best = int(np.argmin(q))
-        return actions[best], float(q[best]), float(v[best])
+        return _safest(*self._policy_samples(o))
+
+
+def _safest(actions: np.ndarray, q: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The candidate with the lowest pessimistic Q_safe (first one on ties)."""
+    best = int(np.argmin(q))
+    return actions[best], float(q[best]), float(v[best])
 
 
 def load_runtime(path: str, cfg: RuntimeConfig | None = None) -> Runtime:

@@ -68,20 +68,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_learner(algo: str, algo_cfg: dict[str, Any], obs_dim: int, act_dim: int,
-                  obs_mean: np.ndarray, obs_std: np.ndarray) -> nn.Module:
+def algo_classes(algo: str) -> tuple[type[nn.Module], type]:
     if algo not in ALGOS:
         raise RunError(f"unknown --algo '{algo}'; available: {sorted(ALGOS)}")
-    cls, cfg_cls = ALGOS[algo]
+    return ALGOS[algo]
+
+
+def build_learner(algo: str, algo_cfg: dict[str, Any], obs_dim: int, act_dim: int,
+                  obs_mean: np.ndarray, obs_std: np.ndarray) -> nn.Module:
+    cls, cfg_cls = algo_classes(algo)
     cfg = cfg_cls.from_dict(algo_cfg)
     return cls(obs_dim, act_dim, cfg, torch.as_tensor(obs_mean), torch.as_tensor(obs_std))
 
 
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
-    _, cfg_cls = ALGOS[opts.algo] if opts.algo in ALGOS else (None, None)
-    if cfg_cls is None:
-        raise RunError(f"unknown --algo '{opts.algo}'; available: {sorted(ALGOS)}")
-    algo_cfg = cfg_cls.from_dict(opts.overrides or {}).to_dict()
+    algo_cfg = algo_classes(opts.algo)[1].from_dict(opts.overrides or {}).to_dict()
     return {
         "algo": opts.algo,
         "task": opts.task,
