@@ -1,7 +1,8 @@
 # safefql — developer entry points.
 #   make setup      create/refresh .venv (idempotent; a no-op when nothing changed)
 #   make test       run the test suite in .venv on a private ROS 2 domain
-#   make demo       collect the boat dataset, train SafeFQL, evaluate on 500 initial states
+#   make demo       record a boat bag, train SafeFQL from it (fit --bag), run simulator + controller
+#                   through DDS for 10 episodes; the last line printed is a JSON summary
 #   make clean      remove data/ and runs/ (keeps .venv)
 #   make distclean  clean + remove .venv
 # Override variables on the command line, e.g. `make demo SEED=3 RUN=runs/boat3`.
@@ -17,9 +18,16 @@ PY     ?= $(VENV)/bin/python
 
 TASK     ?= boat
 SEED     ?= 0
-DATA     ?= data/$(TASK).h5
+BAG      ?= data/$(TASK)_bag
 RUN      ?= runs/$(TASK)
 EPISODES ?= 500
+# Closed-loop demo episodes through DDS, from the first fixed evaluation states. 800 steps
+# (4 s) instead of the training horizon's 400: from the north and south edges, where the
+# current is slack, the boat needs more than 2 s to reach the goal region.
+DEMO_EPISODES ?= 10
+DEMO_STEPS    ?= 800
+# Both cores for the one training job of the demo (tests and benchmarks use 1).
+THREADS  ?= 2
 PYTEST_ARGS ?=
 # Extra pip options, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 # on a machine without the local CPU torch wheel (PyPI's torch pulls several GB of CUDA).
@@ -77,17 +85,25 @@ $(PKG_STAMP): $(DEPS_STAMP) $(PKG_INPUTS)
 	@for f in package.xml launch config; do rm -rf "$(SHARE)/$$f"; ln -s "$(CURDIR)/$$f" "$(SHARE)/$$f"; done
 	@touch $@
 
-test: setup
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
-	ROS_DOMAIN_ID=$$(( $$$$ % 100 + 1 )) \
-	AMENT_PREFIX_PATH="$(abspath $(VENV))$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}" \
-	    $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+# ROS 2 on this machine only, on a domain of its own; the venv prefix is the ament index.
+ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( $$$$ % 100 + 1 )) \
+	AMENT_PREFIX_PATH="$(abspath $(VENV))$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}"
 
-demo: setup
-	mkdir -p $(dir $(DATA))
-	$(PY) -m offline_train.collect --task $(TASK) --seed $(SEED) --out $(DATA)
-	$(PY) -m offline_train.fit --data $(DATA) --out $(RUN) --seed $(SEED)
-	$(PY) -m offline_train.evaluate --run $(RUN) --episodes $(EPISODES) --json $(RUN)/eval.json --plot $(RUN)/trajectories.png
+test: setup
+	$(ROS_ENV) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+$(BAG)/metadata.yaml: | setup
+	mkdir -p $(dir $(BAG))
+	rm -rf $(BAG)
+	$(PY) -m offline_train.collect --task $(TASK) --format bag --seed $(SEED) --out $(BAG)
+
+demo: setup $(BAG)/metadata.yaml
+	$(PY) -m offline_train.fit --bag $(BAG) --out $(RUN) --seed $(SEED) --threads $(THREADS)
+	$(PY) -m offline_train.evaluate --bundle $(RUN)/bundle --episodes $(EPISODES) \
+	    --json $(RUN)/eval.json --plot $(RUN)/trajectories.png
+	$(ROS_ENV) $(VENV)/bin/safefql-launch boat --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
+	    --init-states evaluation --episode-steps $(DEMO_STEPS) --timeout 300 \
+	    --report-dir $(RUN)/report --summary-json $(RUN)/demo_summary.json
 
 clean:
 	rm -rf runs data

@@ -21,7 +21,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', sorted(glob('launch/*.launch.py'))),
-        ('share/' + package_name + '/config', sorted(glob('config/*.yaml'))),
+        ('share/' + package_name + '/config',
+         sorted(glob('config/*.yaml') + glob('config/*.perspective'))),
     ],
     # Runtime dependencies are pinned in requirements.txt / constraints.txt (several are
     # ROS wheels or need --no-deps); they are deliberately not repeated here.
@@ -37,8 +38,13 @@ setup(
             'safefql-calibrate = offline_train.calibrate:main',
             'safefql-export = offline_train.export:main',
             'safefql-bench = offline_train.bench:main',
+            'safefql-replay = offline_train.replay:main',
+            'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',
             'boat_sim = safefql_ros.boat_sim:main',
+            'safefql_recorder = safefql_ros.recorder:main',
+            'safefql_player = safefql_ros.player:main',
+            'episode_monitor = safefql_ros.episode_monitor:main',
         ],
     },
 )

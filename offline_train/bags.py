@@ -35,7 +35,7 @@ SIM_EPOCH_NS = 1_700_000_000 * NS
 SIM_EPISODE_GAP_NS = 1 * NS
 PROGRESS_MIN_MESSAGES = 100_000
 # What rosbags (and sqlite3 through apsw) raise on a truncated or corrupt file.
-_READ_ERRORS = (AnyReaderError, ReaderError, apsw.Error, struct.error, UnicodeDecodeError, EOFError)
+READ_ERRORS = (AnyReaderError, ReaderError, apsw.Error, struct.error, UnicodeDecodeError, EOFError)
 
 
 class BagError(ValueError):
@@ -73,7 +73,7 @@ def read_series(bag: str | Path, spec: TaskSpec, typestore_name: str = DEFAULT_T
         with AnyReader([path], default_typestore=typestore(typestore_name)) as reader:
             _check_topics(reader, path, streams)
             return _read(reader, path, streams, progress)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise BagError(f"{path} cannot be read ({type(exc).__name__}: {exc}); the bag is truncated or corrupt "
                        "(e.g. a recording that was killed, or an incomplete copy): re-copy or re-record it") from None
 

@@ -99,19 +99,28 @@ def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarra
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5.6))
-    for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII):
-        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6))
+    draw_boat_map(ax)
     for traj, v, ok in zip(trajectories, violations, feasible):
         colour = "tab:red" if v > 0 else "tab:green"
         ax.plot(traj[:, 0], traj[:, 1], color=colour, lw=0.6, alpha=0.5 if v == 0 else 0.9)
         ax.plot(*traj[0], marker="o" if ok else "x", ms=2.5, color="k" if ok else "tab:purple")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def draw_boat_map(ax) -> None:
+    """The boat task's fixed scenery on a matplotlib axes: obstacles, the goal and the region
+    that counts as reaching it (boat.GOAL_RADIUS), the box; shared by every boat map plot."""
+    import matplotlib.pyplot as plt
+
+    for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII):
+        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6))
+    ax.add_patch(plt.Circle(boat.GOAL, boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod"))
     ax.plot(*boat.GOAL, marker="*", ms=16, color="gold", mec="k")
     ax.set_xlim(boat.LOW[0], boat.HIGH[0])
     ax.set_ylim(boat.LOW[1], boat.HIGH[1])
     ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
     ax.set_xlabel("x  (current flows to +x)")
     ax.set_ylabel("y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)

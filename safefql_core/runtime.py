@@ -54,8 +54,49 @@ class RuntimeConfig:
     threshold: float | None = None      # override δ*; default: the bundle's calibration
 
 
+class BoundCall(Protocol):
+    """A graph call with fixed input shapes: write into `inputs`, then `run()`. The returned
+    arrays may be reused by the next call: copy what you keep."""
+
+    inputs: dict[str, np.ndarray]
+
+    def run(self) -> list[np.ndarray]: ...
+
+
 class Graphs(Protocol):
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def bind(self, name: str, shapes: dict[str, tuple[int, ...]]) -> BoundCall: ...
+
+
+class UnboundCall:
+    """BoundCall over any backend's `run` (no preallocation to gain there)."""
+
+    def __init__(self, graphs: Graphs, name: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.graphs, self.name = graphs, name
+        self.inputs = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}
+
+    def run(self) -> list[np.ndarray]:
+        return self.graphs.run(self.name, self.inputs)
+
+
+class OrtBoundCall:
+    """An IOBinding over preallocated numpy buffers: onnxruntime reads the inputs and writes the
+    outputs in place, which skips the per-call conversions and allocations of
+    `InferenceSession.run` — about a quarter of a batch-1 call (docs/BENCHMARKS.md)."""
+
+    def __init__(self, session, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.inputs = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}
+        self.session, self.binding = session, session.io_binding()
+        for name, buf in self.inputs.items():
+            self.binding.bind_cpu_input(name, buf)
+        self.outputs = [np.zeros(out.shape, np.float32) for out in session.run(None, self.inputs)]
+        for meta, buf in zip(session.get_outputs(), self.outputs):
+            self.binding.bind_output(meta.name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
+
+    def run(self) -> list[np.ndarray]:
+        self.session.run_with_iobinding(self.binding)
+        return self.outputs
 
 
 class OrtGraphs:
@@ -64,6 +105,12 @@ class OrtGraphs:
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sessions[name].run(None, feeds)
+
+    def bind(self, name: str, shapes: dict[str, tuple[int, ...]]) -> BoundCall:
+        session = self.sessions[name]
+        if any(p.endswith("CUDAExecutionProvider") for p in session.get_providers()):
+            return UnboundCall(self, name, shapes)  # buffers would live on the host: no gain
+        return OrtBoundCall(session, shapes)
 
 
 class TorchGraphs:
@@ -87,6 +134,9 @@ class TorchGraphs:
             out = self.modules[name](*(self.torch.from_numpy(v) for v in feeds.values()))
         return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
+    def bind(self, name: str, shapes: dict[str, tuple[int, ...]]) -> BoundCall:
+        return UnboundCall(self, name, shapes)
+
 
 class Runtime:
     def __init__(self, bundle: Bundle, cfg: RuntimeConfig | None = None) -> None:
@@ -102,9 +152,21 @@ class Runtime:
         self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
         self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
         self.rng = np.random.default_rng(self.cfg.seed)
-        self._zero = np.zeros((1, self.act_dim), np.float32)
+        # Every call on the decision path is bound once to fixed-size buffers (BoundCall).
+        if len(self.fallbacks):
+            self._fallback_scores = self._bind_safety(len(self.fallbacks))
+            self._fallback_scores.inputs["action"][:] = self.fallbacks
         if bundle.algo == "fisor":
             self._fisor_setup()
+        else:  # nominal: one batch-1 call of the fused policy graph; candidates: one batched call
+            self._policy = self._bind_policy(1)
+            self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
+
+    def _bind_policy(self, n: int) -> BoundCall:
+        return self.graphs.bind("policy", {"observation": (n, self.obs_dim), "noise": (n, self.act_dim)})
+
+    def _bind_safety(self, n: int) -> BoundCall:
+        return self.graphs.bind("safety", {"observation": (n, self.obs_dim), "action": (n, self.act_dim)})
 
     def _action_array(self, values, name: str) -> np.ndarray:
         arr = np.asarray(values, dtype=np.float32).reshape(-1, self.act_dim) if len(values) else \
@@ -146,29 +208,36 @@ class Runtime:
                 mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
         return Decision(action, mode, reason, q, v, self.threshold, (time.perf_counter() - start) * 1e3)
 
-    def _noise(self, n: int) -> np.ndarray:
-        if self.cfg.noise == "zero" and n == 1:
-            return self._zero
-        return self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
-
-    def _score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Q_safe, V_safe) of several actions at one state, in one batched call."""
+    def score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q_safe, V_safe) of any number of actions at one validated state, in one call (for
+        replay and tests; the decision path uses its bound calls)."""
+        actions = np.asarray(actions, dtype=np.float32).reshape(-1, self.act_dim)
         q, v = self.graphs.run("safety", {"observation": np.repeat(o, len(actions), axis=0), "action": actions})
         return q, v
+
+    @staticmethod
+    def _run_at(call: BoundCall, o: np.ndarray) -> list[np.ndarray]:
+        """Run a bound call with every row's observation set to `o`; copies of the outputs."""
+        call.inputs["observation"][:] = o
+        return [out.copy() for out in call.run()]
 
     def propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
         """The policy's own action and its safety value."""
         if self.bundle.algo == "fisor":
             return self._fisor_propose(o)
-        action, q, v = self.graphs.run("policy", {"observation": o, "noise": self._noise(1)})
-        return action[0], float(q[0]), float(v[0])
+        inputs = self._policy.inputs
+        inputs["observation"][:] = o
+        if self.cfg.noise == "sample":
+            inputs["noise"][:] = self.rng.standard_normal((1, self.act_dim))
+        action, q, v = self._policy.run()
+        return action[0].copy(), float(q[0]), float(v[0])
 
     def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float,
                          v_proposed: float) -> tuple[np.ndarray, float, float]:
         """The lowest-Q_safe action among the proposal, the fallbacks and extra policy samples."""
         pool = [(proposed[None], np.array([q_proposed]), np.array([v_proposed]))]
         if len(self.fallbacks):
-            pool.append((self.fallbacks, *self._score(o, self.fallbacks)))
+            pool.append((self.fallbacks, *self._run_at(self._fallback_scores, o)))
         if self.cfg.candidates:
             pool.append(self._policy_samples(o))
         return _safest(*(np.concatenate(part) for part in zip(*pool)))
@@ -176,10 +245,10 @@ class Runtime:
     def _policy_samples(self, o: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions, Q_safe, V_safe) for a batch of the policy's own samples at one state."""
         if self.bundle.algo == "fisor":
-            actions = self._fisor_samples(o)
-            return (actions, *self._score(o, actions))
-        noise = self.rng.standard_normal((self.cfg.candidates, self.act_dim)).astype(np.float32)
-        action, q, v = self.graphs.run("policy", {"observation": np.repeat(o, len(noise), axis=0), "noise": noise})
+            self._fisor_scores.inputs["action"][:] = self._fisor_samples(o)
+            return (self._fisor_scores.inputs["action"].copy(), *self._run_at(self._fisor_scores, o))
+        self._candidates.inputs["noise"][:] = self.rng.standard_normal((self.cfg.candidates, self.act_dim))
+        action, q, v = self._run_at(self._candidates, o)
         return action, q, v
 
     # ---- FISOR-style policy: DDPM chain over N candidates, keep argmin Q_safe ------------------
@@ -189,14 +258,18 @@ class Runtime:
         self.fisor_steps, self.fisor_n = cfg["diffusion_steps"], cfg["candidates"]
         self.betas = vp_schedule(self.fisor_steps).astype(np.float32)
         self.alpha_bars = np.cumprod(1 - self.betas).astype(np.float32)
+        n = self.fisor_n
+        self._denoiser = self.graphs.bind("denoiser", {"observation": (n, self.obs_dim), "x": (n, self.act_dim),
+                                                        "t": (n, 1)})
+        self._fisor_scores = self._bind_safety(n)
 
     def _fisor_samples(self, o: np.ndarray) -> np.ndarray:
-        n = self.fisor_n
-        obs = np.repeat(o, n, axis=0)
+        n, inputs = self.fisor_n, self._denoiser.inputs
+        inputs["observation"][:] = o
         x = self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
         for k in reversed(range(self.fisor_steps)):
-            t = np.full((n, 1), k / self.fisor_steps, np.float32)
-            eps = self.graphs.run("denoiser", {"observation": obs, "x": x, "t": t})[0]
+            inputs["x"][:], inputs["t"][:] = x, k / self.fisor_steps
+            eps = self._denoiser.run()[0]
             beta, ab = self.betas[k], self.alpha_bars[k]
             x = (x - beta / np.sqrt(1 - ab) * eps) / np.sqrt(1 - beta)
             if k > 0:

@@ -310,6 +310,14 @@ class TaskSpec:
         return cls.from_dict(BUILTIN[name], name=name)
 
     @classmethod
+    def of_task(cls, task: Mapping[str, Any]) -> TaskSpec:
+        """The spec a bundle's `task` entry records, or the built-in spec of its task (bundles
+        trained on simulator datasets record only the task name)."""
+        if task.get("spec"):
+            return cls.from_dict(task["spec"], name=task["name"])
+        return cls.builtin(task["name"])
+
+    @classmethod
     def from_dict(cls, d: Any, name: str) -> TaskSpec:
         _check_keys(d, "spec", {"control_period", "max_age", "state", "command", "reward", "margin"})
         period, max_age = _positive(d, "control_period"), _positive(d, "max_age")

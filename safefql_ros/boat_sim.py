@@ -6,7 +6,8 @@ controller runs exactly the dynamics the policy was trained on. Publishes the st
 the task spec (`/boat/odom`, header-stamped), the true margin l(s) on `/boat/margin`, and
 obstacle entry/exit events on `/boat/violation` (latched Bool). A command older than
 `command_timeout` is ignored (zero thrust: the boat drifts with the current), as a real
-thruster driver with a watchdog would.
+thruster driver with a watchdog would. With `start_paused` the boat waits, publishing its
+state, until the first command arrives (the launcher uses it for counted demo episodes).
 
 std_srvs is not installed here, so resets are a topic: `/boat/reset` (geometry_msgs/Point)
 with x, y = the new state, or NaN to sample a safe one. Episodes last `episode_steps` steps
@@ -25,8 +26,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Point, Twist
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -34,8 +34,9 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Bool, Float64, UInt32
 
 from safefql_core.envs import boat
-from safefql_ros.qos import LATCHED_QOS
 from safefql_core.tasks import TaskSpec
+from safefql_ros.node_tools import float_range, int_range, optional_array
+from safefql_ros.qos import LATCHED_QOS
 
 
 
@@ -47,16 +48,19 @@ class BoatSim(Node):
         ro = {"read_only": True}
         self.command_timeout = self.declare_parameter("command_timeout", 2.5 * boat.DT, ParameterDescriptor(
             description="A command older than this (s) is ignored: zero thrust",
-            floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)], **ro)).value
+            floating_point_range=float_range(0.0, 10.0), **ro)).value
         self.episode_steps = self.declare_parameter("episode_steps", boat.EPISODE_STEPS, ParameterDescriptor(
             description="Steps per episode before the automatic reset",
-            integer_range=[IntegerRange(from_value=1, to_value=10**9, step=1)], **ro)).value
+            integer_range=int_range(1, 10**9), **ro)).value
         seed = self.declare_parameter("seed", 0, ParameterDescriptor(
             description="Seed of the sampled safe initial states",
-            integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)], **ro)).value
+            integer_range=int_range(0, 2**31 - 1), **ro)).value
         self.declare_parameter("initial_states", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
             description="Flat x, y list of episode initial states, used in turn; unset: sample safe states", **ro))
         self.initial_states = self._initial_states()
+        self.paused = self.declare_parameter("start_paused", False, ParameterDescriptor(
+            description="Hold the boat (still publishing its state) until the first command arrives, so "
+                        "a controller that starts later does not find the first episode under way", **ro)).value
 
         self.spec = TaskSpec.builtin("boat")
         self.env = boat.BoatEnv(seed=seed)
@@ -74,12 +78,11 @@ class BoatSim(Node):
         self.create_timer(boat.DT, self._step)
 
     def _initial_states(self) -> np.ndarray | None:
-        try:
-            flat = list(self.get_parameter("initial_states").value)
-        except ParameterUninitializedException:
+        flat = optional_array(self, "initial_states")
+        if not flat:
             return None
-        if not flat or len(flat) % boat.OBS_DIM or not all(math.isfinite(v) for v in flat):
-            raise ValueError(f"initial_states must be a non-empty flat list of finite x, y pairs, got {flat}")
+        if len(flat) % boat.OBS_DIM or not all(math.isfinite(v) for v in flat):
+            raise ValueError(f"initial_states must be a flat list of finite x, y pairs, got {flat}")
         return np.asarray(flat, dtype=np.float64).reshape(-1, boat.OBS_DIM)
 
     def reset(self, state: np.ndarray | None = None) -> None:
@@ -87,7 +90,8 @@ class BoatSim(Node):
         if state is None and self.initial_states is not None:
             state = self.initial_states[self.episode % len(self.initial_states)]
         self.env.reset(None if state is None else np.asarray(state, dtype=np.float64)[None])
-        self.episode_pub.publish(UInt32(data=self.episode))
+        if not self.paused:  # a paused start is announced when it runs (see _step)
+            self.episode_pub.publish(UInt32(data=self.episode))
         self.get_logger().info(f"episode {self.episode} starts at {self.env.states[0].round(3).tolist()}")
         self.episode += 1
         self._publish_state()
@@ -108,6 +112,13 @@ class BoatSim(Node):
         return np.zeros(boat.ACT_DIM)
 
     def _step(self) -> None:
+        if self.paused:
+            if self.command is None:
+                self._publish_state()
+                return
+            self.paused = False
+            self.episode_pub.publish(UInt32(data=self.episode - 1))
+            self.get_logger().info("first command received: the simulation runs")
         self.env.step(self.current_action())
         if self.env.t >= self.episode_steps:
             self.reset()

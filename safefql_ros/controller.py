@@ -8,23 +8,31 @@ the safety signals, and `/diagnostics` reports the latest decision at its own ra
 Every rejection (no state, stale, non-finite, wrong size) goes through the runtime's
 REJECTED path, so the only commands ever sent are validated ones or the stop action.
 
+`~/latency_ms` is the state-in → command-out time of each state's first command: from the
+state callback to the publish of the command computed from it, on the monotonic clock (so it
+means the same in sim time); the compute alone is `~/inference_ms`.
+
+`trigger` picks what starts a decision. `timer` (the ROS convention): only the fixed-rate tick,
+so a state waits up to one period for it — with a sensor publishing at the control rate, that
+wait is a phase offset fixed at start-up, anywhere in [0, period). `state`: a fresh state is
+decided on at once (at most one decision per half period, so a burst cannot queue work), and
+the timer, re-armed by every decision, becomes a watchdog that fires only when no state came
+for a whole period — same command rate and stale-state stop, without the phase lottery.
+
 Run: `python -m safefql_ros.controller --ros-args -p bundle:=bundle/`.
 """
 from __future__ import annotations
 
 import math
-import signal
 import sys
+import time
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist
-from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -32,40 +40,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64, String
 
-from safefql_core.bundle import Bundle, BundleError, load_bundle
+from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
-from safefql_ros.qos import LATCHED_QOS
 from safefql_core.tasks import TaskSpec, TaskSpecError
+from safefql_ros.node_tools import (PARAMETER_ERRORS, float_range, int_range, message_class, optional_array,
+                                    stop_on_signals)
+from safefql_ros.qos import LATCHED_QOS
 
 SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
 COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-MESSAGE_TYPES = {"nav_msgs/msg/Odometry": Odometry, "geometry_msgs/msg/Twist": Twist}
-
-
-def _float_range(low: float, high: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-
-
-def _int_range(low: int, high: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=low, to_value=high, step=1)]
-
-
-def task_spec(bundle: Bundle) -> TaskSpec:
-    """The bundle's recorded spec, or the built-in one of its task (bundles from simulator
-    datasets record only the task name)."""
-    task = bundle.meta["task"]
-    if task.get("spec"):
-        return TaskSpec.from_dict(task["spec"], name=task["name"])
-    return TaskSpec.builtin(task["name"])
-
-
-def message_type(type_name: str) -> type:
-    """The rclpy class of a spec's message type (only the types this package ships nodes for)."""
-    try:
-        return MESSAGE_TYPES[type_name]
-    except KeyError:
-        raise TaskSpecError(f"the controller supports state/command types {sorted(MESSAGE_TYPES)}, "
-                            f"the spec names {type_name}") from None
 
 
 class Controller(Node):
@@ -80,7 +63,7 @@ class Controller(Node):
             raise BundleError("parameter 'bundle' is not set; pass --ros-args -p bundle:=<bundle dir>")
         bundle = load_bundle(path)
         self.act_dim = bundle.act_dim
-        self.spec = task_spec(bundle)
+        self.spec = TaskSpec.of_task(bundle.meta["task"])
         self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period)
         self._declare_parameters()
         p = self._params()
@@ -97,9 +80,12 @@ class Controller(Node):
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
         self.hardware_id = f"{self.spec.name}:{bundle.path.name}"
-        self.state_cls, self.command_cls = message_type(self.spec.state.type), message_type(self.spec.command.type)
+        self.state_cls, self.command_cls = message_class(self.spec.state.type), message_class(self.spec.command.type)
 
         self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns)
+        self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
+        self.cpu_mark = (time.monotonic(), time.process_time())
+        self.cpu_percent = float("nan")
         self.decision: Decision | None = None
         self.state_age: float | None = None
         self.mode: Mode | None = None
@@ -109,10 +95,14 @@ class Controller(Node):
         self.create_subscription(self.state_cls, self.spec.state.topic, self._on_state, qos_profile_sensor_data)
         self.cmd_pub = self.create_publisher(self.command_cls, self.spec.command.topic, COMMAND_QOS)
         self.float_pubs = {name: self.create_publisher(Float64, f"~/{name}", 10)
-                           for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms")}
+                           for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms",
+                                        "latency_ms")}
         self.mode_pub = self.create_publisher(String, "~/mode", LATCHED_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0 / rate, self._tick)
+        self.trigger = p["trigger"]
+        self.min_decision_gap_ns = int(0.5e9 / rate)
+        self.last_decision_ns = 0
+        self.tick_timer = self.create_timer(1.0 / rate, self._tick)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
         self.get_logger().info(
             f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): {self.spec.state.topic} -> "
@@ -124,35 +114,35 @@ class Controller(Node):
         ro = {"read_only": True}
         self.declare_parameter("control_rate_hz", 0.0, ParameterDescriptor(
             description="Decision rate; 0 = 1 / the bundle's control period (overriding it logs a warning)",
-            floating_point_range=_float_range(0.0, 1000.0), **ro))
+            floating_point_range=float_range(0.0, 1000.0), **ro))
         self.declare_parameter("state_timeout", 0.0, ParameterDescriptor(
             description="A state older than this (s, node clock) is stale -> stop; 0 = 2.5 control periods",
-            floating_point_range=_float_range(0.0, 10.0)))
+            floating_point_range=float_range(0.0, 10.0)))
         self.declare_parameter("stop_action", [0.0] * self.act_dim, ParameterDescriptor(
             description="Action in [-1, 1] sent whenever the state is rejected and on shutdown", **ro))
+        self.declare_parameter("trigger", "timer", ParameterDescriptor(
+            description="What starts a decision: 'timer' (fixed-rate tick only) or 'state' (a fresh state "
+                        "at once; the tick then only fires when states stop coming)", **ro))
         self.declare_parameter("noise", "zero", ParameterDescriptor(
             description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'", **ro))
         self.declare_parameter("seed", 0, ParameterDescriptor(
-            description="Seed of the candidate / noise sampler", integer_range=_int_range(0, 2**31 - 1), **ro))
+            description="Seed of the candidate / noise sampler", integer_range=int_range(0, 2**31 - 1), **ro))
         self.declare_parameter("fallback_actions", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
             description="Flat list of extra candidate actions in [-1, 1], act_dim values each", **ro))
         self.declare_parameter("candidates", 8, ParameterDescriptor(
             description="Extra actor samples scored when the actor's action fails the check",
-            integer_range=_int_range(0, 256), **ro))
+            integer_range=int_range(0, 256), **ro))
         self.declare_parameter("threads", 1, ParameterDescriptor(
-            description="Inference threads (onnxruntime)", integer_range=_int_range(1, 64), **ro))
+            description="Inference threads (onnxruntime)", integer_range=int_range(1, 64), **ro))
         self.declare_parameter("diagnostics_rate_hz", 2.0, ParameterDescriptor(
-            description="Rate of /diagnostics reports", floating_point_range=_float_range(0.1, 100.0), **ro))
+            description="Rate of /diagnostics reports", floating_point_range=float_range(0.1, 100.0), **ro))
 
     def _params(self) -> dict[str, Any]:
-        names = ("control_rate_hz", "state_timeout", "stop_action", "noise", "seed", "candidates",
+        names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "noise", "seed", "candidates",
                  "threads", "diagnostics_rate_hz")
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = list(values["stop_action"])
-        try:
-            values["fallback_actions"] = list(self.get_parameter("fallback_actions").value)
-        except ParameterUninitializedException:
-            values["fallback_actions"] = []
+        values["fallback_actions"] = optional_array(self, "fallback_actions")
         return values
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -170,6 +160,8 @@ class Controller(Node):
     def _invalid(self, name: str, value: Any) -> str:
         if name == "noise" and value not in ("zero", "sample"):
             return f"must be 'zero' or 'sample', got {value!r}"
+        if name == "trigger" and value not in ("timer", "state"):
+            return f"must be 'timer' or 'state', got {value!r}"
         if name in ("stop_action", "fallback_actions") and value is not None:
             values = list(value)
             if name == "stop_action" and len(values) != self.act_dim:
@@ -182,11 +174,17 @@ class Controller(Node):
 
     # ---- state and tick ------------------------------------------------------------------------
     def _on_state(self, msg: Any) -> None:
-        """Cache only; the tick does the work (a burst of states never queues decisions)."""
+        """Cache the state; the tick does the work. With trigger 'state' the tick runs now, unless
+        one ran less than half a period ago (a burst of states never queues decisions)."""
+        self.received_ns = time.monotonic_ns()
         now_ns = self.get_clock().now().nanoseconds
         self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
+        if self.trigger == "state" and self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
+            self.tick_timer.reset()
+            self._tick()
 
     def _tick(self) -> None:
+        self.last_decision_ns = time.monotonic_ns()
         obs, age = None, None
         if self.latest is not None:
             obs, stamp = self.latest
@@ -200,6 +198,9 @@ class Controller(Node):
                                 decision.v_safe, decision.threshold, decision.inference_ms)
             command = self.stop_command()
         self.cmd_pub.publish(command)
+        if self.received_ns is not None and decision.mode != Mode.REJECTED:
+            self.float_pubs["latency_ms"].publish(Float64(data=(time.monotonic_ns() - self.received_ns) * 1e-6))
+            self.received_ns = None
         self._record(decision)
 
     def stop_command(self) -> Any:
@@ -217,8 +218,11 @@ class Controller(Node):
         if d.mode != self.mode:
             self.mode = d.mode
             self.mode_pub.publish(String(data=d.mode.value))
-            log = self.get_logger().info if d.mode == Mode.NOMINAL else self.get_logger().warning
-            log(f"mode {d.mode.value}" + (f": {d.reason}" if d.reason else ""))
+            # rclpy pins one severity to each logging call site: two call sites, not one chosen call.
+            if d.mode == Mode.NOMINAL:
+                self.get_logger().info(f"mode {d.mode.value}")
+            else:
+                self.get_logger().warning(f"mode {d.mode.value}: {d.reason}")
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def diagnostic_status(self) -> DiagnosticStatus:
@@ -241,12 +245,20 @@ class Controller(Node):
         age_ms = float("nan") if self.state_age is None else self.state_age * 1e3
         values = {"q_safe": d.q_safe, "threshold": d.threshold, "margin": d.margin, "state_age_ms": age_ms,
                   "inference_ms": d.inference_ms, "mode": d.mode.value, "interventions": self.interventions,
-                  "slow_ticks": self.slow_ticks}
+                  "slow_ticks": self.slow_ticks, "cpu_percent": self.cpu_percent}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         return status
 
+    def _update_cpu(self) -> None:
+        """This process's CPU use since the last report, in % of one core."""
+        wall, cpu = time.monotonic(), time.process_time()
+        if wall > self.cpu_mark[0]:
+            self.cpu_percent = 100.0 * (cpu - self.cpu_mark[1]) / (wall - self.cpu_mark[0])
+        self.cpu_mark = (wall, cpu)
+
     def _publish_diagnostics(self) -> None:
+        self._update_cpu()
         msg = DiagnosticArray(status=[self.diagnostic_status()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
@@ -258,26 +270,25 @@ class Controller(Node):
         self.get_logger().info("published the final stop command")
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(args: list[str] | None = None) -> int:
-    """Console entry point; exit status 1 with a clear message when the bundle is unusable."""
+    """Console entry point; exit status 1 with a clear message when the bundle is unusable.
+
+    SIGINT/SIGTERM set a flag that the spin loop checks every 0.1 s of wall time, then the
+    final stop goes out (see `stop_on_signals` for why not an exception).
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGINT already raises KeyboardInterrupt
+    stop = stop_on_signals()
     try:
         node = Controller()
-    except (BundleError, TaskSpecError, ValueError, rclpy.exceptions.InvalidParameterValueException) as exc:
+    except (BundleError, TaskSpecError, ValueError, *PARAMETER_ERRORS) as exc:
         rclpy.logging.get_logger("safefql_controller").error(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     finally:
         node.publish_final_stop()
         node.destroy_node()

@@ -107,7 +107,7 @@ def test_nominal_intervene_unsafe(bundle_dir):
     for obs in np.random.default_rng(0).uniform([-3, -2], [2, 2], (50, 2)):
         probe = Runtime(bundle, RuntimeConfig(threshold=1e9))
         nominal = probe.decide(obs)
-        q_fb = probe._score(probe.validate(obs, None)[0], fallbacks)[0]
+        q_fb = probe.score(probe.validate(obs, None)[0], fallbacks)[0]
         if q_fb.min() < nominal.q_safe - 1e-4:
             break
     else:

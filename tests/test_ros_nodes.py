@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -38,37 +37,16 @@ from std_msgs.msg import Float64, String, UInt32  # noqa: E402
 
 from safefql_core.envs import boat  # noqa: E402
 
-from offline_train import export as export_cli  # noqa: E402
-from safefql_core.training import TrainOptions, train  # noqa: E402
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
+from safefql_core.runtime import Decision, Mode  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 
 STOP = [0.25, -0.5]
-DIAG_KEYS = {"q_safe", "threshold", "margin", "state_age_ms", "inference_ms", "mode", "interventions"}
+DIAG_KEYS = {"q_safe", "threshold", "margin", "state_age_ms", "inference_ms", "mode", "interventions",
+             "cpu_percent"}
 SAFE_STATE = (-2.0, 0.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    """A private domain (the Makefile sets one; this covers a bare pytest run) and rclpy."""
-    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_boat_h5, tmp_path_factory):
-    """A real (tiny, 20-step) SafeFQL bundle, as in test_bundle_runtime.py."""
-    root = tmp_path_factory.mktemp("ros_bundle")
-    train(TrainOptions(data=tiny_boat_h5, out=str(root / "run"), algo="safefql",
-                       overrides={"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64,
-                                  "flow_steps": 3, "steps": 20}, progress=False))
-    assert export_cli.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
-    return root / "bundle"
 
 
 class Probe(Node):
@@ -179,7 +157,7 @@ def test_stale_state_stops_within_one_tick(bundle, loop):
 def test_no_state_and_nan_state_are_rejected(bundle, loop):
     executor, probe, add = loop
     probe.feeding = False
-    add(controller(bundle, diagnostics_rate_hz=10.0))
+    node = add(controller(bundle, diagnostics_rate_hz=10.0))
     assert spin_until(executor, lambda: errors_with(probe, "no state received"), 8.0)
     assert probe.commands and all(is_stop(c) for c in probe.commands)
     probe.state, probe.feeding = (math.nan, 0.0), True
@@ -187,6 +165,10 @@ def test_no_state_and_nan_state_are_rejected(bundle, loop):
     assert all(is_stop(c) for c in probe.commands), "a NaN state produced a policy command"
     probe.state = SAFE_STATE
     assert spin_until(executor, lambda: probe.policy_commands(), 5.0), "no recovery after finite states"
+    # A mode change back to NOMINAL logs at INFO after the WARNs (rclpy refuses a severity
+    # change at one call site: this once crashed the node on the first NOMINAL tick).
+    node._record(Decision(np.zeros(2), Mode.NOMINAL, "", -1.0, -1.0, 0.0, 0.1))
+    node._record(Decision(np.zeros(2), Mode.REJECTED, "test", -1.0, -1.0, 0.0, 0.1))
 
 
 def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
@@ -208,6 +190,25 @@ def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
     add(controller(bad, diagnostics_rate_hz=10.0))
     assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
     assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+
+
+def test_state_trigger_decides_on_arrival(bundle, loop):
+    """trigger=state at a slow 4 Hz control rate, fed at 50 Hz: decisions follow states at once
+    (latency far below the 250 ms period) but at most one per half period, and the timer still
+    stops the boat when the states stop."""
+    executor, probe, add = loop
+    add(controller(bundle, trigger="state", control_rate_hz=4.0, state_timeout=0.3))
+    latencies: list[float] = []
+    probe.create_subscription(Float64, "/safefql_controller/latency_ms", lambda m: latencies.append(m.data), 10)
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 6, 10.0)
+    begin = len(probe.policy_commands())
+    spin_until(executor, lambda: False, 2.0)
+    rate = (len(probe.policy_commands()) - begin) / 2.0
+    assert 5.0 <= rate <= 9.0, f"{rate} decisions/s: expected one per half period (8/s), not per state (50/s)"
+    assert latencies and float(np.median(latencies)) < 60.0, f"median latency {np.median(latencies)} ms"
+    probe.feeding = False
+    last_fed = probe.last_fed
+    assert spin_until(executor, lambda: any(is_stop(c) and c[0] > last_fed for c in probe.commands), 5.0)
 
 
 def test_diagnostics_rate_and_keys(bundle, loop):
@@ -284,14 +285,20 @@ def test_float_topics_carry_the_decision(bundle, loop):
     executor, probe, add = loop
     node = add(controller(bundle))
     got: dict[str, float] = {}
+    latencies: list[float] = []
     for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms"):
         probe.create_subscription(Float64, f"/safefql_controller/{name}",
                                   lambda m, n=name: got.__setitem__(n, m.data), 10)
+    probe.create_subscription(Float64, "/safefql_controller/latency_ms", lambda m: latencies.append(m.data), 10)
     assert spin_until(executor, lambda: len(got) == 4 and probe.policy_commands() and
-                      math.isfinite(got["safety/q_value"]), 10.0)
+                      math.isfinite(got["safety/q_value"]) and len(latencies) >= 10, 10.0)
     d = node.decision
     assert math.isclose(got["safety/margin"], d.threshold - got["safety/q_value"], abs_tol=1e-6)
     assert got["inference_ms"] >= 0
+    # One latency per fed state (50 Hz feed, 50 Hz ticks), each within a tick period plus slack.
+    commands = len(probe.policy_commands())
+    assert len(latencies) <= commands + 2
+    assert all(0 < ms < 20 + 50 for ms in latencies), latencies
 
 
 def test_sim_time_drives_ticks_and_state_age(bundle, loop):

@@ -1,0 +1,33 @@
+"""Boat simulator + SafeFQL controller, for `ros2 launch` on a full ROS 2 install.
+
+    ros2 launch safefql_ros boat.launch.py bundle:=/path/to/bundle [namespace:=demo]
+
+The nodes and their parameters come from `safefql_ros.description.boat`, the same
+description `safefql-launch boat` (the pip-only launcher) starts, so both run the same thing.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from safefql_ros import description
+
+ARGUMENTS = {  # name: (default, None = required; description)
+    "bundle": (None, "Policy bundle directory (python -m offline_train.export)"),
+    "params_file": (str(description.default_params_file()), "Node parameters YAML, keyed by node name"),
+    "use_sim_time": ("false", "Run every node on /clock (something else must publish it)"),
+    "namespace": ("", "Namespace for the nodes (their topics are absolute and stay as they are)"),
+}
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    setup = description.boat(bundle=arg["bundle"], params_file=arg["params_file"],
+                             use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"])
+    return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, description=text, **({} if default is None else {"default_value": default}))
+                for name, (default, text) in ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

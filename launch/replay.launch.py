@@ -1,0 +1,40 @@
+"""Replay a bag into the SafeFQL controller and record what it decides, for `ros2 launch`.
+
+    ros2 launch safefql_ros replay.launch.py bundle:=bundle/ bag:=run1_bag/ output:=run1_replayed/
+
+The bag player publishes /clock and leaves the recorded command topic out; the controller
+runs on sim time (the bag's stamps are old: on the wall clock every state would be stale);
+the recorder writes the controller's command, safety signals, mode and /diagnostics. The
+launch shuts down when the player has played the whole bag. The nodes come from
+`safefql_ros.description.replay`, as for `safefql-launch replay`.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from safefql_ros import description
+
+ARGUMENTS = {  # name: (default, None = required; description)
+    "bundle": (None, "Policy bundle directory (python -m offline_train.export)"),
+    "bag": (None, "rosbag2 directory to play (mcap or sqlite3)"),
+    "output": (None, "Directory of the bag to record the controller's outputs into (must not exist)"),
+    "rate": ("1.0", "Playback rate (1.0 = recorded speed)"),
+    "params_file": (str(description.default_params_file()), "Node parameters YAML, keyed by node name"),
+    "use_sim_time": ("true", "Controller and recorder on the player's /clock (false: every old state is stale)"),
+    "namespace": ("", "Namespace for the nodes (their topics are absolute and stay as they are)"),
+}
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    setup = description.replay(bundle=arg["bundle"], bag=arg["bag"], output=arg["output"], rate=float(arg["rate"]),
+                               params_file=arg["params_file"], namespace=arg["namespace"],
+                               use_sim_time=description.as_bool(arg["use_sim_time"]))
+    return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, description=text, **({} if default is None else {"default_value": default}))
+                for name, (default, text) in ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,198 @@
+"""`episode_monitor`: counts closed-loop boat episodes through DDS and prints their summary.
+
+It watches only what any outside observer could: the simulator's episode index
+(`/boat/episode`, latched), the boat's odometry, the controller's per-state latency
+(`<controller>/latency_ms`) and its `/diagnostics` status (interventions, CPU use). After
+`episodes` complete episodes it writes the summary (and, with `report_dir`, a map of the
+trajectories), prints the summary as one JSON line — the last line of its stdout — and
+exits; `safefql-launch boat --episodes N` ends when it does.
+
+An episode is complete when the simulator announces the next one. Violations are counted per
+step from the odometry with the task's own margin function (the same l(s) the simulator and
+training use); the goal counts as reached within `boat.GOAL_RADIUS` (see there why the radius
+is not smaller). Start the simulator with `start_paused` so the first episode does not begin
+before the controller and this monitor are listening.
+
+Run: `python -m safefql_ros.episode_monitor --ros-args -p episodes:=10`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from std_msgs.msg import Float64, UInt32
+
+from safefql_core.envs import boat
+from safefql_core.evaluation import plot_trajectories
+from safefql_core.tasks import TaskSpec
+from safefql_ros.node_tools import PARAMETER_ERRORS, float_range, int_range
+from safefql_ros.qos import LATCHED_QOS
+
+FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
+
+
+class EpisodeMonitor(Node):
+    """See the module docstring; `done` is set once the summary is ready."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("episode_monitor", **kwargs)
+        ro = {"read_only": True}
+        self.target = self.declare_parameter("episodes", 10, ParameterDescriptor(
+            description="Complete episodes to watch before summarising and exiting",
+            integer_range=int_range(1, 10**6), **ro)).value
+        self.summary_json = self.declare_parameter("summary_json", "", ParameterDescriptor(
+            description="Also write the summary to this JSON file ('' = only print it)", **ro)).value
+        self.report_dir = self.declare_parameter("report_dir", "", ParameterDescriptor(
+            description="Directory for the trajectory map and per-episode JSON ('' = none)", **ro)).value
+        self.timeout_s = self.declare_parameter("timeout_s", 0.0, ParameterDescriptor(
+            description="Give up (exit status 2, partial summary) after this many seconds; 0 = never",
+            floating_point_range=float_range(0.0, 1e6), **ro)).value
+        controller = self.declare_parameter("controller", "/safefql_controller", ParameterDescriptor(
+            description="Fully qualified name of the controller node whose outputs are read", **ro)).value
+
+        spec = TaskSpec.builtin("boat")
+        self.current: int | None = None          # episode index now running
+        self.path: list[np.ndarray] = []         # its odometry positions
+        self.episodes: list[dict[str, Any]] = []
+        self.trajectories: list[np.ndarray] = []
+        self.latencies: list[float] = []
+        self.controller_status: dict[str, str] = {}
+        self.interventions_at_start: int | None = None
+        self.status_name = f"{controller.rsplit('/', 1)[-1]}: policy"
+        self.finished_at: float | None = None
+        self.diagnostics_after_finish = False
+        self.started = time.monotonic()
+        self.done = False
+        self.timed_out = False
+
+        self.create_subscription(UInt32, "/boat/episode", self._on_episode, LATCHED_QOS)
+        self.create_subscription(Odometry, spec.state.topic, self._on_odom, qos_profile_sensor_data)
+        self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.create_timer(0.1, self._check_done)
+        self.get_logger().info(f"watching {self.target} episodes")
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _on_episode(self, msg: UInt32) -> None:
+        if self.current is not None and msg.data != self.current and self.path and not self.finished:
+            self._close_episode()
+        if self.current is None:
+            self.interventions_at_start = self._interventions()
+        self.current, self.path = msg.data, []
+
+    def _on_odom(self, msg: Odometry) -> None:
+        if self.current is not None and not self.finished:
+            self.path.append(np.array([msg.pose.pose.position.x, msg.pose.pose.position.y]))
+
+    def _on_latency(self, msg: Float64) -> None:
+        if self.current is not None and not self.finished:
+            self.latencies.append(msg.data)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self.status_name:
+                self.controller_status = {kv.key: kv.value for kv in status.values}
+                self.diagnostics_after_finish = self.finished
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return len(self.episodes) >= self.target
+
+    def _interventions(self) -> int:
+        return int(self.controller_status.get("interventions", 0))
+
+    def _close_episode(self) -> None:
+        path = np.stack(self.path)
+        violating = int((boat.margin(path) > 0).sum())
+        reached = bool(boat.reached_goal(path))
+        self.episodes.append({"episode": self.current, "steps": len(path), "start": path[0].round(4).tolist(),
+                              "violating_steps": violating, "goal_reached": reached,
+                              "min_goal_distance": round(float(boat.goal_distance(path).min()), 4)})
+        self.trajectories.append(path)
+        self.get_logger().info(f"episode {self.current}: {len(path)} steps, {violating} violating, "
+                               f"goal {'reached' if reached else 'NOT reached'} "
+                               f"({len(self.episodes)}/{self.target})")
+        if self.finished:
+            self.finished_at = time.monotonic()
+
+    def _check_done(self) -> None:
+        if self.done:
+            return
+        if self.finished_at is not None:
+            waited = time.monotonic() - self.finished_at
+            self.done = self.diagnostics_after_finish or waited > FINAL_DIAGNOSTICS_WAIT_S
+        elif self.timeout_s and time.monotonic() - self.started > self.timeout_s:
+            self.get_logger().error(f"timed out after {self.timeout_s:g} s with {len(self.episodes)}/"
+                                    f"{self.target} episodes (is the simulator running and resetting?)")
+            self.done = self.timed_out = True
+
+    def summary(self) -> dict[str, Any]:
+        """The one-line result: the keys `make demo` promises, then context."""
+        lat = np.asarray(self.latencies, dtype=np.float64)
+        pct = (lambda q: round(float(np.percentile(lat, q)), 4)) if lat.size else (lambda q: None)
+        status = self.controller_status
+        return {
+            "episodes": len(self.episodes),
+            "goal_reached": sum(e["goal_reached"] for e in self.episodes),
+            "violations": sum(e["violating_steps"] for e in self.episodes),
+            "interventions": self._interventions() - (self.interventions_at_start or 0),
+            "latency_ms_p50": pct(50),
+            "latency_ms_p99": pct(99),
+            "violating_episodes": sum(e["violating_steps"] > 0 for e in self.episodes),
+            "latency_samples": int(lat.size),
+            "controller_cpu_percent": float(status["cpu_percent"]) if "cpu_percent" in status else None,
+            "goal_radius": boat.GOAL_RADIUS,
+            "complete": not self.timed_out,
+        }
+
+    def write_outputs(self, summary: dict[str, Any]) -> None:
+        if self.summary_json:
+            Path(self.summary_json).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        if self.report_dir and self.episodes:
+            out = Path(self.report_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "episodes.json").write_text(json.dumps({"summary": summary, "episodes": self.episodes}, indent=2))
+            violations = np.array([e["violating_steps"] for e in self.episodes])
+            plot_trajectories(str(out / "closed_loop.png"), self.trajectories, violations,
+                              np.ones(len(self.episodes), bool),
+                              f"{len(self.episodes)} closed-loop episodes through DDS: "
+                              f"{summary['goal_reached']} reached the goal, {summary['violations']} violating steps")
+            self.get_logger().info(f"report written to {out}/closed_loop.png and episodes.json")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = EpisodeMonitor()
+    except PARAMETER_ERRORS as exc:
+        rclpy.logging.get_logger("episode_monitor").error(f"cannot start: {exc} (write floats as 50.0)")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        node.timed_out = True  # an interrupted watch is as incomplete as a timed-out one
+    summary = node.summary()
+    node.write_outputs(summary)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    print(json.dumps(summary), flush=True)
+    return 2 if node.timed_out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

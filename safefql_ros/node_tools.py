@@ -1,0 +1,68 @@
+"""Small helpers every node of this package shares: parameter ranges and lookups, the
+errors a bad parameter raises, message classes from type names, and signal handling.
+"""
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterUninitializedException)
+from rclpy.node import Node
+
+# What declaring / reading a parameter raises for a missing, out-of-range or mistyped value.
+PARAMETER_ERRORS = (ParameterUninitializedException, InvalidParameterValueException, InvalidParameterTypeException)
+
+
+def float_range(low: float, high: float) -> list[FloatingPointRange]:
+    """A ParameterDescriptor `floating_point_range` (rclpy checks it on every set)."""
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def int_range(low: int, high: int) -> list[IntegerRange]:
+    """A ParameterDescriptor `integer_range`."""
+    return [IntegerRange(from_value=low, to_value=high, step=1)]
+
+
+def optional_array(node: Node, name: str) -> list:
+    """A declared array parameter without a default: its value, or [] when it was not set."""
+    try:
+        return list(node.get_parameter(name).value)
+    except ParameterUninitializedException:
+        return []
+
+
+class MessageTypeError(ValueError):
+    """A message type this install cannot handle; the message names the type and the fix."""
+
+
+def message_class(type_name: str) -> type:
+    """The rclpy class of a graph / bag type name such as 'nav_msgs/msg/Odometry'.
+
+    rosidl_runtime_py is not installed here, so the generated module is imported directly.
+    """
+    parts = type_name.split("/")
+    if len(parts) != 3 or parts[1] != "msg" or not all(parts):
+        raise MessageTypeError(f"'{type_name}' is not a message type name of the form <package>/msg/<Name>")
+    package, _, name = parts
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise MessageTypeError(
+            f"message type {type_name} is not importable in this install (no {package}.msg.{name}); install "
+            f"its ROS message package (pip: ros-{package.replace('_', '-')}) or leave the topic out") from None
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (rclpy initialised without its own handlers).
+
+    A flag, not an exception: an exception raised from a handler can surface inside rclpy's C
+    calls (as a RuntimeError), in the middle of a bag write, or not at all while a spin waits
+    on a stopped sim clock; the nodes' loops check the flag between callbacks instead.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop

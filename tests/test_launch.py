@@ -1,0 +1,338 @@
+"""Bringup: the launch files, `safefql-launch` and the config files (launch/, config/,
+safefql_ros/description.py, safefql_ros/launcher.py).
+
+`launch` and `launch_ros` are not on PyPI, so the launch files cannot run here. To check they
+start what the launcher starts, `test_launch_files_match_the_launcher` loads each one with
+small recording stand-ins for the few launch / launch_ros names it uses, put into
+`sys.modules` for that test only (the real `launch` package would otherwise be shadowed by
+this repository's `launch/` directory anyway), evaluates its OpaqueFunction with a context
+holding the launch arguments, and compares the recorded `Node(...)` arguments with the
+launcher's command lines for the same arguments. The launcher itself runs for real, as a
+subprocess with nodes on this test's private ROS domain.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import Twist  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from safefql_core.envs import boat  # noqa: E402
+from safefql_ros import description, launcher  # noqa: E402
+from safefql_ros.controller import COMMAND_QOS  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config"
+# Values in boat_nodes.yaml that differ from the node's declared default, on purpose (the
+# YAML's comments say why).
+NOT_DEFAULT = {("safefql_player", "start_delay"), ("safefql_controller", "trigger")}
+
+
+# ---- launch files vs launcher -------------------------------------------------------------------
+class Recorded:
+    """A stand-in for a launch / launch_ros class: keeps its constructor arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+class LaunchConfiguration(Recorded):
+    def perform(self, context: types.SimpleNamespace) -> str:
+        return context.launch_configurations[self.args[0]]
+
+
+STANDINS = {
+    "launch": {"LaunchDescription": type("LaunchDescription", (Recorded,), {})},
+    "launch.actions": {name: type(name, (Recorded,), {})
+                       for name in ("DeclareLaunchArgument", "OpaqueFunction", "Shutdown")},
+    "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+    "launch_ros": {},
+    "launch_ros.actions": {"Node": type("Node", (Recorded,), {})},
+}
+
+
+def launch_file_nodes(monkeypatch, name: str, **arguments: str) -> list[dict[str, Any]]:
+    """The `Node(...)` keyword arguments `launch/<name>` produces for these launch arguments."""
+    for module_name, attributes in STANDINS.items():
+        module = types.ModuleType(module_name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, module_name, module)
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / "launch" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().args[0]
+    kinds = {type(e).__name__ for e in entities}
+    assert kinds == {"DeclareLaunchArgument", "OpaqueFunction"}, kinds
+    declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    assert all(kw.get("description") for kw in declared.values()), "every launch argument needs a description"
+    assert set(arguments) <= set(declared), f"{name} does not declare {set(arguments) - set(declared)}"
+    required = {n for n, kw in declared.items() if "default_value" not in kw}
+    assert required <= set(arguments), f"{name}: required arguments {required - set(arguments)} not given"
+    context = types.SimpleNamespace(launch_configurations={
+        **{n: kw["default_value"] for n, kw in declared.items() if "default_value" in kw}, **arguments})
+    nodes = [node for e in entities if type(e).__name__ == "OpaqueFunction" for node in e.kwargs["function"](context)]
+    assert all(type(n).__name__ == "Node" and not n.args for n in nodes)
+    return [n.kwargs for n in nodes]
+
+
+def console_scripts() -> dict[str, str]:
+    """setup.py's console scripts: executable -> module."""
+    return dict(re.findall(r"'([\w-]+) = ([\w.]+):main'", (ROOT / "setup.py").read_text()))
+
+
+def from_launch(kwargs: dict[str, Any]) -> dict[str, Any]:
+    assert kwargs["package"] == "safefql_ros" and kwargs["output"] == "screen"
+    files = [p for p in kwargs["parameters"] if isinstance(p, str)]
+    parameters = {k: v for p in kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
+    return {"module": console_scripts()[kwargs["executable"]], "name": kwargs["name"],
+            "namespace": kwargs["namespace"] or "", "params_files": files, "parameters": parameters,
+            "ends_run": "on_exit" in kwargs}
+
+
+def from_command(cmd: list[str], node: description.NodeDescription) -> dict[str, Any]:
+    """Parse the launcher's command line back; values through YAML, as the ROS parser reads them."""
+    assert cmd[:2] == [sys.executable, "-m"] and cmd[3] == "--ros-args"
+    parsed: dict[str, Any] = {"module": cmd[2], "namespace": "", "params_files": [], "parameters": {},
+                              "ends_run": node.ends_run}
+    for flag, value in zip(cmd[4::2], cmd[5::2]):
+        if flag == "-r":
+            key, _, target = value.partition(":=")
+            parsed["name" if key == "__node" else "namespace"] = target
+        elif flag == "--params-file":
+            parsed["params_files"].append(value)
+        else:
+            assert flag == "-p", cmd
+            key, _, text = value.partition(":=")
+            parsed["parameters"][key] = yaml.safe_load(text)
+    return parsed
+
+
+@pytest.mark.parametrize("launch_file, arguments, argv", [
+    ("boat.launch.py", {"namespace": "demo", "use_sim_time": "true"},
+     ["boat", "--namespace", "demo", "--use-sim-time"]),
+    ("boat.launch.py", {}, ["boat"]),
+    ("replay.launch.py", {"bag": "some_bag", "output": "out_bag", "rate": "2.0"},
+     ["replay", "--bag", "some_bag", "--output", "out_bag", "--rate", "2.0"]),
+])
+def test_launch_files_match_the_launcher(monkeypatch, bundle, launch_file, arguments, argv):
+    launched = [from_launch(kw) for kw in launch_file_nodes(monkeypatch, launch_file, bundle=str(bundle), **arguments)]
+    nodes = launcher.setup_nodes(launcher.parse_args([*argv, "--bundle", str(bundle)]))
+    commanded = [from_command(launcher.command_line(n), n) for n in nodes]
+    assert launched == commanded
+    assert {n["name"] for n in launched} >= {"safefql_controller"}
+    controller = next(n for n in launched if n["name"] == "safefql_controller")
+    assert controller["parameters"]["bundle"] == str(bundle)
+    assert controller["params_files"] == [str(description.default_params_file())]
+    assert Path(controller["params_files"][0]).resolve() == (CONFIG / "boat_nodes.yaml").resolve()
+    if launch_file == "replay.launch.py":
+        player = next(n for n in launched if n["name"] == "safefql_player")
+        assert player["ends_run"] and player["parameters"]["exclude_topics"] == ["/boat/cmd_vel"]
+        assert player["parameters"]["publish_clock"] is True and player["parameters"]["rate"] == 2.0
+        assert controller["parameters"]["use_sim_time"] is True
+        recorder = next(n for n in launched if n["name"] == "safefql_recorder")
+        assert "/boat/cmd_vel" in recorder["parameters"]["topics"]
+        assert "/safefql_controller/safety/q_value" in recorder["parameters"]["topics"]
+    elif arguments:
+        assert all(n["namespace"] == "/demo" and n["parameters"]["use_sim_time"] is True for n in launched)
+
+
+def test_episode_monitor_follows_the_namespace(bundle):
+    nodes = description.boat(bundle, namespace="demo", episodes=3, init_states=[-2.0, 0.0], episode_steps=50)
+    by_name = {n.name: n for n in nodes}
+    assert by_name["episode_monitor"].ends_run and by_name["episode_monitor"].parameters["episodes"] == 3
+    assert by_name["episode_monitor"].parameters["controller"] == "/demo/safefql_controller"
+    assert by_name["boat_sim"].parameters["start_paused"] is True
+    assert by_name["boat_sim"].parameters["initial_states"] == [-2.0, 0.0]
+    assert by_name["safefql_controller"].starts_last
+
+
+def test_init_states_choices(tmp_path):
+    assert launcher.initial_states("sampled") is None and launcher.initial_states(None) is None
+    evaluation = launcher.initial_states("evaluation")
+    assert np.array_equal(np.reshape(evaluation, (-1, 2)), boat.evaluation_states())
+    good, bad = tmp_path / "good.npy", tmp_path / "bad.npy"
+    np.save(good, np.array([[-2.0, 0.0], [-2.5, 1.0]]))
+    np.save(bad, np.zeros((3, 3)))
+    assert launcher.initial_states(str(good)) == [-2.0, 0.0, -2.5, 1.0]
+    with pytest.raises(launcher.LaunchError, match=r"expected a non-empty \(N, 2\) array .* got shape \(3, 3\)"):
+        launcher.initial_states(str(bad))
+    with pytest.raises(launcher.LaunchError, match="cannot read it as .npy"):
+        launcher.initial_states(str(tmp_path / "missing.npy"))
+
+
+# ---- the launcher for real ----------------------------------------------------------------------
+def run_launcher(tmp_path: Path, *args: str, probe: Node | None = None,
+                 timeout: float = 90.0) -> tuple[int, str, str, set[str]]:
+    """Run `safefql-launch` to its end while spinning `probe`; returns (exit status, stdout,
+    stderr, fully qualified node names seen in the graph meanwhile)."""
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    seen: set[str] = set()
+    executor = SingleThreadedExecutor()
+    if probe is not None:
+        executor.add_node(probe)
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "safefql_ros.launcher", *args], cwd=ROOT,
+                                stdout=stdout, stderr=stderr)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if probe is not None:
+                    executor.spin_once(timeout_sec=0.05)
+                    seen |= {f"{ns.rstrip('/')}/{n}" for n, ns in probe.get_node_names_and_namespaces()}
+                else:
+                    time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            if probe is not None:
+                executor.remove_node(probe)
+    return proc.returncode, out.read_text(), err.read_text(), seen
+
+
+def assert_no_children_left(stderr: str) -> None:
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", stderr)]
+    assert pids, "the launcher logged no started nodes"
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    assert not alive, f"node processes {alive} outlived the launcher"
+
+
+def test_launcher_runs_boat_for_a_duration(bundle, tmp_path):
+    probe = Node("launch_probe")
+    commands: list[tuple[float, float]] = []
+    probe.create_subscription(Twist, "/boat/cmd_vel", lambda m: commands.append((m.linear.x, m.linear.y)),
+                              COMMAND_QOS)
+    try:
+        status, stdout, stderr, seen = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--duration", "4",
+                                                    probe=probe)
+    finally:
+        probe.destroy_node()
+    assert status == 0, stderr[-3000:]
+    assert {"/boat_sim", "/safefql_controller"} <= seen, seen
+    assert "all nodes up: /boat_sim, /safefql_controller" in stderr
+    # 4 s at 200 Hz = 800 commands; a loaded machine delivers fewer, but far more than a few.
+    assert len(commands) > 100, f"only {len(commands)} commands on /boat/cmd_vel"
+    assert any(c != (0.0, 0.0) for c in commands), "only stop commands: the policy never ran"
+    assert stdout == "", "the launcher and its nodes write logs to stderr only"
+    assert_no_children_left(stderr)
+
+
+def test_node_that_cannot_start_fails_the_launch(tmp_path):
+    status, _, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(tmp_path / "no_bundle"), "--duration", "30")
+    assert status != 0
+    assert "error: /safefql_controller exited unexpectedly with status 1" in stderr
+    assert "is not a policy bundle" in stderr  # the node's own reason, passed through
+    assert_no_children_left(stderr)
+
+
+def test_launcher_counts_episodes(bundle, tmp_path):
+    """`--episodes`: the monitor's JSON summary is the last stdout line and its status the launcher's."""
+    report = tmp_path / "report"
+    status, stdout, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--episodes", "2",
+                                             "--episode-steps", "40", "--init-states", "evaluation",
+                                             "--report-dir", str(report), "--timeout", "60")
+    assert status == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and summary["complete"] is True
+    starts = [e["start"] for e in json.loads((report / "episodes.json").read_text())["episodes"]]
+    assert np.allclose(starts, boat.evaluation_states()[:2], atol=0.05), starts
+    assert_no_children_left(stderr)
+
+
+# ---- config files -------------------------------------------------------------------------------
+def test_perspective_names_the_plots_and_the_monitor():
+    doc = json.loads((CONFIG / "safefql.perspective").read_text())
+    manager = doc["groups"]["pluginmanager"]
+    running = eval(manager["keys"]["running-plugins"]["repr"], {})  # rqt stores Python reprs
+    assert set(running) == {"rqt_plot/Plot", "rqt_runtime_monitor/RuntimeMonitor"}
+    plot = manager["groups"]["plugin__rqt_plot__Plot__1"]["groups"]["plugin"]["keys"]
+    topics = eval(plot["topics"]["repr"], {})
+    assert topics == ["/safefql_controller/safety/q_value/data", "/safefql_controller/safety/margin/data",
+                      "/safefql_controller/safety/v_value/data", "/boat/margin/data"]
+    assert "plugin__rqt_runtime_monitor__RuntimeMonitor__1" in manager["groups"]
+
+
+def test_aggregator_yaml_covers_the_controller_status():
+    params = yaml.safe_load((CONFIG / "diagnostic_aggregator.yaml").read_text())["analyzers"]["ros__parameters"]
+    analyzer = params["safefql"]
+    assert analyzer["type"] == "diagnostic_aggregator/GenericAnalyzer" and analyzer["path"] == "SafeFQL"
+    status_name = "safefql_controller: policy"  # Controller.diagnostic_status
+    assert any(status_name.startswith(prefix) for prefix in analyzer["startswith"])
+    assert analyzer["expected"] == [status_name]
+
+
+def node_classes() -> dict[str, type]:
+    """The rclpy Node class of each node in the description's table, where its module exists."""
+    classes = {}
+    for name, module_name in description.MODULES.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        found = [c for c in vars(module).values()
+                 if inspect.isclass(c) and issubclass(c, Node) and c.__module__ == module_name]
+        assert len(found) == 1, f"{module_name}: expected one Node class, found {found}"
+        classes[name] = found[0]
+    return classes
+
+
+def test_node_params_yaml_names_declared_parameters(bundle):
+    """Every value in boat_nodes.yaml is a parameter the node declares, with the declared type
+    (a YAML `0` for a double parameter would fail here), and equals the declared default
+    unless listed in NOT_DEFAULT. The player and recorder take a bag to construct: their
+    names are checked against the `declare_parameter` calls in their source."""
+    doc = yaml.safe_load((CONFIG / "boat_nodes.yaml").read_text())
+    classes = node_classes()
+    required = {"safefql_controller": {"bundle": str(bundle)}}
+    for key, section in doc.items():
+        name = key.removeprefix("/**/")
+        assert name in description.MODULES and set(section) == {"ros__parameters"}, key
+        values = section["ros__parameters"]
+        if name not in classes:
+            continue
+        if name in ("safefql_player", "safefql_recorder"):
+            source = inspect.getsource(importlib.import_module(description.MODULES[name]))
+            declared = set(re.findall(r"declare_parameter\(\s*[\"'](\w+)[\"']", source))
+            assert set(values) <= declared, f"{name}: {set(values) - declared} are not declared"
+            continue
+        extra = required.get(name, {})
+        configured = classes[name](parameter_overrides=[Parameter(k, value=v) for k, v in {**values, **extra}.items()])
+        default = classes[name](parameter_overrides=[Parameter(k, value=v) for k, v in extra.items()])
+        try:
+            for param, value in values.items():
+                assert configured.has_parameter(param), f"{name} does not declare {param}"
+                got = configured.get_parameter(param).value
+                assert (list(got) if isinstance(value, list) else got) == value, (name, param)
+                if (name, param) not in NOT_DEFAULT:
+                    expected = default.get_parameter(param).value
+                    assert (list(expected) if isinstance(value, list) else expected) == value, \
+                        f"{name}.{param}: YAML {value!r} but the node's default is {expected!r}"
+        finally:
+            configured.destroy_node()
+            default.destroy_node()
