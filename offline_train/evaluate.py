@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "calibrated check + fallback candidates), as the robot runs it")
     p.add_argument("--episodes", type=int, default=500)
     p.add_argument("--init-states", help="(N, 2) .npy of initial states (default: the fixed set)")
+    p.add_argument("--steps", type=int, default=boat.EPISODE_STEPS,
+                   help=f"episode length (default {boat.EPISODE_STEPS}, the training horizon)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--plot", help="write a PNG map of the trajectories here")
     p.add_argument("--noise", choices=["zero", "sample"], default="zero",
@@ -66,18 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot))
+    result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot), steps=args.steps)
     feasible = feasible_mask(states)
     summary = {"run": str(args.run or args.bundle), "algo": meta["algo"], "seed": meta["seed"],
                "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
-               "noise": args.noise, **evaluation.summarize(result, feasible)}
+               "noise": args.noise, "steps": args.steps, **evaluation.summarize(result, feasible)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = runtime.threshold
     f = summary["feasible"]
     print(f"{meta['algo']} seed {meta['seed']}: {summary['count']} episodes, "
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
-          f"zero-violation {summary['zero_violation_rate']:.1%} | feasible ({f['count']}): "
+          f"zero-violation {summary['zero_violation_rate']:.1%}, goal {summary['goal_reached_rate']:.1%} "
+          f"| feasible ({f['count']}): "
           f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))

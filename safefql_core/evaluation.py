@@ -48,28 +48,33 @@ def runtime_policy(runtime) -> tuple[Policy, Counter]:
     return act, modes
 
 
-def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool = False) -> dict[str, np.ndarray]:
-    """Run one full episode from each initial state in parallel."""
-    env = boat.BoatEnv(len(initial_states))
+def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool = False,
+            steps: int = boat.EPISODE_STEPS) -> dict[str, np.ndarray]:
+    """Run one episode of `steps` steps from each initial state in parallel."""
+    env = boat.BoatEnv(len(initial_states), episode_steps=steps)
     obs = env.reset(initial_states)
     returns = np.zeros(len(obs))
     violations = np.zeros(len(obs))
     max_margin = np.full(len(obs), -np.inf)
+    goal_distance = boat.goal_distance(obs)
     trajectory = [obs]
-    for _ in range(boat.EPISODE_STEPS):
+    for _ in range(steps):
         obs, rew, cost, _, _, info = env.step(policy(obs))
         returns += rew
         violations += cost
         max_margin = np.maximum(max_margin, info["margin"])
+        goal_distance = np.minimum(goal_distance, boat.goal_distance(obs))
         if keep_trajectories:
             trajectory.append(obs)
-    out = {"returns": returns, "violations": violations, "max_margin": max_margin, "final_states": obs}
+    out = {"returns": returns, "violations": violations, "max_margin": max_margin, "final_states": obs,
+           "goal_reached": goal_distance <= boat.GOAL_RADIUS}
     if keep_trajectories:
         out["trajectories"] = np.stack(trajectory, axis=1)
     return out
 
 
-def _stats(returns: np.ndarray, violations: np.ndarray) -> dict[str, float]:
+def _stats(result: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
+    returns, violations = result["returns"][keep], result["violations"][keep]
     if len(returns) == 0:
         return {"count": 0}
     return {
@@ -78,16 +83,15 @@ def _stats(returns: np.ndarray, violations: np.ndarray) -> dict[str, float]:
         "median_return": float(np.median(returns)),
         "mean_violations": float(violations.mean()),
         "zero_violation_rate": float((violations == 0).mean()),
+        "goal_reached_rate": float(result["goal_reached"][keep].mean()),
     }
 
 
 def summarize(result: dict[str, np.ndarray], feasible: np.ndarray) -> dict:
     """Headline numbers over all states, plus the `feasible` and `doomed` blocks."""
-    r, v = result["returns"], result["violations"]
-    summary = _stats(r, v)
-    summary["feasible"] = _stats(r[feasible], v[feasible])
-    summary["doomed"] = {**_stats(r[~feasible], v[~feasible]),
-                         "indices": np.flatnonzero(~feasible).tolist()}
+    summary = _stats(result, np.ones_like(feasible))
+    summary["feasible"] = _stats(result, feasible)
+    summary["doomed"] = {**_stats(result, ~feasible), "indices": np.flatnonzero(~feasible).tolist()}
     return summary
 
 

@@ -60,3 +60,15 @@ def test_evaluation_set_is_fixed_safe_and_reproducible():
 def test_sampled_safe_states_respect_clearance():
     s = boat.sample_safe_states(np.random.default_rng(0), 1000, min_clearance=0.1)
     assert (boat.margin(s) < -0.1).all()
+
+
+def test_goal_region_and_rollout_length():
+    from safefql_core.evaluation import rollout
+    assert boat.reached_goal(np.array([[0.0, 0.0], [2.0, 0.1]]))  # pinned at the east wall: reached
+    assert not boat.reached_goal(np.array([[0.0, 0.0], [1.5, 0.7]]))
+    # Drifting with the current from (0, 0): x grows by 2 dt per step, so the boat is within
+    # 0.6 of (1.5, 0) after (1.5 - 0.6) / (2 * 0.005) = 90 steps, not before.
+    stop = lambda obs: np.zeros_like(obs)  # noqa: E731
+    short, long = (rollout(stop, np.zeros((1, 2)), steps=n) for n in (89, 91))
+    assert not short["goal_reached"][0] and long["goal_reached"][0]
+    assert boat.BoatEnv(episode_steps=3).reset().shape == (1, 2)

@@ -36,6 +36,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from rosbags.highlevel import AnyReader  # noqa: E402
+
+from offline_train import collect  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
 from safefql_ros import description, launcher  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS  # noqa: E402
@@ -46,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
 # Values in boat_nodes.yaml that differ from the node's declared default, on purpose (the
 # YAML's comments say why).
-NOT_DEFAULT = {("safefql_player", "start_delay"), ("safefql_controller", "trigger")}
+NOT_DEFAULT = {("safefql_player", "start_delay"), ("safefql_controller", "trigger"),
+               ("safefql_controller", "fallback_actions")}
 
 
 # ---- launch files vs launcher -------------------------------------------------------------------
@@ -266,7 +270,35 @@ def test_launcher_counts_episodes(bundle, tmp_path):
     assert_no_children_left(stderr)
 
 
+def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
+    """`safefql-launch replay`: the bag's states (its own commands left out) drive the controller
+    on the bag's /clock, and the recorder writes what the controller answered."""
+    bag, output = tmp_path / "bag", tmp_path / "replayed"
+    assert collect.main(["--task", "boat", "--format", "bag", "--episodes", "1", "--seed", "0",
+                         "--out", str(bag), "--no-progress"]) == 0
+    status, stdout, stderr, _ = run_launcher(tmp_path, "replay", "--bag", str(bag), "--bundle", str(bundle),
+                                             "--output", str(output), "--rate", "2.0", timeout=120.0)
+    assert status == 0, stderr[-3000:]
+    with AnyReader([output]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts.get("/boat/cmd_vel", 0) >= 50, counts  # 400 states at 2x speed: ~1 s of decisions
+    assert counts.get("/safefql_controller/safety/q_value", 0) >= 50, counts
+    assert counts.get("/diagnostics", 0) >= 1, counts
+    with AnyReader([output]) as reader:
+        modes = {reader.deserialize(raw, c.msgtype).data
+                 for c, _, raw in reader.messages([c for c in reader.connections if c.topic.endswith("/mode")])}
+    assert modes - {"REJECTED"}, f"the controller never trusted a replayed state (bag stamps vs /clock): {modes}"
+    assert_no_children_left(stderr)
+
+
 # ---- config files -------------------------------------------------------------------------------
+def test_node_fallbacks_are_the_evaluated_ones():
+    """The boat controller's fallback candidates are those `evaluate --bundle` scores."""
+    from offline_train.evaluate import BOAT_FALLBACKS
+    params = yaml.safe_load((CONFIG / "boat_nodes.yaml").read_text())["/**/safefql_controller"]["ros__parameters"]
+    assert np.allclose(np.reshape(params["fallback_actions"], (-1, 2)), BOAT_FALLBACKS, atol=1e-6)
+
+
 def test_perspective_names_the_plots_and_the_monitor():
     doc = json.loads((CONFIG / "safefql.perspective").read_text())
     manager = doc["groups"]["pluginmanager"]

@@ -103,11 +103,12 @@ class BoatEnv:
     `step` returns (next_obs, reward, cost, terminated, truncated, info) as arrays over the
     batch, Safety-Gymnasium style; info repeats the cost and adds the margin l. Reward, cost
     and margin are those of the pre-step state (SAFEFQL.md). The task never
-    terminates early: episodes end by time-out after EPISODE_STEPS steps.
+    terminates early: episodes end by time-out after `episode_steps` steps.
     """
 
     num_envs: int = 1
     seed: int | None = None
+    episode_steps: int = EPISODE_STEPS
     states: np.ndarray = field(init=False)
     t: int = field(init=False, default=0)
 
@@ -136,5 +137,5 @@ class BoatEnv:
         self.states = dynamics(self.states, actions)
         self.t += 1
         terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = np.full(self.num_envs, self.t >= EPISODE_STEPS)
+        truncated = np.full(self.num_envs, self.t >= self.episode_steps)
         return self.states.copy(), rew, cost, terminated, truncated, {"margin": ell, "cost": cost}
