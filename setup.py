@@ -38,6 +38,7 @@ setup(
             'safefql-calibrate = offline_train.calibrate:main',
             'safefql-export = offline_train.export:main',
             'safefql-bench = offline_train.bench:main',
+            'safefql-benchmark = offline_train.benchmark:main',
             'safefql-replay = offline_train.replay:main',
             'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',

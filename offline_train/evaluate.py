@@ -70,14 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot), steps=args.steps)
     feasible = feasible_mask(states)
-    summary = {"run": str(args.run or args.bundle), "algo": meta["algo"], "seed": meta["seed"],
+    name = meta.get("variant") or meta["algo"]  # e.g. safefql-nodistill, a safefql learner
+    summary = {"run": str(args.run or args.bundle), "algo": meta["algo"], "variant": name, "seed": meta["seed"],
                "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
                "noise": args.noise, "steps": args.steps, **evaluation.summarize(result, feasible)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = runtime.threshold
     f = summary["feasible"]
-    print(f"{meta['algo']} seed {meta['seed']}: {summary['count']} episodes, "
+    print(f"{name} seed {meta['seed']}: {summary['count']} episodes, "
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
           f"zero-violation {summary['zero_violation_rate']:.1%}, goal {summary['goal_reached_rate']:.1%} "
           f"| feasible ({f['count']}): "
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     if args.plot:
         evaluation.plot_trajectories(args.plot, result["trajectories"], result["violations"], feasible,
-                                     f"{meta['algo']} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
+                                     f"{name} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
                                      f"zero-violation {summary['zero_violation_rate']:.1%}")
     return 0
 

@@ -14,7 +14,7 @@ from offline_train import calibrate, export
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import ALGOS, RunError, TrainOptions, train
+from safefql_core.training import ALGOS, RunError, TrainOptions, learner_name, train
 
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
 BUNDLE = "bundle"       # where --bag's bundle lands inside the run directory
@@ -28,7 +28,9 @@ def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
     if not path.is_file():
         raise RunError(f"config file {path} not found; see config/boat.yaml for the format")
     doc = yaml.safe_load(path.read_text()) or {}
-    return doc.get("task", "boat"), dict(doc.get(algo) or {})
+    # A variant (safefql-nodistill, bc-safe, ...) reads its learner's section: the variant's
+    # own fixed overrides are applied on top by the registry.
+    return doc.get("task", "boat"), dict(doc.get(algo) or doc.get(learner_name(algo)) or {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                                  overrides=overrides, task=task, device=args.device,
                                  tensorboard=args.tensorboard, progress=not args.no_progress))
         print(f"trained run in {out}")
-        if args.bag is not None and args.algo != "bc":
+        if args.bag is not None and learner_name(args.algo) != "bc":
             source = "sim" if task == "boat" else "data"
             print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))
             bundle = str(Path(out) / BUNDLE)

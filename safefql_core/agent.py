@@ -30,11 +30,15 @@ class SafeFQLConfig(CriticConfig):
     gate_threshold: float = -0.05     # paper: 0; docs/DESIGN.md
     schedule: str = "joint"           # or "phased"
     phases: list[float] = field(default_factory=lambda: [0.4, 0.6])  # critic end, teacher end
+    actor_loss: str = "gated"         # or "lagrangian" (ablation: no gate)
+    lagrangian_eta: float = 1e5       # = safety_weight on purpose: losses.lagrangian_actor_loss
 
     def check(self) -> None:
         super().check()
         if self.schedule not in ("joint", "phased"):
             raise ValueError(f"schedule must be 'joint' or 'phased', got '{self.schedule}'")
+        if self.actor_loss not in ("gated", "lagrangian"):
+            raise ValueError(f"actor_loss must be 'gated' or 'lagrangian', got '{self.actor_loss}'")
 
 
 def euler_sample(field_net: FlowField, obs: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
@@ -71,9 +75,14 @@ class SafeFQL(OfflineCritics):
         mu = self.actor(obs, noise)
         distill = losses.distillation_loss(mu, target)
         action = mu.clamp(-1.0, 1.0)
-        loss, info = losses.gated_actor_loss(
-            frozen(self.q, obs, action), frozen(self.qc, obs, action), distill, cfg.alpha,
-            cfg.safety_weight, cfg.normalize_q, cfg.normalized_branches, cfg.gate_threshold)
+        qr, qc = frozen(self.q, obs, action), frozen(self.qc, obs, action)
+        if cfg.actor_loss == "lagrangian":
+            loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
+                                                      cfg.normalize_q, cfg.gate_threshold)
+        else:
+            loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
+                                                 cfg.normalize_q, cfg.normalized_branches,
+                                                 cfg.gate_threshold)
         return {"loss_actor": loss, "loss_distill": distill, **info}
 
     def active_terms(self, step: int) -> tuple[bool, bool, bool]:

@@ -61,6 +61,27 @@ class Dataset:
         return np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.array([0])
 
 
+def violation_free_episodes(data: Dataset) -> Dataset:
+    """Only the whole episodes (split after each terminal or time-out) without a violation.
+
+    The `bc-safe` baseline's data: cloning only what the behaviour policies did safely is
+    the simplest way to use the cost signal without a critic. A trailing episode without an
+    end flag counts as an episode. Raises DatasetError when no episode is violation-free.
+    """
+    ends = (data.terminals > 0) | (data.timeouts > 0)
+    episode = np.concatenate([[0], np.cumsum(ends)[:-1]])  # episode index of every row
+    violating = np.bincount(episode, weights=(data.costs > 0).astype(np.float64)) > 0
+    keep = ~violating[episode]
+    if not keep.any():
+        raise DatasetError(
+            f"none of the dataset's {len(violating)} episodes is free of violations, so the "
+            "violation-free subset is empty; collect safer episodes or train on all data (--algo bc)"
+        )
+    arrays = {k: None if getattr(data, k) is None else getattr(data, k)[keep]
+              for k in REQUIRED_KEYS + OPTIONAL_KEYS}
+    return Dataset(**arrays, attrs=dict(data.attrs))
+
+
 def save_dataset(path: str | Path, data: Dataset) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,13 @@ def feasibility_gate(qc: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return (qc.max(dim=0).values < threshold).float()
 
 
+def actor_reward_term(q_r: torch.Tensor, normalize_q: bool) -> torch.Tensor:
+    """-Q_r per sample, divided by stopgrad(mean |Q_r|) when normalize_q (alpha scale free)."""
+    if normalize_q:
+        return -q_r / q_r.abs().mean().detach().clamp_min(1e-6)
+    return -q_r
+
+
 def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, alpha: float,
                      safety_weight: float, normalize_q: bool = True, normalized_branches: bool = False,
                      gate_threshold: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -84,9 +91,7 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
     q_r = qr.min(dim=0).values
     q_c = qc.max(dim=0).values
     gate = feasibility_gate(qc, gate_threshold)
-    reward_term = -q_r
-    if normalize_q:
-        reward_term = reward_term / q_r.abs().mean().detach().clamp_min(1e-6)
+    reward_term = actor_reward_term(q_r, normalize_q)
     # Infeasible means Q_c >= threshold, so the safety branch pushes Q_c below the threshold.
     safety_term = safety_weight * torch.relu(q_c - gate_threshold)
     if normalized_branches:
@@ -96,3 +101,31 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
         policy = (gate * reward_term + (1 - gate) * safety_term).mean()
     loss = alpha * distill + policy
     return loss, {"feasible_frac": gate.mean(), "actor_qr": q_r.mean(), "actor_qc": q_c.mean()}
+
+
+def lagrangian_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, alpha: float,
+                          eta: float, normalize_q: bool = True, threshold: float = 0.0
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """alpha L_d + E[-Q_r + eta max(Q_c - threshold, 0)]: the gate's ablation (no switch).
+
+    Both terms act on every sample, where the gated loss optimises reward only on feasible
+    samples and safety only on the others. With threshold 0 this is exactly
+    -Q_r + eta max(0, Q_c); SafeFQL passes its gate_threshold so that the ablation changes
+    the gate alone, not the clearance it asks for. normalize_q as in gated_actor_loss.
+    feasible_frac reports the fraction the gate would have called feasible, for comparison.
+
+    Choice of eta (SafeFQLConfig.lagrangian_eta = 1e5, the default safety_weight): a hinge
+    is an exact penalty — any eta above the constrained problem's KKT multiplier yields the
+    hard constraint's solution — so eta is set from that multiplier. On the boat it is
+    dominated by the distillation pull, not by the reward: moving the action by |da| costs
+    ~2 alpha |da| of L_d (alpha 100) and lowers Q_c by only ~0.005 |da| (docs/DESIGN.md),
+    so turning fully away from the teacher needs eta ~ 4e4, while the normalised reward term
+    (gradient ~0.002) is negligible next to both. With eta = w_s the ablation changes the
+    switch alone (reward is also optimised on infeasible samples, safety with the same
+    weight); a smaller eta would measure an under-weighted penalty instead of the gate.
+    """
+    q_r = qr.min(dim=0).values
+    q_c = qc.max(dim=0).values
+    policy = (actor_reward_term(q_r, normalize_q) + eta * torch.relu(q_c - threshold)).mean()
+    return alpha * distill + policy, {"feasible_frac": feasibility_gate(qc, threshold).mean(),
+                                      "actor_qr": q_r.mean(), "actor_qc": q_c.mean()}

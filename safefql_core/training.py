@@ -3,6 +3,12 @@
 A run directory holds `config.yaml` (the fully resolved config, dataset fingerprint and
 seed), `metrics.csv`, and `checkpoint.pt` — a dict of state_dicts and plain values, loaded
 with `weights_only=True`, so a checkpoint never executes code when it is opened.
+
+`--algo` names come from one registry, ALGOS: each is a learner class with its config class,
+plus the config overrides and the dataset filter that make it a baseline or an ablation
+(`safefql-nodistill` is SafeFQL with alpha = 0, `bc-safe` is BC on the violation-free
+episodes). config.yaml records the entry as `variant` and the learner as `algo` — the name a
+run is rebuilt, calibrated and exported under — and the resolved config with the overrides in.
 """
 from __future__ import annotations
 
@@ -11,9 +17,9 @@ import os
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,13 +28,33 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
-from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset
+from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
 
-ALGOS: dict[str, tuple[type[nn.Module], type]] = {
-    "safefql": (SafeFQL, SafeFQLConfig),
-    "bc": (BC, BCConfig),
-    "fisor": (FISOR, FISORConfig),
+
+@dataclass(frozen=True)
+class Algo:
+    """A named training recipe: learner + config class, fixed overrides, optional data filter."""
+
+    learner: type[nn.Module]
+    config: type
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data_filter: Callable[[Dataset], Dataset] | None = None
+    help: str = ""
+
+
+ALGOS: dict[str, Algo] = {
+    "safefql": Algo(SafeFQL, SafeFQLConfig, help="SafeFQL, feasibility-gated actor (default)"),
+    "safefql-lagrangian": Algo(SafeFQL, SafeFQLConfig, {"actor_loss": "lagrangian"},
+                               help="ablation: -Q_r + eta relu(Q_c) on every sample, no gate"),
+    "safefql-nodistill": Algo(SafeFQL, SafeFQLConfig, {"alpha": 0.0},
+                              help="ablation: no distillation term (alpha = 0)"),
+    "safefql-paperbackup": Algo(SafeFQL, SafeFQLConfig, {"safety_backup": "paper"},
+                                help="ablation: the paper's safety backup max(l, g V_c(s'))"),
+    "bc": Algo(BC, BCConfig, help="behaviour cloning on all data"),
+    "bc-safe": Algo(BC, BCConfig, data_filter=violation_free_episodes,
+                    help="behaviour cloning on the violation-free episodes only"),
+    "fisor": Algo(FISOR, FISORConfig, help="FISOR-style baseline: weighted DDPM + argmin Q_safe"),
 }
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -68,33 +94,64 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def algo_classes(algo: str) -> tuple[type[nn.Module], type]:
-    if algo not in ALGOS:
-        raise RunError(f"unknown --algo '{algo}'; available: {sorted(ALGOS)}")
-    return ALGOS[algo]
+def get_algo(name: str) -> Algo:
+    if name not in ALGOS:
+        raise RunError(f"unknown --algo '{name}'; available: {sorted(ALGOS)}")
+    return ALGOS[name]
+
+
+def learner_name(name: str) -> str:
+    """The plain registry entry (no overrides, no filter) of a variant's learner class:
+    what its runs are rebuilt, calibrated and exported as (`safefql-nodistill` -> `safefql`)."""
+    cls = get_algo(name).learner
+    return next(k for k, a in ALGOS.items() if a.learner is cls and not a.overrides and a.data_filter is None)
+
+
+def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The entry's config class defaults <- its fixed overrides <- the user's overrides.
+
+    A user override may not contradict a key that defines the variant (alpha for
+    safefql-nodistill): that would silently train a different method under its name.
+    """
+    algo, user = get_algo(name), dict(overrides or {})
+    clash = {k: v for k, v in user.items() if k in algo.overrides and v != algo.overrides[k]}
+    if clash:
+        raise RunError(f"--algo {name} is defined by {algo.overrides}; the override(s) {clash} "
+                       f"contradict it — use --algo {learner_name(name)} with those settings instead")
+    return algo.config.from_dict({**algo.overrides, **user}).to_dict()
 
 
 def build_learner(algo: str, algo_cfg: dict[str, Any], obs_dim: int, act_dim: int,
                   obs_mean: np.ndarray, obs_std: np.ndarray) -> nn.Module:
-    cls, cfg_cls = algo_classes(algo)
-    cfg = cfg_cls.from_dict(algo_cfg)
-    return cls(obs_dim, act_dim, cfg, torch.as_tensor(obs_mean), torch.as_tensor(obs_std))
+    entry = get_algo(algo)
+    cfg = entry.config.from_dict(algo_cfg)
+    return entry.learner(obs_dim, act_dim, cfg, torch.as_tensor(obs_mean), torch.as_tensor(obs_std))
+
+
+def training_data(opts: TrainOptions) -> Dataset:
+    """The dataset the run trains on: the file, through the entry's filter if it has one."""
+    data = load_dataset(opts.data)
+    data_filter = get_algo(opts.algo).data_filter
+    return data if data_filter is None else data_filter(data)
 
 
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
-    algo_cfg = algo_classes(opts.algo)[1].from_dict(opts.overrides or {}).to_dict()
+    data_filter = get_algo(opts.algo).data_filter
     return {
-        "algo": opts.algo,
+        "algo": learner_name(opts.algo),
+        "variant": opts.algo,
         "task": opts.task,
         "seed": opts.seed,
         "data": str(opts.data),
-        "dataset_fingerprint": fingerprint(data),
+        "dataset_filter": None if data_filter is None else data_filter.__name__,
+        "dataset_fingerprint": fingerprint(data),  # of the filtered data: what was trained on
+        "transitions": len(data),
         "obs_dim": data.obs_dim,
         "act_dim": data.act_dim,
         "obs_mean": data.observations.mean(axis=0).tolist(),
         "obs_std": data.observations.std(axis=0).tolist(),
         "dataset_attrs": _plain(data.attrs),
-        "config": algo_cfg,
+        "config": resolve_config(opts.algo, opts.overrides),
     }
 
 
@@ -107,7 +164,7 @@ def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
 def train(opts: TrainOptions) -> Path:
     """Train (or resume) a run; return its directory."""
     out = Path(opts.out)
-    data = load_dataset(opts.data)
+    data = training_data(opts)
     resolved = _resolved_config(opts, data)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -179,10 +236,17 @@ def _tensorboard(out: Path):
 
 
 def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
-    """Refuse to resume a different experiment; a larger `steps` (extending a run) is fine."""
+    """Refuse to resume a different experiment; a larger `steps` (extending a run) is fine.
+
+    A run written before a config key or `variant` existed lacks them: it resumes as long
+    as the new key's default is what it was trained with (new keys default to the old
+    behaviour), and its variant is its algo.
+    """
     saved = yaml.safe_load((out / CONFIG).read_text())
+    saved.setdefault("variant", saved.get("algo"))
+    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **(saved.get("config") or {})}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
-    for key in ("algo", "seed", "dataset_fingerprint", "config"):
+    for key in ("algo", "variant", "seed", "dataset_fingerprint", "config"):
         same = (strip(saved.get(key)) == strip(resolved[key])) if key == "config" else saved.get(key) == resolved[key]
         if not same:
             raise RunError(

@@ -32,6 +32,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("key, value, message", [
     ("schedule", "staged", "schedule must be"),
     ("safety_backup", "fisac", "safety_backup must be"),
+    ("actor_loss", "penalty", "actor_loss must be"),
 ])
 def test_closed_choices_are_validated(key, value, message):
     with pytest.raises(ValueError, match=message):

@@ -132,3 +132,32 @@ def test_gate_threshold_moves_both_gate_and_safety_target():
     # mean([10 * relu(-0.05 + 0.1), -(-1)]) = (0.5 + 1) / 2
     assert loss.item() == pytest.approx(0.75)
     assert info["feasible_frac"].item() == pytest.approx(0.5)
+
+
+def test_lagrangian_actor_loss_has_no_gate():
+    qr = torch.tensor([[-10.0, -4.0], [-8.0, -6.0]])   # min = [-10, -6]
+    qc = torch.tensor([[-1.0, 2.0], [-0.5, 1.0]])      # max = [-0.5, 2]
+    distill = torch.tensor(0.25)
+    loss, info = losses.lagrangian_actor_loss(qr, qc, distill, alpha=2.0, eta=10.0, normalize_q=False)
+    # 2 * 0.25 + mean([10 + 10 * 0, 6 + 10 * 2]) = 0.5 + 18; the gated loss drops the 6 (15.5)
+    assert loss.item() == pytest.approx(18.5)
+    assert info["feasible_frac"].item() == pytest.approx(0.5)
+
+
+def test_lagrangian_actor_loss_normalisation_and_threshold():
+    qr = torch.tensor([[-10.0, -6.0]])   # mean |Q_r| = 8 -> reward terms [1.25, 0.75]
+    qc = torch.tensor([[-0.5, 2.0]])     # threshold -1: relu(0.5) = 0.5, relu(3) = 3
+    loss, info = losses.lagrangian_actor_loss(qr, qc, torch.tensor(0.25), alpha=2.0, eta=10.0,
+                                              normalize_q=True, threshold=-1.0)
+    # 0.5 + mean([1.25 + 5, 0.75 + 30]) = 0.5 + 18.5
+    assert loss.item() == pytest.approx(19.0)
+    assert info["feasible_frac"].item() == 0.0     # both above the threshold
+
+
+def test_lagrangian_gradient_keeps_reward_on_infeasible_action():
+    action = torch.tensor([[1.0]], requires_grad=True)
+    qc = (2.0 * action).T          # Q_c = 2a > 0: infeasible
+    qr = -(action ** 2).T
+    loss, _ = losses.lagrangian_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 5.0, normalize_q=False)
+    loss.backward()
+    assert action.grad.item() == pytest.approx(2.0 + 10.0)  # d(a^2)/da + eta * d(2a)/da

@@ -6,8 +6,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from safefql_core.training import RunError, TrainOptions, load_run, train
+from safefql_core.agent import SafeFQLConfig
+from safefql_core.data import Dataset, DatasetError, violation_free_episodes
+from safefql_core.training import RunError, TrainOptions, load_run, resolve_config, train
 
 TINY = {"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64, "flow_steps": 3}
 
@@ -115,3 +118,75 @@ def test_evaluate_cli_reports_missing_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "offline_train.evaluate", "--run", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a trained run" in proc.stderr
+
+
+# ---- the algo registry: variants are overrides and data filters on the same learners ----------
+@pytest.mark.parametrize("algo, learner, key, value", [
+    ("safefql-lagrangian", "safefql", "actor_loss", "lagrangian"),
+    ("safefql-nodistill", "safefql", "alpha", 0.0),
+    ("safefql-paperbackup", "safefql", "safety_backup", "paper"),
+    ("bc-safe", "bc", "hidden", [32, 32]),
+])
+def test_fit_trains_each_variant_and_records_it(tiny_boat_h5, tmp_path, algo, learner, key, value):
+    from offline_train import fit
+    tiny = TINY if learner == "safefql" else {"hidden": [32, 32], "batch_size": 64}
+    sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items()]
+    out = tmp_path / algo
+    assert fit.main(["--data", tiny_boat_h5, "--out", str(out), "--algo", algo, "--steps", "5",
+                     "--no-progress", "--set", *sets]) == 0
+    meta = yaml.safe_load((out / "config.yaml").read_text())
+    assert meta["variant"] == algo and meta["algo"] == learner
+    assert meta["config"][key] == value and meta["config"]["steps"] == 5
+    learner_obj, loaded = load_run(out)   # rebuilt through the learner's name, as export does
+    assert loaded["trained_steps"] == 5
+    assert type(learner_obj).__name__ == {"safefql": "SafeFQL", "bc": "BC"}[learner]
+    if algo == "bc-safe":
+        assert meta["dataset_filter"] == "violation_free_episodes"
+        assert 0 < meta["transitions"] < 4800   # the tiny dataset has violating episodes
+    else:
+        assert meta["dataset_filter"] is None and meta["transitions"] == 4800
+
+
+def test_variant_defaults_apply_and_contradictions_are_refused():
+    assert resolve_config("safefql-nodistill", {"steps": 7}) == {**SafeFQLConfig().to_dict(), "alpha": 0.0, "steps": 7}
+    assert resolve_config("safefql-nodistill", {"alpha": 0.0})["alpha"] == 0.0  # restating it is fine
+    with pytest.raises(RunError, match="contradict"):
+        resolve_config("safefql-nodistill", {"alpha": 3.0})
+    assert resolve_config("safefql") == SafeFQLConfig().to_dict()   # the default algo is untouched
+
+
+def test_run_written_before_new_keys_still_resumes(tiny_boat_h5, tmp_path):
+    run = _train(tiny_boat_h5, tmp_path / "old", 10)
+    meta = yaml.safe_load((run / "config.yaml").read_text())
+    del meta["variant"], meta["config"]["actor_loss"], meta["config"]["lagrangian_eta"]
+    (run / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    _train(tiny_boat_h5, run, 20)  # would raise RunError if the old run looked like another experiment
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 20
+
+
+def _episodes(costs, terminals, timeouts) -> Dataset:
+    n = len(costs)
+    obs = np.arange(n, dtype=np.float32)[:, None].repeat(2, axis=1)
+    f = lambda v: np.asarray(v, np.float32)  # noqa: E731
+    return Dataset(observations=obs, next_observations=obs + 1, actions=np.zeros((n, 2), np.float32),
+                   rewards=-obs[:, 0], costs=f(costs), terminals=f(terminals), timeouts=f(timeouts),
+                   margins=f(costs) - 0.5, attrs={"task": "boat"})
+
+
+def test_violation_free_episodes_keeps_whole_safe_episodes():
+    # episodes [0 1 2] (time-out) | [3 4] (terminal; row 3 violates) | [5 6 7] (no end flag)
+    data = _episodes(costs=[0, 0, 0, 1, 0, 0, 0, 0], terminals=[0, 0, 0, 0, 1, 0, 0, 0],
+                     timeouts=[0, 0, 1, 0, 0, 0, 0, 0])
+    kept = violation_free_episodes(data)
+    assert kept.observations[:, 0].tolist() == [0, 1, 2, 5, 6, 7]
+    assert kept.rewards.tolist() == [0, -1, -2, -5, -6, -7] and kept.margins.tolist() == [-0.5] * 6
+    assert kept.timeouts.tolist() == [0, 0, 1, 0, 0, 0] and kept.attrs == {"task": "boat"}
+    # a violation in the last step of an episode drops the whole episode too
+    data = _episodes(costs=[0, 0, 1, 0, 0], terminals=[0] * 5, timeouts=[0, 0, 1, 0, 1])
+    assert violation_free_episodes(data).observations[:, 0].tolist() == [3, 4]
+
+
+def test_violation_free_episodes_refuses_an_all_violating_dataset():
+    data = _episodes(costs=[1, 0, 0, 1], terminals=[0] * 4, timeouts=[0, 1, 0, 1])
+    with pytest.raises(DatasetError, match="none of the dataset's 2 episodes is free of violations"):
+        violation_free_episodes(data)

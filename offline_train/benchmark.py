@@ -1,0 +1,440 @@
+"""`python -m offline_train.benchmark`: every method x seed trained, evaluated and timed, on Ray.
+
+The paper's comparison, reproduced on our data and infrastructure: SafeFQL, its ablations
+and the baselines (the `--algo` names of offline_train.fit) each trained for several seeds,
+evaluated on the boat's fixed initial states with offline_train.evaluate, and their
+deployed decision timed through the runtime. One (method, seed) is a *cell*; cells are
+independent Ray tasks, so the same command runs on this machine (embedded Ray, no setup) or
+fans out over a cluster (`--ray-address`).
+
+    python -m offline_train.benchmark --suite boat --seeds 5 --out results/
+    python -m offline_train.benchmark --suite boat --seeds 5 --out results/ --ray-address HOST:6379
+
+Each cell writes `<out>/cells/<method>-s<seed>/`: the training run (`run/`, resumable from
+its checkpoint), the bundle, `eval.json`, and last `result.json` (atomically). A rerun skips
+cells that have a result.json, so an interrupted suite picks up where it stopped; a cell that
+raises writes `error.json` (the traceback), is listed as failed in the table and retried by
+the next run, and never stops the other cells. At the end: `table.csv`, `table.md`,
+`benchmark.png` (return and violations per method, std over seeds as error bars) and
+`run.json` (suite wall time, cells per hour, per-cell wall time: the numbers for a scaling
+table). The exit status is 1 when a cell failed, 2 on bad arguments.
+
+On a cluster, every node needs this project installed (same Python environment) and must
+see `--data` and `--out` at the same paths (a shared filesystem); the driver also stores
+each returned result under `--out`, so the table is complete even without one.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from offline_train import bench, collect, evaluate, export
+from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
+from safefql_core.data import DatasetError
+from safefql_core.runtime import Runtime, RuntimeConfig
+from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
+
+# Suites: the task whose standard dataset `offline_train.collect` generates, and the methods.
+SUITES: dict[str, dict[str, Any]] = {
+    "boat": {"task": "boat", "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill",
+                                         "safefql-paperbackup", "fisor", "bc", "bc-safe")},
+}
+CELLS, RESULT, ERROR = "cells", "result.json", "error.json"
+COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "train_seconds", "latency_median_us")
+LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
+                "timed inside the cell while other cells run; use `offline_train.bench latency` on an idle "
+                "machine for the latency claim. BC methods have no safety critic and no deployable bundle: "
+                "no latency.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (method, seed) of a suite, with everything its Ray task needs."""
+
+    method: str
+    seed: int
+    overrides: dict[str, Any]
+    data: str
+    out: str
+    episodes: int
+    latency_calls: int
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-s{self.seed}"
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.out) / CELLS / self.name
+
+    def settings(self) -> dict[str, Any]:
+        """What a stored result must have been computed with to be reused."""
+        return {"method": self.method, "seed": self.seed, "overrides": self.overrides, "data": self.data,
+                "episodes": self.episodes, "latency_calls": self.latency_calls}
+
+
+# ---- one cell (runs inside a Ray worker) -----------------------------------------------------
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Train -> evaluate -> time the decision; write result.json, or error.json. Never raises."""
+    cell.dir.mkdir(parents=True, exist_ok=True)
+    (cell.dir / ERROR).unlink(missing_ok=True)
+    start = time.perf_counter()
+    base = {"cell": cell.name, "method": cell.method, "seed": cell.seed, "settings": cell.settings(),
+            "host": socket.gethostname(), "threads": cell.threads}
+    try:
+        torch.set_num_threads(cell.threads)
+        run = train(TrainOptions(data=cell.data, out=str(cell.dir / "run"), algo=cell.method, seed=cell.seed,
+                                 overrides=cell.overrides, progress=False))
+        summary = evaluate_run(run, cell.episodes, cell.seed, cell.dir / "eval.json")
+        latency = decision_latency(run, cell) if cell.latency_calls > 0 else None
+        result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": summary["trained_steps"],
+                  "train_seconds": summary["train_seconds"], "evaluation": summary, "latency": latency,
+                  "cell_seconds": round(time.perf_counter() - start, 2)}
+        write_json(cell.dir / RESULT, result)
+    except Exception as exc:  # noqa: BLE001 — one cell's failure must not stop the suite
+        result = {"status": "failed", **base, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(), "cell_seconds": round(time.perf_counter() - start, 2)}
+        write_json(cell.dir / ERROR, result)
+    return result
+
+
+def evaluate_run(run: Path, episodes: int, seed: int, out: Path) -> dict[str, Any]:
+    """The raw actor on the fixed initial states, through offline_train.evaluate itself."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = evaluate.main(["--run", str(run), "--episodes", str(episodes), "--seed", str(seed),
+                              "--json", str(out)])
+    if code != 0:
+        raise RunError(f"offline_train.evaluate failed on {run}: {err.getvalue().strip()}")
+    return json.loads(out.read_text())
+
+
+def decision_latency(run: Path, cell: Cell) -> dict[str, Any] | None:
+    """Median/p99 of the deployed decision at batch 1, from a freshly exported bundle."""
+    if learner_name(cell.method) not in GRAPHS_BY_ALGO:
+        return None  # no safety critic, no bundle (LATENCY_NOTE)
+    export.export_run(str(run), str(cell.dir / "bundle"), cell.seed)
+    bundle = load_bundle(cell.dir / "bundle")
+    runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed))
+    obs = bench.observations(bundle, 500, cell.seed)
+    samples, modes = bench.time_variants({"decide": runtime.decide}, obs, cell.latency_calls, rounds=10,
+                                         warmup=min(200, cell.latency_calls))
+    us, mode = samples["decide"], modes["decide"]
+    return {"median_us": round(float(np.median(us)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),
+            "calls": int(len(us)), "nominal_fraction": round(float(np.mean(mode == "NOMINAL")), 4)}
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write-then-rename: a reader (or a crash) never sees half a file under the final name."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+# ---- planning --------------------------------------------------------------------------------
+def parse_sets(items: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set [METHOD:]KEY=VALUE` -> per-method overrides.
+
+    Without METHOD a key applies to every method whose config has it (batch_size to all,
+    critic_hidden to the critic-based ones) and must fit at least one; with METHOD it applies
+    to that method only and is checked by its cells (a bad key fails those cells).
+    """
+    per_method: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items:
+        lhs, eq, value = item.partition("=")
+        target, _, key = lhs.rpartition(":")
+        if not eq or not key:
+            raise RunError(f"--set expects [METHOD:]KEY=VALUE, got '{item}'")
+        if target:
+            if target not in per_method:
+                raise RunError(f"--set {item}: method '{target}' is not in this benchmark ({methods})")
+            per_method[target][key] = yaml.safe_load(value)
+            continue
+        takers = [m for m in methods if key in {f.name for f in fields(get_algo(m).config)}]
+        if not takers:
+            raise RunError(f"--set {item}: no method of this benchmark has a config key '{key}'")
+        for m in takers:
+            per_method[m][key] = yaml.safe_load(value)
+    return per_method
+
+
+def plan(args: argparse.Namespace) -> list[Cell]:
+    """Every cell of the run; refuses an --out whose finished cells used other settings."""
+    suite = SUITES[args.suite]
+    methods = list(dict.fromkeys(args.methods or suite["methods"]))
+    unknown = [m for m in methods if m not in ALGOS]
+    if unknown:
+        raise RunError(f"unknown method(s) {unknown}; available: {sorted(ALGOS)}")
+    seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list is not None else list(range(args.seeds))
+    overrides = parse_sets(args.set, methods)
+    if args.steps is not None:
+        for m in methods:
+            overrides[m]["steps"] = args.steps
+    out, data = str(Path(args.out).resolve()), str(Path(args.data or Path(args.out) / "data.h5").resolve())
+    cells = [Cell(m, s, overrides[m], data, out, args.episodes, args.latency_calls, args.threads_per_cell)
+             for m in methods for s in seeds]
+    stale = [c.name for c in cells if (c.dir / RESULT).is_file()
+             and json.loads((c.dir / RESULT).read_text()).get("settings") != c.settings()]
+    if stale:
+        raise RunError(f"{args.out} already holds results for {stale} computed with other settings "
+                       "(overrides, steps, data, episodes or latency calls); pass a new --out, or delete "
+                       "those cell directories to recompute them")
+    return cells
+
+
+def ensure_data(path: str, task: str) -> None:
+    """The suite's standard dataset (`offline_train.collect --seed 0`), generated once."""
+    if Path(path).is_file():
+        return
+    print(f"generating the standard {task} dataset into {path} (offline_train.collect --seed 0)")
+    if collect.main(["--task", task, "--seed", "0", "--out", path, "--no-progress"]) != 0:
+        raise DatasetError(f"could not generate {path}; pass an existing dataset with --data")
+
+
+# ---- running on Ray --------------------------------------------------------------------------
+def start_ray(args: argparse.Namespace) -> bool:
+    """Connect to --ray-address, or start an embedded local Ray; True if we started it."""
+    import ray
+    if ray.is_initialized():  # e.g. a test or notebook already holds one
+        return False
+    if args.ray_address:
+        ray.init(address=args.ray_address)
+    else:
+        ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
+    return True
+
+
+def run_cells(cells: list[Cell], max_parallel: int | None, progress: bool) -> dict[str, float]:
+    """Run the cells as Ray tasks, at most max_parallel in flight; store each outcome as it
+    arrives. Returns each computed cell's wall time."""
+    import ray
+    from tqdm import tqdm
+    task = ray.remote(run_cell)
+    queue, pending, seconds = list(cells), {}, {}
+    bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress)
+    while queue or pending:
+        while queue and (max_parallel is None or len(pending) < max_parallel):
+            cell = queue.pop(0)
+            pending[task.options(num_cpus=cell.threads, max_retries=0).remote(cell)] = cell
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        cell = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 — the worker died (OOM, signal): report the cell
+            result = {"status": "failed", "cell": cell.name, "method": cell.method, "seed": cell.seed,
+                      "settings": cell.settings(), "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": "".join(traceback.format_exception(exc)), "cell_seconds": None}
+        store(cell, result)
+        seconds[cell.name] = result["cell_seconds"]
+        bar.update(1)
+        bar.set_postfix_str(f"{cell.name} {result['status']}")
+    bar.close()
+    return seconds
+
+
+def store(cell: Cell, result: dict[str, Any]) -> None:
+    """Keep the outcome under --out on the driver too (a cluster without shared storage)."""
+    cell.dir.mkdir(parents=True, exist_ok=True)
+    name = RESULT if result["status"] == "ok" else ERROR
+    if not (cell.dir / name).is_file():
+        write_json(cell.dir / name, result)
+    if result["status"] == "ok":
+        (cell.dir / ERROR).unlink(missing_ok=True)
+
+
+# ---- the table and the figure ----------------------------------------------------------------
+def outcome(cell: Cell) -> dict[str, Any]:
+    for name in (RESULT, ERROR):
+        if (cell.dir / name).is_file():
+            return json.loads((cell.dir / name).read_text())
+    return {"status": "failed", "cell": cell.name, "error": "no result: the cell did not run"}
+
+
+def cell_values(result: dict[str, Any]) -> dict[str, float]:
+    """The table's numbers for one finished cell: feasible states (evaluate's `feasible`)."""
+    feasible = result["evaluation"]["feasible"]
+    latency = result.get("latency")
+    return {"mean_return": feasible.get("mean_return", math.nan),
+            "mean_violations": feasible.get("mean_violations", math.nan),
+            "zero_violation_rate": feasible.get("zero_violation_rate", math.nan),
+            "train_seconds": result["train_seconds"],
+            "latency_median_us": latency["median_us"] if latency else math.nan,
+            "feasible_episodes": feasible["count"]}
+
+
+def aggregate(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per method: mean and std over its finished seeds, failed cells)."""
+    rows, failed = [], []
+    for method in dict.fromkeys(c.method for c in cells):
+        outcomes = [outcome(c) for c in cells if c.method == method]
+        ok = [cell_values(r) for r in outcomes if r["status"] == "ok"]
+        failed += [r for r in outcomes if r["status"] != "ok"]
+        row: dict[str, Any] = {"method": method, "seeds": len(ok), "failed": len(outcomes) - len(ok),
+                               "feasible_episodes": ok[0]["feasible_episodes"] if ok else ""}
+        for col in COLUMNS:
+            values = np.array([v[col] for v in ok], dtype=float)
+            values = values[~np.isnan(values)]
+            row[col] = float(values.mean()) if len(values) else math.nan
+            row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append(row)
+    return rows, failed
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
+
+
+def _pm(row: dict[str, Any], col: str, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    """'mean ± std' of a column; the std is left out with one seed, the cell blank with none."""
+    mean, std = row[col], row[f"{col}_std"]
+    if math.isnan(mean):
+        return "–"
+    return format(mean * scale, fmt) + ("" if math.isnan(std) else " ± " + format(std * scale, fmt)) + unit
+
+
+def markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title: str) -> str:
+    lines = [f"# {title}", "",
+             "Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
+             "`feasible` block); mean ± std over the finished seeds.", "",
+             "| method | seeds | failed | return | violating steps / episode | zero-violation episodes "
+             "| train time (s) | decision latency (µs, median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['seeds']} | {r['failed']} | {_pm(r, 'mean_return', '.1f')} "
+                     f"| {_pm(r, 'mean_violations', '.2f')} | {_pm(r, 'zero_violation_rate', '.1f', 100, ' %')} "
+                     f"| {_pm(r, 'train_seconds', '.0f')} | {_pm(r, 'latency_median_us', '.1f')} |")
+    lines += ["", f"Latency: {LATENCY_NOTE}"]
+    if failed:
+        lines += ["", "Failed cells (traceback in cells/<cell>/error.json; a rerun retries them):", ""]
+        lines += [f"- {r['cell']}: {r['error'].splitlines()[0] if r['error'] else '?'}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Return and violating steps per method, std over seeds as error bars (paper-style)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [r["method"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.5 * len(rows)), 3.8))
+    for ax, col, label, colour in ((axes[0], "mean_return", "return (feasible states)", "tab:blue"),
+                                   (axes[1], "mean_violations", "violating steps / episode", "tab:red")):
+        mean = np.array([r[col] for r in rows], dtype=float)
+        std = np.nan_to_num(np.array([r[f"{col}_std"] for r in rows], dtype=float))
+        ax.bar(names, mean, yerr=std, capsize=4, color=colour, alpha=0.8)  # NaN: no bar
+        for i in np.flatnonzero(np.isnan(mean)):
+            ax.text(i, 0, "no result", ha="center", va="bottom", fontsize=8, color="0.4")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=35)
+        for label_ in ax.get_xticklabels():
+            label_.set_horizontalalignment("right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def report(cells: list[Cell], out: Path, title: str) -> tuple[str, int]:
+    rows, failed = aggregate(cells)
+    write_csv(out / "table.csv", rows)
+    table = markdown(rows, failed, title)
+    (out / "table.md").write_text(table)
+    plot(out / "benchmark.png", rows, title)
+    return table, len(failed)
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m offline_train.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="boat", choices=sorted(SUITES))
+    p.add_argument("--out", required=True, help="results directory (resumed if it holds cells)")
+    p.add_argument("--methods", nargs="+", help="--algo names (default: the suite's): " + "; ".join(
+        f"{name} = {algo.help}" for name, algo in ALGOS.items()))
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=5, help="train seeds 0..N-1 (default 5)")
+    seeds.add_argument("--seed-list", type=int, nargs="+", help="explicit training seeds")
+    p.add_argument("--steps", type=int, help="override every method's gradient steps (quick runs)")
+    p.add_argument("--set", nargs="*", default=[], metavar="[METHOD:]KEY=VALUE",
+                   help="config overrides: for every method that has KEY, or for METHOD only")
+    p.add_argument("--data", help="dataset HDF5 (default: <out>/data.h5, generated with "
+                                  "offline_train.collect --seed 0 if missing)")
+    p.add_argument("--episodes", type=int, default=500, help="evaluation episodes (fixed initial states)")
+    p.add_argument("--latency-calls", type=int, default=2000,
+                   help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
+    p.add_argument("--threads-per-cell", type=int, default=1, help="torch threads = Ray CPUs per cell")
+    p.add_argument("--ray-address", help="existing Ray cluster (default: start an embedded local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all cores)")
+    p.add_argument("--max-parallel", type=int, help="at most this many cells in flight (default: as CPUs allow)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if min(args.seeds, args.threads_per_cell, args.max_parallel or 1) < 1:
+        p.error("--seeds, --threads-per-cell and --max-parallel must be at least 1")
+    try:
+        cells = plan(args)
+        if args.data is None:
+            ensure_data(cells[0].data, SUITES[args.suite]["task"])
+        elif not Path(args.data).is_file():
+            raise DatasetError(f"--data {args.data} does not exist; leave --data out to generate the "
+                               f"standard dataset into {Path(args.out) / 'data.h5'}")
+    except (RunError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    todo = [c for c in cells if not (c.dir / RESULT).is_file()]
+    print(f"{len(cells)} cells ({len(cells) - len(todo)} already done), {len(todo)} to run")
+    started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    seconds, resources = {}, {}
+    if todo:
+        import ray
+        owned = start_ray(args)
+        try:
+            resources = {"cpus": ray.cluster_resources().get("CPU"), "nodes": len(ray.nodes())}
+            seconds = run_cells(todo, args.max_parallel, not args.no_progress)
+        finally:
+            if owned:
+                ray.shutdown()
+    wall = time.perf_counter() - t0
+    title = f"Benchmark: suite {args.suite}, seeds {sorted({c.seed for c in cells})}"
+    table, failures = report(cells, out, title)
+    write_json(out / "run.json", {
+        "suite": args.suite, "methods": list(dict.fromkeys(c.method for c in cells)),
+        "seeds": sorted({c.seed for c in cells}), "data": cells[0].data, "started": started,
+        "ray": {"address": args.ray_address or "embedded", **resources},
+        "threads_per_cell": args.threads_per_cell, "max_parallel": args.max_parallel,
+        "cells": {"total": len(cells), "computed": len(seconds), "skipped": len(cells) - len(todo),
+                  "failed": failures},
+        "wall_seconds": round(wall, 2),
+        "cells_per_hour": round(len(seconds) / wall * 3600, 2) if seconds else None,
+        "cell_seconds": {c.name: outcome(c).get("cell_seconds") for c in cells},
+    })
+    print(table)
+    print(f"wrote {out / 'table.md'}, table.csv, benchmark.png, run.json ({wall:.0f} s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The benchmark suite end to end on an embedded Ray: tables, figure, resume, failed cells.
+
+One Ray (2 CPUs) for the whole module — its start-up costs ~10 s on these machines — and
+one small suite run shared by the tests that read its outputs: two methods that train
+(bc without a bundle, the safefql-nodistill ablation with one) and a third whose cells
+fail by input (an unknown config key), two seeds each, a few dozen steps, tiny networks.
+"""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from offline_train import benchmark
+from safefql_core.training import RunError
+
+ray = pytest.importorskip("ray")
+
+METHODS = ["bc", "safefql-nodistill", "safefql-paperbackup"]
+TINY = ["batch_size=64", "hidden=[32,32]", "critic_hidden=[32,32]", "flow_hidden=[32,32]", "flow_steps=3"]
+
+
+def _args(data, out, *extra):
+    return ["--out", str(out), "--data", data, "--methods", *METHODS, "--seeds", "2", "--steps", "30",
+            "--set", *TINY, "safefql-paperbackup:no_such_key=1", "--episodes", "3",
+            "--latency-calls", "100", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def embedded_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def suite(embedded_ray, tiny_boat_h5, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = benchmark.main(_args(tiny_boat_h5, out))
+    return out, code
+
+
+def _rows(out):
+    with (out / "table.csv").open() as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def test_table_has_one_row_per_method_with_stds(suite):
+    out, code = suite
+    assert code == 1  # a cell failed: reported in the exit status, the others still finished
+    rows = _rows(out)
+    assert list(rows) == METHODS
+    header = set(next(iter(rows.values())))
+    for col in ("mean_return", "mean_violations", "zero_violation_rate", "train_seconds", "latency_median_us"):
+        assert {col, f"{col}_std"} <= header
+    assert rows["bc"]["seeds"] == "2" and rows["bc"]["failed"] == "0"
+    assert rows["bc"]["latency_median_us"] == ""          # BC has no deployable decision
+    assert float(rows["safefql-nodistill"]["latency_median_us"]) > 0
+    # the row is the mean and sample std of the cells' feasible-state numbers
+    values = [json.loads((out / "cells" / f"safefql-nodistill-s{s}" / "result.json").read_text())
+              ["evaluation"]["feasible"]["mean_return"] for s in (0, 1)]
+    assert float(rows["safefql-nodistill"]["mean_return"]) == pytest.approx(np.mean(values))
+    assert float(rows["safefql-nodistill"]["mean_return_std"]) == pytest.approx(np.std(values, ddof=1))
+    assert -4.5 * 400 < float(rows["bc"]["mean_return"]) < 0
+    assert 0 <= float(rows["bc"]["zero_violation_rate"]) <= 1
+    table = (out / "table.md").read_text()
+    assert "| safefql-nodistill | 2 | 0 |" in table and " ± " in table
+    assert (out / "benchmark.png").stat().st_size > 10_000
+
+
+def test_failed_cells_are_reported_not_fatal(suite):
+    out, _ = suite
+    row = _rows(out)["safefql-paperbackup"]
+    assert row["seeds"] == "0" and row["failed"] == "2" and row["mean_return"] == ""
+    error = json.loads((out / "cells" / "safefql-paperbackup-s1" / "error.json").read_text())
+    assert "no_such_key" in error["error"] and "Traceback" in error["traceback"]
+    assert not (out / "cells" / "safefql-paperbackup-s1" / "result.json").exists()
+    assert "safefql-paperbackup-s0: ValueError: unknown SafeFQLConfig key(s) ['no_such_key']" in \
+        (out / "table.md").read_text()
+    run = json.loads((out / "run.json").read_text())
+    assert run["cells"] == {"total": 6, "computed": 6, "skipped": 0, "failed": 2}
+    assert run["cells_per_hour"] > 0 and run["ray"]["cpus"] == 2
+    assert all(run["cell_seconds"][f"{m}-s{s}"] >= 0 for m in METHODS for s in (0, 1))
+
+
+def test_rerun_recomputes_only_the_failed_cells(suite, tiny_boat_h5):
+    out, _ = suite
+    done = [out / "cells" / f"{m}-s{s}" for m in METHODS[:2] for s in (0, 1)]
+    stamps = {d: ((d / "result.json").stat().st_mtime_ns, (d / "run" / "checkpoint.pt").stat().st_mtime_ns)
+              for d in done}
+    assert benchmark.main(_args(tiny_boat_h5, out)) == 1
+    assert stamps == {d: ((d / "result.json").stat().st_mtime_ns, (d / "run" / "checkpoint.pt").stat().st_mtime_ns)
+                      for d in done}
+    run = json.loads((out / "run.json").read_text())
+    assert run["cells"] == {"total": 6, "computed": 2, "skipped": 4, "failed": 2}
+
+
+def test_results_from_other_settings_are_not_reused(suite, tiny_boat_h5, capsys):
+    out, _ = suite
+    args = _args(tiny_boat_h5, out)
+    args[args.index("--steps") + 1] = "31"
+    assert benchmark.main(args) == 2
+    assert "computed with other settings" in capsys.readouterr().err
+
+
+def test_set_applies_a_key_to_the_methods_that_have_it():
+    sets = benchmark.parse_sets(["batch_size=64", "hidden=[8]", "fisor:candidates=4"], ["bc", "fisor", "safefql"])
+    assert sets == {"bc": {"batch_size": 64, "hidden": [8]}, "fisor": {"batch_size": 64, "candidates": 4},
+                    "safefql": {"batch_size": 64}}
+    with pytest.raises(RunError, match="no method of this benchmark has a config key 'alhpa'"):
+        benchmark.parse_sets(["alhpa=1"], ["bc", "safefql"])
+    with pytest.raises(RunError, match="'fisor' is not in this benchmark"):
+        benchmark.parse_sets(["fisor:candidates=4"], ["bc"])
+
+
+def test_suite_lists_every_baseline_and_ablation():
+    from safefql_core.training import ALGOS
+    assert set(benchmark.SUITES["boat"]["methods"]) == set(ALGOS)
