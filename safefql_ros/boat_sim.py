@@ -23,11 +23,9 @@ import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Point, Twist
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -35,7 +33,7 @@ from std_msgs.msg import Bool, Float64, UInt32
 
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
-from safefql_ros.node_tools import float_range, int_range, optional_array
+from safefql_ros.node_tools import float_range, int_range, optional_array, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 
@@ -141,20 +139,13 @@ class BoatSim(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = BoatSim()
-    except ValueError as exc:
-        rclpy.logging.get_logger("boat_sim").error(f"cannot start: {exc}")
-        rclpy.try_shutdown()
+    node, stop = start_node("boat_sim", BoatSim, args=args)
+    if node is None:
         return 1
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin(node, stop)
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        shutdown(node)
     return 0
 
 

@@ -29,22 +29,18 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
-from safefql_ros.node_tools import (PARAMETER_ERRORS, float_range, int_range, message_class, optional_array,
-                                    stop_on_signals)
+from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
@@ -276,23 +272,14 @@ def main(args: list[str] | None = None) -> int:
     SIGINT/SIGTERM set a flag that the spin loop checks every 0.1 s of wall time, then the
     final stop goes out (see `stop_on_signals` for why not an exception).
     """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    try:
-        node = Controller()
-    except (BundleError, TaskSpecError, ValueError, *PARAMETER_ERRORS) as exc:
-        rclpy.logging.get_logger("safefql_controller").error(f"cannot start: {exc}")
-        rclpy.try_shutdown()
+    node, stop = start_node("safefql_controller", Controller, (BundleError, TaskSpecError), args)
+    if node is None:
         return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
+        spin(node, stop)
     finally:
         node.publish_final_stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        shutdown(node)
     return 0
 
 

@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Float64, UInt32
@@ -36,7 +34,7 @@ from std_msgs.msg import Float64, UInt32
 from safefql_core.envs import boat
 from safefql_core.evaluation import plot_trajectories
 from safefql_core.tasks import TaskSpec
-from safefql_ros.node_tools import PARAMETER_ERRORS, float_range, int_range
+from safefql_ros.node_tools import float_range, int_range, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
@@ -174,22 +172,14 @@ class EpisodeMonitor(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = EpisodeMonitor()
-    except PARAMETER_ERRORS as exc:
-        rclpy.logging.get_logger("episode_monitor").error(f"cannot start: {exc} (write floats as 50.0)")
-        rclpy.try_shutdown()
+    node, stop = start_node("episode_monitor", EpisodeMonitor, args=args)
+    if node is None:
         return 1
-    try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        node.timed_out = True  # an interrupted watch is as incomplete as a timed-out one
+    spin(node, stop, lambda: node.done)
+    node.timed_out |= stop.is_set()  # an interrupted watch is as incomplete as a timed-out one
     summary = node.summary()
     node.write_outputs(summary)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    shutdown(node)
     print(json.dumps(summary), flush=True)
     return 2 if node.timed_out else 0
 

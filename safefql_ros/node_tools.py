@@ -6,11 +6,15 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
+from collections.abc import Callable
 
+import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterUninitializedException)
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 # What declaring / reading a parameter raises for a missing, out-of-range or mistyped value.
 PARAMETER_ERRORS = (ParameterUninitializedException, InvalidParameterValueException, InvalidParameterTypeException)
@@ -66,3 +70,31 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def start_node(name: str, build: Callable[[], Node], errors: tuple[type[Exception], ...] = (),
+               args: list[str] | None = None) -> tuple[Node | None, threading.Event]:
+    """Initialise rclpy without its signal handlers and build the node: (node, stop flag), or
+    (None, flag) after logging "cannot start: <why>" for a bad parameter or one of `errors`."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
+    try:
+        return build(), stop
+    except (ValueError, *PARAMETER_ERRORS, *errors) as exc:
+        rclpy.logging.get_logger(name).error(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return None, stop
+
+
+def spin(node: Node, stop: threading.Event, done: Callable[[], bool] = lambda: False) -> None:
+    """Single-threaded spin until SIGINT/SIGTERM or `done()`, checking both every 0.1 s of
+    wall time (so it also returns while a stopped /clock holds every timer)."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while not stop.is_set() and not done():
+        executor.spin_once(timeout_sec=0.1)
+
+
+def shutdown(node: Node) -> None:
+    node.destroy_node()
+    rclpy.try_shutdown()

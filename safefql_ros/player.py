@@ -22,18 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
 from offline_train.bags import READ_ERRORS, DEFAULT_TYPESTORE, BagError, typestore
-from safefql_ros.node_tools import PARAMETER_ERRORS, float_range, message_class, optional_array, stop_on_signals
+from safefql_ros.node_tools import float_range, message_class, optional_array, shutdown, start_node
 from safefql_ros.recorder import matching_qos
 
 CLOCK_PERIOD_S = 0.01  # /clock rate while waiting for the next message (publish_clock)
@@ -168,15 +166,10 @@ class Player(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point: 0 when the bag was played, 1 with a clear message when it cannot be."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    logger = rclpy.logging.get_logger("safefql_player")
-    try:
-        node = Player()
-    except (ValueError, *PARAMETER_ERRORS) as exc:
-        logger.error(f"cannot start: {exc}")
-        rclpy.try_shutdown()
+    node, stop = start_node("safefql_player", Player, args=args)
+    if node is None:
         return 1
+    logger = node.get_logger()
     try:
         counts = node.play(stop)
         logger.info(f"played {sum(counts.values())} messages ({', '.join(f'{t}: {n}' for t, n in counts.items())})")
@@ -185,8 +178,7 @@ def main(args: list[str] | None = None) -> int:
         return 1
     finally:
         node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        shutdown(node)
     return 0
 
 

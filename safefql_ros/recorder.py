@@ -23,21 +23,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Writer, WriterError
 
 from offline_train.bags import DEFAULT_TYPESTORE, STORAGES, BagError, typestore
-from safefql_ros.node_tools import (PARAMETER_ERRORS, MessageTypeError, float_range, message_class, optional_array,
-                                    stop_on_signals)
+from safefql_ros.node_tools import (MessageTypeError, float_range, message_class, optional_array, shutdown, spin,
+                                    start_node)
 
 GRAPH_POLL_S = 0.2  # how often the graph is polled for the publishers of missing topics
 SUBSCRIPTION_DEPTH = 100  # a deep queue: a burst while the bag is written is not dropped
@@ -175,23 +172,14 @@ class Recorder(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point; exit status 1 with a clear message when the recording cannot start."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
-    try:
-        node = Recorder()
-    except (ValueError, *PARAMETER_ERRORS) as exc:
-        rclpy.logging.get_logger("safefql_recorder").error(f"cannot start: {exc}")
-        rclpy.try_shutdown()
+    node, stop = start_node("safefql_recorder", Recorder, args=args)
+    if node is None:
         return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
+        spin(node, stop)
     finally:
         node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        shutdown(node)
     return 0
 
 
