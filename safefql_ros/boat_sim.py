@@ -9,10 +9,12 @@ obstacle entry/exit events on `/boat/violation` (latched Bool). A command older 
 thruster driver with a watchdog would. With `start_paused` the boat waits, publishing its
 state, until the first command arrives (the launcher uses it for counted demo episodes).
 
-std_srvs is not installed here, so resets are a topic: `/boat/reset` (geometry_msgs/Point)
-with x, y = the new state, or NaN to sample a safe one. Episodes last `episode_steps` steps
-and then reset to the next of `initial_states` (flat x, y list) or, without it, a sampled
-safe state; the episode index is published latched on `/boat/episode`.
+Resets: the `~/reset` service (std_srvs/srv/Trigger) starts the next episode at the next of
+`initial_states` or a sampled safe state, and answers with the start; to start from a given
+state, publish it on `/boat/reset` (geometry_msgs/Point, x and y; NaN = sample one) — std_srvs
+has no service that carries a state, and custom interfaces need a CMake build. Episodes last
+`episode_steps` steps and then reset the same way; the episode index is published latched on
+`/boat/episode`.
 
 Run: `python -m safefql_ros.boat_sim`.
 """
@@ -30,6 +32,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Bool, Float64, UInt32
+from std_srvs.srv import Trigger
 
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
@@ -72,6 +75,7 @@ class BoatSim(Node):
         self.episode_pub = self.create_publisher(UInt32, "/boat/episode", LATCHED_QOS)
         self.create_subscription(Twist, self.spec.command.topic, self._on_command, 10)
         self.create_subscription(Point, "/boat/reset", self._on_reset, 10)
+        self.create_service(Trigger, "~/reset", self._on_reset_service)
         self.reset()
         self.create_timer(boat.DT, self._step)
 
@@ -93,6 +97,12 @@ class BoatSim(Node):
         self.get_logger().info(f"episode {self.episode} starts at {self.env.states[0].round(3).tolist()}")
         self.episode += 1
         self._publish_state()
+
+    def _on_reset_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.reset()
+        response.success = True
+        response.message = f"episode {self.episode - 1} starts at {self.env.states[0].round(4).tolist()}"
+        return response
 
     def _on_reset(self, msg: Point) -> None:
         state = np.array([msg.x, msg.y])

@@ -34,6 +34,7 @@ from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 
 from safefql_core.envs import boat  # noqa: E402
 
@@ -348,6 +349,20 @@ def test_boat_sim_reset_topic(loop):
     sampled = lambda: [p for p in probe.odom if np.hypot(*(np.array(p) - expected)) < 0.05]  # noqa: E731
     assert spin_until(executor, sampled, 5.0), f"NaN reset: no state near the sampled safe state {expected}"
     assert spin_until(executor, lambda: probe.episodes[-1] > episodes, 2.0)
+
+
+def test_boat_sim_reset_service(loop):
+    """`~/reset` (std_srvs/Trigger) starts the next listed initial state and says so."""
+    executor, probe, add = loop
+    probe.listen_to_sim()
+    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0])]))
+    client = probe.create_client(Trigger, "/boat_sim/reset")
+    assert spin_until(executor, lambda: client.service_is_ready() and probe.episodes, 8.0)
+    future = client.call_async(Trigger.Request())
+    assert spin_until(executor, future.done, 5.0), "no answer from /boat_sim/reset"
+    assert future.result().success and "[-2.5, 1.0]" in future.result().message, future.result().message
+    near = lambda: [p for p in probe.odom if abs(p[0] + 2.5) < 0.05 and abs(p[1] - 1.0) < 0.05]  # noqa: E731
+    assert spin_until(executor, near, 5.0), "the reset start (-2.5, 1.0) was not seen on /boat/odom"
 
 
 def test_parameters_are_validated(bundle, loop):
