@@ -104,6 +104,8 @@ demo: setup $(BAG)/metadata.yaml
 	$(ROS_ENV) $(VENV)/bin/safefql-launch boat --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
 	    --init-states evaluation --episode-steps $(DEMO_STEPS) --timeout 300 \
 	    --report-dir $(RUN)/report --summary-json $(RUN)/demo_summary.json
+	@# The summary again as the very last line (the nodes log their shutdown after the monitor).
+	@$(PY) -c "import json; print(json.dumps(json.load(open('$(RUN)/demo_summary.json'))))"
 
 clean:
 	rm -rf runs data

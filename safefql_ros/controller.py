@@ -15,7 +15,7 @@ means the same in sim time); the compute alone is `~/inference_ms`.
 `trigger` picks what starts a decision. `timer` (the ROS convention): only the fixed-rate tick,
 so a state waits up to one period for it — with a sensor publishing at the control rate, that
 wait is a phase offset fixed at start-up, anywhere in [0, period). `state`: a fresh state is
-decided on at once (at most one decision per half period, so a burst cannot queue work), and
+decided on at once (at most one decision per quarter period, so a burst cannot queue work), and
 the timer, re-armed by every decision, becomes a watchdog that fires only when no state came
 for a whole period — same command rate and stale-state stop, without the phase lottery.
 
@@ -96,9 +96,13 @@ class Controller(Node):
         self.mode_pub = self.create_publisher(String, "~/mode", LATCHED_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.trigger = p["trigger"]
-        self.min_decision_gap_ns = int(0.5e9 / rate)
+        self.min_decision_gap_ns = int(0.25e9 / rate)
         self.last_decision_ns = 0
         self.tick_timer = self.create_timer(1.0 / rate, self._tick)
+        # trigger 'state': a state that comes within the gap of the last decision (a delayed one
+        # and the next, delivered together) is decided when the gap has passed, not a period later.
+        self.catch_up = self.create_timer(self.min_decision_gap_ns * 1e-9, self._catch_up)
+        self.catch_up.cancel()
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
         self.get_logger().info(
             f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): {self.spec.state.topic} -> "
@@ -170,17 +174,29 @@ class Controller(Node):
 
     # ---- state and tick ------------------------------------------------------------------------
     def _on_state(self, msg: Any) -> None:
-        """Cache the state; the tick does the work. With trigger 'state' the tick runs now, unless
-        one ran less than half a period ago (a burst of states never queues decisions)."""
+        """Cache the state; the tick does the work. With trigger 'state' the tick runs now, or,
+        if one ran less than a quarter period ago, once that much time has passed (a burst of
+        states never queues decisions)."""
         self.received_ns = time.monotonic_ns()
         now_ns = self.get_clock().now().nanoseconds
         self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
-        if self.trigger == "state" and self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
+        if self.trigger != "state":
+            return
+        if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
+            self.tick_timer.reset()
+            self._tick()
+        else:
+            self.catch_up.reset()
+
+    def _catch_up(self) -> None:
+        self.catch_up.cancel()
+        if self.received_ns is not None:  # the cached state has had no decision yet
             self.tick_timer.reset()
             self._tick()
 
     def _tick(self) -> None:
         self.last_decision_ns = time.monotonic_ns()
+        self.catch_up.cancel()
         obs, age = None, None
         if self.latest is not None:
             obs, stamp = self.latest
