@@ -1,5 +1,9 @@
 """`python -m offline_train.collect`: generate a behaviour dataset for a built-in task.
 
+`--task boat` runs the boat simulator's behaviour mix; a Safety Gymnasium id
+(SafetyPointCircle1-v0, SafetyPointGoal1-v0) runs that task's scripted mix
+(safefql_core.envs.safety_gym_behaviour) and needs the optional safety-gymnasium package.
+
 `--format bag` writes the same episodes as a rosbag2 on the task spec's topics instead
 (offline_train.bags: episodes separated by a 1 s silence, which offline_train.convert
 splits on), to exercise the bag workflow without a robot.
@@ -13,7 +17,8 @@ import numpy as np
 
 from offline_train.bags import STORAGES, BagError, write_episodes
 from safefql_core.data import Dataset, save_dataset
-from safefql_core.envs import boat, boat_behaviour
+from safefql_core.envs import boat, boat_behaviour, safety_gym_behaviour
+from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 
 DEFAULT_TRANSITIONS = 1_000_000
@@ -21,7 +26,7 @@ DEFAULT_TRANSITIONS = 1_000_000
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.collect", description=__doc__)
-    p.add_argument("--task", default="boat", choices=["boat"], help="built-in task")
+    p.add_argument("--task", default="boat", choices=["boat", *safety_gym_behaviour.TASKS], help="built-in task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True,
                    help="output HDF5 path, e.g. data/boat.h5 (a new directory for --format bag)")
@@ -30,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", choices=sorted(STORAGES), help="rosbag2 storage plugin for --format bag (default mcap)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--transitions", type=int, help=f"dataset size (default {DEFAULT_TRANSITIONS:,})")
-    size.add_argument("--episodes", type=int, help="number of 400-step episodes")
+    size.add_argument("--episodes", type=int, help="number of episodes (boat: 400 steps each)")
+    p.add_argument("--max-episode-steps", type=int,
+                   help="Safety Gymnasium only: cut episodes shorter than the task's own limit")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.task != "boat":
+        if args.format != "hdf5" or args.storage:
+            p.error("Safety Gymnasium tasks are written as --format hdf5 only")
+        return collect_safety_gym(args)
+    if args.max_episode_steps:
+        p.error("--max-episode-steps only applies to Safety Gymnasium tasks")
 
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // boat.EPISODE_STEPS)
     if episodes <= 0:
@@ -53,6 +66,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes, "
           f"{(per_episode_cost == 0).mean():.1%} episodes without violations, "
           f"behaviour mix {dict(zip(boat_behaviour.MIX, [int((family[::boat.EPISODE_STEPS] == i).sum()) for i in range(len(boat_behaviour.MIX))]))}")
+    return 0
+
+
+def collect_safety_gym(args: argparse.Namespace) -> int:
+    """Roll out a Safety Gymnasium task's scripted mix into a DSRL-layout HDF5 file.
+
+    `--transitions N` collects whole episodes until at least N transitions exist (the
+    navigation tasks never terminate early, so that is ceil(N / episode length) episodes).
+    """
+    try:
+        probe = make_env(args.task, args.seed, args.max_episode_steps)  # episode length, action bounds
+    except ImportError as exc:  # safety-gymnasium is optional; the message names the install
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    probe.close()
+    episode_steps = probe.max_episode_steps
+    episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // episode_steps)
+    if episodes <= 0:
+        print("error: --episodes / --transitions must be positive", file=sys.stderr)
+        return 2
+    arrays = safety_gym_behaviour.collect(args.task, episodes, args.seed, args.max_episode_steps,
+                                          progress=not args.no_progress)
+    family = arrays.pop("family")
+    arrays["margins"] = margin_from_cost(arrays["costs"])
+    mix = safety_gym_behaviour.mix(args.task)
+    attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
+             "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
+             "behaviour_mix": mix, "margin": "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)",
+             "source": "offline_train.collect (safety-gymnasium 1.0.0, scripted behaviour)"}
+    data = Dataset(**arrays, attrs=attrs)
+    save_dataset(args.out, data)
+    ends = np.flatnonzero((data.terminals > 0) | (data.timeouts > 0))
+    per_family = {name: int((family[ends] == i).sum()) for i, name in enumerate(mix)}
+    print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes of <= {episode_steps} steps, "
+          f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, "
+          f"episodes per family {per_family}")
     return 0
 
 

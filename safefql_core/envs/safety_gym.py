@@ -1,0 +1,135 @@
+"""Safety Gymnasium tasks behind one small adapter, and the import shim they need.
+
+Why a shim: safety-gymnasium 1.0.0 declares dataclass fields such as `color: np.array =
+COLOR['goal']`. Python 3.11's dataclasses refuse unhashable defaults, so a plain
+`import safety_gymnasium` dies with "mutable default <class 'numpy.ndarray'> for field
+color". `import_safety_gymnasium()` imports the package while `dataclasses._process_class`
+is wrapped to turn every numpy-array class default into a `default_factory` that returns a
+copy (each instance gets its own array, which is what the authors meant), then restores
+the original. Nothing in site-packages is edited and nothing outside that import window is
+affected.
+
+Why an adapter: `SafetyGymEnv` gives every task the interface the offline tooling uses
+(`reset(seed) -> obs`, `step(action) -> (obs, reward, cost, terminated, truncated, info)`,
+`obs_dim`, `act_dim`, action bounds) and maps the 0/1 cost to the safety margin of
+SAFEFQL.md with `margin_from_cost` (+cost_scale if cost > 0, else -1).
+
+safety-gymnasium is optional: it is imported only when a Safety Gymnasium task is used.
+
+    from safefql_core.envs.safety_gym import make_env
+    env = make_env("SafetyPointGoal1-v0", seed=0)
+    obs = env.reset(seed=0)
+    obs, reward, cost, terminated, truncated, info = env.step(env.action_low * 0)
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from safefql_core.data import DEFAULT_COST_SCALE
+
+INSTALL_HINT = (
+    "install it into the venv with `pip install --no-deps safety-gymnasium==1.0.0` "
+    "(plus gymnasium==0.28.1 mujoco==2.3.3 numpy==1.26.4; see ENVIRONMENT.md)"
+)
+
+
+def _array_defaults_as_factories(process_class: Callable[..., type]) -> Callable[..., type]:
+    """Wrap dataclasses' class processor so numpy-array defaults become factories.
+
+    `_process_class` is private but has been the single entry point of @dataclass from
+    Python 3.7 to 3.13; the venv pins 3.11, and the test suite imports through this shim.
+    """
+
+    def process(cls: type, *args: Any, **kwargs: Any) -> type:
+        for name in cls.__dict__.get("__annotations__", {}):
+            value = cls.__dict__.get(name)
+            if isinstance(value, np.ndarray):
+                setattr(cls, name, dataclasses.field(default_factory=value.copy))
+        return process_class(cls, *args, **kwargs)
+
+    return process
+
+
+def import_safety_gymnasium() -> ModuleType:
+    """Import safety_gymnasium on Python 3.11; raise ImportError naming the fix if absent."""
+    if "safety_gymnasium" in sys.modules:
+        return sys.modules["safety_gymnasium"]
+    if importlib.util.find_spec("safety_gymnasium") is None:
+        raise ImportError(f"Safety Gymnasium tasks need the safety-gymnasium package; {INSTALL_HINT}")
+    original = dataclasses._process_class  # the function @dataclass calls for every class
+    dataclasses._process_class = _array_defaults_as_factories(original)
+    try:
+        return importlib.import_module("safety_gymnasium")
+    finally:
+        dataclasses._process_class = original
+
+
+def margin_from_cost(cost: np.ndarray | float, cost_scale: float = DEFAULT_COST_SCALE) -> np.ndarray:
+    """SAFEFQL.md's margin for 0/1 costs: +cost_scale where cost > 0 (unsafe), else -1."""
+    return np.where(np.asarray(cost) > 0, cost_scale, -1.0).astype(np.float32)
+
+
+class SafetyGymEnv:
+    """One Safety Gymnasium task with flat float32 observations and 6-tuple steps.
+
+    `max_episode_steps` shortens the task's own time limit (e.g. for tests); the episode
+    then ends with truncated=True, as at the task's limit.
+    """
+
+    def __init__(self, task_id: str, seed: int, max_episode_steps: int | None = None) -> None:
+        sg = import_safety_gymnasium()
+        try:
+            self.env = sg.make(task_id)
+        except Exception as exc:  # gymnasium raises several types for unknown ids
+            raise ValueError(
+                f"unknown Safety Gymnasium task {task_id!r} ({exc}); use a registered id such as "
+                "SafetyPointCircle1-v0 or SafetyPointGoal1-v0"
+            ) from exc
+        self.task_id = task_id
+        self.seed = seed
+        limits = [x for x in (self.env.spec.max_episode_steps if self.env.spec else None, max_episode_steps) if x]
+        self.max_episode_steps = min(limits) if limits else None
+        self.action_low = np.asarray(self.env.action_space.low, dtype=np.float32)
+        self.action_high = np.asarray(self.env.action_space.high, dtype=np.float32)
+        self.obs_dim = int(np.prod(self.env.observation_space.shape))
+        self.act_dim = int(np.prod(self.env.action_space.shape))
+        self._steps = 0
+        self._seeded = False
+
+    @property
+    def task(self) -> Any:
+        """The underlying safety_gymnasium task (agent and object positions), for scripted policies."""
+        return self.env.unwrapped.task
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start an episode; the first reset without a seed uses the constructor's seed."""
+        if seed is None and not self._seeded:
+            seed = self.seed
+        self._seeded = True
+        obs, _ = self.env.reset(seed=seed)
+        self._steps = 0
+        return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
+        action = np.clip(np.asarray(action, dtype=np.float32), self.action_low, self.action_high)
+        obs, reward, cost, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        if self.max_episode_steps is not None and self._steps >= self.max_episode_steps:
+            truncated = True
+        return (np.asarray(obs, dtype=np.float32).reshape(-1), float(reward), float(cost),
+                bool(terminated), bool(truncated), info)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_env(task_id: str, seed: int, max_episode_steps: int | None = None) -> SafetyGymEnv:
+    """A Safety Gymnasium task behind the adapter; `seed` is the first reset's default seed."""
+    return SafetyGymEnv(task_id, seed, max_episode_steps)
