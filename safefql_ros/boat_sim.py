@@ -36,7 +36,7 @@ from std_srvs.srv import Trigger
 
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
-from safefql_ros.node_tools import float_range, int_range, optional_array, shutdown, spin, start_node
+from safefql_ros.node_tools import float_range, int_range, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
 
 
@@ -149,14 +149,7 @@ class BoatSim(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    node, stop = start_node("boat_sim", BoatSim, args=args)
-    if node is None:
-        return 1
-    try:
-        spin(node, stop)
-    finally:
-        shutdown(node)
-    return 0
+    return run_node("boat_sim", BoatSim, args)
 
 
 if __name__ == "__main__":

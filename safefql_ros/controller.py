@@ -40,7 +40,7 @@ from std_msgs.msg import Float64, String
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
-from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, shutdown, spin, start_node
+from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
 
 SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
@@ -288,15 +288,8 @@ def main(args: list[str] | None = None) -> int:
     SIGINT/SIGTERM set a flag that the spin loop checks every 0.1 s of wall time, then the
     final stop goes out (see `stop_on_signals` for why not an exception).
     """
-    node, stop = start_node("safefql_controller", Controller, (BundleError, TaskSpecError), args)
-    if node is None:
-        return 1
-    try:
-        spin(node, stop)
-    finally:
-        node.publish_final_stop()
-        shutdown(node)
-    return 0
+    return run_node("safefql_controller", Controller, args, (BundleError, TaskSpecError),
+                    finish=Controller.publish_final_stop)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,18 @@ def spin(node: Node, stop: threading.Event, done: Callable[[], bool] = lambda: F
 def shutdown(node: Node) -> None:
     node.destroy_node()
     rclpy.try_shutdown()
+
+
+def run_node(name: str, build: Callable[[], Node], args: list[str] | None = None,
+             errors: tuple[type[Exception], ...] = (), finish: Callable[[Node], None] = lambda node: None) -> int:
+    """A node's whole life for a console entry point: start (exit status 1 if it cannot),
+    spin until SIGINT/SIGTERM, then `finish` (a final stop, closing a bag) and shut down."""
+    node, stop = start_node(name, build, errors, args)
+    if node is None:
+        return 1
+    try:
+        spin(node, stop)
+    finally:
+        finish(node)
+        shutdown(node)
+    return 0

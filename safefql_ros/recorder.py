@@ -33,8 +33,7 @@ from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLi
 from rosbags.rosbag2 import Writer, WriterError
 
 from offline_train.bags import DEFAULT_TYPESTORE, STORAGES, BagError, typestore
-from safefql_ros.node_tools import (MessageTypeError, float_range, message_class, optional_array, shutdown, spin,
-                                    start_node)
+from safefql_ros.node_tools import MessageTypeError, float_range, message_class, optional_array, run_node
 
 GRAPH_POLL_S = 0.2  # how often the graph is polled for the publishers of missing topics
 SUBSCRIPTION_DEPTH = 100  # a deep queue: a burst while the bag is written is not dropped
@@ -172,15 +171,7 @@ class Recorder(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point; exit status 1 with a clear message when the recording cannot start."""
-    node, stop = start_node("safefql_recorder", Recorder, args=args)
-    if node is None:
-        return 1
-    try:
-        spin(node, stop)
-    finally:
-        node.close()
-        shutdown(node)
-    return 0
+    return run_node("safefql_recorder", Recorder, args, finish=Recorder.close)
 
 
 if __name__ == "__main__":
