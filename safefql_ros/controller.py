@@ -183,20 +183,25 @@ class Controller(Node):
         if self.trigger != "state":
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
-            self.tick_timer.reset()
-            self._tick()
+            self._decide_now()
         else:
             self.catch_up.reset()
 
     def _catch_up(self) -> None:
+        if self.received_ns is None:  # the cached state already had its decision
+            self.catch_up.cancel()
+        else:
+            self._decide_now()
+
+    def _decide_now(self) -> None:
+        """A state-triggered decision: drop a pending catch-up and re-arm the watchdog tick (the
+        timer path needs neither: a catch-up fires within half a period of a decision)."""
         self.catch_up.cancel()
-        if self.received_ns is not None:  # the cached state has had no decision yet
-            self.tick_timer.reset()
-            self._tick()
+        self.tick_timer.reset()
+        self._tick()
 
     def _tick(self) -> None:
         self.last_decision_ns = time.monotonic_ns()
-        self.catch_up.cancel()
         obs, age = None, None
         if self.latest is not None:
             obs, stamp = self.latest
