@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from safefql_core.folding import fold
+
 SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
@@ -54,7 +56,7 @@ class SafetyGraph(nn.Module):
 
     def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.normalizer(observation)
-        return self.qc(o, action).max(dim=0).values, self.vc(o)
+        return self.qc.pessimistic(o, action), self.vc(o)
 
 
 class PolicyGraph(nn.Module):
@@ -96,6 +98,7 @@ GRAPHS = {
     "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
 }
 GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy"), "fisor": ("denoiser", "safety")}
+NETWORKS_BY_ALGO = {"safefql": ("actor", "qc", "vc"), "fisor": ("denoiser", "qc", "vc")}  # what the graphs use
 GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "policy": PolicyGraph, "denoiser": DenoiserGraph}
 
 
@@ -167,7 +170,11 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
     rng = np.random.default_rng(0)
     obs = observations[rng.choice(len(observations), EXAMPLES, replace=False)].astype(np.float32)
     files, examples, parity = {}, {}, {}
-    for name, module in graph_modules(learner, meta["algo"]).items():
+    # The examples come from the learner as trained; the graphs from its folded form, so the
+    # parity check below also proves the folding exact.
+    modules = graph_modules(learner, meta["algo"])
+    folded = graph_modules(fold(learner, NETWORKS_BY_ALGO[meta["algo"]]), meta["algo"])
+    for name, module in modules.items():
         spec = GRAPHS[name]
         inputs = example_inputs(name, obs, meta["act_dim"], rng)
         with torch.no_grad():
@@ -175,7 +182,7 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         examples[name] = {"inputs": {k: v.tolist() for k, v in inputs.items()},
                           "outputs": [o.numpy().tolist() for o in outputs]}
-        model = onnx_bytes(module, inputs, spec)
+        model = onnx_bytes(folded[name], inputs, spec)
         (out / spec.file).write_bytes(model)
         parity[name] = check_parity(ort_session(model), examples[name], name)
         files[spec.file] = sha256(out / spec.file)

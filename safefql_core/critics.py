@@ -35,10 +35,13 @@ class CriticConfig(ConfigMixin):
     safety_backup: str = "reference"  # or "paper"
     timeout_is_terminal: bool = False # reference code: True
     cost_scale: float = 25.0          # margin from 0/1 costs when no margins are stored
+    n_step: int = 1                   # 1: the paper's one-step targets; docs/DESIGN.md
 
     def check(self) -> None:
         if self.safety_backup not in ("reference", "paper"):
             raise ValueError(f"safety_backup must be 'reference' or 'paper', got '{self.safety_backup}'")
+        if self.n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {self.n_step}")
 
 
 def soft_update(target: nn.Module, source: nn.Module, rate: float) -> None:
@@ -82,9 +85,15 @@ class OfflineCritics(nn.Module):
         with torch.no_grad():
             q_bar = self.q_target(obs, b["actions"])
             qc_bar = self.qc_target(obs, b["actions"])
-            y = losses.reward_q_target(b["rewards"], b["masks"], self.v(next_obs), cfg.gamma)
-            yc = losses.safety_q_target(b["margins"], b["masks"], self.vc(next_obs),
-                                        cfg.safety_gamma or cfg.gamma, cfg.safety_backup)
+            next_v, next_vc, gamma_c = self.v(next_obs), self.vc(next_obs), cfg.safety_gamma or cfg.gamma
+            if "valid" in b:  # n-step windows (TensorBatches with horizon > 1)
+                y = losses.n_step_reward_target(b["reward_seq"], b["valid"], b["steps"], b["masks"],
+                                                next_v, cfg.gamma)
+                yc = losses.n_step_safety_target(b["margin_seq"], b["valid"], b["steps"], b["masks"],
+                                                 next_vc, gamma_c, cfg.safety_backup)
+            else:
+                y = losses.reward_q_target(b["rewards"], b["masks"], next_v, cfg.gamma)
+                yc = losses.safety_q_target(b["margins"], b["masks"], next_vc, gamma_c, cfg.safety_backup)
         return {
             "loss_v": losses.reward_value_loss(q_bar, self.v(obs), cfg.expectile),
             "loss_q": losses.ensemble_mse(self.q(obs, b["actions"]), y),
@@ -107,4 +116,4 @@ class OfflineCritics(nn.Module):
     def safety(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pessimistic Q_safe = max over the ensemble, V_safe) at raw observations."""
         o = self.normalizer(obs)
-        return self.qc(o, action).max(dim=0).values, self.vc(o)
+        return self.qc.pessimistic(o, action), self.vc(o)

@@ -195,15 +195,29 @@ def fingerprint(data: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def _window_lengths(data: Dataset, horizon: int) -> np.ndarray:
+    """Per index, how many transitions an n-step window from it spans: up to `horizon`, cut at
+    the end of its episode (a terminal or time-out; the data's end closes the last one)."""
+    ends = np.flatnonzero((data.terminals > 0) | (data.timeouts > 0))
+    ends = np.append(ends, len(data) - 1) if not len(ends) or ends[-1] != len(data) - 1 else ends
+    idx = np.arange(len(data))
+    to_end = ends[np.searchsorted(ends, idx)] - idx + 1
+    return np.minimum(to_end, horizon).astype(np.int64)
+
+
 class TensorBatches:
     """Uniform minibatches from a dataset held as tensors on the training device.
+
+    With `horizon` n > 1 a batch also holds each sample's n-step window (`_window`), for the
+    critics' n-step targets.
 
     Indices come from a seeded torch.Generator, so the batch sequence is a pure function
     of the seed (and survives checkpoint/resume through `state_dict`).
     """
 
     def __init__(self, data: Dataset, device: torch.device, seed: int,
-                 cost_scale: float = DEFAULT_COST_SCALE, timeout_is_terminal: bool = False) -> None:
+                 cost_scale: float = DEFAULT_COST_SCALE, timeout_is_terminal: bool = False,
+                 horizon: int = 1) -> None:
         self.device = device
         self.size = len(data)
         self.tensors = {
@@ -218,11 +232,29 @@ class TensorBatches:
         }
         self.tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
                         for k, v in self.tensors.items()}
+        self.horizon = horizon
+        self.window = torch.as_tensor(_window_lengths(data, horizon), device=device)
+        self.offsets = torch.arange(horizon, device=device)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         idx = torch.randint(self.size, (batch_size,), generator=self.generator).to(self.device)
-        return {k: v[idx] for k, v in self.tensors.items()}
+        batch = {k: v[idx] for k, v in self.tensors.items()}
+        if self.horizon > 1:
+            batch.update(self._window(idx))
+        return batch
+
+    def _window(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The n-step window from each index, cut at its episode's end: per-step rewards and
+        margins [B, n] with `valid` marking the steps inside the window, its length `steps`,
+        and the last step's next observation and mask (what the n-step target bootstraps on)."""
+        steps = self.window[idx]
+        last = idx + steps - 1
+        seq = torch.minimum(idx[:, None] + self.offsets, last[:, None])
+        t = self.tensors
+        return {"reward_seq": t["rewards"][seq], "margin_seq": t["margins"][seq],
+                "valid": (self.offsets < steps[:, None]).float(), "steps": steps.float(),
+                "next_observations": t["next_observations"][last], "masks": t["masks"][last]}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}

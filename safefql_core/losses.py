@@ -46,6 +46,34 @@ def safety_q_target(margins: torch.Tensor, masks: torch.Tensor, next_vc: torch.T
     return masks * target + (1.0 - masks) * margins
 
 
+def n_step_reward_target(reward_seq: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor,
+                         masks: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """sum_k g^k r_{t+k} over the window + g^n m V(s_{t+n}), n = the window's length.
+
+    reward_seq, valid: [B, n_max]; steps, masks, next_v: [B] at the window's last step.
+    A window of one step is reward_q_target.
+    """
+    discounts = gamma ** torch.arange(reward_seq.shape[1], dtype=reward_seq.dtype, device=reward_seq.device)
+    return (reward_seq * valid * discounts).sum(dim=1) + gamma ** steps * masks * next_v
+
+
+def n_step_safety_target(margin_seq: torch.Tensor, valid: torch.Tensor, steps: torch.Tensor,
+                         masks: torch.Tensor, next_vc: torch.Tensor, gamma: float,
+                         backup: str = "reference") -> torch.Tensor:
+    """The HJ backup applied along the logged window, from its end back to its start.
+
+    y_n = V_c(s_{t+n}); y_k = safety_q_target(l_{t+k}, m_k, y_{k+1}), where m_k is the
+    episode's mask at the window's last step and 1 inside it (a window never spans an
+    episode end). The max is taken at every step, so a violation anywhere in the window
+    reaches Q_c(s_t, a_t) in one update instead of n. A window of one step is safety_q_target.
+    """
+    y = next_vc
+    for k in reversed(range(margin_seq.shape[1])):
+        mask_k = torch.where(steps == k + 1, masks, torch.ones_like(masks))
+        y = torch.where(valid[:, k] > 0, safety_q_target(margin_seq[:, k], mask_k, y, gamma, backup), y)
+    return y
+
+
 def safety_value_loss(qc_target: torch.Tensor, vc: torch.Tensor, tau: float) -> torch.Tensor:
     """V_c(s) -> a LOW expectile (level 1 - tau) of the pessimistic max_j Qbar_c,j(s, a).
 

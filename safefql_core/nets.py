@@ -60,6 +60,10 @@ class Critic(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.mlp(obs, act).squeeze(-1)
 
+    def pessimistic(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """max over members -> [batch]: the safety critic's pessimistic value."""
+        return self.forward(obs, act).max(dim=0).values
+
 
 class Value(nn.Module):
     """V(s) -> [batch]."""

@@ -180,7 +180,8 @@ def train(opts: TrainOptions) -> Path:
     cfg = learner.cfg
     batches = TensorBatches(data, device, opts.seed,
                             cost_scale=getattr(cfg, "cost_scale", 25.0),
-                            timeout_is_terminal=getattr(cfg, "timeout_is_terminal", False))
+                            timeout_is_terminal=getattr(cfg, "timeout_is_terminal", False),
+                            horizon=getattr(cfg, "n_step", 1))
     start, elapsed = 0, 0.0
     if ckpt_path.exists():
         start, elapsed = _load_checkpoint(ckpt_path, learner, batches)

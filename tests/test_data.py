@@ -80,3 +80,20 @@ def test_batches_are_a_function_of_the_seed():
     a = TensorBatches(data, torch.device("cpu"), 5).sample(8)["rewards"]
     b = TensorBatches(data, torch.device("cpu"), 5).sample(8)["rewards"]
     assert torch.equal(a, b)
+
+
+def test_n_step_windows_stop_at_episode_ends():
+    import torch
+    data = make_dataset()
+    ends = np.flatnonzero((data.terminals > 0) | (data.timeouts > 0))
+    batches = TensorBatches(data, torch.device("cpu"), 0, horizon=4)
+    idx = torch.arange(len(data))
+    w = batches._window(idx)
+    to_end = np.array([ends[ends >= i][0] - i + 1 for i in range(len(data))])
+    assert w["steps"].numpy().tolist() == np.minimum(to_end, 4).tolist()
+    assert w["valid"].sum(dim=1).tolist() == w["steps"].tolist()
+    last = idx + w["steps"].long() - 1   # the window bootstraps on its last step's next state
+    assert torch.equal(w["next_observations"], batches.tensors["next_observations"][last])
+    assert torch.equal(w["reward_seq"][:, 0], batches.tensors["rewards"])
+    assert set(TensorBatches(data, torch.device("cpu"), 0).sample(4)) == set(batches.tensors)  # horizon 1: plain
+    assert {"reward_seq", "margin_seq", "valid", "steps"} <= set(batches.sample(4))

@@ -161,3 +161,26 @@ def test_lagrangian_gradient_keeps_reward_on_infeasible_action():
     loss, _ = losses.lagrangian_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 5.0, normalize_q=False)
     loss.backward()
     assert action.grad.item() == pytest.approx(2.0 + 10.0)  # d(a^2)/da + eta * d(2a)/da
+
+
+def test_n_step_reward_target_sums_the_window_then_bootstraps():
+    # window of 3 (γ 0.5): -1 + .5 * -2 + .25 * -4 = -3, then γ^3 V' = .125 * 8 = 1 -> -2
+    # window cut to 1 step by its episode end (terminal, mask 0): -1 only
+    y = losses.n_step_reward_target(torch.tensor([[-1.0, -2.0, -4.0], [-1.0, -9.0, -9.0]]),
+                                    torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]),
+                                    t(3.0, 1.0), t(1.0, 0.0), t(8.0, 8.0), 0.5)
+    assert y.tolist() == pytest.approx([-2.0, -1.0])
+
+
+def test_n_step_safety_target_backs_up_a_violation_in_one_update():
+    # reference form, γ 0.5, margins [-1, 3, -1], V' = -2:
+    #   y3 = -2; y2 = .5(-1) + .5 max(-1, -2) = -1; y1 = .5(3) + .5 max(3, -1) = 3;
+    #   y0 = .5(-1) + .5 max(-1, 3) = 1  -> the violation two steps ahead makes Q_c > 0 now
+    # second row: window cut after 2 steps at a terminal (mask 0): y1 = l1 = 3, y0 = 1
+    margins = torch.tensor([[-1.0, 3.0, -1.0], [-1.0, 3.0, 7.0]])
+    valid = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    y = losses.n_step_safety_target(margins, valid, t(3.0, 2.0), t(1.0, 0.0), t(-2.0, -2.0), 0.5)
+    assert y.tolist() == pytest.approx([1.0, 1.0])
+    # one-step windows are exactly the one-step target
+    one = losses.n_step_safety_target(margins[:, :1], valid[:, :1], t(1.0, 1.0), t(1.0, 0.0), t(0.5, 0.5), 0.9)
+    assert one.tolist() == losses.safety_q_target(margins[:, 0], t(1.0, 0.0), t(0.5, 0.5), 0.9).tolist()
