@@ -33,6 +33,19 @@ def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
     return doc.get("task", "boat"), dict(doc.get(algo) or doc.get(learner_name(algo)) or {})
 
 
+def boat_evaluator(task: str, eval_every: int):
+    """The learning-curve evaluator for --eval-every (boat only: it needs the simulator)."""
+    if not eval_every:
+        return None
+    if eval_every < 0 or task != "boat":
+        raise RunError(f"--eval-every needs a positive step count and the boat simulator (task {task!r})")
+    from safefql_core.envs import boat
+    from safefql_core.envs.boat_reference import feasible_mask
+    from safefql_core.evaluation import learning_curve_evaluator
+    states = boat.evaluation_states()
+    return learning_curve_evaluator(states, feasible_mask(states))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.fit", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. --set alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
+                        "and log return / zero-violation rate to <out>/eval.csv (a learning curve)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -68,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress).summary())
         out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
                                  overrides=overrides, task=task, device=args.device,
-                                 tensorboard=args.tensorboard, progress=not args.no_progress))
+                                 tensorboard=args.tensorboard, progress=not args.no_progress,
+                                 eval_every=args.eval_every, evaluator=boat_evaluator(task, args.eval_every)))
         print(f"trained run in {out}")
         if args.bag is not None and learner_name(args.algo) != "bc":
             source = "sim" if task == "boat" else "data"

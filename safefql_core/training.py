@@ -77,6 +77,11 @@ class TrainOptions:
     checkpoint_every: int = 5000
     tensorboard: bool = False
     progress: bool = True
+    # Closed-loop learning curve: every `eval_every` steps (0: never) `evaluator(learner)`
+    # returns metrics that go to <out>/eval.csv (and TensorBoard as eval/*). It must not
+    # touch torch's global generator, so a run trains the same weights with or without it.
+    eval_every: int = 0
+    evaluator: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -219,12 +224,32 @@ def train(opts: TrainOptions) -> Path:
                         writer.add_scalar(k, v, done)
             sums.clear()
             count = 0
+        if opts.eval_every and (done % opts.eval_every == 0 or done == cfg.steps):
+            curve = _log_eval(out, done, opts.evaluator(learner), writer)
+            if opts.progress:
+                steps.set_postfix(curve, refresh=False)
         if done % opts.checkpoint_every == 0 or done == cfg.steps:
             _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
     log_file.close()
     if writer is not None:
         writer.close()
     return out
+
+
+def _log_eval(out: Path, step: int, metrics: dict[str, float], writer) -> dict[str, float]:
+    """Append one learning-curve row to <out>/eval.csv; return it rounded for the progress bar."""
+    row = {"step": step, **{k: round(float(v), 4) for k, v in metrics.items()}}
+    path = out / "eval.csv"
+    new_file = not path.exists()
+    with path.open("a", newline="") as f:
+        csv_writer = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            csv_writer.writeheader()
+        csv_writer.writerow(row)
+    if writer is not None:
+        for k, v in metrics.items():
+            writer.add_scalar(f"eval/{k}", v, step)
+    return {k: v for k, v in row.items() if k != "step"}
 
 
 def _tensorboard(out: Path):

@@ -38,6 +38,24 @@ def test_same_seed_same_weights_other_seed_differs(tiny_boat_h5, tmp_path):
     assert not _same(a, c)
 
 
+@pytest.mark.parametrize("algo", ["safefql", "fisor"])
+def test_learning_curve_does_not_change_training(tiny_boat_h5, tmp_path, algo):
+    from safefql_core.envs import boat
+    from safefql_core.evaluation import learning_curve_evaluator
+    states = boat.evaluation_states()[:8]
+    evaluator = learning_curve_evaluator(states, np.ones(len(states), bool))
+    cfg = {"critic_hidden": [16], "batch_size": 32, "steps": 20,
+           **({"flow_hidden": [16], "flow_steps": 2} if algo == "safefql" else {"denoiser_hidden": [16]})}
+    runs = {}
+    for name, every in (("plain", 0), ("curve", 10)):
+        runs[name] = train(TrainOptions(data=tiny_boat_h5, out=str(tmp_path / name), algo=algo, overrides=cfg,
+                                        progress=False, eval_every=every, evaluator=evaluator))
+    assert _same(_weights(runs["plain"]), _weights(runs["curve"]))
+    rows = (runs["curve"] / "eval.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,return,zero_violation,violations" and [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
+    assert not (runs["plain"] / "eval.csv").exists()
+
+
 def test_resume_equals_uninterrupted(tiny_boat_h5, tmp_path):
     straight = _weights(_train(tiny_boat_h5, tmp_path / "s", 40))
     _train(tiny_boat_h5, tmp_path / "r", 20)
