@@ -23,7 +23,7 @@ class SafeFQLConfig(CriticConfig):
 
     flow_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     flow_steps: int = 10              # Euler steps of the teacher
-    alpha: float = 100.0              # distillation weight (boat; reference range 0.01-100)
+    alpha: float = 500.0              # distillation weight (boat; reference range 0.01-100); docs/DESIGN.md
     safety_weight: float = 1e5        # w_s
     normalize_q: bool = True
     normalized_branches: bool = False

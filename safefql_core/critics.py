@@ -21,7 +21,7 @@ from safefql_core.nets import Critic, Normalizer, Value
 class CriticConfig(ConfigMixin):
     """Critic hyperparameters; defaults are the boat task's (docs/DESIGN.md)."""
 
-    steps: int = 40_000
+    steps: int = 20_000
     batch_size: int = 256
     lr: float = 3e-4
     gamma: float = 0.99
@@ -35,7 +35,7 @@ class CriticConfig(ConfigMixin):
     safety_backup: str = "reference"  # or "paper"
     timeout_is_terminal: bool = False # reference code: True
     cost_scale: float = 25.0          # margin from 0/1 costs when no margins are stored
-    n_step: int = 1                   # 1: the paper's one-step targets; docs/DESIGN.md
+    n_step: int = 10                  # paper/reference: 1 (one-step targets); docs/DESIGN.md
 
     def check(self) -> None:
         if self.safety_backup not in ("reference", "paper"):

@@ -144,13 +144,13 @@ def lagrangian_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Ten
 
     Choice of eta (SafeFQLConfig.lagrangian_eta = 1e5, the default safety_weight): a hinge
     is an exact penalty — any eta above the constrained problem's KKT multiplier yields the
-    hard constraint's solution — so eta is set from that multiplier. On the boat it is
-    dominated by the distillation pull, not by the reward: moving the action by |da| costs
-    ~2 alpha |da| of L_d (alpha 100) and lowers Q_c by only ~0.005 |da| (docs/DESIGN.md),
-    so turning fully away from the teacher needs eta ~ 4e4, while the normalised reward term
-    (gradient ~0.002) is negligible next to both. With eta = w_s the ablation changes the
-    switch alone (reward is also optimised on infeasible samples, safety with the same
-    weight); a smaller eta would measure an under-weighted penalty instead of the gate.
+    hard constraint's solution. On the boat that multiplier is set by the distillation pull,
+    not by the reward: moving the action by |da| costs ~2 alpha |da| of L_d and lowers Q_c
+    by only ~0.005 |da| (docs/DESIGN.md), so an action can move ~eta / (400 alpha) away from
+    the teacher (~0.5 at alpha 500), while the normalised reward term (gradient ~0.002) is
+    negligible next to both. With eta = w_s the ablation changes the switch alone (reward is
+    also optimised on infeasible samples, safety with the same weight as the gate's); a
+    smaller eta would measure an under-weighted penalty instead of the gate.
     """
     q_r = qr.min(dim=0).values
     q_c = qc.max(dim=0).values
