@@ -58,6 +58,9 @@ ALGOS: dict[str, Algo] = {
 }
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
+# Config keys added after runs had been written whose default is NOT what those runs were
+# trained with: a config.yaml without the key gets this value, not today's default.
+TRAINED_BEFORE_KEY = {"n_step": 1}
 
 
 class RunError(RuntimeError):
@@ -264,13 +267,13 @@ def _tensorboard(out: Path):
 def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     """Refuse to resume a different experiment; a larger `steps` (extending a run) is fine.
 
-    A run written before a config key or `variant` existed lacks them: it resumes as long
-    as the new key's default is what it was trained with (new keys default to the old
-    behaviour), and its variant is its algo.
+    A run written before a config key or `variant` existed lacks them: the key counts as
+    what the run was trained with (TRAINED_BEFORE_KEY, else the key's default), and its
+    variant is its algo.
     """
     saved = yaml.safe_load((out / CONFIG).read_text())
     saved.setdefault("variant", saved.get("algo"))
-    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **(saved.get("config") or {})}
+    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {})}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
     for key in ("algo", "variant", "seed", "dataset_fingerprint", "config"):
         same = (strip(saved.get(key)) == strip(resolved[key])) if key == "config" else saved.get(key) == resolved[key]
@@ -280,6 +283,11 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
                 "resuming it would mix two experiments — pass a new --out or delete the directory"
             )
     (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _as_trained(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys it predates set to what its run was trained with."""
+    return {**{k: v for k, v in TRAINED_BEFORE_KEY.items() if k not in config}, **config}
 
 
 def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, step: int,
@@ -315,6 +323,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
             f"`python -m offline_train.fit --data data/boat.h5 --out {run}`"
         )
     meta = yaml.safe_load((run / CONFIG).read_text())
+    meta["config"] = _as_trained(meta["config"])
     learner = build_learner(meta["algo"], meta["config"], meta["obs_dim"], meta["act_dim"],
                             np.array(meta["obs_mean"]), np.array(meta["obs_std"]))
     state = torch.load(run / CHECKPOINT, map_location=device, weights_only=True)

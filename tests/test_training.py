@@ -182,6 +182,17 @@ def test_run_written_before_new_keys_still_resumes(tiny_boat_h5, tmp_path):
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 20
 
 
+def test_run_from_before_n_step_counts_as_one_step(tiny_boat_h5, tmp_path):
+    run = _train(tiny_boat_h5, tmp_path / "old", 10, n_step=1)
+    meta = yaml.safe_load((run / "config.yaml").read_text())
+    del meta["config"]["n_step"]   # written before the key existed: trained with one-step targets
+    (run / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    assert load_run(run)[1]["config"]["n_step"] == 1
+    with pytest.raises(RunError, match="different config"):
+        _train(tiny_boat_h5, run, 20)            # today's default (10) would mix two experiments
+    _train(tiny_boat_h5, run, 20, n_step=1)
+
+
 def _episodes(costs, terminals, timeouts) -> Dataset:
     n = len(costs)
     obs = np.arange(n, dtype=np.float32)[:, None].repeat(2, axis=1)
