@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
-                        "and log return / zero-violation rate to <out>/eval.csv (a learning curve)")
+                        "and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                                  tensorboard=args.tensorboard, progress=not args.no_progress,
                                  eval_every=args.eval_every, evaluator=boat_evaluator(task, args.eval_every)))
         print(f"trained run in {out}")
+        if args.eval_every:
+            from safefql_core.evaluation import plot_learning_curve
+            plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
+            print(f"learning curve: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
             source = "sim" if task == "boat" else "data"
             print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))

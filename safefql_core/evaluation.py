@@ -7,6 +7,7 @@ state, the `feasible` block only those from which safety was achievable.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -125,6 +126,32 @@ def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarra
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_learning_curve(csv_path: str | Path, png_path: str | Path) -> None:
+    """eval.csv (fit --eval-every) as two panels over training steps: return and the
+    zero-violation rate of the actor on the feasible evaluation starts."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(steps, [float(r["return"]) for r in rows], marker="o", color="tab:blue")
+    top.set_ylabel("mean return")
+    bottom.plot(steps, [100 * float(r["zero_violation"]) for r in rows], marker="o", color="tab:green")
+    bottom.set_ylabel("zero-violation episodes (%)")
+    bottom.set_xlabel("gradient step")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.set_title("learning curve on the feasible evaluation starts", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
     plt.close(fig)
 
 

@@ -54,6 +54,9 @@ def test_learning_curve_does_not_change_training(tiny_boat_h5, tmp_path, algo):
     rows = (runs["curve"] / "eval.csv").read_text().strip().splitlines()
     assert rows[0] == "step,return,zero_violation,violations" and [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
     assert not (runs["plain"] / "eval.csv").exists()
+    from safefql_core.evaluation import plot_learning_curve
+    plot_learning_curve(runs["curve"] / "eval.csv", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resume_equals_uninterrupted(tiny_boat_h5, tmp_path):
