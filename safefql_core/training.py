@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -273,7 +273,7 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     """
     saved = yaml.safe_load((out / CONFIG).read_text())
     saved.setdefault("variant", saved.get("algo"))
-    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {})}
+    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {}, resolved["variant"])}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
     for key in ("algo", "variant", "seed", "dataset_fingerprint", "config"):
         same = (strip(saved.get(key)) == strip(resolved[key])) if key == "config" else saved.get(key) == resolved[key]
@@ -285,9 +285,11 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def _as_trained(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with the keys it predates set to what its run was trained with."""
-    return {**{k: v for k, v in TRAINED_BEFORE_KEY.items() if k not in config}, **config}
+def _as_trained(config: dict[str, Any], algo: str) -> dict[str, Any]:
+    """A saved config with the keys it predates (of its learner's config) set to what its
+    run was trained with."""
+    keys = {f.name for f in fields(get_algo(algo).config)}
+    return {**{k: v for k, v in TRAINED_BEFORE_KEY.items() if k in keys and k not in config}, **config}
 
 
 def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, step: int,
@@ -323,7 +325,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
             f"`python -m offline_train.fit --data data/boat.h5 --out {run}`"
         )
     meta = yaml.safe_load((run / CONFIG).read_text())
-    meta["config"] = _as_trained(meta["config"])
+    meta["config"] = _as_trained(meta["config"], meta["algo"])
     learner = build_learner(meta["algo"], meta["config"], meta["obs_dim"], meta["act_dim"],
                             np.array(meta["obs_mean"]), np.array(meta["obs_std"]))
     state = torch.load(run / CHECKPOINT, map_location=device, weights_only=True)
