@@ -233,8 +233,9 @@ class TensorBatches:
         self.tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
                         for k, v in self.tensors.items()}
         self.horizon = horizon
-        self.window = torch.as_tensor(_window_lengths(data, horizon), device=device)
-        self.offsets = torch.arange(horizon, device=device)
+        if horizon > 1:  # one-step batches need no windows: no per-index pass over the data
+            self.window = torch.as_tensor(_window_lengths(data, horizon), device=device)
+            self.offsets = torch.arange(horizon, device=device)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:

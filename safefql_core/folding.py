@@ -104,12 +104,11 @@ VALUES = ("v", "vc")   # one output, squeezed like Value
 class Folded(nn.Module):
     """The learner's deployable networks in dense form, under the learner's attribute names."""
 
-    def __init__(self, learner: nn.Module, names: tuple[str, ...]) -> None:
+    def __init__(self, learner: nn.Module, parsed: dict[str, tuple[list[Layer], str]]) -> None:
         super().__init__()
         self.normalizer = nn.Identity()  # folded into every first layer
         mean, std = learner.normalizer.mean, learner.normalizer.std
-        for name in names:
-            layers, activation = mlp_layers(getattr(learner, name).mlp)
+        for name, (layers, activation) in parsed.items():
             dense = side_by_side(fold_normalisation(layers, mean, std))
             net = DenseCritic(dense, activation) if name in CRITICS else \
                 DenseMLP(dense, activation, squeeze=name in VALUES)
@@ -119,6 +118,7 @@ class Folded(nn.Module):
 def fold(learner: nn.Module, names: tuple[str, ...]) -> nn.Module:
     """The folded form of the networks `names` (e.g. ("actor", "qc", "vc")), or the learner
     itself when one of them has no dense form (layer norm)."""
-    if any(mlp_layers(getattr(learner, n).mlp) is None for n in names):
+    parsed = {n: mlp_layers(getattr(learner, n).mlp) for n in names}
+    if any(p is None for p in parsed.values()):
         return learner
-    return Folded(learner, names).eval()
+    return Folded(learner, parsed).eval()
