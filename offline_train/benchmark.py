@@ -9,6 +9,12 @@ fans out over a cluster (`--ray-address`).
 
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/ --ray-address HOST:6379
+    python -m offline_train.benchmark --suite safety_gym --seeds 3 --out results/sg/
+
+A suite may span several tasks (`safety_gym`: SafetyPointCircle1-v0 and SafetyPointGoal1-v0);
+each task trains with its config/<task>.yaml, on `<out>/data/<task>.h5` (generated with
+offline_train.collect --seed 0 if missing), and is scored raw and DSRL-normalised over
+`--episodes` resets (offline_train.evaluate); its table has one section per task.
 
 Each cell writes `<out>/cells/<method>-s<seed>/`: the training run (`run/`, resumable from
 its checkpoint), the bundle, `eval.json`, and last `result.json` (atomically). A rerun skips
@@ -45,19 +51,26 @@ import numpy as np
 import torch
 import yaml
 
-from offline_train import bench, collect, evaluate, export
+from offline_train import bench, collect, evaluate, export, fit
 from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
 from safefql_core.data import DatasetError
 from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
 
-# Suites: the task whose standard dataset `offline_train.collect` generates, and the methods.
+# Suites: the tasks (each with its standard `offline_train.collect --seed 0` dataset of
+# `transitions`), the methods, and the evaluation episodes per cell.
 SUITES: dict[str, dict[str, Any]] = {
-    "boat": {"task": "boat", "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill",
-                                         "safefql-paperbackup", "fisor", "bc", "bc-safe")},
+    "boat": {"tasks": ("boat",), "transitions": None, "episodes": 500,
+             "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill", "safefql-paperbackup",
+                         "fisor", "bc", "bc-safe")},
+    # 250k transitions: a full collection of both tasks takes ~15 min on one core (resets
+    # rebuild the MuJoCo world); docs/BENCHMARKS.md, "Safety Gymnasium".
+    "safety_gym": {"tasks": ("SafetyPointCircle1-v0", "SafetyPointGoal1-v0"), "transitions": 250_000,
+                   "episodes": 10, "methods": ("safefql", "fisor", "bc", "bc-safe")},
 }
 CELLS, RESULT, ERROR = "cells", "result.json", "error.json"
-COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "train_seconds", "latency_median_us")
+COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "normalized_reward", "normalized_cost",
+           "train_seconds", "latency_median_us")
 LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
                 "timed inside the cell while other cells run; use `offline_train.bench latency` on an idle "
                 "machine for the latency claim. BC methods have no safety critic and no deployable bundle: "
@@ -68,6 +81,7 @@ LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ
 class Cell:
     """One (method, seed) of a suite, with everything its Ray task needs."""
 
+    task: str
     method: str
     seed: int
     overrides: dict[str, Any]
@@ -79,7 +93,8 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.method}-s{self.seed}"
+        """<method>-s<seed>; under <task>/ for a task other than the boat."""
+        return f"{self.method}-s{self.seed}" if self.task == "boat" else f"{self.task}/{self.method}-s{self.seed}"
 
     @property
     def dir(self) -> Path:
@@ -102,7 +117,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     try:
         torch.set_num_threads(cell.threads)
         run = train(TrainOptions(data=cell.data, out=str(cell.dir / "run"), algo=cell.method, seed=cell.seed,
-                                 overrides=cell.overrides, progress=False))
+                                 overrides=cell.overrides, task=cell.task, progress=False))
         summary = evaluate_run(run, cell.episodes, cell.seed, cell.dir / "eval.json")
         latency = decision_latency(run, cell) if cell.latency_calls > 0 else None
         result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": summary["trained_steps"],
@@ -117,7 +132,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
 
 def evaluate_run(run: Path, episodes: int, seed: int, out: Path) -> dict[str, Any]:
-    """The raw actor on the fixed initial states, through offline_train.evaluate itself."""
+    """The raw actor through offline_train.evaluate itself: the boat's fixed initial states, or
+    `episodes` resets (seeds seed..) of a Safety Gymnasium task."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = evaluate.main(["--run", str(run), "--episodes", str(episodes), "--seed", str(seed),
@@ -184,13 +200,18 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     if unknown:
         raise RunError(f"unknown method(s) {unknown}; available: {sorted(ALGOS)}")
     seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list is not None else list(range(args.seeds))
-    overrides = parse_sets(args.set, methods)
+    user = parse_sets(args.set, methods)
     if args.steps is not None:
         for m in methods:
-            overrides[m]["steps"] = args.steps
-    out, data = str(Path(args.out).resolve()), str(Path(args.data or Path(args.out) / "data.h5").resolve())
-    cells = [Cell(m, s, overrides[m], data, out, args.episodes, args.latency_calls, args.threads_per_cell)
-             for m in methods for s in seeds]
+            user[m]["steps"] = args.steps
+    if args.data is not None and len(suite["tasks"]) > 1:
+        raise RunError(f"--data names one dataset, but suite {args.suite} has tasks {list(suite['tasks'])}; "
+                       f"leave it out (each task uses <out>/data/<task>.h5, generated if missing)")
+    out = str(Path(args.out).resolve())
+    episodes = args.episodes or suite["episodes"]
+    cells = [Cell(task, m, s, {**fit.load_overrides(None, m, task)[1], **user[m]}, data_path(args, task), out,
+                  episodes, args.latency_calls, args.threads_per_cell)
+             for task in suite["tasks"] for m in methods for s in seeds]
     stale = [c.name for c in cells if (c.dir / RESULT).is_file()
              and json.loads((c.dir / RESULT).read_text()).get("settings") != c.settings()]
     if stale:
@@ -200,12 +221,20 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     return cells
 
 
-def ensure_data(path: str, task: str) -> None:
-    """The suite's standard dataset (`offline_train.collect --seed 0`), generated once."""
+def data_path(args: argparse.Namespace, task: str) -> str:
+    """--data, else <out>/data.h5 (boat) or <out>/data/<task>.h5."""
+    default = Path(args.out) / ("data.h5" if task == "boat" else f"data/{task}.h5")
+    return str(Path(args.data or default).resolve())
+
+
+def ensure_data(path: str, task: str, transitions: int | None) -> None:
+    """A task's standard dataset (`offline_train.collect --seed 0`), generated once."""
     if Path(path).is_file():
         return
     print(f"generating the standard {task} dataset into {path} (offline_train.collect --seed 0)")
-    if collect.main(["--task", task, "--seed", "0", "--out", path, "--no-progress"]) != 0:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    size = [] if transitions is None else ["--transitions", str(transitions)]
+    if collect.main(["--task", task, "--seed", "0", "--out", path, "--no-progress", *size]) != 0:
         raise DatasetError(f"could not generate {path}; pass an existing dataset with --data")
 
 
@@ -269,26 +298,30 @@ def outcome(cell: Cell) -> dict[str, Any]:
 
 
 def cell_values(result: dict[str, Any]) -> dict[str, float]:
-    """The table's numbers for one finished cell: feasible states (evaluate's `feasible`)."""
-    feasible = result["evaluation"]["feasible"]
+    """The table's numbers for one finished cell: on the boat its feasible states (evaluate's
+    `feasible` block), elsewhere every episode plus the DSRL-normalised scores."""
+    evaluation = result["evaluation"]
+    scored = evaluation.get("feasible", evaluation)
     latency = result.get("latency")
-    return {"mean_return": feasible.get("mean_return", math.nan),
-            "mean_violations": feasible.get("mean_violations", math.nan),
-            "zero_violation_rate": feasible.get("zero_violation_rate", math.nan),
+    return {"mean_return": scored.get("mean_return", math.nan),
+            "mean_violations": scored.get("mean_violations", math.nan),
+            "zero_violation_rate": scored.get("zero_violation_rate", math.nan),
+            "normalized_reward": evaluation.get("normalized_reward", {}).get("mean", math.nan),
+            "normalized_cost": evaluation.get("normalized_cost", {}).get("mean", math.nan),
             "train_seconds": result["train_seconds"],
             "latency_median_us": latency["median_us"] if latency else math.nan,
-            "feasible_episodes": feasible["count"]}
+            "episodes": scored["count"]}
 
 
 def aggregate(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one row per method: mean and std over its finished seeds, failed cells)."""
+    """(one row per task and method: mean and std over its finished seeds, failed cells)."""
     rows, failed = [], []
-    for method in dict.fromkeys(c.method for c in cells):
-        outcomes = [outcome(c) for c in cells if c.method == method]
+    for task, method in dict.fromkeys((c.task, c.method) for c in cells):
+        outcomes = [outcome(c) for c in cells if (c.task, c.method) == (task, method)]
         ok = [cell_values(r) for r in outcomes if r["status"] == "ok"]
         failed += [r for r in outcomes if r["status"] != "ok"]
-        row: dict[str, Any] = {"method": method, "seeds": len(ok), "failed": len(outcomes) - len(ok),
-                               "feasible_episodes": ok[0]["feasible_episodes"] if ok else ""}
+        row: dict[str, Any] = {"task": task, "method": method, "seeds": len(ok), "failed": len(outcomes) - len(ok),
+                               "episodes": ok[0]["episodes"] if ok else ""}
         for col in COLUMNS:
             values = np.array([v[col] for v in ok], dtype=float)
             values = values[~np.isnan(values)]
@@ -315,16 +348,9 @@ def _pm(row: dict[str, Any], col: str, fmt: str, scale: float = 1.0, unit: str =
 
 
 def markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# {title}", "",
-             "Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
-             "`feasible` block); mean ± std over the finished seeds.", "",
-             "| method | seeds | failed | return | violating steps / episode | zero-violation episodes "
-             "| train time (s) | decision latency (µs, median) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['seeds']} | {r['failed']} | {_pm(r, 'mean_return', '.1f')} "
-                     f"| {_pm(r, 'mean_violations', '.2f')} | {_pm(r, 'zero_violation_rate', '.1f', 100, ' %')} "
-                     f"| {_pm(r, 'train_seconds', '.0f')} | {_pm(r, 'latency_median_us', '.1f')} |")
+    lines = [f"# {title}"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines += ["", *task_table([r for r in rows if r["task"] == task], task)]
     lines += ["", f"Latency: {LATENCY_NOTE}"]
     if failed:
         lines += ["", "Failed cells (traceback in cells/<cell>/error.json; a rerun retries them):", ""]
@@ -332,29 +358,57 @@ def markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title: st
     return "\n".join(lines) + "\n"
 
 
+def task_table(rows: list[dict[str, Any]], task: str) -> list[str]:
+    """One task's rows: the boat on its feasible starts, a Safety Gymnasium task DSRL-normalised."""
+    boat = task == "boat"
+    head = ("Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
+            "`feasible` block); mean ± std over the finished seeds." if boat else
+            f"`{task}`: {rows[0]['episodes']} episodes per seed (reset seeds = the training seed + 0..); "
+            "normalised as DSRL (cost at κ = 10; ≤ 1 is safe); mean ± std over the finished seeds.")
+    gym = "" if boat else " normalized reward | normalized cost (κ 10) |"
+    lines = [head, "", "| method | seeds | failed | return | violating steps / episode | zero-violation episodes |"
+             + gym + " train time (s) | decision latency (µs, median) |",
+             "|---|---|---|---|---|---|" + ("" if boat else "---|---|") + "---|---|"]
+    for r in rows:
+        norm = "" if boat else f" {_pm(r, 'normalized_reward', '.3f')} | {_pm(r, 'normalized_cost', '.2f')} |"
+        lines.append(f"| {r['method']} | {r['seeds']} | {r['failed']} | {_pm(r, 'mean_return', '.1f')} "
+                     f"| {_pm(r, 'mean_violations', '.2f')} | {_pm(r, 'zero_violation_rate', '.1f', 100, ' %')} |"
+                     + norm + f" {_pm(r, 'train_seconds', '.0f')} | {_pm(r, 'latency_median_us', '.1f')} |")
+    return lines
+
+
 def plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Return and violating steps per method, std over seeds as error bars (paper-style)."""
+    """Per task: return and violating steps per method, std over seeds as error bars (paper-style)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = [r["method"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.5 * len(rows)), 3.8))
-    for ax, col, label, colour in ((axes[0], "mean_return", "return (feasible states)", "tab:blue"),
-                                   (axes[1], "mean_violations", "violating steps / episode", "tab:red")):
-        mean = np.array([r[col] for r in rows], dtype=float)
-        std = np.nan_to_num(np.array([r[f"{col}_std"] for r in rows], dtype=float))
-        ax.bar(names, mean, yerr=std, capsize=4, color=colour, alpha=0.8)  # NaN: no bar
-        for i in np.flatnonzero(np.isnan(mean)):
-            ax.text(i, 0, "no result", ha="center", va="bottom", fontsize=8, color="0.4")
-        ax.axhline(0, color="0.5", lw=0.6)
-        ax.set_ylabel(label)
-        ax.tick_params(axis="x", labelrotation=35)
-        for label_ in ax.get_xticklabels():
-            label_.set_horizontalalignment("right")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    width = max(7.0, 1.5 * max(sum(r["task"] == t for r in rows) for t in tasks))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(width, 3.8 * len(tasks)), squeeze=False)
+    for task, (ax_return, ax_cost) in zip(tasks, axes):
+        task_rows = [r for r in rows if r["task"] == task]
+        where = "feasible states" if task == "boat" else task
+        for ax, col, label, colour in ((ax_return, "mean_return", f"return ({where})", "tab:blue"),
+                                       (ax_cost, "mean_violations", "violating steps / episode", "tab:red")):
+            _bars(ax, task_rows, col, label, colour)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _bars(ax, rows: list[dict[str, Any]], col: str, label: str, colour: str) -> None:
+    names = [r["method"] for r in rows]
+    mean = np.array([r[col] for r in rows], dtype=float)
+    std = np.nan_to_num(np.array([r[f"{col}_std"] for r in rows], dtype=float))
+    ax.bar(names, mean, yerr=std, capsize=4, color=colour, alpha=0.8)  # NaN: no bar
+    for i in np.flatnonzero(np.isnan(mean)):
+        ax.text(i, 0, "no result", ha="center", va="bottom", fontsize=8, color="0.4")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", labelrotation=35)
+    for label_ in ax.get_xticklabels():
+        label_.set_horizontalalignment("right")
 
 
 def report(cells: list[Cell], out: Path, title: str) -> tuple[str, int]:
@@ -380,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="override every method's gradient steps (quick runs)")
     p.add_argument("--set", nargs="*", default=[], metavar="[METHOD:]KEY=VALUE",
                    help="config overrides: for every method that has KEY, or for METHOD only")
-    p.add_argument("--data", help="dataset HDF5 (default: <out>/data.h5, generated with "
-                                  "offline_train.collect --seed 0 if missing)")
-    p.add_argument("--episodes", type=int, default=500, help="evaluation episodes (fixed initial states)")
+    p.add_argument("--data", help="dataset HDF5 of a one-task suite (default: <out>/data.h5 for the boat, "
+                                  "<out>/data/<task>.h5 otherwise, generated with offline_train.collect --seed 0 "
+                                  "if missing)")
+    p.add_argument("--episodes", type=int, help="evaluation episodes per cell (boat: of the 500 fixed initial "
+                                               "states, default 500; safety_gym: resets, default 10)")
     p.add_argument("--latency-calls", type=int, default=2000,
                    help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
     p.add_argument("--threads-per-cell", type=int, default=1, help="torch threads = Ray CPUs per cell")
@@ -396,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cells = plan(args)
         if args.data is None:
-            ensure_data(cells[0].data, SUITES[args.suite]["task"])
+            for task, data in dict.fromkeys((c.task, c.data) for c in cells):
+                ensure_data(data, task, SUITES[args.suite]["transitions"])
         elif not Path(args.data).is_file():
             raise DatasetError(f"--data {args.data} does not exist; leave --data out to generate the "
                                f"standard dataset into {Path(args.out) / 'data.h5'}")

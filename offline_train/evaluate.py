@@ -1,4 +1,10 @@
-"""`python -m offline_train.evaluate`: closed-loop rollouts of a trained run on the boat task."""
+"""`python -m offline_train.evaluate`: closed-loop rollouts of a trained run or a bundle.
+
+On the boat (the default task) the episodes start from the fixed evaluation states and
+doomed starts are reported apart. On a Safety Gymnasium task (the run's training task, or
+`--task`) they are resets with seeds --seed, --seed+1, ..., scored raw and DSRL-normalised
+(normalized_reward, normalized_cost at kappa = 10, 20, 40, 80; safefql_core.envs.dsrl).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safefql_core import evaluation
+from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
 from safefql_core.bundle import BundleError
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
 from safefql_core.training import RunError, load_run
 
+GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
 # The deployed boat decision's fallback candidates: the eight compass headings.
 BOAT_FALLBACKS = [[float(np.cos(a)), float(np.sin(a))] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
 
@@ -42,38 +49,49 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--run", help="run directory written by offline_train.fit (the raw actor)")
     source.add_argument("--bundle", help="policy bundle: evaluate the deployed decision (actor + "
                                          "calibrated check + fallback candidates), as the robot runs it")
-    p.add_argument("--episodes", type=int, default=500)
-    p.add_argument("--init-states", help="(N, 2) .npy of initial states (default: the fixed set)")
-    p.add_argument("--steps", type=int, default=boat.EPISODE_STEPS,
-                   help=f"episode length (default {boat.EPISODE_STEPS}, the training horizon)")
+    p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the run's training task; "
+                                  "boat for a bundle)")
+    p.add_argument("--episodes", type=int, help="boat: how many of the fixed initial states (default 500); "
+                                               f"Safety Gymnasium: episodes (default {GYM_EPISODES})")
+    p.add_argument("--init-states", help="boat: (N, 2) .npy of initial states (default: the fixed set)")
+    p.add_argument("--steps", type=int, help=f"episode length (boat default {boat.EPISODE_STEPS}, the "
+                                            "training horizon; Safety Gymnasium: the task's own limit)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--plot", help="write a PNG map of the trajectories here")
     p.add_argument("--noise", choices=["zero", "sample"], default="zero",
                    help="actor noise z: zero (deterministic, default) or sampled")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
+                                                       "Safety Gymnasium: also the first reset seed")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
     modes = None
     try:
-        states = load_initial_states(args.init_states, args.episodes)
         if args.run:
             learner, meta = load_run(args.run)
+            task = args.task or meta.get("task", "boat")
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
+            task = args.task or "boat"
+            fallbacks = BOAT_FALLBACKS if task == "boat" else None
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed,
-                                                              fallback_actions=BOAT_FALLBACKS))
+                                                              fallback_actions=fallbacks))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             policy, modes = evaluation.runtime_policy(runtime)
-    except (RunError, BundleError) as exc:
+        if task != "boat":
+            if args.init_states or args.plot:
+                raise RunError("--init-states and --plot are boat-only")
+            return evaluate_safety_gym(policy, task, args, meta, modes)
+        states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
+    except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot), steps=args.steps)
+    result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot),
+                                steps=args.steps or boat.EPISODE_STEPS)
     feasible = feasible_mask(states)
     name = meta.get("variant") or meta["algo"]  # e.g. safefql-nodistill, a safefql learner
-    summary = {"run": str(args.run or args.bundle), "algo": meta["algo"], "variant": name, "seed": meta["seed"],
-               "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
-               "noise": args.noise, "steps": args.steps, **evaluation.summarize(result, feasible)}
+    summary = {**header(args, meta, "boat"), "steps": args.steps or boat.EPISODE_STEPS,
+               **evaluation.summarize(result, feasible)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = runtime.threshold
@@ -85,13 +103,38 @@ def main(argv: list[str] | None = None) -> int:
           f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+    write_json(args.json, summary)
     if args.plot:
         evaluation.plot_trajectories(args.plot, result["trajectories"], result["violations"], feasible,
                                      f"{name} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
                                      f"zero-violation {summary['zero_violation_rate']:.1%}")
+    return 0
+
+
+def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
+    """What was evaluated: the summary's first keys, the same for every task."""
+    return {"run": str(args.run or args.bundle), "task": task, "algo": meta["algo"],
+            "variant": meta.get("variant") or meta["algo"], "seed": meta["seed"],
+            "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
+            "noise": args.noise}
+
+
+def write_json(path: str | None, summary: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=2))
+
+
+def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
+                        modes) -> int:
+    """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised."""
+    result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps)
+    summary = {**header(args, meta, task), **gym_evaluation.summarize(result, task)}
+    if modes is not None:
+        summary["decision_modes"] = dict(modes)
+    print(f"{summary['variant']} seed {meta['seed']} on {task}: {gym_evaluation.describe(summary)}"
+          + (f" | decisions {dict(modes)}" if modes is not None else ""))
+    write_json(args.json, summary)
     return 0
 
 

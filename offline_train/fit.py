@@ -14,23 +14,59 @@ from offline_train import calibrate, export
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import ALGOS, RunError, TrainOptions, learner_name, train
+from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
 BUNDLE = "bundle"       # where --bag's bundle lands inside the run directory
 
 
-def load_overrides(config: str | None, algo: str) -> tuple[str, dict]:
-    """(task, algo overrides) from a task YAML: `task: boat` and one mapping per algo."""
+def task_config(task: str) -> Path:
+    """config/<task>.yaml, the settings `--task` trains with."""
+    path = CONFIG_DIR / f"{task}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "task" in (yaml.safe_load(p.read_text()) or {}))
+        raise RunError(f"no config for task {task!r} in {CONFIG_DIR} (tasks with one: {known}); "
+                       f"copy the closest and pass it with --config")
+    return path
+
+
+def load_overrides(config: str | None, algo: str, task: str | None = None) -> tuple[str, dict]:
+    """(task, algo overrides) from a task YAML: `task: <id>` and one mapping per algo.
+
+    Without --config, --task picks config/<task>.yaml; with both, they must agree.
+    """
     if config is None:
-        return "boat", {}
+        if task is None or task == "boat":  # boat's YAML equals the built-in defaults
+            return "boat", {}
+        config = str(task_config(task))
     path = Path(config)
     if not path.is_file():
         raise RunError(f"config file {path} not found; see config/boat.yaml for the format")
     doc = yaml.safe_load(path.read_text()) or {}
-    # A variant (safefql-nodistill, bc-safe, ...) reads its learner's section: the variant's
-    # own fixed overrides are applied on top by the registry.
-    return doc.get("task", "boat"), dict(doc.get(algo) or doc.get(learner_name(algo)) or {})
+    if task is not None and doc.get("task", "boat") != task:
+        raise RunError(f"--task {task} contradicts {path}, which is for task {doc.get('task', 'boat')!r}")
+    if algo in doc:
+        return doc.get("task", "boat"), dict(doc[algo] or {})
+    # A variant (safefql-nodistill, bc-safe, ...) reads its learner's section, less the keys
+    # that define the variant (nodistill's alpha = 0 is not the task's alpha to override).
+    fixed = get_algo(algo).overrides
+    section = doc.get(learner_name(algo)) or {}
+    return doc.get("task", "boat"), {k: v for k, v in section.items() if k not in fixed}
+
+
+def check_dataset_task(data: str, task: str) -> None:
+    """A dataset that names its task (offline_train.collect writes `task`) must match; a DSRL
+    file downloaded elsewhere names none and trains as the task given."""
+    import h5py
+    try:
+        with h5py.File(data, "r") as f:
+            stored = f.attrs.get("task")
+    except OSError:
+        return  # unreadable or missing: load_dataset reports it with the fix
+    if stored is not None and str(stored) != task:
+        raise RunError(f"{data} holds {str(stored)!r} data but training is for task {task!r}; "
+                       f"pass --task {stored} (or the config of that task)")
 
 
 def boat_evaluator(task: str, eval_every: int):
@@ -52,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--data", help="dataset HDF5 (offline_train.collect, or DSRL layout)")
     source.add_argument("--bag", help="rosbag2 directory, converted through the config's task spec")
     p.add_argument("--config", help="task YAML with per-algorithm settings (e.g. config/boat.yaml)")
+    p.add_argument("--task", help="boat or a Safety Gymnasium id, e.g. SafetyPointCircle1-v0: trains with "
+                                  "config/<task>.yaml unless --config is given (default: the config's task, boat)")
     add_bag_arguments(p)
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--seed", type=int, default=0)
@@ -70,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        task, overrides = load_overrides(args.config, args.algo)
+        task, overrides = load_overrides(args.config, args.algo, args.task)
         for item in args.set:
             key, _, value = item.partition("=")
             overrides[key] = yaml.safe_load(value)
@@ -82,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             data = str(Path(args.out) / DATASET)
             print(convert(args.bag, load_spec(args.config), data, args.typestore, args.on_nonfinite,
                           progress=not args.no_progress).summary())
+        if args.bag is None:
+            check_dataset_task(data, task)
         out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
                                  overrides=overrides, task=task, device=args.device,
                                  tensorboard=args.tensorboard, progress=not args.no_progress,

@@ -116,3 +116,32 @@ def test_set_applies_a_key_to_the_methods_that_have_it():
 def test_suite_lists_every_baseline_and_ablation():
     from safefql_core.training import ALGOS
     assert set(benchmark.SUITES["boat"]["methods"]) == set(ALGOS)
+
+
+def test_safety_gym_suite_has_a_section_per_task_with_normalised_scores(embedded_ray, tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("safety_gymnasium") is None:
+        pytest.skip("safety-gymnasium (optional) is not installed")
+    from offline_train import collect
+    tasks = benchmark.SUITES["safety_gym"]["tasks"]
+    for task in tasks:  # tiny stand-ins for the standard datasets, where the suite looks for them
+        assert collect.main(["--task", task, "--seed", "1", "--episodes", "2", "--max-episode-steps", "60",
+                             "--no-progress", "--out", str(tmp_path / "data" / f"{task}.h5")]) == 0
+    code = benchmark.main(["--suite", "safety_gym", "--out", str(tmp_path), "--methods", "bc", "--seeds", "1",
+                           "--steps", "10", "--set", "hidden=[16]", "--episodes", "2", "--latency-calls", "0",
+                           "--no-progress"])
+    assert code == 0
+    with (tmp_path / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["method"]) for r in rows] == [(t, "bc") for t in tasks]
+    for task, row in zip(tasks, rows):
+        evaluation = json.loads((tmp_path / "cells" / task / "bc-s0" / "result.json").read_text())["evaluation"]
+        assert evaluation["task"] == task and evaluation["count"] == 2
+        assert float(row["normalized_cost"]) == pytest.approx(evaluation["normalized_cost"]["mean"])
+        assert float(row["normalized_reward"]) == pytest.approx(evaluation["normalized_reward"]["mean"])
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"`{t}`: 2 episodes" in table for t in tasks) and "normalized cost (κ 10)" in table
+    with pytest.raises(RunError, match="--data names one dataset"):
+        benchmark.plan(benchmark.main.__globals__["argparse"].Namespace(
+            suite="safety_gym", methods=["bc"], seed_list=None, seeds=1, set=[], steps=None,
+            data=str(tmp_path / "x.h5"), out=str(tmp_path), episodes=None, latency_calls=0, threads_per_cell=1))

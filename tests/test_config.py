@@ -37,3 +37,21 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_closed_choices_are_validated(key, value, message):
     with pytest.raises(ValueError, match=message):
         SafeFQLConfig.from_dict({key: value})
+
+
+def test_a_variant_reads_its_learners_section_less_the_keys_that_define_it():
+    from safefql_core.training import resolve_config
+    task, overrides = load_overrides(str(BOAT_YAML), "safefql-nodistill")
+    assert "alpha" not in overrides and overrides["n_step"] == 10
+    assert resolve_config("safefql-nodistill", overrides)["alpha"] == 0.0  # no clash with the YAML's alpha
+
+
+@pytest.mark.parametrize("task", ["SafetyPointCircle1-v0", "SafetyPointGoal1-v0"])
+def test_task_configs_are_found_by_task_and_hold_valid_keys(task):
+    from safefql_core.fisor import FISORConfig
+    for algo, cls in (("safefql", SafeFQLConfig), ("bc", BCConfig), ("fisor", FISORConfig)):
+        got_task, overrides = load_overrides(None, algo, task)
+        assert got_task == task and overrides
+        cls.from_dict(overrides)  # unknown keys or bad values raise
+    with pytest.raises(RunError, match="contradicts"):
+        load_overrides(str(BOAT_YAML), "safefql", task)

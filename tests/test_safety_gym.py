@@ -91,3 +91,68 @@ def test_collect_cli_writes_a_valid_deterministic_dataset(tmp_path, capsys):
     assert data.attrs["behaviour_mix"] == safety_gym_behaviour.mix("SafetyPointCircle1-v0")
     assert collect.main(argv + ["--out", str(tmp_path / "b.h5")]) == 0
     assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_circle(tmp_path_factory) -> str:
+    """3 x 80 steps of the Circle mix (seed 1: costly and safe families)."""
+    path = tmp_path_factory.mktemp("circle") / "circle.h5"
+    assert collect.main(["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "3",
+                         "--max-episode-steps", "80", "--no-progress", "--out", str(path)]) == 0
+    return str(path)
+
+
+TINY_SET = ["--set", "critic_hidden=[32,32]", "flow_hidden=[32,32]", "batch_size=64", "flow_steps=3"]
+
+
+def test_fit_task_trains_with_the_task_config_and_evaluate_normalises(tiny_circle, tmp_path, capsys):
+    from offline_train import evaluate, fit
+    from safefql_core.envs import dsrl
+    from safefql_core.training import load_run
+    run = tmp_path / "run"
+    assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", tiny_circle, "--out", str(run),
+                     "--steps", "20", "--no-progress", *TINY_SET]) == 0
+    _, meta = load_run(run)
+    assert meta["task"] == "SafetyPointCircle1-v0"
+    assert meta["config"]["gate_threshold"] == 0.0 and meta["config"]["alpha"] == 10.0  # from the task's YAML
+    assert meta["config"]["critic_hidden"] == [32, 32]                                 # --set on top of it
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--run", str(run), "--episodes", "2", "--steps", "30", "--json", str(out)]) == 0
+    assert "normalized reward" in capsys.readouterr().out
+    summary = __import__("json").loads(out.read_text())
+    assert summary["task"] == "SafetyPointCircle1-v0" and summary["count"] == 2
+    returns, costs = np.array(summary["returns"]), np.array(summary["costs"])
+    assert summary["mean_violations"] == pytest.approx(costs.mean())
+    assert summary["normalized_reward"]["mean"] == pytest.approx(
+        dsrl.normalized_reward(returns, "SafetyPointCircle1-v0").mean())
+    for budget in ("10", "20", "40", "80"):
+        assert summary["normalized_cost_by_budget"][budget]["mean"] == pytest.approx(costs.mean() / float(budget))
+    assert summary["normalized_cost"] == summary["normalized_cost_by_budget"]["10"]
+    # same seed, same episodes
+    assert evaluate.main(["--run", str(run), "--episodes", "2", "--steps", "30", "--json", str(tmp_path / "b.json")]) == 0
+    assert __import__("json").loads((tmp_path / "b.json").read_text())["returns"] == summary["returns"]
+
+
+def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle, tiny_boat_h5, tmp_path, capsys):
+    from offline_train import fit
+    assert fit.main(["--task", "SafetyPointGoal1-v0", "--data", tiny_circle, "--out", str(tmp_path / "a"),
+                     "--steps", "2", "--no-progress"]) == 2
+    assert "holds 'SafetyPointCircle1-v0' data" in capsys.readouterr().err
+    assert fit.main(["--task", "SafetyCarGoal9-v0", "--data", tiny_circle, "--out", str(tmp_path / "b"),
+                     "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no config for task 'SafetyCarGoal9-v0'" in err and "SafetyPointCircle1-v0" in err
+    assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", tiny_boat_h5, "--out", str(tmp_path / "c"),
+                     "--steps", "2", "--no-progress"]) == 2
+    assert "holds 'boat' data" in capsys.readouterr().err
+
+
+def test_a_dsrl_file_without_task_attrs_trains_as_the_given_task(tiny_circle, tmp_path):
+    import h5py
+    from offline_train import fit
+    bare = tmp_path / "dsrl.h5"
+    with h5py.File(tiny_circle, "r") as src, h5py.File(bare, "w") as dst:
+        for key in ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts"):
+            dst[key] = src[key][:]  # DSRL's keys only: no margins, no attrs
+    assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", str(bare), "--out", str(tmp_path / "run"),
+                     "--steps", "5", "--no-progress", *TINY_SET]) == 0
