@@ -363,7 +363,7 @@ def task_table(rows: list[dict[str, Any]], task: str) -> list[str]:
     boat = task == "boat"
     head = ("Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
             "`feasible` block); mean ± std over the finished seeds." if boat else
-            f"`{task}`: {rows[0]['episodes']} episodes per seed (reset seeds = the training seed + 0..); "
+            f"`{task}`: {next((r['episodes'] for r in rows if r['episodes']), '?')} episodes per seed (reset seeds = the training seed + 0..); "
             "normalised as DSRL (cost at κ = 10; ≤ 1 is safe); mean ± std over the finished seeds.")
     gym = "" if boat else " normalized reward | normalized cost (κ 10) |"
     lines = [head, "", "| method | seeds | failed | return | violating steps / episode | zero-violation episodes |"

@@ -34,8 +34,8 @@ def export_run(run: str, out: str, seed: int = 0) -> dict:
 
 def describe(out: str, doc: dict) -> str:
     note = "" if doc["calibration"] else " (uncalibrated: δ* = 0; run offline_train.calibrate first)"
-    return (f"wrote bundle {out}: {', '.join(sorted(doc['files']))}; torch/onnxruntime max abs diff "
-            f"{max(doc['export_parity_max_abs_diff'].values()):.2e}{note}")
+    return (f"wrote bundle {out}: {', '.join(sorted(doc['files']))}; torch/onnxruntime max diff "
+            f"{max(doc['export_parity_max_rel_diff'].values()):.2e} (relative to max(1, |value|)){note}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,12 @@ from safefql_core.folding import fold
 SCHEMA_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
-PARITY_TOL = 1e-5
+# float32 agreement between onnxruntime and torch, relative to max(1, |value|): Q values on
+# the boat are O(1), but a +25 / -1 margin (0/1-cost tasks) gives safety values near 25,
+# where float32 rounding differs by ~2e-4 in absolute terms. The boat's 128-wide nets agree
+# to ~2e-6; Safety Gymnasium's 256-wide ones on 60-d inputs to ~1.1e-5 (other summation
+# orders). 1e-4 passes both; a corrupt or mismatched graph is off by orders more.
+PARITY_TOL = 1e-4
 EXAMPLES = 8
 
 
@@ -148,14 +153,18 @@ def ort_session(model: bytes | str, threads: int = 1):
 
 
 def check_parity(session, examples: dict[str, Any], name: str) -> float:
+    """The worst difference between onnxruntime and the stored torch outputs, relative to
+    max(1, |torch output|); raises above PARITY_TOL."""
     feeds = {k: np.asarray(v, dtype=np.float32) for k, v in examples["inputs"].items()}
     got = session.run(None, feeds)
-    worst = max(float(np.abs(np.asarray(g) - np.asarray(e, dtype=np.float32)).max())
-                for g, e in zip(got, examples["outputs"]))
+    worst = 0.0
+    for g, e in zip(got, examples["outputs"]):
+        e = np.asarray(e, dtype=np.float32)
+        worst = max(worst, float((np.abs(np.asarray(g) - e) / np.maximum(1.0, np.abs(e))).max()))
     if not worst <= PARITY_TOL:
         raise BundleError(f"{name}: onnxruntime output differs from the stored torch output by {worst:.3g} "
-                          f"(tolerance {PARITY_TOL}); the graph is corrupt or was built for another "
-                          "runtime version — re-export with offline_train.export")
+                          f"(relative to max(1, |value|); tolerance {PARITY_TOL}); the graph is corrupt or "
+                          "was built for another runtime version — re-export with offline_train.export")
     return worst
 
 
@@ -202,7 +211,7 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
         "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
                           "outputs": list(GRAPHS[name].outputs)} for name in examples},
         "examples": examples,
-        "export_parity_max_abs_diff": parity,
+        "export_parity_max_rel_diff": parity,
         "files": files,
         "dataset_fingerprint": meta["dataset_fingerprint"],
         "training": {"seed": meta["seed"], "steps": meta["trained_steps"], "config": meta["config"]},

@@ -5,7 +5,11 @@ arithmetic of these small MLPs (docs/BENCHMARKS.md, "Decision latency"), so the 
 graphs are built from a folded copy of the learner:
 
 - the observation normalisation is folded into the first layer (W' = W / std,
-  b' = b - W mean / std): no Sub and Div nodes;
+  b' = b - W mean / std): no Sub and Div nodes. Only when it is well conditioned, i.e.
+  every |mean| / std <= MAX_FOLD_CONDITION: an input that sits far from zero relative to its
+  spread (an accelerometer's gravity axis: mean 9.8, std 0.03) makes x W' and b' large terms
+  that cancel, and float32 then loses ~|mean| / std x 6e-8 of the result per input. Such a
+  normalisation stays a separate (x - mean) / std in the graph;
 - an ensemble becomes one dense MLP, the members' first layers side by side and the deeper
   layers block-diagonal, so each layer is one Gemm with its ReLU fused (instead of MatMul,
   Add and Relu on a member axis) and the members' outputs are columns to take the max over.
@@ -23,6 +27,7 @@ from torch import nn
 from safefql_core.nets import ACTIVATIONS, MLP, EnsembleLinear
 
 Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out], bias [members, out]
+MAX_FOLD_CONDITION = 10.0  # largest |mean| / std whose normalisation is folded (module doc)
 
 
 def mlp_layers(mlp: MLP) -> tuple[list[Layer], str] | None:
@@ -106,10 +111,12 @@ class Folded(nn.Module):
 
     def __init__(self, learner: nn.Module, parsed: dict[str, tuple[list[Layer], str]]) -> None:
         super().__init__()
-        self.normalizer = nn.Identity()  # folded into every first layer
         mean, std = learner.normalizer.mean, learner.normalizer.std
+        folds = bool((mean.abs() / std).max() <= MAX_FOLD_CONDITION)
+        # folded into every first layer, or kept as the learner's own (x - mean) / std
+        self.normalizer = nn.Identity() if folds else learner.normalizer
         for name, (layers, activation) in parsed.items():
-            dense = side_by_side(fold_normalisation(layers, mean, std))
+            dense = side_by_side(fold_normalisation(layers, mean, std) if folds else layers)
             net = DenseCritic(dense, activation) if name in CRITICS else \
                 DenseMLP(dense, activation, squeeze=name in VALUES)
             setattr(self, name, net)

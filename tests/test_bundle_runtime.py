@@ -35,7 +35,7 @@ def test_bundle_contents_and_parity(bundle_dir):
     meta = b.meta
     assert meta["schema_version"] == 1 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
     assert meta["task"]["name"] == "boat" and meta["calibration"] is None
-    assert max(meta["export_parity_max_abs_diff"].values()) <= 1e-5
+    assert max(meta["export_parity_max_rel_diff"].values()) <= 1e-5
     assert (bundle_dir / "MODEL_CARD.md").read_text().startswith("# Model card")
     assert b.threshold == 0.0
 
@@ -151,3 +151,19 @@ def test_fused_policy_graph_equals_actor_then_safety(bundle_dir):
     np.testing.assert_allclose(action, a2, atol=1e-6)
     np.testing.assert_allclose(q, q2, atol=1e-5)
     np.testing.assert_allclose(v, v2, atol=1e-5)
+
+
+def test_parity_is_relative_to_the_size_of_the_value():
+    from safefql_core.bundle import check_parity
+
+    class Session:  # onnxruntime's InferenceSession.run, returning fixed outputs
+        def __init__(self, out):
+            self.out = out
+
+        def run(self, _names, _feeds):
+            return [np.array(self.out, dtype=np.float32)]
+
+    examples = {"inputs": {"obs": [[0.0]]}, "outputs": [[25.0, 0.5]]}
+    assert check_parity(Session([25.0002, 0.5]), examples, "safety") <= 1e-5   # float32 rounding at 25
+    with pytest.raises(BundleError, match="relative to max"):
+        check_parity(Session([25.0, 0.5005]), examples, "safety")               # 5e-4 at 0.5

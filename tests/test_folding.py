@@ -46,3 +46,19 @@ def test_ensemble_folds_to_one_dense_net_with_member_columns():
 def test_layer_norm_nets_are_exported_as_trained():
     learner = _learner("safefql", critic_layer_norm=True)
     assert fold(learner, NETWORKS_BY_ALGO["safefql"]) is learner
+
+
+def test_ill_conditioned_normalisation_stays_unfolded_and_exact():
+    # an accelerometer's gravity axis: mean 9.8, std 0.03 -> |mean| / std ~ 300
+    torch.manual_seed(0)
+    cfg = resolve_config("safefql", {"critic_hidden": [64, 64], "flow_hidden": [64, 64]})
+    learner = build_learner("safefql", cfg, 2, 2, torch.tensor([9.8, 0.0]).numpy(),
+                            torch.tensor([0.03, 1.0]).numpy()).eval()
+    folded = fold(learner, NETWORKS_BY_ALGO["safefql"])
+    assert folded.normalizer is learner.normalizer            # kept as (x - mean) / std
+    obs = torch.tensor([9.8, 0.0]) + torch.randn(64, 2) * torch.tensor([0.03, 1.0])
+    act = torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        want = learner.qc(learner.normalizer(obs), act).max(0).values
+        got = folded.qc.pessimistic(folded.normalizer(obs), act)
+    assert (want - got).abs().max() <= 1e-5                   # the ensemble is still one dense net
