@@ -172,6 +172,9 @@ def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
 def train(opts: TrainOptions) -> Path:
     """Train (or resume) a run; return its directory."""
     out = Path(opts.out)
+    if opts.eval_every and opts.evaluator is None:
+        raise RunError(f"eval_every={opts.eval_every} needs an evaluator (a function learner -> metrics); "
+                       "fit --eval-every supplies the boat's")
     data = training_data(opts)
     resolved = _resolved_config(opts, data)
     out.mkdir(parents=True, exist_ok=True)

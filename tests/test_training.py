@@ -222,3 +222,9 @@ def test_violation_free_episodes_refuses_an_all_violating_dataset():
     data = _episodes(costs=[1, 0, 0, 1], terminals=[0] * 4, timeouts=[0, 1, 0, 1])
     with pytest.raises(DatasetError, match="none of the dataset's 2 episodes is free of violations"):
         violation_free_episodes(data)
+
+
+def test_eval_every_without_an_evaluator_is_a_clear_error(tiny_boat_h5, tmp_path):
+    with pytest.raises(RunError, match="needs an evaluator"):
+        train(TrainOptions(data=tiny_boat_h5, out=str(tmp_path / "run"), algo="bc", eval_every=5, progress=False))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
