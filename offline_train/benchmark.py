@@ -361,9 +361,10 @@ def markdown(rows: list[dict[str, Any]], failed: list[dict[str, Any]], title: st
 def task_table(rows: list[dict[str, Any]], task: str) -> list[str]:
     """One task's rows: the boat on its feasible starts, a Safety Gymnasium task DSRL-normalised."""
     boat = task == "boat"
+    episodes = next((r["episodes"] for r in rows if r["episodes"]), "?")  # from a finished cell
     head = ("Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
             "`feasible` block); mean ± std over the finished seeds." if boat else
-            f"`{task}`: {next((r['episodes'] for r in rows if r['episodes']), '?')} episodes per seed (reset seeds = the training seed + 0..); "
+            f"`{task}`: {episodes} episodes per seed (reset seeds = the training seed + 0..); "
             "normalised as DSRL (cost at κ = 10; ≤ 1 is safe); mean ± std over the finished seeds.")
     gym = "" if boat else " normalized reward | normalized cost (κ 10) |"
     lines = [head, "", "| method | seeds | failed | return | violating steps / episode | zero-violation episodes |"

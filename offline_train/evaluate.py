@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot),
                                 steps=args.steps or boat.EPISODE_STEPS)
     feasible = feasible_mask(states)
-    name = meta.get("variant") or meta["algo"]  # e.g. safefql-nodistill, a safefql learner
     summary = {**header(args, meta, "boat"), "steps": args.steps or boat.EPISODE_STEPS,
                **evaluation.summarize(result, feasible)}
+    name = summary["variant"]
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = runtime.threshold
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
     """What was evaluated: the summary's first keys, the same for every task."""
     return {"run": str(args.run or args.bundle), "task": task, "algo": meta["algo"],
-            "variant": meta.get("variant") or meta["algo"], "seed": meta["seed"],
+            "variant": meta.get("variant") or meta["algo"],  # e.g. safefql-nodistill, a safefql learner
+            "seed": meta["seed"],
             "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
             "noise": args.noise}
 
