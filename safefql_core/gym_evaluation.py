@@ -11,14 +11,11 @@ steps), normalised as DSRL does (safefql_core.envs.dsrl) at every budget of `dsr
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from safefql_core.envs import dsrl
 from safefql_core.envs.safety_gym import make_env
-
-Policy = Callable[[np.ndarray], np.ndarray]
+from safefql_core.evaluation import Policy
 
 
 def rollout(policy: Policy, task: str, episodes: int, seed: int,
