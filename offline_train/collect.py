@@ -3,6 +3,10 @@
 `--task boat` runs the boat simulator's behaviour mix; a Safety Gymnasium id
 (SafetyPointCircle1-v0, SafetyPointGoal1-v0) runs that task's scripted mix
 (safefql_core.envs.safety_gym_behaviour) and needs the optional safety-gymnasium package.
+SafetyHalfCheetahVelocity-v1 runs snapshots of an online SAC run of varying speed
+(safefql_core.envs.velocity_behaviour; needs the optional stable-baselines3==2.3.2): the
+snapshots are trained first (~15-20 min on one core for the default 100k steps) into
+`--policies` (default: `<out>.policies/` beside the dataset) and reused afterwards.
 
 `--format bag` writes the same episodes as a rosbag2 on the task spec's topics instead
 (offline_train.bags: episodes separated by a 1 s silence, which offline_train.convert
@@ -17,7 +21,7 @@ import numpy as np
 
 from offline_train.bags import STORAGES, BagError, write_episodes
 from safefql_core.data import Dataset, save_dataset
-from safefql_core.envs import boat, boat_behaviour, safety_gym_behaviour
+from safefql_core.envs import boat, boat_behaviour, safety_gym_behaviour, velocity_behaviour
 from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 
@@ -26,7 +30,8 @@ DEFAULT_TRANSITIONS = 1_000_000
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.collect", description=__doc__)
-    p.add_argument("--task", default="boat", choices=["boat", *safety_gym_behaviour.TASKS], help="built-in task")
+    p.add_argument("--task", default="boat", choices=["boat", *safety_gym_behaviour.TASKS, *velocity_behaviour.TASKS],
+                   help="built-in task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True,
                    help="output HDF5 path, e.g. data/boat.h5 (a new directory for --format bag)")
@@ -38,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--episodes", type=int, help="number of episodes (boat: 400 steps each)")
     p.add_argument("--max-episode-steps", type=int,
                    help="Safety Gymnasium only: cut episodes shorter than the task's own limit")
+    p.add_argument("--policies", help="velocity tasks: directory of the SAC behaviour snapshots "
+                   "(trained there if absent; default <out>.policies)")
+    p.add_argument("--rl-timesteps", type=int, default=velocity_behaviour.DEFAULT_TIMESTEPS,
+                   help="velocity tasks: SAC environment steps when the snapshots are trained "
+                   f"(default {velocity_behaviour.DEFAULT_TIMESTEPS:,})")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.policies and args.task not in velocity_behaviour.TASKS:
+        p.error(f"--policies only applies to {', '.join(velocity_behaviour.TASKS)}")
     if args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
@@ -86,23 +98,44 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
     if episodes <= 0:
         print("error: --episodes / --transitions must be positive", file=sys.stderr)
         return 2
+    try:
+        families, behaviour = behaviour_families(args)
+    except (ImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     arrays = safety_gym_behaviour.collect(args.task, episodes, args.seed, args.max_episode_steps,
-                                          progress=not args.no_progress)
+                                          progress=not args.no_progress, families=families)
     family = arrays.pop("family")
     arrays["margins"] = margin_from_cost(arrays["costs"])
-    mix = safety_gym_behaviour.mix(args.task)
+    mix = {name: fam.share for name, fam in families.items()}
     attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
              "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
              "behaviour_mix": mix, "margin": "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)",
-             "source": "offline_train.collect (safety-gymnasium 1.0.0, scripted behaviour)"}
+             "source": f"offline_train.collect (safety-gymnasium 1.0.0, {behaviour})"}
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
     ends = np.flatnonzero((data.terminals > 0) | (data.timeouts > 0))
     per_family = {name: int((family[ends] == i).sum()) for i, name in enumerate(mix)}
+    cost_rate = {name: round(float(data.costs[family == i].mean()), 3) for i, name in enumerate(mix)
+                 if (family == i).any()}
     print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes of <= {episode_steps} steps, "
           f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, "
-          f"episodes per family {per_family}")
+          f"episodes per family {per_family}, cost rate per family {cost_rate}")
     return 0
+
+
+def behaviour_families(args: argparse.Namespace) -> tuple[dict[str, safety_gym_behaviour.Family], str]:
+    """The task's behaviour families and a description for the dataset's `source` attr.
+
+    Velocity tasks train their SAC snapshots first when `--policies` does not hold them.
+    """
+    if args.task not in velocity_behaviour.TASKS:
+        return safety_gym_behaviour.MIXES[args.task], "scripted behaviour"
+    policies = args.policies or f"{args.out}.policies"
+    velocity_behaviour.train_policies(args.task, policies, args.seed, args.rl_timesteps,
+                                      progress=not args.no_progress)
+    return (velocity_behaviour.families(args.task, policies),
+            f"SAC snapshots from {policies}, {args.rl_timesteps} steps, stable-baselines3")
 
 
 def save_bag(out: str, task: str, arrays: dict[str, np.ndarray], episodes: int, storage: str) -> int:

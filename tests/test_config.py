@@ -46,7 +46,7 @@ def test_a_variant_reads_its_learners_section_less_the_keys_that_define_it():
     assert resolve_config("safefql-nodistill", overrides)["alpha"] == 0.0  # no clash with the YAML's alpha
 
 
-@pytest.mark.parametrize("task", ["SafetyPointCircle1-v0", "SafetyPointGoal1-v0"])
+@pytest.mark.parametrize("task", ["SafetyPointCircle1-v0", "SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"])
 def test_task_configs_are_found_by_task_and_hold_valid_keys(task):
     from safefql_core.fisor import FISORConfig
     for algo, cls in (("safefql", SafeFQLConfig), ("bc", BCConfig), ("fisor", FISORConfig)):

@@ -156,3 +156,53 @@ def test_a_dsrl_file_without_task_attrs_trains_as_the_given_task(tiny_circle, tm
             dst[key] = src[key][:]  # DSRL's keys only: no margins, no attrs
     assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", str(bare), "--out", str(tmp_path / "run"),
                      "--steps", "5", "--no-progress", *TINY_SET]) == 0
+
+
+HALF_CHEETAH = "SafetyHalfCheetahVelocity-v1"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stable_baselines3") is None,
+                    reason="stable-baselines3 (optional, velocity tasks) is not installed")
+def test_velocity_collect_trains_snapshots_once_and_is_deterministic(tmp_path, capsys):
+    import torch
+    from safefql_core.envs import velocity_behaviour
+    policies = tmp_path / "policies"
+    base = ["--task", HALF_CHEETAH, "--seed", "0", "--episodes", "6", "--max-episode-steps", "40",
+            "--policies", str(policies), "--no-progress"]
+    argv = base + ["--rl-timesteps", "200"]
+    assert collect.main(argv + ["--out", str(tmp_path / "a.h5")]) == 0
+    snapshots = velocity_behaviour.snapshot_paths(policies)
+    assert all(p.is_file() for p in snapshots)
+    stamps = [p.stat().st_mtime_ns for p in snapshots]
+    data = load_dataset(tmp_path / "a.h5")
+    assert len(data) == 240 and data.obs_dim == 17 and data.act_dim == 6
+    assert data.attrs["task"] == HALF_CHEETAH and "SAC snapshots" in data.attrs["source"]
+    assert list(data.attrs["behaviour_mix"]) == [f"sac-{k}/5" for k in range(1, 6)] + ["random"]
+    assert sum(data.attrs["behaviour_mix"].values()) == pytest.approx(1.0)
+    np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
+    # the second collection reuses the snapshots (not retrained) and reproduces the data
+    assert collect.main(argv + ["--out", str(tmp_path / "b.h5")]) == 0
+    assert [p.stat().st_mtime_ns for p in snapshots] == stamps
+    assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
+    # training is reproducible too: same seed, same final snapshot
+    again = velocity_behaviour.train_policies(HALF_CHEETAH, tmp_path / "again", seed=0, timesteps=200, progress=False)
+    from stable_baselines3 import SAC
+    first, second = (SAC.load(p, device="cpu").policy.state_dict() for p in (snapshots[-1], again[-1]))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    # snapshots of other settings are refused, not mixed
+    assert collect.main(base + ["--rl-timesteps", "300", "--out", str(tmp_path / "c.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "holds behaviour policies trained with" in err and not (tmp_path / "c.h5").exists()
+
+
+def test_velocity_collect_without_sb3_names_the_install(monkeypatch, tmp_path, capsys):
+    from safefql_core.envs import velocity_behaviour
+    real = velocity_behaviour.importlib.util.find_spec
+    monkeypatch.setattr(velocity_behaviour.importlib.util, "find_spec",
+                        lambda name: None if name == "stable_baselines3" else real(name))
+    assert collect.main(["--task", HALF_CHEETAH, "--episodes", "1", "--out", str(tmp_path / "x.h5"),
+                         "--no-progress"]) == 2
+    assert "stable-baselines3==2.3.2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        collect.main(["--task", "SafetyPointGoal1-v0", "--policies", str(tmp_path), "--out", str(tmp_path / "y.h5")])
+    assert "--policies only applies to SafetyHalfCheetahVelocity-v1" in capsys.readouterr().err

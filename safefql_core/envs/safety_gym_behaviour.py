@@ -185,13 +185,15 @@ def _families(task_id: str) -> dict[str, Family]:
 
 
 def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int | None = None,
-            progress: bool = True) -> dict[str, np.ndarray]:
-    """Roll out the task's behaviour mix; return flat DSRL-layout arrays plus `family` ids.
+            progress: bool = True, families: dict[str, Family] | None = None) -> dict[str, np.ndarray]:
+    """Roll out a behaviour mix (default: the task's scripted one); return flat DSRL-layout
+    arrays plus `family` ids.
 
     Episodes are contiguous; each ends with timeouts=1 at the time limit or terminals=1
-    when the task terminates it. Actions are stored after clipping to [-1, 1].
+    when the task terminates it (the velocity tasks' cheetah can flip but never
+    terminates). Actions are stored after clipping to [-1, 1].
     """
-    families = _families(task_id)
+    families = families or _families(task_id)
     names = list(families)
     rng = np.random.default_rng(seed)
     family = rng.choice(len(names), size=num_episodes, p=[f.share for f in families.values()])

@@ -1,0 +1,171 @@
+"""Behaviour for Safety Gymnasium velocity tasks: online-trained policies of varying speed.
+
+A scripted gait for a MuJoCo cheetah is not practical, so (as DSRL did) the behaviour is a
+set of online-trained policies. One SAC run (stable-baselines3, an optional dependency:
+`pip install stable-baselines3==2.3.2`, the last release that accepts gymnasium 0.28.1) is
+trained on the task's *reward only*, and snapshots taken along the way are the policies:
+early snapshots run slowly, late ones faster than the velocity limit. That gives one
+dataset every speed from standing still to well past the limit, i.e. both safe and costly
+behaviour, without training a policy per speed. Snapshots are saved as SB3 zips under a
+policy directory and reused by later collections (training is the slow part: ~100
+steps/s on one CPU core).
+
+SafetyHalfCheetahVelocity-v1 (17-d observation, 6 joint torques in [-1, 1], 1000-step
+episodes; cost 1 while the forward speed exceeds 3.2096 m/s). Each episode runs one
+family: a snapshot with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode, or
+temporally correlated random actions. The measured speeds and cost rates of the families
+are written into docs/BENCHMARKS.md by the collection that produced the benchmark data.
+
+| family   | share | policy                                         |
+|----------|-------|------------------------------------------------|
+| sac-1/5  | 20 %  | snapshot after 1/5 of the SAC steps: slow       |
+| sac-2/5  | 20 %  | after 2/5                                      |
+| sac-3/5  | 20 %  | after 3/5                                      |
+| sac-4/5  | 15 %  | after 4/5                                      |
+| sac-5/5  | 15 %  | the final policy: the fastest                  |
+| random   | 10 %  | a random action, redrawn every 25 steps         |
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safefql_core.envs.safety_gym import SafetyGymEnv, make_env
+from safefql_core.envs.safety_gym_behaviour import Family, Policy, _random
+
+TASKS = ("SafetyHalfCheetahVelocity-v1",)
+SNAPSHOTS = 5
+SHARES = (0.20, 0.20, 0.20, 0.15, 0.15)
+RANDOM_SHARE = 0.10
+NOISE_SD = (0.0, 0.3)
+DEFAULT_TIMESTEPS = 100_000
+LEARNING_STARTS = 5_000
+SB3_HINT = ("velocity tasks train their behaviour policies with stable-baselines3; install it with "
+            "`pip install -c constraints.txt stable-baselines3==2.3.2` (the last release that accepts "
+            "gymnasium 0.28.1)")
+
+
+def _sb3() -> Any:
+    if importlib.util.find_spec("stable_baselines3") is None:
+        raise ImportError(SB3_HINT)
+    import stable_baselines3
+    return stable_baselines3
+
+
+def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None) -> Any:
+    """The adapter behind the gymnasium 5-tuple API that SB3 trains on (cost in info["cost"])."""
+    import gymnasium
+
+    class Env(gymnasium.Env):
+        def __init__(self) -> None:
+            self.inner: SafetyGymEnv = make_env(task_id, seed, max_episode_steps)
+            self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.inner.obs_dim,), np.float32)
+            self.action_space = gymnasium.spaces.Box(self.inner.action_low, self.inner.action_high)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+            return self.inner.reset(seed=seed), {}
+
+        def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+            obs, reward, cost, terminated, truncated, info = self.inner.step(action)
+            return obs, reward, terminated, truncated, {**info, "cost": cost}
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return Env()
+
+
+def snapshot_paths(policy_dir: str | Path) -> list[Path]:
+    return [Path(policy_dir) / f"sac-{k}of{SNAPSHOTS}.zip" for k in range(1, SNAPSHOTS + 1)]
+
+
+def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: int = DEFAULT_TIMESTEPS,
+                   progress: bool = True) -> list[Path]:
+    """Train SAC on the task's reward and save SNAPSHOTS evenly spaced snapshots.
+
+    Reuses the snapshots when `policy_dir` already holds a run with the same task, seed and
+    timesteps (its `training.json`); refuses to mix with a run of other settings.
+    """
+    _check_task(task_id)
+    paths, meta_path = snapshot_paths(policy_dir), Path(policy_dir) / "training.json"
+    settings = {"task": task_id, "seed": seed, "timesteps": timesteps, "algorithm": "SAC",
+                "stable_baselines3": _sb3().__version__}
+    if meta_path.is_file():
+        stored = json.loads(meta_path.read_text())
+        if stored != settings:
+            raise ValueError(f"{policy_dir} holds behaviour policies trained with {stored}, not {settings}; "
+                             "pass another --policies directory or delete that one")
+        if all(p.is_file() for p in paths):
+            return paths
+    if timesteps < SNAPSHOTS:
+        raise ValueError(f"--rl-timesteps must be at least {SNAPSHOTS}, got {timesteps}")
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    Path(policy_dir).mkdir(parents=True, exist_ok=True)
+    every = timesteps // SNAPSHOTS
+
+    class Snapshots(BaseCallback):
+        """Save a snapshot every `every` steps; drive the progress bar."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar = None
+
+        def _on_training_start(self) -> None:
+            if progress:
+                from tqdm import tqdm
+                self.bar = tqdm(total=timesteps, desc=f"SAC behaviour policies {task_id}", unit="step")
+
+        def _on_step(self) -> bool:
+            if self.bar is not None:
+                self.bar.update()
+            if self.num_timesteps % every == 0 and self.num_timesteps // every <= SNAPSHOTS:
+                self.model.save(paths[self.num_timesteps // every - 1])
+            return True
+
+        def _on_training_end(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    torch.set_num_threads(1)   # small nets gain nothing from threads, and one thread is reproducible
+    torch.manual_seed(seed)
+    model = _sb3().SAC("MlpPolicy", gymnasium_env(task_id, seed), seed=seed, device="cpu", verbose=0,
+                       learning_starts=min(LEARNING_STARTS, timesteps // 2))
+    model.learn(total_timesteps=every * SNAPSHOTS, callback=Snapshots())
+    model.env.close()
+    meta_path.write_text(json.dumps(settings, indent=1) + "\n")
+    return paths
+
+
+def families(task_id: str, policy_dir: str | Path) -> dict[str, Family]:
+    """The task's behaviour families from the snapshots in `policy_dir` (see the module table)."""
+    _check_task(task_id)
+    missing = [str(p) for p in snapshot_paths(policy_dir) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"behaviour policies missing: {missing}; train them with "
+                                f"`python -m offline_train.collect --task {task_id} --policies {policy_dir}`")
+    sac = _sb3().SAC
+    out = {}
+    for k, (path, share) in enumerate(zip(snapshot_paths(policy_dir), SHARES), start=1):
+        model = sac.load(path, device="cpu")
+        out[f"sac-{k}/{SNAPSHOTS}"] = Family(share, _snapshot(model))
+    out["random"] = Family(RANDOM_SHARE, _random)
+    return out
+
+
+def _snapshot(model: Any) -> Any:
+    def act(obs: np.ndarray) -> np.ndarray:
+        return model.predict(obs, deterministic=True)[0]
+
+    def draw(rng: np.random.Generator) -> tuple[Policy, float]:
+        return act, rng.uniform(*NOISE_SD)
+    return draw
+
+
+def _check_task(task_id: str) -> None:
+    if task_id not in TASKS:
+        raise ValueError(f"no velocity behaviour for {task_id!r}; available: {list(TASKS)}")
