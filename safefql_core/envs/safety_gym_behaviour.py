@@ -152,8 +152,9 @@ def _goal(avoid: bool, speed: tuple[float, float], noise: tuple[float, float]) -
     return draw
 
 
-def _random(rng: np.random.Generator) -> tuple[None, float]:
-    return None, 0.0          # temporally correlated random actions (see collect)
+def random_actions(rng: np.random.Generator) -> tuple[None, float]:
+    """The random family: no policy, so `collect` draws an action every RANDOM_HOLD_STEPS steps."""
+    return None, 0.0
 
 
 MIXES: dict[str, dict[str, Family]] = {
@@ -161,12 +162,12 @@ MIXES: dict[str, dict[str, Family]] = {
         "inner": Family(0.40, _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15))),
         "reward": Family(0.30, _orbit(radius=(1.3, 1.7), noise=(0.0, 0.15))),
         "noisy": Family(0.15, _orbit(radius=(0.4, 1.7), noise=(0.3, 0.8))),
-        "random": Family(0.15, _random),
+        "random": Family(0.15, random_actions),
     },
     "SafetyPointGoal1-v0": {
         "avoid": Family(0.40, _goal(avoid=True, speed=(0.2, 0.5), noise=(0.0, 0.3))),
         "seek": Family(0.30, _goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.5))),
-        "random": Family(0.15, _random),
+        "random": Family(0.15, random_actions),
         "reckless": Family(0.15, lambda rng: (nearest_hazard, 0.1)),
     },
 }

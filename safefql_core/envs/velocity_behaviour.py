@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from safefql_core.envs.safety_gym import SafetyGymEnv, make_env
-from safefql_core.envs.safety_gym_behaviour import Family, Policy, _random
+from safefql_core.envs.safety_gym_behaviour import Family, Policy, random_actions
 
 TASKS = ("SafetyHalfCheetahVelocity-v1",)
 SNAPSHOTS = 5
@@ -153,7 +153,7 @@ def families(task_id: str, policy_dir: str | Path) -> dict[str, Family]:
     for k, (path, share) in enumerate(zip(snapshot_paths(policy_dir), SHARES), start=1):
         model = sac.load(path, device="cpu")
         out[f"sac-{k}/{SNAPSHOTS}"] = Family(share, _snapshot(model))
-    out["random"] = Family(RANDOM_SHARE, _random)
+    out["random"] = Family(RANDOM_SHARE, random_actions)
     return out
 
 
