@@ -177,7 +177,8 @@ def test_velocity_collect_trains_snapshots_once_and_is_deterministic(tmp_path, c
     data = load_dataset(tmp_path / "a.h5")
     assert len(data) == 240 and data.obs_dim == 17 and data.act_dim == 6
     assert data.attrs["task"] == HALF_CHEETAH and "SAC snapshots" in data.attrs["source"]
-    assert list(data.attrs["behaviour_mix"]) == [f"sac-{k}/5" for k in range(1, 6)] + ["random"]
+    assert list(data.attrs["behaviour_mix"]) == ([f"sac-{k}/5" for k in range(1, 6)]
+                                                 + [f"capped-{k}/5" for k in (3, 4, 5)] + ["random"])
     assert sum(data.attrs["behaviour_mix"].values()) == pytest.approx(1.0)
     np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
     # the second collection reuses the snapshots (not retrained) and reproduces the data
@@ -206,3 +207,17 @@ def test_velocity_collect_without_sb3_names_the_install(monkeypatch, tmp_path, c
     with pytest.raises(SystemExit):
         collect.main(["--task", "SafetyPointGoal1-v0", "--policies", str(tmp_path), "--out", str(tmp_path / "y.h5")])
     assert "--policies only applies to SafetyHalfCheetahVelocity-v1" in capsys.readouterr().err
+
+
+def test_capped_family_brakes_with_the_slow_snapshot_above_its_cap():
+    from types import SimpleNamespace
+    from safefql_core.envs import velocity_behaviour as vb
+    fast = SimpleNamespace(predict=lambda obs, deterministic: (np.ones(6), None))
+    slow = SimpleNamespace(predict=lambda obs, deterministic: (-np.ones(6), None))
+    policy, noise_sd = vb._capped(fast, slow)(np.random.default_rng(0))
+    assert vb.NOISE_SD[0] <= noise_sd <= vb.NOISE_SD[1]
+    obs = np.zeros(17, dtype=np.float32)
+    obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[0] - 0.1          # below any cap: run
+    np.testing.assert_array_equal(policy(obs), np.ones(6))
+    obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[1] + 0.1          # above any cap: brake
+    np.testing.assert_array_equal(policy(obs), -np.ones(6))

@@ -12,18 +12,22 @@ steps/s on one CPU core).
 
 SafetyHalfCheetahVelocity-v1 (17-d observation, 6 joint torques in [-1, 1], 1000-step
 episodes; cost 1 while the forward speed exceeds 3.2096 m/s). Each episode runs one
-family: a snapshot with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode, or
-temporally correlated random actions. The measured speeds and cost rates of the families
-are written into docs/BENCHMARKS.md by the collection that produced the benchmark data.
+family with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode:
 
-| family   | share | policy                                         |
-|----------|-------|------------------------------------------------|
-| sac-1/5  | 20 %  | snapshot after 1/5 of the SAC steps: slow       |
-| sac-2/5  | 20 %  | after 2/5                                      |
-| sac-3/5  | 20 %  | after 3/5                                      |
-| sac-4/5  | 15 %  | after 4/5                                      |
-| sac-5/5  | 15 %  | the final policy: the fastest                  |
-| random   | 10 %  | a random action, redrawn every 25 steps         |
+| family     | share | policy                                                          |
+|------------|-------|-----------------------------------------------------------------|
+| sac-k/5    | 12 % each (k = 1..5) | the snapshot after k/5 of the SAC steps: sac-1/5 slow, sac-5/5 fastest |
+| capped-k/5 | 10 % each (k = 3..5) | snapshot k/5 below a per-episode speed cap ~ U[1.5, 2.7] m/s, sac-1/5 above it |
+| random     | 10 %  | a random action, redrawn every 25 steps                          |
+
+Why the capped families: the snapshots alone never run steadily just under the limit, and
+in a fast state every logged action keeps running fast, so the data would hold no action
+that slows down from there. The safety critic learns feasibility from logged escapes only
+(V_c is an expectile over logged actions), so without them it calls every fast state
+infeasible. A speed governor over the same snapshots adds both: near-limit running and the
+braking actions (DSRL's own data mixes policies trained for several cost limits, which
+gives the same coverage). The speed is the observation's root x-velocity (index 8).
+Measured speeds and cost rates are in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -39,8 +43,12 @@ from safefql_core.envs.safety_gym_behaviour import Family, Policy, random_action
 
 TASKS = ("SafetyHalfCheetahVelocity-v1",)
 SNAPSHOTS = 5
-SHARES = (0.20, 0.20, 0.20, 0.15, 0.15)
+SNAPSHOT_SHARE = 0.12
+CAPPED = (3, 4, 5)            # snapshots that also run under a speed cap
+CAPPED_SHARE = 0.10
 RANDOM_SHARE = 0.10
+SPEED_CAP = (1.5, 2.7)        # m/s: the gait swings the speed by ~1 m/s, so well below the 3.2096 limit
+FORWARD_SPEED = 8             # observation index of the root's x-velocity
 NOISE_SD = (0.0, 0.3)
 DEFAULT_TIMESTEPS = 100_000
 LEARNING_STARTS = 5_000
@@ -149,20 +157,29 @@ def families(task_id: str, policy_dir: str | Path) -> dict[str, Family]:
         raise FileNotFoundError(f"behaviour policies missing: {missing}; train them with "
                                 f"`python -m offline_train.collect --task {task_id} --policies {policy_dir}`")
     sac = _sb3().SAC
-    out = {}
-    for k, (path, share) in enumerate(zip(snapshot_paths(policy_dir), SHARES), start=1):
-        model = sac.load(path, device="cpu")
-        out[f"sac-{k}/{SNAPSHOTS}"] = Family(share, _snapshot(model))
+    models = [sac.load(path, device="cpu") for path in snapshot_paths(policy_dir)]
+    out = {f"sac-{k}/{SNAPSHOTS}": Family(SNAPSHOT_SHARE, _snapshot(m)) for k, m in enumerate(models, start=1)}
+    for k in CAPPED:
+        out[f"capped-{k}/{SNAPSHOTS}"] = Family(CAPPED_SHARE, _capped(models[k - 1], models[0]))
     out["random"] = Family(RANDOM_SHARE, random_actions)
     return out
 
 
-def _snapshot(model: Any) -> Any:
-    def act(obs: np.ndarray) -> np.ndarray:
-        return model.predict(obs, deterministic=True)[0]
+def _act(model: Any) -> Policy:
+    return lambda obs: model.predict(obs, deterministic=True)[0]
 
+
+def _snapshot(model: Any) -> Any:
     def draw(rng: np.random.Generator) -> tuple[Policy, float]:
-        return act, rng.uniform(*NOISE_SD)
+        return _act(model), rng.uniform(*NOISE_SD)
+    return draw
+
+
+def _capped(fast: Any, slow: Any) -> Any:
+    """`fast` below a per-episode speed cap, `slow` above it: a bang-bang speed governor."""
+    def draw(rng: np.random.Generator) -> tuple[Policy, float]:
+        cap, run, brake = rng.uniform(*SPEED_CAP), _act(fast), _act(slow)
+        return (lambda obs: run(obs) if obs[FORWARD_SPEED] < cap else brake(obs)), rng.uniform(*NOISE_SD)
     return draw
 
 
