@@ -221,3 +221,16 @@ def test_capped_family_brakes_with_the_slow_snapshot_above_its_cap():
     np.testing.assert_array_equal(policy(obs), np.ones(6))
     obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[1] + 0.1          # above any cap: brake
     np.testing.assert_array_equal(policy(obs), -np.ones(6))
+
+
+def test_switching_family_alternates_both_policies_reproducibly():
+    def constant(value):
+        return lambda rng: ((lambda obs: np.full(2, value)), 0.1)
+    draw = safety_gym_behaviour._switching(constant(1.0), constant(-1.0), mean_hold=10)
+    runs = []
+    for _ in range(2):
+        policy, noise_sd = draw(np.random.default_rng(7))
+        runs.append(np.array([policy(None)[0] for _ in range(300)]))
+    np.testing.assert_array_equal(runs[0], runs[1])                  # a pure function of the rng
+    switches = np.count_nonzero(np.diff(runs[0]))
+    assert runs[0][0] == 1.0 and noise_sd == 0.1 and 10 < switches < 60  # ~300 / 10 holds

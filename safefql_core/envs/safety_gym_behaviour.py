@@ -18,10 +18,11 @@ counter-clockwise speed near radius 1.5; cost 1 while |x| > 1.125, outside the w
 
 | family  | share | what it does                                                              |
 |---------|-------|---------------------------------------------------------------------------|
-| inner   | 40 %  | orbits counter-clockwise at radius ~ U[0.4, 0.9], 0.4-1 m/s, noise sd <= 0.15: safe |
-| reward  | 30 %  | orbits at the rewarded radius ~ U[1.3, 1.7]: crosses the walls every lap   |
-| noisy   | 15 %  | orbits at radius ~ U[0.4, 1.7] with action noise sd ~ U[0.3, 0.8]          |
-| random  | 15 %  | a random action, redrawn every 25 steps (temporally correlated)            |
+| inner   | 35 %  | orbits counter-clockwise at radius ~ U[0.4, 0.9], 0.4-1 m/s, noise sd <= 0.15: safe |
+| reward  | 25 %  | orbits at the rewarded radius ~ U[1.3, 1.7]: crosses the walls every lap   |
+| switching | 20 % | alternates a reward orbit and an inner orbit, each held ~60 steps (geometric) |
+| noisy   | 10 %  | orbits at radius ~ U[0.4, 1.7] with action noise sd ~ U[0.3, 0.8]          |
+| random  | 10 %  | a random action, redrawn every 25 steps (temporally correlated)            |
 
 SafetyPointGoal1-v0 (goal lidar [12:28], hazards lidar [28:44], vases lidar [44:60], all
 max_dist 3; reward for progress to the goal, which moves when reached; cost 1 inside one
@@ -29,15 +30,17 @@ of 8 hazards of radius 0.2):
 
 | family  | share | what it does                                                              |
 |---------|-------|---------------------------------------------------------------------------|
-| avoid   | 40 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it (hazards within 0.6 block +-2 bins; backs off within 0.35); noise sd ~ U[0, 0.3]: safe, slow |
-| seek    | 30 %  | 0.4-1 m/s straight to the goal, ignores hazards; noise sd ~ U[0, 0.5]      |
-| random  | 15 %  | a random action, redrawn every 25 steps                                    |
-| reckless| 15 %  | drives to the nearest hazard and stops in it (fills the unsafe set)        |
+| avoid   | 35 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it (hazards within 0.6 block +-2 bins; backs off within 0.35); noise sd ~ U[0, 0.3]: safe, slow |
+| seek    | 25 %  | 0.4-1 m/s straight to the goal, ignores hazards; noise sd ~ U[0, 0.5]      |
+| switching | 20 % | alternates seek and avoid at 0.4-1 m/s, each held ~40 steps (geometric)  |
+| random  | 10 %  | a random action, redrawn every 25 steps                                    |
+| reckless| 10 %  | drives to the nearest hazard and stops in it (fills the unsafe set)        |
 
 When the goal is out of lidar range (all bins 0) the goal-directed policies drive a wide
-left arc to find it. Measured cost rate per step (seed 1, full-length episodes, 3-4 per
-family): Circle inner 0, reward 0.45, noisy 0.17, random 0.58 (it drifts out and stays);
-Goal avoid 0, seek 0.07, random 0.05, reckless 0.90.
+left arc to find it. The switching families exist for the safety critic: it learns
+feasibility from logged actions only, and without them no logged action turns inwards from a
+wall-crossing orbit or avoids a hazard at seeking speed (docs/DESIGN.md). The cost rate
+per step of every family in the standard datasets is in docs/BENCHMARKS.md.
 
 Each episode runs one family with parameters drawn once per episode, from a reset seeded
 by the collection seed, so a dataset is a pure function of the seed.
@@ -152,6 +155,28 @@ def _goal(avoid: bool, speed: tuple[float, float], noise: tuple[float, float]) -
     return draw
 
 
+def _switching(first: Draw, second: Draw, mean_hold: float) -> Draw:
+    """Alternate two families' policies within an episode, each held ~Geometric(1/mean_hold) steps.
+
+    The switches put one family's actions into the other's states: turning inwards from a
+    wall-crossing orbit, or avoiding a hazard from a fast direct approach. Those are the
+    escapes the safety critic needs to see logged to call such states feasible.
+    """
+    def draw(rng: np.random.Generator) -> tuple[Policy, float]:
+        (a, noise_a), (b, _) = first(rng), second(rng)
+        switches = np.random.default_rng(int(rng.integers(2**31)))
+        state = {"policy": a, "left": switches.geometric(1.0 / mean_hold)}
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            if state["left"] <= 0:
+                state["policy"] = b if state["policy"] is a else a
+                state["left"] = switches.geometric(1.0 / mean_hold)
+            state["left"] -= 1
+            return state["policy"](obs)
+        return policy, noise_a
+    return draw
+
+
 def random_actions(rng: np.random.Generator) -> tuple[None, float]:
     """The random family: no policy, so `collect` draws an action every RANDOM_HOLD_STEPS steps."""
     return None, 0.0
@@ -159,16 +184,20 @@ def random_actions(rng: np.random.Generator) -> tuple[None, float]:
 
 MIXES: dict[str, dict[str, Family]] = {
     "SafetyPointCircle1-v0": {
-        "inner": Family(0.40, _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15))),
-        "reward": Family(0.30, _orbit(radius=(1.3, 1.7), noise=(0.0, 0.15))),
-        "noisy": Family(0.15, _orbit(radius=(0.4, 1.7), noise=(0.3, 0.8))),
-        "random": Family(0.15, random_actions),
+        "inner": Family(0.35, _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15))),
+        "reward": Family(0.25, _orbit(radius=(1.3, 1.7), noise=(0.0, 0.15))),
+        "switching": Family(0.20, _switching(_orbit(radius=(1.3, 1.7), noise=(0.0, 0.15)),
+                                             _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15)), mean_hold=60)),
+        "noisy": Family(0.10, _orbit(radius=(0.4, 1.7), noise=(0.3, 0.8))),
+        "random": Family(0.10, random_actions),
     },
     "SafetyPointGoal1-v0": {
-        "avoid": Family(0.40, _goal(avoid=True, speed=(0.2, 0.5), noise=(0.0, 0.3))),
-        "seek": Family(0.30, _goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.5))),
-        "random": Family(0.15, random_actions),
-        "reckless": Family(0.15, lambda rng: (nearest_hazard, 0.1)),
+        "avoid": Family(0.35, _goal(avoid=True, speed=(0.2, 0.5), noise=(0.0, 0.3))),
+        "seek": Family(0.25, _goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.5))),
+        "switching": Family(0.20, _switching(_goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.3)),
+                                             _goal(avoid=True, speed=(0.4, 1.0), noise=(0.0, 0.3)), mean_hold=40)),
+        "random": Family(0.10, random_actions),
+        "reckless": Family(0.10, lambda rng: (nearest_hazard, 0.1)),
     },
 }
 TASKS = tuple(MIXES)
