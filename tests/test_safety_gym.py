@@ -209,18 +209,18 @@ def test_velocity_collect_without_sb3_names_the_install(monkeypatch, tmp_path, c
     assert "--policies only applies to SafetyHalfCheetahVelocity-v1" in capsys.readouterr().err
 
 
-def test_capped_family_brakes_with_the_slow_snapshot_above_its_cap():
+def test_capped_family_coasts_above_its_cap():
     from types import SimpleNamespace
     from safefql_core.envs import velocity_behaviour as vb
-    fast = SimpleNamespace(predict=lambda obs, deterministic: (np.ones(6), None))
-    slow = SimpleNamespace(predict=lambda obs, deterministic: (-np.ones(6), None))
-    policy, noise_sd = vb._capped(fast, slow)(np.random.default_rng(0))
+    fast = SimpleNamespace(predict=lambda obs, deterministic: (np.ones(6), None),
+                           action_space=SimpleNamespace(low=-np.ones(6)))
+    policy, noise_sd = vb._capped(fast)(np.random.default_rng(0))
     assert vb.NOISE_SD[0] <= noise_sd <= vb.NOISE_SD[1]
     obs = np.zeros(17, dtype=np.float32)
     obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[0] - 0.1          # below any cap: run
     np.testing.assert_array_equal(policy(obs), np.ones(6))
-    obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[1] + 0.1          # above any cap: brake
-    np.testing.assert_array_equal(policy(obs), -np.ones(6))
+    obs[vb.FORWARD_SPEED] = vb.SPEED_CAP[1] + 0.1          # above any cap: zero torque
+    np.testing.assert_array_equal(policy(obs), np.zeros(6))
 
 
 def test_switching_family_alternates_both_policies_reproducibly():
