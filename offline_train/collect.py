@@ -107,7 +107,7 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
                                           progress=not args.no_progress, families=families)
     family = arrays.pop("family")
     arrays["margins"] = margin_from_cost(arrays["costs"])
-    mix = {name: fam.share for name, fam in families.items()}
+    mix = safety_gym_behaviour.shares(families)
     attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
              "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
              "behaviour_mix": mix, "margin": "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)",

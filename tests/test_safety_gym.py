@@ -88,7 +88,7 @@ def test_collect_cli_writes_a_valid_deterministic_dataset(tmp_path, capsys):
     np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
     np.testing.assert_array_equal(data.observations[1:80], data.next_observations[:79])
     assert data.attrs["task"] == "SafetyPointCircle1-v0"
-    assert data.attrs["behaviour_mix"] == safety_gym_behaviour.mix("SafetyPointCircle1-v0")
+    assert data.attrs["behaviour_mix"] == safety_gym_behaviour.shares(safety_gym_behaviour.MIXES["SafetyPointCircle1-v0"])
     assert collect.main(argv + ["--out", str(tmp_path / "b.h5")]) == 0
     assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
 

@@ -203,9 +203,9 @@ MIXES: dict[str, dict[str, Family]] = {
 TASKS = tuple(MIXES)
 
 
-def mix(task_id: str) -> dict[str, float]:
-    """The documented family shares of a task (stored in the dataset's attrs)."""
-    return {name: fam.share for name, fam in _families(task_id).items()}
+def shares(families: dict[str, Family]) -> dict[str, float]:
+    """Each family's share of the episodes (stored in the dataset's attrs as `behaviour_mix`)."""
+    return {name: fam.share for name, fam in families.items()}
 
 
 def _families(task_id: str) -> dict[str, Family]:

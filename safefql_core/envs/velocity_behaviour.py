@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from safefql_core.envs.safety_gym import SafetyGymEnv, make_env
-from safefql_core.envs.safety_gym_behaviour import Family, Policy, random_actions
+from safefql_core.envs.safety_gym_behaviour import Draw, Family, Policy, random_actions
 
 TASKS = ("SafetyHalfCheetahVelocity-v1",)
 SNAPSHOTS = 5
@@ -131,7 +131,7 @@ def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: i
         def _on_step(self) -> bool:
             if self.bar is not None:
                 self.bar.update()
-            if self.num_timesteps % every == 0 and self.num_timesteps // every <= SNAPSHOTS:
+            if self.num_timesteps % every == 0:   # learn() runs exactly every * SNAPSHOTS steps
                 self.model.save(paths[self.num_timesteps // every - 1])
             return True
 
@@ -169,13 +169,13 @@ def _act(model: Any) -> Policy:
     return lambda obs: model.predict(obs, deterministic=True)[0]
 
 
-def _snapshot(model: Any) -> Any:
+def _snapshot(model: Any) -> Draw:
     def draw(rng: np.random.Generator) -> tuple[Policy, float]:
         return _act(model), rng.uniform(*NOISE_SD)
     return draw
 
 
-def _capped(fast: Any) -> Any:
+def _capped(fast: Any) -> Draw:
     """`fast` below a per-episode speed cap, zero torque above it: a bang-bang speed governor.
 
     Coasting, not the slow snapshot, is the brake: sac-1/5 accelerates from states it never
