@@ -36,6 +36,9 @@ MODULES = {
     "safefql_recorder": "safefql_ros.recorder",
 }
 CONTROLLER = "safefql_controller"
+# Under a node's own name: the latched std_msgs/Bool (true) a `signals_ready` node publishes once
+# it is ready for the run (see NodeDescription).
+READY_TOPIC = "ready"
 CONTROLLER_OUTPUTS = ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms", "mode")
 
 
@@ -45,7 +48,11 @@ class NodeDescription:
     launch file turns that into a Shutdown, the launcher into its normal end). `starts_last`:
     `safefql-launch` starts it only once the other nodes are in the ROS graph, so that what it
     sets going (the episodes, the bag) is not under way before they listen; `ros2 launch`
-    starts every node at once (the player's `start_delay` in boat_nodes.yaml covers it there)."""
+    starts every node at once (the player's `start_delay` in boat_nodes.yaml covers it there).
+    `signals_ready`: being in the graph is not enough for this node to count as up — a node is
+    in the graph before its subscriptions have matched their publishers, which on a busy machine
+    can take a second and more. Such a node publishes `ready_topic` once it is really listening;
+    `safefql-launch` holds back the `starts_last` nodes until the topic is in the graph."""
 
     name: str
     namespace: str = ""  # '' or an absolute namespace such as '/demo'
@@ -53,6 +60,7 @@ class NodeDescription:
     params_files: tuple[str, ...] = ()
     ends_run: bool = False
     starts_last: bool = False
+    signals_ready: bool = False
     package: str = PACKAGE
 
     @property
@@ -66,6 +74,11 @@ class NodeDescription:
     @property
     def fqn(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def ready_topic(self) -> str:
+        """The node's `~/ready` topic, fully qualified."""
+        return f"{self.fqn}/{READY_TOPIC}"
 
     def launch_kwargs(self) -> dict[str, Any]:
         """Arguments of `launch_ros.actions.Node` for this node."""
@@ -142,12 +155,14 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     specs = [("boat_sim", sim, {})]
     if episodes is not None:
         # The first episode waits for the controller's first command, and the controller starts
-        # once the simulator and the monitor are up: the monitor sees every episode whole.
+        # once the monitor hears the simulator (its `~/ready`): the monitor sees every episode
+        # whole, from episode 0. Being in the graph is not enough: a short episode (40 steps are
+        # 0.2 s) can be over before a subscription matches late on a loaded machine.
         sim["start_paused"] = True
         specs.append(("episode_monitor", {
             "episodes": int(episodes), "summary_json": _path(summary_json), "report_dir": _path(report_dir),
             "timeout_s": float(timeout_s), "controller": f"{normalize_namespace(namespace)}/{CONTROLLER}"},
-            {"ends_run": True}))
+            {"ends_run": True, "signals_ready": True}))
     specs.append((CONTROLLER, controller, {"starts_last": episodes is not None}))
     return _nodes(specs, params_file, namespace, use_sim_time)
 

@@ -7,11 +7,16 @@ It watches only what any outside observer could: the simulator's episode index
 trajectories), prints the summary as one JSON line — the last line of its stdout — and
 exits; `safefql-launch boat --episodes N` ends when it does.
 
-An episode is complete when the simulator announces the next one. Violations are counted per
-step from the odometry with the task's own margin function (the same l(s) the simulator and
-training use); the goal counts as reached within `boat.GOAL_RADIUS` (see there why the radius
-is not smaller). Start the simulator with `start_paused` so the first episode does not begin
-before the controller and this monitor are listening.
+An episode is complete when the simulator announces the next one; the indices (0, 1, 2, ...)
+tell the monitor which episode it is in, so one it did not see from start to end is logged
+and left out, never counted in part. Violations are counted per step from the odometry with
+the task's own margin function (the same l(s) the simulator and training use); the goal
+counts as reached within `boat.GOAL_RADIUS` (see there why the radius is not smaller).
+
+Start the simulator with `start_paused` and the controller only once this monitor publishes
+`~/ready` (latched true: it hears the simulator), so that episode 0 does not begin before the
+monitor listens; `safefql-launch boat --episodes N` does both. A node is in the ROS graph
+before its subscriptions have matched, and a late match would skip the first episodes.
 
 Run: `python -m safefql_ros.episode_monitor --ros-args -p episodes:=10`.
 """
@@ -28,12 +33,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import qos_profile_sensor_data
-from std_msgs.msg import Float64, UInt32
+from std_msgs.msg import Bool, Float64, UInt32
 
 from safefql_core.envs import boat
 from safefql_core.evaluation import plot_trajectories
 from safefql_core.tasks import TaskSpec
+from safefql_ros.description import READY_TOPIC
 from safefql_ros.node_tools import float_range, int_range, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
@@ -61,6 +68,8 @@ class EpisodeMonitor(Node):
 
         spec = TaskSpec.builtin("boat")
         self.current: int | None = None          # episode index now running
+        self.whole = False                        # whether the monitor saw `current` start
+        self.ready_pub: Publisher | None = None   # created once ready, see _signal_ready
         self.path: list[np.ndarray] = []         # its odometry positions
         self.episodes: list[dict[str, Any]] = []
         self.trajectories: list[np.ndarray] = []
@@ -74,7 +83,8 @@ class EpisodeMonitor(Node):
         self.done = False
         self.timed_out = False
 
-        self.create_subscription(UInt32, "/boat/episode", self._on_episode, LATCHED_QOS)
+        # Created before the odometry subscription on purpose: see _signal_ready.
+        self.episode_sub = self.create_subscription(UInt32, "/boat/episode", self._on_episode, LATCHED_QOS)
         self.create_subscription(Odometry, spec.state.topic, self._on_odom, qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -83,18 +93,33 @@ class EpisodeMonitor(Node):
 
     # ---- inputs --------------------------------------------------------------------------------
     def _on_episode(self, msg: UInt32) -> None:
-        if self.current is not None and msg.data != self.current and self.path and not self.finished:
+        """The simulator's next episode index. Indices count up by one from 0, so an episode is
+        counted only when the monitor saw it announced and then the next one follow it: a
+        first index above 0 means the monitor joined late (the episode under way is left out),
+        a gap that an announcement was lost (the path spans two episodes: left out). Both warn."""
+        index = msg.data
+        if index == self.current:
+            return  # the latched value once more
+        expected = 0 if self.current is None else self.current + 1
+        if index == expected and self.whole and self.path and not self.finished:
             self._close_episode()
-        if self.current is None:
+        if index != expected:
+            self.get_logger().warning(f"episode {index} announced, expected {expected}: " + (
+                f"joined late, counting from episode {index + 1}" if self.current is None
+                else f"episode {self.current} is not counted"))
+        self.whole = index == expected or self.current is not None
+        if self.whole and self.interventions_at_start is None:
             self.interventions_at_start = self._interventions()
-        self.current, self.path = msg.data, []
+        self.current, self.path = index, []
 
     def _on_odom(self, msg: Odometry) -> None:
-        if self.current is not None and not self.finished:
+        if self.ready_pub is None:
+            self._signal_ready()
+        if self.whole and not self.finished:
             self.path.append(np.array([msg.pose.pose.position.x, msg.pose.pose.position.y]))
 
     def _on_latency(self, msg: Float64) -> None:
-        if self.current is not None and not self.finished:
+        if self.whole and not self.finished:
             self.latencies.append(msg.data)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -104,6 +129,20 @@ class EpisodeMonitor(Node):
                 self.diagnostics_after_finish = self.finished
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    def _signal_ready(self) -> None:
+        """Publish `~/ready` (latched true; the publisher itself is created only now, so its
+        presence in the graph is the signal) once this monitor hears the simulator: odometry has
+        arrived, so the simulator has matched this node's subscriptions — the episode one too,
+        as discovery announces a node's endpoints in the order they are created and that one is
+        created first — and the episode subscription has matched the simulator's publisher.
+        Until then episode 0 must not start: a match after it began would deliver a later
+        latched index, and the episodes before it would be lost."""
+        if self.episode_sub.get_publisher_count() == 0:
+            return
+        self.ready_pub = self.create_publisher(Bool, f"~/{READY_TOPIC}", LATCHED_QOS)
+        self.ready_pub.publish(Bool(data=True))
+        self.get_logger().info("hearing the simulator: ready for episode 0")
+
     @property
     def finished(self) -> bool:
         return len(self.episodes) >= self.target

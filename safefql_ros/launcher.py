@@ -7,11 +7,13 @@ The nodes, names and parameters come from `safefql_ros.description`, the descrip
 launch files (launch/*.launch.py) use, so both start the same thing. Each node runs as
 `<this python> -m <module> --ros-args ...` in its own process group (a terminal Ctrl-C
 reaches only the launcher, which then stops the nodes in order), with its output prefixed
-by its name on stderr. The launcher waits until every node is visible in the ROS graph,
-then runs until the episode monitor exits (`--episodes`), the player has played the bag
-(replay), `--duration` elapses, a node dies (an error naming it and its exit status), or
-Ctrl-C / SIGTERM. Teardown: SIGINT to every node (the controller sends its final stop, the
-recorder closes its bag), then SIGTERM, then SIGKILL, each with a bounded wait.
+by its name on stderr. The launcher waits until every node is visible in the ROS graph and
+each that signals readiness (the episode monitor: in the graph is not yet listening) has
+published its `~/ready`, then runs until the episode monitor exits (`--episodes`), the
+player has played the bag (replay), `--duration` elapses, a node dies (an error naming it
+and its exit status), or Ctrl-C / SIGTERM. Teardown: SIGINT to every node (the controller
+sends its final stop, the recorder closes its bag), then SIGTERM, then SIGKILL, each with a
+bounded wait.
 
 The launcher writes its own messages to stderr only: with `--episodes` the monitor's stdout
 passes through unchanged, so its JSON summary is the last line of stdout, and the exit
@@ -134,9 +136,18 @@ class Graph:
         self.node = rclpy.create_node(f"safefql_launch_{os.getpid()}", context=self.context,
                                       start_parameter_services=False, enable_rosout=False)
 
-    def missing(self, names: list[str]) -> list[str]:
+    def missing(self, nodes: list[NodeDescription]) -> list[str]:
+        """The nodes that are not up yet: not in the graph, or (`signals_ready`) in it but not
+        yet publishing their ready topic — each as its name, and why for the second kind."""
         seen = {f"{ns.rstrip('/')}/{name}" for name, ns in self.node.get_node_names_and_namespaces()}
-        return [name for name in names if name not in seen]
+        return [node.fqn if node.fqn not in seen else f"{node.fqn} (no {node.ready_topic} yet)"
+                for node in nodes if node.fqn not in seen or (node.signals_ready and not self.is_ready(node))]
+
+    def is_ready(self, node: NodeDescription) -> bool:
+        """Whether `node` publishes its ready topic: it creates the publisher only once ready,
+        so its presence in the graph is the signal (read without a subscription or spinning)."""
+        return any(info.node_name == node.name and info.node_namespace == (node.namespace or "/")
+                   for info in self.node.get_publishers_info_by_topic(node.ready_topic))
 
     def close(self) -> None:
         self.node.destroy_node()
@@ -145,9 +156,9 @@ class Graph:
 
 def supervise(nodes: list[NodeDescription], children: list[Child], env: dict[str, str], duration: float | None,
               stop: threading.Event) -> int | None:
-    """Start the nodes (`starts_last` ones once the others are in the graph), wait until all
-    are visible, then for the end of the run. Appends to `children` as it starts them.
-    Returns an exit status for a failure or an interrupt, None for a normal end."""
+    """Start the nodes (`starts_last` ones once the others are up: in the graph and, where
+    they signal it, ready), wait until all are up, then for the end of the run. Appends to
+    `children` as it starts them. Returns an exit status for a failure or an interrupt, None for a normal end."""
     pending = [n for n in nodes if n.starts_last]
     children += [Child(n, env) for n in nodes if not n.starts_last]
     graph: Graph | None = Graph()
@@ -167,9 +178,9 @@ def supervise(nodes: list[NodeDescription], children: list[Child], env: dict[str
                     "(its last messages are above)")
                 return 1
             if graph is not None:
-                missing = graph.missing([c.node.fqn for c in children if c.status is None])
+                missing = graph.missing([c.node for c in children if c.status is None])
                 if missing and time.monotonic() > deadline:
-                    log(f"error: not in the ROS graph after {DISCOVERY_TIMEOUT_S:g} s: {', '.join(missing)} "
+                    log(f"error: not up after {DISCOVERY_TIMEOUT_S:g} s: {', '.join(missing)} "
                         "(check their messages above, ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE)")
                     return 1
                 if not missing and pending:

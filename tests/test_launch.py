@@ -166,6 +166,8 @@ def test_episode_monitor_follows_the_namespace(bundle):
     by_name = {n.name: n for n in nodes}
     assert by_name["episode_monitor"].ends_run and by_name["episode_monitor"].parameters["episodes"] == 3
     assert by_name["episode_monitor"].parameters["controller"] == "/demo/safefql_controller"
+    assert by_name["episode_monitor"].signals_ready
+    assert by_name["episode_monitor"].ready_topic == "/demo/episode_monitor/ready"
     assert by_name["boat_sim"].parameters["start_paused"] is True
     assert by_name["boat_sim"].parameters["initial_states"] == [-2.0, 0.0]
     assert by_name["safefql_controller"].starts_last
@@ -265,7 +267,10 @@ def test_launcher_counts_episodes(bundle, tmp_path):
     assert status == 0, stderr[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["complete"] is True
-    starts = [e["start"] for e in json.loads((report / "episodes.json").read_text())["episodes"]]
+    episodes = json.loads((report / "episodes.json").read_text())["episodes"]
+    # The controller starts only once the monitor hears the simulator: it counts from episode 0.
+    assert [e["episode"] for e in episodes] == [0, 1], episodes
+    starts = [e["start"] for e in episodes]
     # The monitor's first odometry of an episode (best effort: a sample or two may be lost on a
     # loaded machine) is nearest to the evaluation state the episode started from.
     nearest = np.linalg.norm(np.asarray(starts)[:, None] - boat.evaluation_states()[None], axis=-1).argmin(axis=1)

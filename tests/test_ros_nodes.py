@@ -1,4 +1,5 @@
-"""The controller and boat_sim nodes with real rclpy pub/sub (ROS_CONVENTIONS.md, "Control node").
+"""The controller, boat_sim and episode_monitor nodes with real rclpy pub/sub (ROS_CONVENTIONS.md,
+"Control node").
 
 In-process nodes share one single-threaded executor with a probe node that feeds states
 and records what the controller publishes; the SIGTERM and bad-bundle checks run the
@@ -41,6 +42,8 @@ from safefql_core.envs import boat  # noqa: E402
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
+from safefql_ros import description, launcher  # noqa: E402
+from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 
@@ -378,3 +381,45 @@ def test_parameters_are_validated(bundle, loop):
     assert node.runtime.cfg.state_timeout == 0.3
     assert not node.set_parameters([Parameter("state_timeout", value=11.0)])[0].successful  # out of range
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
+
+
+def test_episode_monitor_is_ready_once_it_hears_the_simulator(loop):
+    """In the graph is not up yet for the monitor: `safefql-launch` starts the controller, whose
+    first command starts episode 0, only once the monitor publishes `~/ready` — which it does
+    only once the simulator's publishers have matched its subscriptions."""
+    executor, probe, add = loop
+    probe.listen_to_sim()
+    node = next(n for n in description.boat("bundle", episodes=2) if n.name == "episode_monitor")
+    monitor = add(EpisodeMonitor(parameter_overrides=[Parameter("episodes", value=2)]))
+    graph = launcher.Graph()
+    try:
+        not_ready = ["/episode_monitor (no /episode_monitor/ready yet)"]
+        assert spin_until(executor, lambda: graph.missing([node]) == not_ready, 10.0), graph.missing([node])
+        spin_until(executor, lambda: False, 0.5)
+        assert graph.missing([node]) == not_ready, "ready without a simulator to hear"
+        add(BoatSim(parameter_overrides=[Parameter("start_paused", value=True)]))
+        assert spin_until(executor, lambda: not graph.missing([node]), 15.0), graph.missing([node])
+        assert monitor.current is None, "a paused simulator announced an episode"
+    finally:
+        graph.close()
+
+
+def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
+    """A monitor whose subscriptions match while an episode is under way (the latched index is
+    then a later one than 0) leaves that episode out and counts the following ones whole, by
+    their index, instead of counting the one under way from its middle."""
+    executor, probe, add = loop
+    probe.listen_to_sim()
+    states = boat.evaluation_states()
+    sim = add(BoatSim(parameter_overrides=[Parameter("initial_states", value=states.ravel().tolist()),
+                                           Parameter("episode_steps", value=40)]))
+    assert spin_until(executor, lambda: sim.episode >= 3, 10.0), "the simulator did not reset on its own"
+    monitor = add(EpisodeMonitor(parameter_overrides=[Parameter("episodes", value=2)]))
+    assert spin_until(executor, lambda: monitor.current is not None, 5.0), "no episode index heard"
+    joined = monitor.current
+    assert joined >= 2
+    assert spin_until(executor, lambda: monitor.finished, 10.0), monitor.episodes
+    assert [e["episode"] for e in monitor.episodes] == [joined + 1, joined + 2]
+    starts = np.array([e["start"] for e in monitor.episodes])
+    nearest = np.linalg.norm(starts[:, None] - states[None], axis=-1).argmin(axis=1)
+    assert nearest.tolist() == [(joined + 1) % len(states), (joined + 2) % len(states)], starts
