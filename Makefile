@@ -92,7 +92,8 @@ ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( $$$$ % 100
 test: setup
 	$(ROS_ENV) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
-$(BAG)/metadata.yaml: | setup
+# Recorded again when the behaviour mix changes (the bag is that mix's data).
+$(BAG)/metadata.yaml: safefql_core/envs/boat_behaviour.py | setup
 	mkdir -p $(dir $(BAG))
 	rm -rf $(BAG)
 	$(PY) -m offline_train.collect --task $(TASK) --format bag --seed $(SEED) --out $(BAG)

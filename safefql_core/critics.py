@@ -27,7 +27,7 @@ class CriticConfig(ConfigMixin):
     gamma: float = 0.99
     safety_gamma: float | None = 0.999  # None: same as gamma (paper); docs/DESIGN.md
     expectile: float = 0.9            # reward V: upper expectile of Q
-    safety_expectile: float = 0.5     # mirrored -> level 0.5, the mean (reference 0.9 -> 0.1); docs/DESIGN.md
+    safety_expectile: float = 0.9     # mirrored -> V_c at the level-0.1 expectile (paper, reference)
     ema: float = 0.02                 # reference 0.005; docs/DESIGN.md
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     critic_members: int = 2

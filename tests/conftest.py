@@ -14,7 +14,7 @@ from safefql_core.training import TrainOptions, train
 @pytest.fixture(scope="session")
 def tiny_boat_h5(tmp_path_factory) -> str:
     """A 12-episode (4,800-transition) boat dataset from the real behaviour mix."""
-    arrays = boat_behaviour.collect(12, seed=3, progress=False)
+    arrays = boat_behaviour.collect(12, seed=4, progress=False)  # 4 of its episodes violate
     arrays.pop("family")
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     save_dataset(path, Dataset(**arrays, attrs={"task": "boat"}))

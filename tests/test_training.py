@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from safefql_core.agent import SafeFQLConfig
-from safefql_core.data import Dataset, DatasetError, violation_free_episodes
+from safefql_core.data import Dataset, DatasetError, load_dataset, violation_free_episodes
 from safefql_core.training import RunError, TrainOptions, load_run, resolve_config, train
 
 TINY = {"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64, "flow_steps": 3}
@@ -89,10 +89,13 @@ def test_phased_schedule_trains_each_part_in_its_phase(tiny_boat_h5, tmp_path):
     assert last[col["loss_actor"]] and not last[col["loss_q"]]
 
 
-def test_bc_reduces_its_loss(tiny_boat_h5, tmp_path):
+def test_bc_learns_a_state_dependent_policy(tiny_boat_h5, tmp_path):
+    """BC's squared error ends below that of the best constant action (the actions' total
+    variance): it learned something of the state, not just the mean action."""
     run = _train(tiny_boat_h5, tmp_path / "bc", 200, algo="bc")
     losses = [float(r.split(",")[2]) for r in (run / "metrics.csv").read_text().strip().splitlines()[1:]]
-    assert losses[-1] < 0.7 * losses[0]
+    constant_action_loss = load_dataset(tiny_boat_h5).actions.var(axis=0).sum()
+    assert losses[-1] < min(losses[0], 0.9 * constant_action_loss)
 
 
 def test_checkpoint_is_plain_state_dicts(tiny_boat_h5, tmp_path):
