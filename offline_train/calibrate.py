@@ -45,7 +45,7 @@ def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int) -
     return y, v_hat
 
 
-def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "split",
+def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
                   beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None) -> dict:
     """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up)."""
     learner, meta = load_run(run)
@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True)
     p.add_argument("--epsilon", type=float, default=0.05, help="allowed violation probability")
     p.add_argument("--n", type=int, default=2000, help="held-out states per set (two sets are drawn)")
-    p.add_argument("--method", choices=["split", "beta"], default="split")
+    p.add_argument("--method", choices=["split", "beta"], default="beta",
+                   help="beta (default): the largest δ whose certified states violate at rate <= ε with "
+                   "confidence 1 - beta; split: SAFEFQL.md's split-conformal step on R = y - V̂, which also "
+                   "pays for V̂'s optimism in states far from any obstacle (docs/DESIGN.md)")
     p.add_argument("--beta", type=float, default=0.05, help="1 - confidence (beta method, coverage bounds)")
     p.add_argument("--source", choices=["sim", "data"], default="sim",
                    help="sim: policy rollouts in the simulator; data: logged episodes (weaker)")

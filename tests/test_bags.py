@@ -70,7 +70,7 @@ def test_fit_bag_converts_trains_calibrates_exports(recorded, tmp_path, capsys):
     assert load_dataset(run / fit.DATASET).attrs["bag_content_hash"]
     assert "δ* =" in out and "wrote bundle" in out
     bundle = load_bundle(run / fit.BUNDLE)
-    assert bundle.meta["calibration"]["method"] == "split"
+    assert bundle.meta["calibration"]["method"] == "beta"
     assert bundle.threshold == bundle.meta["calibration"]["delta"] <= 0
     assert bundle.meta["task"]["control_period"] == pytest.approx(0.005)
 
