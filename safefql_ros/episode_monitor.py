@@ -107,7 +107,7 @@ class EpisodeMonitor(Node):
             self.get_logger().warning(f"episode {index} announced, expected {expected}: " + (
                 f"joined late, counting from episode {index + 1}" if self.current is None
                 else f"episode {self.current} is not counted"))
-        self.whole = index == expected or self.current is not None
+        self.whole = self.current is not None or index == 0  # seen from its start
         if self.whole and self.interventions_at_start is None:
             self.interventions_at_start = self._interventions()
         self.current, self.path = index, []
@@ -115,11 +115,11 @@ class EpisodeMonitor(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.ready_pub is None:
             self._signal_ready()
-        if self.whole and not self.finished:
+        if self.recording:
             self.path.append(np.array([msg.pose.pose.position.x, msg.pose.pose.position.y]))
 
     def _on_latency(self, msg: Float64) -> None:
-        if self.whole and not self.finished:
+        if self.recording:
             self.latencies.append(msg.data)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -142,6 +142,11 @@ class EpisodeMonitor(Node):
         self.ready_pub = self.create_publisher(Bool, f"~/{READY_TOPIC}", LATCHED_QOS)
         self.ready_pub.publish(Bool(data=True))
         self.get_logger().info("hearing the simulator: ready for episode 0")
+
+    @property
+    def recording(self) -> bool:
+        """Whether odometry and latency samples now belong to an episode that will be counted."""
+        return self.whole and not self.finished
 
     @property
     def finished(self) -> bool:
