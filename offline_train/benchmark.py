@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds.add_argument("--seeds", type=int, default=5, help="train seeds 0..N-1 (default 5)")
     seeds.add_argument("--seed-list", type=int, nargs="+", help="explicit training seeds")
     p.add_argument("--steps", type=int, help="override every method's gradient steps (quick runs)")
-    p.add_argument("--set", nargs="*", default=[], metavar="[METHOD:]KEY=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="[METHOD:]KEY=VALUE",
                    help="config overrides: for every method that has KEY, or for METHOD only")
     p.add_argument("--data", help="dataset HDF5 of a one-task suite (default: <out>/data.h5 for the boat, "
                                   "<out>/data/<task>.h5 otherwise, generated with offline_train.collect --seed 0 "

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: these small networks gain little from more, "
                         "and a fixed count keeps results identical across machines)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. --set alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",

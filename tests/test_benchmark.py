@@ -22,7 +22,7 @@ TINY = ["batch_size=64", "hidden=[32,32]", "critic_hidden=[32,32]", "flow_hidden
 
 def _args(data, out, *extra):
     return ["--out", str(out), "--data", data, "--methods", *METHODS, "--seeds", "2", "--steps", "30",
-            "--set", *TINY, "safefql-paperbackup:no_such_key=1", "--episodes", "3",
+            "--set", *TINY, "--set", "safefql-paperbackup:no_such_key=1", "--episodes", "3",  # repeatable
             "--latency-calls", "100", "--no-progress", *extra]
 
 

@@ -154,12 +154,13 @@ def test_evaluate_cli_reports_missing_run(tmp_path):
 def test_fit_trains_each_variant_and_records_it(tiny_boat_h5, tmp_path, algo, learner, key, value):
     from offline_train import fit
     tiny = TINY if learner == "safefql" else {"hidden": [32, 32], "batch_size": 64}
-    sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items()]
+    repeated = [arg for k, v in tiny.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
     out = tmp_path / algo
     assert fit.main(["--data", tiny_boat_h5, "--out", str(out), "--algo", algo, "--steps", "5",
-                     "--no-progress", "--set", *sets]) == 0
+                     "--no-progress", *repeated]) == 0
     meta = yaml.safe_load((out / "config.yaml").read_text())
     assert meta["variant"] == algo and meta["algo"] == learner
+    assert all(meta["config"][k] == v for k, v in tiny.items())   # each repeated --set counts
     assert meta["config"][key] == value and meta["config"]["steps"] == 5
     learner_obj, loaded = load_run(out)   # rebuilt through the learner's name, as export does
     assert loaded["trained_steps"] == 5
