@@ -62,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="actor noise z: zero (deterministic, default) or sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1, as fit: the thread count changes float summation "
+                        "order, and a long contact-rich rollout amplifies that into different episodes)")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
+    torch.set_num_threads(args.threads)
     modes = None
     try:
         if args.run:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             task = args.task or "boat"
             fallbacks = BOAT_FALLBACKS if task == "boat" else None
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed,
-                                                              fallback_actions=fallbacks))
+                                                              threads=args.threads, fallback_actions=fallbacks))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             policy, modes = evaluation.runtime_policy(runtime)

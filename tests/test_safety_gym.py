@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 if importlib.util.find_spec("safety_gymnasium") is None:  # importorskip would hit the 3.11 crash
     pytest.skip("safety-gymnasium (optional) is not installed", allow_module_level=True)
@@ -128,8 +129,16 @@ def test_fit_task_trains_with_the_task_config_and_evaluate_normalises(tiny_circl
     for budget in ("10", "20", "40", "80"):
         assert summary["normalized_cost_by_budget"][budget]["mean"] == pytest.approx(costs.mean() / float(budget))
     assert summary["normalized_cost"] == summary["normalized_cost_by_budget"]["10"]
-    # same seed, same episodes
-    assert evaluate.main(["--run", str(run), "--episodes", "2", "--steps", "30", "--json", str(tmp_path / "b.json")]) == 0
+    # same seed, same episodes, whatever thread count the calling process had set: evaluate
+    # fixes its own (fit's default 1), since summation order can change a long rollout
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert evaluate.main(["--run", str(run), "--episodes", "2", "--steps", "30",
+                              "--json", str(tmp_path / "b.json")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     assert __import__("json").loads((tmp_path / "b.json").read_text())["returns"] == summary["returns"]
 
 
