@@ -15,8 +15,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from offline_train.cli import add_threads_argument, set_threads
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
+from safefql_core.training import RunError
 
 
 def teacher_decision(bundle, threads: int) -> Callable[[np.ndarray], object]:
@@ -81,7 +83,7 @@ def latency(args: argparse.Namespace) -> dict:
         if baseline.algo != "fisor":
             raise BundleError(f"--baseline must be a fisor bundle (got {baseline.algo})")
         variants["fisor"] = Runtime(baseline, cfg("onnxruntime")).decide
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     obs = observations(bundle, 500, args.seed)
     samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
     result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,
@@ -107,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--calls", type=int, default=10_000, help="timed calls per variant (>= 10k for p99)")
     lat.add_argument("--rounds", type=int, default=20)
     lat.add_argument("--warmup", type=int, default=500)
-    lat.add_argument("--threads", type=int, default=1)
+    add_threads_argument(lat)
     lat.add_argument("--seed", type=int, default=0)
     lat.add_argument("--json")
     args = p.parse_args(argv)
     try:
         result = latency(args)
-    except BundleError as exc:
+    except (BundleError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name in ("safefql_ort", "safefql_torch", "teacher", "fisor"):

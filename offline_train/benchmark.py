@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import yaml
 
 from offline_train import bench, collect, evaluate, export, fit
+from offline_train.cli import add_set_argument, parse_override, set_threads
 from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
 from safefql_core.data import DatasetError
 from safefql_core.runtime import Runtime, RuntimeConfig
@@ -117,7 +116,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     base = {"cell": cell.name, "method": cell.method, "seed": cell.seed, "settings": cell.settings(),
             "host": socket.gethostname(), "threads": cell.threads}
     try:
-        torch.set_num_threads(cell.threads)
+        set_threads(cell.threads)
         run = train(TrainOptions(data=cell.data, out=str(cell.dir / "run"), algo=cell.method, seed=cell.seed,
                                  overrides=cell.overrides, task=cell.task, progress=False))
         summary = evaluate_run(run, cell.episodes, cell.seed, cell.dir / "eval.json")
@@ -177,20 +176,18 @@ def parse_sets(items: list[str], methods: list[str]) -> dict[str, dict[str, Any]
     """
     per_method: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for item in items:
-        lhs, eq, value = item.partition("=")
-        target, _, key = lhs.rpartition(":")
-        if not eq or not key:
-            raise RunError(f"--set expects [METHOD:]KEY=VALUE, got '{item}'")
+        target = item.partition("=")[0].rpartition(":")[0]   # method names hold no ':'; values may
+        key, value = parse_override(item[len(target) + 1:] if target else item)
         if target:
             if target not in per_method:
                 raise RunError(f"--set {item}: method '{target}' is not in this benchmark ({methods})")
-            per_method[target][key] = yaml.safe_load(value)
+            per_method[target][key] = value
             continue
         takers = [m for m in methods if key in {f.name for f in fields(get_algo(m).config)}]
         if not takers:
             raise RunError(f"--set {item}: no method of this benchmark has a config key '{key}'")
         for m in takers:
-            per_method[m][key] = yaml.safe_load(value)
+            per_method[m][key] = value
     return per_method
 
 
@@ -441,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds.add_argument("--seeds", type=int, default=5, help="train seeds 0..N-1 (default 5)")
     seeds.add_argument("--seed-list", type=int, nargs="+", help="explicit training seeds")
     p.add_argument("--steps", type=int, help="override every method's gradient steps (quick runs)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="[METHOD:]KEY=VALUE",
-                   help="config overrides: for every method that has KEY, or for METHOD only")
+    add_set_argument(p, "[METHOD:]KEY=VALUE", "alpha=3 safefql-nodistill:batch_size=256 (for every method "
+                                              "that has KEY, or for METHOD only)")
     p.add_argument("--data", help="dataset HDF5 of a one-task suite (default: <out>/data.h5 for the boat, "
                                   "<out>/data/<task>.h5 otherwise, generated with offline_train.collect --seed 0 "
                                   "if missing)")

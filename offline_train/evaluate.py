@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offline_train.cli import add_threads_argument, set_threads
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
 from safefql_core.bundle import BundleError
@@ -62,14 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="actor noise z: zero (deterministic, default) or sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1, as fit: the thread count changes float summation "
-                        "order, and a long contact-rich rollout amplifies that into different episodes)")
+    add_threads_argument(p)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
-    torch.set_num_threads(args.threads)
     modes = None
     try:
+        set_threads(args.threads)
         if args.run:
             learner, meta = load_run(args.run)
             task = args.task or meta.get("task", "boat")

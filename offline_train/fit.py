@@ -7,10 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from offline_train import calibrate, export
+from offline_train.cli import add_set_argument, add_threads_argument, parse_override, set_threads
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
@@ -96,11 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="override the number of gradient steps")
     p.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: these small networks gain little from more, "
-                        "and a fixed count keeps results identical across machines)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set alpha=3 batch_size=256")
+    add_threads_argument(p)
+    add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
@@ -109,12 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         task, overrides = load_overrides(args.config, args.algo, args.task)
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = yaml.safe_load(value)
+        overrides.update(parse_override(item) for item in args.set)
         if args.steps is not None:
             overrides["steps"] = args.steps
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         data = args.data
         if args.bag is not None:
             data = str(Path(args.out) / DATASET)

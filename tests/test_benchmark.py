@@ -111,6 +111,10 @@ def test_set_applies_a_key_to_the_methods_that_have_it():
         benchmark.parse_sets(["alhpa=1"], ["bc", "safefql"])
     with pytest.raises(RunError, match="'fisor' is not in this benchmark"):
         benchmark.parse_sets(["fisor:candidates=4"], ["bc"])
+    with pytest.raises(RunError, match="expects KEY=VALUE, got 'alpha'"):     # no silent alpha=None
+        benchmark.parse_sets(["safefql:alpha"], ["safefql"])
+    # a ':' inside the value does not name a method
+    assert benchmark.parse_sets(["safefql:phases={a: 1}"], ["safefql"]) == {"safefql": {"phases": {"a": 1}}}
 
 
 def test_suite_lists_every_baseline_and_ablation():

@@ -144,6 +144,16 @@ def test_evaluate_cli_reports_missing_run(tmp_path):
     assert proc.returncode == 2 and "is not a trained run" in proc.stderr
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "alpha"], "--set expects KEY=VALUE, got 'alpha'"),     # not a silent alpha=None
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+])
+def test_fit_refuses_a_malformed_flag_before_training(tiny_boat_h5, tmp_path, capsys, extra, message):
+    from offline_train import fit
+    assert fit.main(["--data", tiny_boat_h5, "--out", str(tmp_path / "run"), "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 # ---- the algo registry: variants are overrides and data filters on the same learners ----------
 @pytest.mark.parametrize("algo, learner, key, value", [
     ("safefql-lagrangian", "safefql", "actor_loss", "lagrangian"),

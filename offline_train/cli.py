@@ -1,0 +1,43 @@
+"""Command-line pieces that several offline_train commands share, so they read and behave alike."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+import yaml
+
+from safefql_core.training import RunError
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """--threads, default 1, for every command that runs torch on the CPU.
+
+    One fixed count, not torch's one-per-core default: the count changes the float
+    summation order, and a long contact-rich rollout (or 20k training steps) amplifies
+    that into different results on machines with different core counts.
+    """
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: these small networks gain little from more, and a "
+                        "fixed count keeps results identical across machines)")
+
+
+def set_threads(threads: int) -> None:
+    """Apply --threads; refuses counts below one with the flag's name."""
+    if threads < 1:
+        raise RunError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def add_set_argument(p: argparse.ArgumentParser, metavar: str, example: str) -> None:
+    """--set KEY=VALUE ...; repeated flags add up (argparse's default would keep only the last)."""
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar=metavar,
+                   help=f"override config keys (YAML values), e.g. --set {example}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'KEY=VALUE' -> (KEY, VALUE read as YAML, so 3 is an int and [64,64] a list)."""
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise RunError(f"--set expects KEY=VALUE, got '{item}'")
+    return key, yaml.safe_load(value)
