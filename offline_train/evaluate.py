@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
             task = args.task or "boat"
-            fallbacks = BOAT_FALLBACKS if task == "boat" else None
+            fallbacks = BOAT_FALLBACKS if task == "boat" else []
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed,
                                                               threads=args.threads, fallback_actions=fallbacks))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],

@@ -39,12 +39,9 @@ def runtime_policy(runtime) -> tuple[Policy, Counter]:
     modes: Counter = Counter()
 
     def act(obs: np.ndarray) -> np.ndarray:
-        actions = np.empty_like(obs)
-        for i, o in enumerate(obs):
-            d = runtime.decide(o)
-            modes[d.mode.value] += 1
-            actions[i] = d.action
-        return actions
+        decisions = [runtime.decide(o) for o in obs]
+        modes.update(d.mode.value for d in decisions)
+        return np.stack([d.action for d in decisions])   # act_dim, not obs_dim, columns
 
     return act, modes
 

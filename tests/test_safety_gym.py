@@ -142,6 +142,22 @@ def test_fit_task_trains_with_the_task_config_and_evaluate_normalises(tiny_circl
     assert __import__("json").loads((tmp_path / "b.json").read_text())["returns"] == summary["returns"]
 
 
+def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle, tmp_path):
+    """The bundle path with a 2-d action and a 28-d observation (the boat has 2 and 2)."""
+    import json
+    from offline_train import evaluate, export, fit
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", tiny_circle, "--out", str(run),
+                     "--steps", "10", "--no-progress", *TINY_SET]) == 0
+    assert export.main(["--run", str(run), "--out", str(bundle)]) == 0
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
+                          "--steps", "30", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["count"] == 2 and "normalized_reward" in summary
+    assert sum(summary["decision_modes"].values()) == 2 * 30   # one decision per robot per tick
+
+
 def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle, tiny_boat_h5, tmp_path, capsys):
     from offline_train import fit
     assert fit.main(["--task", "SafetyPointGoal1-v0", "--data", tiny_circle, "--out", str(tmp_path / "a"),
