@@ -68,6 +68,7 @@ def time_variants(variants: dict[str, Callable], obs: np.ndarray, calls: int, ro
 
 
 def latency(args: argparse.Namespace) -> dict:
+    set_threads(args.threads)   # checked and applied before any runtime reads the count
     bundle = load_bundle(args.bundle)
     if bundle.algo != "safefql":
         raise BundleError(f"--bundle must be a safefql bundle (got {bundle.algo}); pass FISOR as --baseline")
@@ -83,7 +84,6 @@ def latency(args: argparse.Namespace) -> dict:
         if baseline.algo != "fisor":
             raise BundleError(f"--baseline must be a fisor bundle (got {baseline.algo})")
         variants["fisor"] = Runtime(baseline, cfg("onnxruntime")).decide
-    set_threads(args.threads)
     obs = observations(bundle, 500, args.seed)
     samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
     result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,

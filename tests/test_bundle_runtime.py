@@ -167,3 +167,9 @@ def test_parity_is_relative_to_the_size_of_the_value():
     assert check_parity(Session([25.0002, 0.5]), examples, "safety") <= 1e-5   # float32 rounding at 25
     with pytest.raises(BundleError, match="relative to max"):
         check_parity(Session([25.0, 0.5005]), examples, "safety")               # 5e-4 at 0.5
+
+
+def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):
+    from offline_train import bench
+    assert bench.main(["latency", "--bundle", bundle, "--threads", "0", "--calls", "10"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
