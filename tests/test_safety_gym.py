@@ -196,13 +196,14 @@ def test_velocity_collect_trains_snapshots_once_and_is_deterministic(tmp_path, c
             "--policies", str(policies), "--no-progress"]
     argv = base + ["--rl-timesteps", "200"]
     assert collect.main(argv + ["--out", str(tmp_path / "a.h5")]) == 0
-    snapshots = velocity_behaviour.snapshot_paths(policies)
-    assert all(p.is_file() for p in snapshots)
+    snapshots = [path for run in velocity_behaviour.RUNS for path in velocity_behaviour.snapshot_paths(policies, run)]
+    assert len(snapshots) == 10 and all(p.is_file() for p in snapshots)
     stamps = [p.stat().st_mtime_ns for p in snapshots]
     data = load_dataset(tmp_path / "a.h5")
     assert len(data) == 240 and data.obs_dim == 17 and data.act_dim == 6
     assert data.attrs["task"] == HALF_CHEETAH and "SAC snapshots" in data.attrs["source"]
     assert list(data.attrs["behaviour_mix"]) == ([f"sac-{k}/5" for k in range(1, 6)]
+                                                 + [f"paced-{k}/5" for k in (3, 4, 5)]
                                                  + [f"capped-{k}/5" for k in (3, 4, 5)] + ["random"])
     assert sum(data.attrs["behaviour_mix"].values()) == pytest.approx(1.0)
     np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
@@ -213,12 +214,28 @@ def test_velocity_collect_trains_snapshots_once_and_is_deterministic(tmp_path, c
     # training is reproducible too: same seed, same final snapshot
     again = velocity_behaviour.train_policies(HALF_CHEETAH, tmp_path / "again", seed=0, timesteps=200, progress=False)
     from stable_baselines3 import SAC
-    first, second = (SAC.load(p, device="cpu").policy.state_dict() for p in (snapshots[-1], again[-1]))
+    first, second = (SAC.load(p, device="cpu").policy.state_dict() for p in (snapshots[-1], again["paced"][-1]))
     assert all(torch.equal(first[k], second[k]) for k in first)
     # snapshots of other settings are refused, not mixed
     assert collect.main(base + ["--rl-timesteps", "300", "--out", str(tmp_path / "c.h5")]) == 2
     err = capsys.readouterr().err
     assert "holds behaviour policies trained with" in err and not (tmp_path / "c.h5").exists()
+
+
+def test_paced_reward_loses_the_penalty_above_the_pace():
+    from safefql_core.envs import velocity_behaviour as vb
+    plain, paced = (vb.gymnasium_env(HALF_CHEETAH, seed=3, pace=pace) for pace in (None, 0.5))
+    plain.reset(seed=3), paced.reset(seed=3)
+    actions = np.random.default_rng(0).uniform(-1, 1, (60, 6)).astype(np.float32)
+    penalised = 0
+    for action in actions:
+        _, reward, *_, info = plain.step(action)
+        _, paced_reward, *_ = paced.step(action)
+        excess = max(0.0, info["x_velocity"] - 0.5)
+        assert paced_reward == pytest.approx(reward - vb.PACE_PENALTY * excess)
+        penalised += excess > 0
+    assert 0 < penalised < len(actions)        # both sides of the pace were visited
+    plain.close(), paced.close()
 
 
 def test_velocity_collect_without_sb3_names_the_install(monkeypatch, tmp_path, capsys):
@@ -259,3 +276,4 @@ def test_switching_family_alternates_both_policies_reproducibly():
     np.testing.assert_array_equal(runs[0], runs[1])                  # a pure function of the rng
     switches = np.count_nonzero(np.diff(runs[0]))
     assert runs[0][0] == 1.0 and noise_sd == 0.1 and 10 < switches < 60  # ~300 / 10 holds
+

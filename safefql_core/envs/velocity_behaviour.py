@@ -1,14 +1,18 @@
 """Behaviour for Safety Gymnasium velocity tasks: online-trained policies of varying speed.
 
 A scripted gait for a MuJoCo cheetah is not practical, so (as DSRL did) the behaviour is a
-set of online-trained policies. One SAC run (stable-baselines3, an optional dependency:
-`pip install stable-baselines3==2.3.2`, the last release that accepts gymnasium 0.28.1) is
-trained on the task's *reward only*, and snapshots taken along the way are the policies:
-early snapshots run slowly, late ones faster than the velocity limit. That gives one
-dataset every speed from standing still to well past the limit, i.e. both safe and costly
-behaviour, without training a policy per speed. Snapshots are saved as SB3 zips under a
-policy directory and reused by later collections (training is the slow part: ~100
-steps/s on one CPU core).
+set of online-trained policies. Two SAC runs (stable-baselines3, an optional dependency:
+`pip install stable-baselines3==2.3.2`, the last release that accepts gymnasium 0.28.1) are
+trained, and snapshots taken along the way are the policies:
+- `sac` trains on the task's *reward only*: early snapshots run slowly, late ones faster than
+  the velocity limit;
+- `paced` trains on the reward minus PACE_PENALTY per m/s above PACE (2.4 m/s): a fixed-
+  penalty stand-in for DSRL's policies trained under cost limits, it runs fast but (mostly)
+  below the limit.
+That gives one dataset every speed from standing still to well past the limit, i.e. both
+safe and costly behaviour, without training a policy per speed. Snapshots are saved as SB3
+zips under a policy directory and reused by later collections (training is the slow part:
+~80 steps/s on one CPU core, ~20 min per run).
 
 SafetyHalfCheetahVelocity-v1 (17-d observation, 6 joint torques in [-1, 1], 1000-step
 episodes; cost 1 while the forward speed exceeds 3.2096 m/s). Each episode runs one
@@ -16,23 +20,30 @@ family with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode:
 
 | family     | share | policy                                                          |
 |------------|-------|-----------------------------------------------------------------|
-| sac-k/5    | 12 % each (k = 1..5) | the snapshot after k/5 of the SAC steps: sac-1/5 slow, sac-5/5 fastest |
-| capped-k/5 | 10 % each (k = 3..5) | snapshot k/5 below a per-episode speed cap ~ U[1.0, 1.8] m/s, zero torque (coasting) above it |
+| sac-k/5    | 9 % each (k = 1..5) | the `sac` snapshot after k/5 of its steps: sac-1/5 slow, sac-5/5 fastest |
+| paced-k/5  | 10 % each (k = 3..5) | the `paced` snapshot after k/5 of its steps                  |
+| capped-k/5 | 5 % each (k = 3..5) | `sac` snapshot k/5 below a per-episode speed cap ~ U[1.0, 1.8] m/s, zero torque (coasting) above it |
 | random     | 10 %  | a random action, redrawn every 25 steps                          |
 
-Why the capped families: the snapshots alone never run steadily just under the limit, and
-in a fast state every logged action keeps running fast, so the data would hold no action
-that slows down from there. The safety critic learns feasibility from logged escapes only
-(V_c is an expectile over logged actions), so without them it calls every fast state
-infeasible. A speed governor over the same snapshots adds both: steady running below the
-limit and the braking actions (DSRL's own data mixes policies trained for several cost limits, which
-gives the same coverage). The speed is the observation's root x-velocity (index 8).
-Measured speeds and cost rates are in docs/BENCHMARKS.md.
+Why the paced run: with the reward-only snapshots and the governor alone, no logged episode
+runs steadily anywhere between the governor's ~1.4 m/s and the limit, so the best safe
+behaviour in the data was the governor's, and an offline method had nothing better than
+BC-Safe to find (docs/BENCHMARKS.md, session 9). Why the capped families: in a fast state
+every snapshot's action keeps running fast, so the data would hold no action that slows
+down from there. The safety critic learns feasibility from logged escapes only (V_c is an
+expectile over logged actions), so without them it calls every fast state infeasible. A
+speed governor over the same snapshots adds the braking actions (coasting). The speed is
+the observation's root x-velocity (index 8) for the governor, and the task's own
+`x_velocity` (the one its cost uses) for the pace penalty. Measured speeds and cost rates
+are in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +54,15 @@ from safefql_core.envs.safety_gym_behaviour import Draw, Family, Policy, random_
 
 TASKS = ("SafetyHalfCheetahVelocity-v1",)
 SNAPSHOTS = 5
-SNAPSHOT_SHARE = 0.12
-CAPPED = (3, 4, 5)            # snapshots that also run under a speed cap
-CAPPED_SHARE = 0.10
+SNAPSHOT_SHARE = 0.09
+PACED = (3, 4, 5)             # paced snapshots in the mix (earlier ones run like early sac ones)
+PACED_SHARE = 0.10
+CAPPED = (3, 4, 5)            # sac snapshots that also run under a speed cap
+CAPPED_SHARE = 0.05
 RANDOM_SHARE = 0.10
+PACE = 2.4                    # m/s: the paced run's speed, far enough below 3.2096 for a gait's surges
+PACE_PENALTY = 4.0            # reward lost per m/s above PACE: net slope -3 above it
+RUNS = {"sac": None, "paced": PACE}   # SAC run -> its pace (None: the task's reward only)
 SPEED_CAP = (1.0, 1.8)        # m/s: a coasting cheetah still surges ~1.5 m/s past the cap (3.2096 limit)
 FORWARD_SPEED = 8             # observation index of the root's x-velocity
 NOISE_SD = (0.0, 0.3)
@@ -64,8 +80,12 @@ def _sb3() -> Any:
     return stable_baselines3
 
 
-def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None) -> Any:
-    """The adapter behind the gymnasium 5-tuple API that SB3 trains on (cost in info["cost"])."""
+def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None,
+                  pace: float | None = None) -> Any:
+    """The adapter behind the gymnasium 5-tuple API that SB3 trains on (cost in info["cost"]).
+
+    With `pace`, the reward loses PACE_PENALTY per m/s of `x_velocity` above it.
+    """
     import gymnasium
 
     class Env(gymnasium.Env):
@@ -79,6 +99,8 @@ def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None)
 
         def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
             obs, reward, cost, terminated, truncated, info = self.inner.step(action)
+            if pace is not None:
+                reward -= PACE_PENALTY * max(0.0, info["x_velocity"] - pace)
             return obs, reward, terminated, truncated, {**info, "cost": cost}
 
         def close(self) -> None:
@@ -87,21 +109,37 @@ def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None)
     return Env()
 
 
-def snapshot_paths(policy_dir: str | Path) -> list[Path]:
-    return [Path(policy_dir) / f"sac-{k}of{SNAPSHOTS}.zip" for k in range(1, SNAPSHOTS + 1)]
+def snapshot_paths(policy_dir: str | Path, run: str = "sac") -> list[Path]:
+    return [Path(policy_dir) / f"{run}-{k}of{SNAPSHOTS}.zip" for k in range(1, SNAPSHOTS + 1)]
 
 
 def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: int = DEFAULT_TIMESTEPS,
-                   progress: bool = True) -> list[Path]:
-    """Train SAC on the task's reward and save SNAPSHOTS evenly spaced snapshots.
+                   progress: bool = True) -> dict[str, list[Path]]:
+    """Train every SAC run of RUNS and save SNAPSHOTS evenly spaced snapshots of each.
 
-    Reuses the snapshots when `policy_dir` already holds a run with the same task, seed and
-    timesteps (its `training.json`); refuses to mix with a run of other settings.
+    Reuses a run's snapshots when `policy_dir` already holds it with the same task, seed,
+    timesteps and pace (its `<run>.json`); refuses to mix with a run of other settings.
+    The runs train side by side, one process and one thread each, when the machine has the
+    cores: each is single-threaded and seeded, so the snapshots do not depend on that.
     """
     _check_task(task_id)
-    paths, meta_path = snapshot_paths(policy_dir), Path(policy_dir) / "training.json"
+    _sb3()   # here, not in the workers: a missing install must fail before anything starts
+    jobs = {run: (task_id, policy_dir, run, seed, timesteps, progress, position)
+            for position, run in enumerate(RUNS)}
+    if (os.cpu_count() or 1) < 2:
+        return {run: _train_run(*job) for run, job in jobs.items()}
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {run: pool.submit(_train_run, *job) for run, job in jobs.items()}
+        return {run: future.result() for run, future in futures.items()}
+
+
+def _train_run(task_id: str, policy_dir: str | Path, run: str, seed: int, timesteps: int,
+               progress: bool, position: int = 0) -> list[Path]:
+    paths, meta_path, pace = snapshot_paths(policy_dir, run), Path(policy_dir) / f"{run}.json", RUNS[run]
     settings = {"task": task_id, "seed": seed, "timesteps": timesteps, "algorithm": "SAC",
                 "stable_baselines3": _sb3().__version__}
+    if pace is not None:
+        settings.update(pace=pace, pace_penalty=PACE_PENALTY)
     if meta_path.is_file():
         stored = json.loads(meta_path.read_text())
         if stored != settings:
@@ -126,7 +164,8 @@ def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: i
         def _on_training_start(self) -> None:
             if progress:
                 from tqdm import tqdm
-                self.bar = tqdm(total=timesteps, desc=f"SAC behaviour policies {task_id}", unit="step")
+                self.bar = tqdm(total=timesteps, desc=f"SAC behaviour policies {task_id} ({run})", unit="step",
+                                position=position)
 
         def _on_step(self) -> bool:
             if self.bar is not None:
@@ -141,7 +180,7 @@ def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: i
 
     torch.set_num_threads(1)   # small nets gain nothing from threads, and one thread is reproducible
     torch.manual_seed(seed)
-    model = _sb3().SAC("MlpPolicy", gymnasium_env(task_id, seed), seed=seed, device="cpu", verbose=0,
+    model = _sb3().SAC("MlpPolicy", gymnasium_env(task_id, seed, pace=pace), seed=seed, device="cpu", verbose=0,
                        learning_starts=min(LEARNING_STARTS, timesteps // 2))
     model.learn(total_timesteps=every * SNAPSHOTS, callback=Snapshots())
     model.env.close()
@@ -152,15 +191,17 @@ def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: i
 def families(task_id: str, policy_dir: str | Path) -> dict[str, Family]:
     """The task's behaviour families from the snapshots in `policy_dir` (see the module table)."""
     _check_task(task_id)
-    missing = [str(p) for p in snapshot_paths(policy_dir) if not p.is_file()]
+    missing = [str(p) for run in RUNS for p in snapshot_paths(policy_dir, run) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"behaviour policies missing: {missing}; train them with "
                                 f"`python -m offline_train.collect --task {task_id} --policies {policy_dir}`")
     sac = _sb3().SAC
-    models = [sac.load(path, device="cpu") for path in snapshot_paths(policy_dir)]
-    out = {f"sac-{k}/{SNAPSHOTS}": Family(SNAPSHOT_SHARE, _snapshot(m)) for k, m in enumerate(models, start=1)}
+    models = {run: [sac.load(path, device="cpu") for path in snapshot_paths(policy_dir, run)] for run in RUNS}
+    out = {f"sac-{k}/{SNAPSHOTS}": Family(SNAPSHOT_SHARE, _snapshot(m)) for k, m in enumerate(models["sac"], start=1)}
+    for k in PACED:
+        out[f"paced-{k}/{SNAPSHOTS}"] = Family(PACED_SHARE, _snapshot(models["paced"][k - 1]))
     for k in CAPPED:
-        out[f"capped-{k}/{SNAPSHOTS}"] = Family(CAPPED_SHARE, _capped(models[k - 1]))
+        out[f"capped-{k}/{SNAPSHOTS}"] = Family(CAPPED_SHARE, _capped(models["sac"][k - 1]))
     out["random"] = Family(RANDOM_SHARE, random_actions)
     return out
 
