@@ -26,7 +26,7 @@ family with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode:
 | random     | 10 %  | a random action, redrawn every 25 steps                          |
 
 Why the paced run: with the reward-only snapshots and the governor alone, no logged episode
-runs steadily anywhere between the governor's ~1.4 m/s and the limit, so the best safe
+runs steadily anywhere between the governor's ~1.2–1.4 m/s and the limit, so the best safe
 behaviour in the data was the governor's, and an offline method had nothing better than
 BC-Safe to find (docs/BENCHMARKS.md, session 9). Why the capped families: in a fast state
 every snapshot's action keeps running fast, so the data would hold no action that slows
