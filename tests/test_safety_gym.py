@@ -276,4 +276,3 @@ def test_switching_family_alternates_both_policies_reproducibly():
     np.testing.assert_array_equal(runs[0], runs[1])                  # a pure function of the rng
     switches = np.count_nonzero(np.diff(runs[0]))
     assert runs[0][0] == 1.0 and noise_sd == 0.1 and 10 < switches < 60  # ~300 / 10 holds
-

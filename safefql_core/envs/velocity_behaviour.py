@@ -119,36 +119,56 @@ def train_policies(task_id: str, policy_dir: str | Path, seed: int, timesteps: i
 
     Reuses a run's snapshots when `policy_dir` already holds it with the same task, seed,
     timesteps and pace (its `<run>.json`); refuses to mix with a run of other settings.
-    The runs train side by side, one process and one thread each, when the machine has the
-    cores: each is single-threaded and seeded, so the snapshots do not depend on that.
+    Those checks run here, so a reuse starts no process and a refusal comes before any
+    training. Runs still to train go side by side, one process and one thread each, when
+    the machine has the cores: each is single-threaded and seeded, so the snapshots do not
+    depend on that.
     """
     _check_task(task_id)
-    _sb3()   # here, not in the workers: a missing install must fail before anything starts
-    jobs = {run: (task_id, policy_dir, run, seed, timesteps, progress, position)
-            for position, run in enumerate(RUNS)}
-    if (os.cpu_count() or 1) < 2:
-        return {run: _train_run(*job) for run, job in jobs.items()}
-    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {run: pool.submit(_train_run, *job) for run, job in jobs.items()}
-        return {run: future.result() for run, future in futures.items()}
+    settings = {run: _settings(task_id, run, seed, timesteps) for run in RUNS}
+    pending = [run for run in RUNS if not _is_trained(policy_dir, run, settings[run])]
+    if pending and timesteps < SNAPSHOTS:
+        raise ValueError(f"--rl-timesteps must be at least {SNAPSHOTS}, got {timesteps}")
+    jobs = [(task_id, policy_dir, run, settings[run], progress, position) for position, run in enumerate(pending)]
+    if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
+        for job in jobs:
+            _train_run(*job)
+    else:
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_train_run, *job) for job in jobs]:
+                future.result()
+    return {run: snapshot_paths(policy_dir, run) for run in RUNS}
 
 
-def _train_run(task_id: str, policy_dir: str | Path, run: str, seed: int, timesteps: int,
-               progress: bool, position: int = 0) -> list[Path]:
-    paths, meta_path, pace = snapshot_paths(policy_dir, run), Path(policy_dir) / f"{run}.json", RUNS[run]
+def _settings(task_id: str, run: str, seed: int, timesteps: int) -> dict[str, Any]:
+    """What a run's snapshots are trained with, as stored in `<run>.json`.
+
+    Asks for stable-baselines3 (its version is part of the settings), so a missing install
+    fails here, in the calling process, before anything starts.
+    """
     settings = {"task": task_id, "seed": seed, "timesteps": timesteps, "algorithm": "SAC",
                 "stable_baselines3": _sb3().__version__}
-    if pace is not None:
-        settings.update(pace=pace, pace_penalty=PACE_PENALTY)
-    if meta_path.is_file():
-        stored = json.loads(meta_path.read_text())
-        if stored != settings:
-            raise ValueError(f"{policy_dir} holds behaviour policies trained with {stored}, not {settings}; "
-                             "pass another --policies directory or delete that one")
-        if all(p.is_file() for p in paths):
-            return paths
-    if timesteps < SNAPSHOTS:
-        raise ValueError(f"--rl-timesteps must be at least {SNAPSHOTS}, got {timesteps}")
+    if RUNS[run] is not None:
+        settings.update(pace=RUNS[run], pace_penalty=PACE_PENALTY)
+    return settings
+
+
+def _is_trained(policy_dir: str | Path, run: str, settings: dict[str, Any]) -> bool:
+    """True when `policy_dir` holds all of `run`'s snapshots; refuses a run of other settings."""
+    meta_path = Path(policy_dir) / f"{run}.json"
+    if not meta_path.is_file():
+        return False
+    stored = json.loads(meta_path.read_text())
+    if stored != settings:
+        raise ValueError(f"{policy_dir} holds behaviour policies trained with {stored}, not {settings}; "
+                         "pass another --policies directory or delete that one")
+    return all(p.is_file() for p in snapshot_paths(policy_dir, run))
+
+
+def _train_run(task_id: str, policy_dir: str | Path, run: str, settings: dict[str, Any], progress: bool,
+               position: int = 0) -> None:
+    paths, meta_path = snapshot_paths(policy_dir, run), Path(policy_dir) / f"{run}.json"
+    seed, timesteps = settings["seed"], settings["timesteps"]
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     Path(policy_dir).mkdir(parents=True, exist_ok=True)
@@ -180,12 +200,11 @@ def _train_run(task_id: str, policy_dir: str | Path, run: str, seed: int, timest
 
     torch.set_num_threads(1)   # small nets gain nothing from threads, and one thread is reproducible
     torch.manual_seed(seed)
-    model = _sb3().SAC("MlpPolicy", gymnasium_env(task_id, seed, pace=pace), seed=seed, device="cpu", verbose=0,
+    model = _sb3().SAC("MlpPolicy", gymnasium_env(task_id, seed, pace=RUNS[run]), seed=seed, device="cpu", verbose=0,
                        learning_starts=min(LEARNING_STARTS, timesteps // 2))
     model.learn(total_timesteps=every * SNAPSHOTS, callback=Snapshots())
     model.env.close()
     meta_path.write_text(json.dumps(settings, indent=1) + "\n")
-    return paths
 
 
 def families(task_id: str, policy_dir: str | Path) -> dict[str, Family]:
