@@ -69,6 +69,8 @@ def time_variants(variants: dict[str, Callable], obs: np.ndarray, calls: int, ro
 
 def latency(args: argparse.Namespace) -> dict:
     set_threads(args.threads)   # checked and applied before any runtime reads the count
+    if args.proposals < 1:
+        raise RunError(f"--proposals must be at least 1 (1: skip that variant), got {args.proposals}")
     bundle = load_bundle(args.bundle)
     if bundle.algo != "safefql":
         raise BundleError(f"--bundle must be a safefql bundle (got {bundle.algo}); pass FISOR as --baseline")
@@ -79,6 +81,9 @@ def latency(args: argparse.Namespace) -> dict:
         "safefql_torch": Runtime(bundle, cfg("torch")).decide,
         "teacher": teacher_decision(bundle, args.threads),
     }
+    if args.proposals > 1:
+        variants["safefql_proposals"] = Runtime(bundle, RuntimeConfig(
+            threads=args.threads, seed=args.seed, proposals=args.proposals)).decide
     if args.baseline:
         baseline = load_bundle(args.baseline)
         if baseline.algo != "fisor":
@@ -87,7 +92,7 @@ def latency(args: argparse.Namespace) -> dict:
     obs = observations(bundle, 500, args.seed)
     samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
     result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,
-                    "threshold": safefql.threshold}
+                    "threshold": safefql.threshold, "proposals": args.proposals}
     for name, us in samples.items():
         result[f"{name}_median_us"] = round(float(np.median(us)), 2)
         result[f"{name}_p99_us"] = round(float(np.percentile(us, 99)), 2)
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     lat = sub.add_parser("latency", help="batch-1 decision latency, median and p99")
     lat.add_argument("--bundle", required=True, help="SafeFQL bundle")
     lat.add_argument("--baseline", help="FISOR-style bundle to compare against")
+    lat.add_argument("--proposals", type=int, default=16,
+                     help="also time the decision with this many actor proposals per tick (1: skip)")
     lat.add_argument("--calls", type=int, default=10_000, help="timed calls per variant (>= 10k for p99)")
     lat.add_argument("--rounds", type=int, default=20)
     lat.add_argument("--warmup", type=int, default=500)
@@ -118,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in ("safefql_ort", "safefql_torch", "teacher", "fisor"):
+    for name in ("safefql_ort", "safefql_proposals", "safefql_torch", "teacher", "fisor"):
         if f"{name}_median_us" in result:
             paths = ", ".join(f"{m} {result[f'{name}_{m}_fraction']:.0%} at {result[f'{name}_{m}_median_us']:.1f} us"
                               for m in ("nominal", "intervene", "unsafe") if f"{name}_{m}_fraction" in result)
-            print(f"{name:>14}: median {result[f'{name}_median_us']:8.1f} us   p99 {result[f'{name}_p99_us']:8.1f} us"
+            print(f"{name:>17}: median {result[f'{name}_median_us']:8.1f} us   p99 {result[f'{name}_p99_us']:8.1f} us"
                   + (f"   ({paths})" if paths else ""))
     if "speedup" in result:
         print(f"speedup (FISOR-style median / SafeFQL ORT median): {result['speedup']:.1f}x")

@@ -10,11 +10,17 @@ fans out over a cluster (`--ray-address`).
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/ --ray-address HOST:6379
     python -m offline_train.benchmark --suite safety_gym --seeds 3 --out results/sg/
+    python -m offline_train.benchmark --suite safety_gym --tasks SafetyHalfCheetahVelocity-v1 --proposals 16 --out results/hc/
 
 A suite may span several tasks (`safety_gym`: SafetyPointCircle1-v0 and SafetyPointGoal1-v0);
 each task trains with its config/<task>.yaml, on `<out>/data/<task>.h5` (generated with
 offline_train.collect --seed 0 if missing), and is scored raw and DSRL-normalised over
 `--episodes` resets (offline_train.evaluate); its table has one section per task.
+
+SafeFQL is scored by its raw actor (one proposal, z = 0) unless `--proposals N` (N > 1):
+then its cells (the ablations too) score their deployed decision instead, the exported
+bundle run by `evaluate --bundle --proposals N` (uncalibrated: δ* = 0), the best of N actor
+noises per tick (docs/DESIGN.md, "Proposals"); the other methods are scored as before.
 
 Each cell writes `<out>/cells/<method>-s<seed>/`: the training run (`run/`, resumable from
 its checkpoint), the bundle, `eval.json`, and last `result.json` (atomically). A rerun skips
@@ -91,6 +97,12 @@ class Cell:
     episodes: int
     latency_calls: int
     threads: int
+    proposals: int = 1
+
+    @property
+    def deployed(self) -> bool:
+        """Scored through its bundle with `proposals` per tick (a SafeFQL learner, N > 1)."""
+        return self.proposals > 1 and learner_name(self.method) == "safefql"
 
     @property
     def name(self) -> str:
@@ -104,7 +116,8 @@ class Cell:
     def settings(self) -> dict[str, Any]:
         """What a stored result must have been computed with to be reused."""
         return {"method": self.method, "seed": self.seed, "overrides": self.overrides, "data": self.data,
-                "episodes": self.episodes, "latency_calls": self.latency_calls}
+                "episodes": self.episodes, "latency_calls": self.latency_calls,
+                **({"proposals": self.proposals} if self.deployed else {})}
 
 
 # ---- one cell (runs inside a Ray worker) -----------------------------------------------------
@@ -119,8 +132,14 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         set_threads(cell.threads)
         run = train(TrainOptions(data=cell.data, out=str(cell.dir / "run"), algo=cell.method, seed=cell.seed,
                                  overrides=cell.overrides, task=cell.task, progress=False))
-        summary = evaluate_run(run, cell.episodes, cell.seed, cell.dir / "eval.json")
-        latency = decision_latency(run, cell) if cell.latency_calls > 0 else None
+        has_bundle = learner_name(cell.method) in GRAPHS_BY_ALGO   # BC has no safety critic (LATENCY_NOTE)
+        bundle = cell.dir / "bundle"
+        if has_bundle and (cell.deployed or cell.latency_calls > 0):
+            export.export_run(str(run), str(bundle), cell.seed)
+        scored = ["--bundle", str(bundle), "--task", cell.task, "--proposals", str(cell.proposals)] \
+            if cell.deployed else ["--run", str(run)]
+        summary = evaluate_cell(scored, cell.episodes, cell.seed, cell.dir / "eval.json")
+        latency = decision_latency(bundle, cell) if has_bundle and cell.latency_calls > 0 else None
         result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": summary["trained_steps"],
                   "train_seconds": summary["train_seconds"], "evaluation": summary, "latency": latency,
                   "cell_seconds": round(time.perf_counter() - start, 2)}
@@ -132,25 +151,23 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     return result
 
 
-def evaluate_run(run: Path, episodes: int, seed: int, out: Path) -> dict[str, Any]:
-    """The raw actor through offline_train.evaluate itself: the boat's fixed initial states, or
-    `episodes` resets (seeds seed..) of a Safety Gymnasium task."""
+def evaluate_cell(scored: list[str], episodes: int, seed: int, out: Path) -> dict[str, Any]:
+    """offline_train.evaluate itself on `scored` (--run RUN, or --bundle with its settings): the
+    boat's fixed initial states, or `episodes` resets (seeds seed..) of a Safety Gymnasium task."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = evaluate.main(["--run", str(run), "--episodes", str(episodes), "--seed", str(seed),
-                              "--json", str(out)])
+        code = evaluate.main([*scored, "--episodes", str(episodes), "--seed", str(seed), "--json", str(out)])
     if code != 0:
-        raise RunError(f"offline_train.evaluate failed on {run}: {err.getvalue().strip()}")
+        raise RunError(f"offline_train.evaluate failed on {' '.join(scored)}: {err.getvalue().strip()}")
     return json.loads(out.read_text())
 
 
-def decision_latency(run: Path, cell: Cell) -> dict[str, Any] | None:
-    """Median/p99 of the deployed decision at batch 1, from a freshly exported bundle."""
-    if learner_name(cell.method) not in GRAPHS_BY_ALGO:
-        return None  # no safety critic, no bundle (LATENCY_NOTE)
-    export.export_run(str(run), str(cell.dir / "bundle"), cell.seed)
-    bundle = load_bundle(cell.dir / "bundle")
-    runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed))
+def decision_latency(bundle_dir: Path, cell: Cell) -> dict[str, Any]:
+    """Median/p99 of the deployed decision at batch 1 (with the cell's proposals when it is
+    scored through its bundle)."""
+    bundle = load_bundle(bundle_dir)
+    runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed,
+                                            proposals=cell.proposals if cell.deployed else 1))
     obs = bench.observations(bundle, 500, cell.seed)
     samples, modes = bench.time_variants({"decide": runtime.decide}, obs, cell.latency_calls, rounds=10,
                                          warmup=min(200, cell.latency_calls))
@@ -213,13 +230,13 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     out = str(Path(args.out).resolve())
     episodes = args.episodes or suite["episodes"]
     cells = [Cell(task, m, s, {**fit.load_overrides(None, m, task)[1], **user[m]}, data_path(args, task), out,
-                  episodes, args.latency_calls, args.threads_per_cell)
+                  episodes, args.latency_calls, args.threads_per_cell, args.proposals)
              for task in tasks for m in methods for s in seeds]
     stale = [c.name for c in cells if (c.dir / RESULT).is_file()
              and json.loads((c.dir / RESULT).read_text()).get("settings") != c.settings()]
     if stale:
         raise RunError(f"{args.out} already holds results for {stale} computed with other settings "
-                       "(overrides, steps, data, episodes or latency calls); pass a new --out, or delete "
+                       "(overrides, steps, data, episodes, latency calls or proposals); pass a new --out, or delete "
                        "those cell directories to recompute them")
     return cells
 
@@ -447,14 +464,17 @@ def main(argv: list[str] | None = None) -> int:
                                                "states, default 500; safety_gym: resets, default 10)")
     p.add_argument("--latency-calls", type=int, default=2000,
                    help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
+    p.add_argument("--proposals", type=int, default=1,
+                   help="above 1: score SafeFQL cells by their deployed decision with this many actor proposals "
+                        "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"); default 1: the raw actor")
     p.add_argument("--threads-per-cell", type=int, default=1, help="torch threads = Ray CPUs per cell")
     p.add_argument("--ray-address", help="existing Ray cluster (default: start an embedded local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all cores)")
     p.add_argument("--max-parallel", type=int, help="at most this many cells in flight (default: as CPUs allow)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if min(args.seeds, args.threads_per_cell, args.max_parallel or 1) < 1:
-        p.error("--seeds, --threads-per-cell and --max-parallel must be at least 1")
+    if min(args.seeds, args.threads_per_cell, args.max_parallel or 1, args.proposals) < 1:
+        p.error("--seeds, --threads-per-cell, --max-parallel and --proposals must be at least 1")
     try:
         cells = plan(args)
         if args.data is None:
@@ -481,13 +501,14 @@ def main(argv: list[str] | None = None) -> int:
             if owned:
                 ray.shutdown()
     wall = time.perf_counter() - t0
-    title = f"Benchmark: suite {args.suite}, seeds {sorted({c.seed for c in cells})}"
+    title = f"Benchmark: suite {args.suite}, seeds {sorted({c.seed for c in cells})}" + (
+        f"; SafeFQL scored by its deployed decision, {args.proposals} proposals per tick" if args.proposals > 1 else "")
     table, failures = report(cells, out, title)
     write_json(out / "run.json", {
         "suite": args.suite, "methods": list(dict.fromkeys(c.method for c in cells)),
         "seeds": sorted({c.seed for c in cells}), "data": cells[0].data, "started": started,
         "ray": {"address": args.ray_address or "embedded", **resources},
-        "threads_per_cell": args.threads_per_cell, "max_parallel": args.max_parallel,
+        "threads_per_cell": args.threads_per_cell, "max_parallel": args.max_parallel, "proposals": args.proposals,
         "cells": {"total": len(cells), "computed": len(seconds), "skipped": len(cells) - len(todo),
                   "failed": failures},
         "wall_seconds": round(wall, 2),

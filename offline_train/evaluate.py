@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", help="write a PNG map of the trajectories here")
     p.add_argument("--noise", choices=["zero", "sample"], default="zero",
                    help="actor noise z: zero (deterministic, default) or sampled")
+    p.add_argument("--proposals", type=int, default=1,
+                   help="--bundle only: actor noises per tick; above 1 the runtime sends the one of highest "
+                        "Q_reward among those that pass the safety check (docs/DESIGN.md, \"Proposals\")")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
@@ -70,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_threads(args.threads)
         if args.run:
+            if args.proposals != 1:
+                raise RunError("--proposals is a setting of the deployed decision: evaluate a --bundle "
+                               "(python -m offline_train.export --run RUN --out RUN/bundle)")
             learner, meta = load_run(args.run)
             task = args.task or meta.get("task", "boat")
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
             task = args.task or "boat"
             fallbacks = BOAT_FALLBACKS if task == "boat" else []
-            runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed,
-                                                              threads=args.threads, fallback_actions=fallbacks))
+            runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
+                                                              fallback_actions=fallbacks, proposals=args.proposals))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             policy, modes = evaluation.runtime_policy(runtime)
@@ -120,7 +126,7 @@ def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
             "variant": meta.get("variant") or meta["algo"],  # e.g. safefql-nodistill, a safefql learner
             "seed": meta["seed"],
             "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
-            "noise": args.noise}
+            "noise": args.noise, "proposals": args.proposals}
 
 
 def write_json(path: str | None, summary: dict) -> None:

@@ -78,6 +78,21 @@ class PolicyGraph(nn.Module):
         return (action, *self.safety(observation, action))
 
 
+class ProposalsGraph(nn.Module):
+    """(observation, noise) -> (action, Q_reward, Q_safe, V_safe) for a batch of actor noises:
+    what the runtime needs to keep the proposal of highest conservative reward value
+    (min over the ensemble) among those that pass the safety check (RuntimeConfig.proposals).
+    A graph of its own, so the nominal path of a single proposal carries no reward critic."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.policy, self.normalizer, self.q = PolicyGraph(learner), learner.normalizer, learner.q
+
+    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        action, q_safe, v_safe = self.policy(observation, noise)
+        return action, self.q.conservative(self.normalizer(observation), action), q_safe, v_safe
+
+
 class DenoiserGraph(nn.Module):
     """FISOR: (observation, x_t, t) -> predicted noise; the sampler loop runs outside."""
 
@@ -100,11 +115,13 @@ GRAPHS = {
     "actor": GraphSpec("actor.onnx", ("observation", "noise"), ("action",)),
     "safety": GraphSpec("safety.onnx", ("observation", "action"), ("q_safe", "v_safe")),
     "policy": GraphSpec("policy.onnx", ("observation", "noise"), ("action", "q_safe", "v_safe")),
+    "proposals": GraphSpec("proposals.onnx", ("observation", "noise"), ("action", "q_reward", "q_safe", "v_safe")),
     "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
 }
-GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy"), "fisor": ("denoiser", "safety")}
-NETWORKS_BY_ALGO = {"safefql": ("actor", "qc", "vc"), "fisor": ("denoiser", "qc", "vc")}  # what the graphs use
-GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "policy": PolicyGraph, "denoiser": DenoiserGraph}
+GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy", "proposals"), "fisor": ("denoiser", "safety")}
+NETWORKS_BY_ALGO = {"safefql": ("actor", "q", "qc", "vc"), "fisor": ("denoiser", "qc", "vc")}  # what the graphs use
+GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "policy": PolicyGraph, "proposals": ProposalsGraph,
+                 "denoiser": DenoiserGraph}
 
 
 def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
@@ -116,7 +133,7 @@ def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
 def example_inputs(name: str, obs: np.ndarray, act_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = len(obs)
     draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
-    if name in ("actor", "policy"):
+    if name in ("actor", "policy", "proposals"):
         return {"observation": obs, "noise": draw(n, act_dim)}
     if name == "safety":
         return {"observation": obs, "action": np.clip(draw(n, act_dim), -1, 1)}

@@ -92,14 +92,18 @@ class DenseMLP(nn.Module):
 
 
 class DenseCritic(DenseMLP):
-    """A folded Critic ensemble: forward -> [members, batch] like Critic; `pessimistic` takes
-    the max over members straight from the dense columns (no transpose node)."""
+    """A folded Critic ensemble: forward -> [members, batch] like Critic; `pessimistic` and
+    `conservative` take the max / min over members straight from the dense columns (no
+    transpose node)."""
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.dense(obs, act).T
 
     def pessimistic(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.dense(obs, act).amax(dim=-1)
+
+    def conservative(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.dense(obs, act).amin(dim=-1)
 
 
 CRITICS = ("q", "qc")  # ensembles: folded to DenseCritic

@@ -64,6 +64,10 @@ class Critic(nn.Module):
         """max over members -> [batch]: the safety critic's pessimistic value."""
         return self.forward(obs, act).max(dim=0).values
 
+    def conservative(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """min over members -> [batch]: the reward critic's conservative value (IQL's)."""
+        return self.forward(obs, act).min(dim=0).values
+
 
 class Value(nn.Module):
     """V(s) -> [batch]."""

@@ -2,6 +2,8 @@
 
 validate state -> propose (one actor pass) -> calibrated check Q_safe < δ* -> otherwise
 score candidates (other actor noises + configured fallback actions) and send the safest.
+With `proposals` N > 1 the proposal is the best of N actor noises in one batched pass: the
+highest conservative Q_reward among those with Q_safe < δ* (docs/DESIGN.md, "Proposals").
 The ROS node, replay and offline evaluation all call `Runtime.decide`; nothing else
 re-implements it. Backends: onnxruntime (default, what runs on the robot) and torch (the
 learner rebuilt from the bundle's weights, for debugging and for the latency comparison).
@@ -53,6 +55,7 @@ class RuntimeConfig:
     fallback_actions: list[list[float]] = field(default_factory=list)
     candidates: int = 8                 # extra actor noise samples scored on intervention
     noise: str = "zero"                 # actor noise on the nominal path: zero | sample
+    proposals: int = 1                  # actor noises per tick; >1: keep the best certified one
     seed: int = 0
     threshold: float | None = None      # override δ*; default: the bundle's calibration
 
@@ -151,6 +154,7 @@ class Runtime:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{self.cfg.backend}'")
         if self.cfg.noise not in ("zero", "sample"):
             raise ValueError(f"noise must be 'zero' or 'sample', got '{self.cfg.noise}'")
+        self._check_proposals(bundle)
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
@@ -165,9 +169,24 @@ class Runtime:
             self._fallback_scores.inputs["action"][:] = self.fallbacks
         if self._fisor:
             self._fisor_setup()
-        else:  # nominal: one batch-1 call of the fused policy graph; candidates: one batched call
+        else:  # nominal: one batch-1 call of the fused policy graph (or the proposals graph for
+            # N > 1); candidates: one batched call
             self._policy = self._bind_policy(1)
+            if self.cfg.proposals > 1:
+                self._proposals = self.graphs.bind("proposals", {"observation": (self.cfg.proposals, self.obs_dim),
+                                                                 "noise": (self.cfg.proposals, self.act_dim)})
             self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
+
+    def _check_proposals(self, bundle: Bundle) -> None:
+        n = self.cfg.proposals
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"proposals must be an integer >= 1, got {n!r}")
+        if n > 1 and bundle.algo != "safefql":
+            raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
+                             f"this one is '{bundle.algo}', which samples its own candidates")
+        if n > 1 and "proposals" not in bundle.meta["graphs"]:
+            raise BundleError(f"{bundle.path}: no proposals graph (exported by an older safefql); "
+                              "re-export it with offline_train.export, or run with proposals 1")
 
     def _bind_policy(self, n: int) -> BoundCall:
         return self.graphs.bind("policy", {"observation": (n, self.obs_dim), "noise": (n, self.act_dim)})
@@ -234,12 +253,29 @@ class Runtime:
         """The policy's own action and its safety value."""
         if self._fisor:
             return self._fisor_propose(o)
+        if self.cfg.proposals > 1:
+            return self._best_proposal(o)
         inputs = self._policy.inputs
         inputs["observation"][:] = o
         if self._sample_noise:
             inputs["noise"][:] = self.rng.standard_normal((1, self.act_dim))
         action, q, v = self._policy.run()
         return action[0].copy(), q.item(), v.item()
+
+    def _best_proposal(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Of N actor noises (the first one zero unless noise is 'sample'), the action with the
+        highest conservative Q_reward among those with Q_safe < δ*; the safest when none passes
+        (decide then widens the search). The actor is trained on sampled noises, so each is
+        one of its actions; the reward critic picks among them, the safety critic vetoes."""
+        inputs, n = self._proposals.inputs, self.cfg.proposals
+        inputs["observation"][:] = o
+        inputs["noise"][:] = self.rng.standard_normal((n, self.act_dim))
+        if not self._sample_noise:
+            inputs["noise"][0] = 0.0
+        action, q_reward, q_safe, v_safe = self._proposals.run()
+        certified = q_safe < self.threshold
+        best = int(np.argmax(np.where(certified, q_reward, -np.inf))) if certified.any() else int(np.argmin(q_safe))
+        return action[best].copy(), float(q_safe[best]), float(v_safe[best])
 
     def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float,
                          v_proposed: float) -> tuple[np.ndarray, float, float]:

@@ -66,7 +66,7 @@ class Controller(Node):
         self.runtime = Runtime(bundle, RuntimeConfig(
             threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period,
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
-            candidates=p["candidates"], noise=p["noise"], seed=p["seed"]))
+            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"]))
         if self.spec.obs_dim != bundle.obs_dim:
             self.get_logger().error(
                 f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
@@ -132,6 +132,10 @@ class Controller(Node):
         self.declare_parameter("candidates", 8, ParameterDescriptor(
             description="Extra actor samples scored when the actor's action fails the check",
             integer_range=int_range(0, 256), **ro))
+        self.declare_parameter("proposals", 1, ParameterDescriptor(
+            description="Actor noises per tick; above 1 the one of highest Q_reward among those that pass "
+                        "the safety check is sent (needs a bundle with proposals.onnx)",
+            integer_range=int_range(1, 256), **ro))
         self.declare_parameter("threads", 1, ParameterDescriptor(
             description="Inference threads (onnxruntime)", integer_range=int_range(1, 64), **ro))
         self.declare_parameter("diagnostics_rate_hz", 2.0, ParameterDescriptor(
@@ -139,7 +143,7 @@ class Controller(Node):
 
     def _params(self) -> dict[str, Any]:
         names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "noise", "seed", "candidates",
-                 "threads", "diagnostics_rate_hz")
+                 "proposals", "threads", "diagnostics_rate_hz")
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = list(values["stop_action"])
         values["fallback_actions"] = optional_array(self, "fallback_actions")

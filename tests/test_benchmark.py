@@ -131,23 +131,31 @@ def test_safety_gym_suite_has_a_section_per_task_with_normalised_scores(embedded
     for task in tasks:  # tiny stand-ins for the standard datasets, where the suite looks for them
         assert collect.main(["--task", task, "--seed", "1", "--episodes", "2", "--max-episode-steps", "60",
                              "--no-progress", "--out", str(tmp_path / "data" / f"{task}.h5")]) == 0
-    code = benchmark.main(["--suite", "safety_gym", "--tasks", *tasks, "--out", str(tmp_path), "--methods", "bc",
-                           "--seeds", "1", "--steps", "10", "--set", "hidden=[16]", "--episodes", "2", "--latency-calls", "0",
-                           "--no-progress"])
-    assert code == 0
+    argv = ["--suite", "safety_gym", "--tasks", *tasks, "--out", str(tmp_path), "--methods", "bc", "safefql",
+            "--seeds", "1", "--steps", "10", "--set", "hidden=[16]", "critic_hidden=[16]", "flow_hidden=[16]",
+            "flow_steps=2", "--episodes", "2", "--latency-calls", "0", "--no-progress"]
+    assert benchmark.main([*argv, "--proposals", "4"]) == 0
     with (tmp_path / "table.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["task"], r["method"]) for r in rows] == [(t, "bc") for t in tasks]
-    for task, row in zip(tasks, rows):
-        evaluation = json.loads((tmp_path / "cells" / task / "bc-s0" / "result.json").read_text())["evaluation"]
-        assert evaluation["task"] == task and evaluation["count"] == 2
+    assert [(r["task"], r["method"]) for r in rows] == [(t, m) for t in tasks for m in ("bc", "safefql")]
+    for row in rows:
+        result = json.loads((tmp_path / "cells" / row["task"] / f"{row['method']}-s0" / "result.json").read_text())
+        evaluation = result["evaluation"]
+        assert evaluation["task"] == row["task"] and evaluation["count"] == 2
         assert float(row["normalized_cost"]) == pytest.approx(evaluation["normalized_cost"]["mean"])
         assert float(row["normalized_reward"]) == pytest.approx(evaluation["normalized_reward"]["mean"])
+        # SafeFQL is scored by its deployed decision with 4 proposals; BC by its policy
+        deployed = row["method"] == "safefql"
+        assert ("decision_modes" in evaluation) == deployed and evaluation["proposals"] == (4 if deployed else 1)
+        assert result["settings"].get("proposals") == (4 if deployed else None)
     table = (tmp_path / "table.md").read_text()
     assert all(f"`{t}`: 2 episodes" in table for t in tasks) and "normalized cost (κ 10)" in table
+    assert "4 proposals per tick" in table
+    assert benchmark.main(argv) == 2   # the SafeFQL cells were scored with 4 proposals, not reused for 1
     args = benchmark.main.__globals__["argparse"].Namespace(
         suite="safety_gym", tasks=None, methods=["bc"], seed_list=None, seeds=1, set=[], steps=None,
-        data=str(tmp_path / "x.h5"), out=str(tmp_path), episodes=None, latency_calls=0, threads_per_cell=1)
+        data=str(tmp_path / "x.h5"), out=str(tmp_path), episodes=None, latency_calls=0, threads_per_cell=1,
+        proposals=1)
     with pytest.raises(RunError, match="--data names one dataset"):
         benchmark.plan(args)
     args.tasks = ["boat"]

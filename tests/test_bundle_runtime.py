@@ -153,6 +153,54 @@ def test_fused_policy_graph_equals_actor_then_safety(bundle_dir):
     np.testing.assert_allclose(v, v2, atol=1e-5)
 
 
+def test_proposals_send_the_best_certified_action(bundle_dir):
+    """proposals N: of the N actor noises (the first zero), the highest Q_reward among those
+    with Q_safe < δ*, computed here from the graphs; the safest of all when none passes."""
+    bundle = load_bundle(bundle_dir)
+    if bundle.algo != "safefql":
+        with pytest.raises(ValueError, match="needs a safefql bundle"):
+            Runtime(bundle, RuntimeConfig(proposals=4))
+        return
+    n, seed = 8, 5
+    for obs in np.random.default_rng(3).uniform([-3, -2], [2, 2], (50, 2)).astype(np.float32):
+        noise = np.random.default_rng(seed).standard_normal((n, 2)).astype(np.float32)
+        noise[0] = 0.0
+        action, q_reward, q_safe, v_safe = Runtime(bundle).graphs.run(
+            "proposals", {"observation": np.repeat(obs[None], n, axis=0), "noise": noise})
+        threshold = float(np.median(q_safe))
+        certified = q_safe < threshold
+        best = int(np.argmax(np.where(certified, q_reward, -np.inf)))
+        if best != int(np.argmin(q_safe)):   # a state where reward and safety pick differently
+            break
+    else:
+        pytest.fail("no state where the best certified proposal is not the safest one")
+    d = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=threshold)).decide(obs)
+    assert d.mode is Mode.NOMINAL
+    np.testing.assert_allclose(d.action, action[best], atol=1e-6)
+    assert d.q_safe == pytest.approx(float(q_safe[best]), abs=1e-5)
+    # the proposal graph's action and safety are the fused policy graph's
+    a2, q2, _ = Runtime(bundle).graphs.run("policy", {"observation": np.repeat(obs[None], n, axis=0), "noise": noise})
+    np.testing.assert_allclose(action, a2, atol=1e-6)
+    np.testing.assert_allclose(q_safe, q2, atol=1e-5)
+    # torch rebuilds the same choice
+    t = Runtime(bundle, RuntimeConfig(backend="torch", proposals=n, seed=seed, threshold=threshold)).decide(obs)
+    np.testing.assert_allclose(t.action, d.action, atol=1e-5)
+    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=-1e9, candidates=0)).decide(obs)
+    assert none_pass.mode is Mode.UNSAFE and none_pass.q_safe == pytest.approx(float(q_safe.min()), abs=1e-5)
+
+
+def test_bad_proposals_are_refused(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
+        Runtime(bundle, RuntimeConfig(proposals=0))
+    if bundle.algo == "safefql":   # a bundle exported before the proposals graph existed
+        graphs = {k: v for k, v in bundle.meta["graphs"].items() if k != "proposals"}
+        old = type(bundle)(bundle.path, {**bundle.meta, "graphs": graphs})
+        with pytest.raises(BundleError, match="no proposals graph.*re-export"):
+            Runtime(old, RuntimeConfig(proposals=4))
+        assert Runtime(old).decide(np.array([0.3, -1.2])).mode is not Mode.REJECTED   # proposals 1 still runs
+
+
 def test_parity_is_relative_to_the_size_of_the_value():
     from safefql_core.bundle import check_parity
 
@@ -173,3 +221,16 @@ def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):
     from offline_train import bench
     assert bench.main(["latency", "--bundle", bundle, "--threads", "0", "--calls", "10"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_times_the_proposals_decision(bundle, tmp_path, capsys):
+    import json
+    from offline_train import bench
+    out = tmp_path / "latency.json"
+    assert bench.main(["latency", "--bundle", bundle, "--proposals", "4", "--calls", "40", "--rounds", "2",
+                       "--warmup", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["proposals"] == 4 and result["safefql_proposals_median_us"] > 0
+    assert "safefql_proposals" in capsys.readouterr().out
+    assert bench.main(["latency", "--bundle", bundle, "--proposals", "0", "--calls", "10"]) == 2
+    assert "--proposals must be at least 1" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def test_fit_task_trains_with_the_task_config_and_evaluate_normalises(tiny_circl
     assert __import__("json").loads((tmp_path / "b.json").read_text())["returns"] == summary["returns"]
 
 
-def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle, tmp_path):
+def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle, tmp_path, capsys):
     """The bundle path with a 2-d action and a 28-d observation (the boat has 2 and 2)."""
     import json
     from offline_train import evaluate, export, fit
@@ -156,6 +156,13 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
     summary = json.loads(out.read_text())
     assert summary["count"] == 2 and "normalized_reward" in summary
     assert sum(summary["decision_modes"].values()) == 2 * 30   # one decision per robot per tick
+    # best of 4 sampled proposals per tick; the raw actor has no proposals to choose among
+    assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
+                          "--steps", "30", "--noise", "sample", "--proposals", "4", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["proposals"] == 4 and sum(summary["decision_modes"].values()) == 2 * 30
+    assert evaluate.main(["--run", str(run), "--proposals", "4", "--episodes", "2", "--steps", "30"]) == 2
+    assert "--proposals is a setting of the deployed decision" in capsys.readouterr().err
 
 
 def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle, tiny_boat_h5, tmp_path, capsys):
