@@ -155,6 +155,7 @@ class Runtime:
         if self.cfg.noise not in ("zero", "sample"):
             raise ValueError(f"noise must be 'zero' or 'sample', got '{self.cfg.noise}'")
         self._check_proposals(bundle)
+        self._proposed = "every actor proposal" if self.cfg.proposals > 1 else "actor action"  # for reasons
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
@@ -171,10 +172,12 @@ class Runtime:
             self._fisor_setup()
         else:  # nominal: one batch-1 call of the fused policy graph (or the proposals graph for
             # N > 1); candidates: one batched call
-            self._policy = self._bind_policy(1)
-            if self.cfg.proposals > 1:
-                self._proposals = self.graphs.bind("proposals", {"observation": (self.cfg.proposals, self.obs_dim),
-                                                                 "noise": (self.cfg.proposals, self.act_dim)})
+            n = self.cfg.proposals
+            if n > 1:
+                self._proposals = self.graphs.bind("proposals", {"observation": (n, self.obs_dim),
+                                                                 "noise": (n, self.act_dim)})
+            else:
+                self._policy = self._bind_policy(1)
             self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
 
     def _check_proposals(self, bundle: Bundle) -> None:
@@ -231,7 +234,7 @@ class Runtime:
         else:
             action, q, v = self.safest_candidate(o, action, q, v)
             if q < self.threshold:
-                mode, reason = Mode.INTERVENE, f"actor action had Q_safe above δ*={self.threshold:.3f}"
+                mode, reason = Mode.INTERVENE, f"{self._proposed} had Q_safe above δ*={self.threshold:.3f}"
             else:
                 mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
         return Decision(action, mode, reason, q, v, self.threshold, (time.perf_counter() - start) * 1e3)
