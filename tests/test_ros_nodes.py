@@ -383,6 +383,17 @@ def test_parameters_are_validated(bundle, loop):
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
 
 
+def test_controller_sends_the_best_of_its_proposals(bundle, loop):
+    """`proposals` reaches the runtime: each tick ranks that many actor noises in one call."""
+    executor, probe, add = loop
+    node = add(controller(bundle, proposals=4))
+    assert node.runtime.cfg.proposals == 4 and node.runtime._proposals.inputs["noise"].shape == (4, 2)
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no policy commands"
+    assert probe.modes[-1] in ("NOMINAL", "INTERVENE", "UNSAFE")
+    with pytest.raises(InvalidParameterValueException):
+        controller(bundle, proposals=0)   # below the descriptor's range
+
+
 def test_episode_monitor_is_ready_once_it_hears_the_simulator(loop):
     """In the graph is not up yet for the monitor: `safefql-launch` starts the controller, whose
     first command starts episode 0, only once the monitor publishes `~/ready` — which it does
