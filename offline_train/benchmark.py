@@ -60,7 +60,7 @@ from offline_train.cli import add_set_argument, parse_override, set_threads
 from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
 from safefql_core.data import DatasetError
 from safefql_core.runtime import Runtime, RuntimeConfig
-from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
+from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, load_run, train
 
 # Suites: the tasks (each with its standard `offline_train.collect --seed 0` dataset of
 # `transitions`), the methods, and the evaluation episodes per cell.
@@ -140,8 +140,9 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             if cell.deployed else ["--run", str(run)]
         summary = evaluate_cell(scored, cell.episodes, cell.seed, cell.dir / "eval.json")
         latency = decision_latency(bundle, cell) if has_bundle and cell.latency_calls > 0 else None
-        result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": summary["trained_steps"],
-                  "train_seconds": summary["train_seconds"], "evaluation": summary, "latency": latency,
+        trained = load_run(run)[1]   # a bundle's evaluation does not know the training time
+        result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": trained["trained_steps"],
+                  "train_seconds": round(trained["train_seconds"], 1), "evaluation": summary, "latency": latency,
                   "cell_seconds": round(time.perf_counter() - start, 2)}
         write_json(cell.dir / RESULT, result)
     except Exception as exc:  # noqa: BLE001 — one cell's failure must not stop the suite

@@ -148,6 +148,7 @@ def test_safety_gym_suite_has_a_section_per_task_with_normalised_scores(embedded
         deployed = row["method"] == "safefql"
         assert ("decision_modes" in evaluation) == deployed and evaluation["proposals"] == (4 if deployed else 1)
         assert result["settings"].get("proposals") == (4 if deployed else None)
+        assert row["train_seconds"] != ""   # from the run (NaN, written empty, if it came from the bundle)
     table = (tmp_path / "table.md").read_text()
     assert all(f"`{t}`: 2 episodes" in table for t in tasks) and "normalized cost (κ 10)" in table
     assert "4 proposals per tick" in table
