@@ -74,7 +74,8 @@ def latency(args: argparse.Namespace) -> dict:
     bundle = load_bundle(args.bundle)
     if bundle.algo != "safefql":
         raise BundleError(f"--bundle must be a safefql bundle (got {bundle.algo}); pass FISOR as --baseline")
-    cfg = lambda backend: RuntimeConfig(backend=backend, threads=args.threads, seed=args.seed)  # noqa: E731
+    cfg = lambda backend, proposals=1: RuntimeConfig(  # noqa: E731
+        backend=backend, threads=args.threads, seed=args.seed, proposals=proposals)
     safefql = Runtime(bundle, cfg("onnxruntime"))
     variants = {
         "safefql_ort": safefql.decide,
@@ -82,8 +83,7 @@ def latency(args: argparse.Namespace) -> dict:
         "teacher": teacher_decision(bundle, args.threads),
     }
     if args.proposals > 1:
-        variants["safefql_proposals"] = Runtime(bundle, RuntimeConfig(
-            threads=args.threads, seed=args.seed, proposals=args.proposals)).decide
+        variants["safefql_proposals"] = Runtime(bundle, cfg("onnxruntime", args.proposals)).decide
     if args.baseline:
         baseline = load_bundle(args.baseline)
         if baseline.algo != "fisor":
