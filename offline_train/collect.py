@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rl-timesteps", type=int, default=velocity_behaviour.DEFAULT_TIMESTEPS,
                    help="velocity tasks: SAC environment steps when the snapshots are trained "
                    f"(default {velocity_behaviour.DEFAULT_TIMESTEPS:,})")
+    p.add_argument("--margin", choices=["distance", "cost"],
+                   help="Safety Gymnasium: the stored safety margin. distance: signed distance to the "
+                        "failure set, from the simulator (hazards, Circle's walls; the default where the task "
+                        "has one); cost: +25 / -1 from the 0/1 cost, as a DSRL file has it (the default elsewhere)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.policies and args.task not in velocity_behaviour.TASKS:
@@ -93,6 +97,11 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     probe.close()
+    margin_kind = args.margin or ("distance" if probe.has_geometric_margin else "cost")
+    if margin_kind == "distance" and not probe.has_geometric_margin:
+        print(f"error: {args.task} has no geometric safety margin (its cost is not a distance test on hazards "
+              "or walls); use --margin cost", file=sys.stderr)
+        return 2
     episode_steps = probe.max_episode_steps
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // episode_steps)
     if episodes <= 0:
@@ -106,11 +115,15 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
     arrays = safety_gym_behaviour.collect(args.task, episodes, args.seed, args.max_episode_steps,
                                           progress=not args.no_progress, families=families)
     family = arrays.pop("family")
-    arrays["margins"] = margin_from_cost(arrays["costs"])
+    if margin_kind == "cost":
+        arrays["margins"] = margin_from_cost(arrays["costs"])
+        margin_note = "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)"
+    else:
+        margin_note = "signed distance to the failure set, > 0 exactly where cost > 0 (safety_gym.GEOMETRIC_MARGINS)"
     mix = safety_gym_behaviour.shares(families)
     attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
              "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
-             "behaviour_mix": mix, "margin": "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)",
+             "behaviour_mix": mix, "margin": margin_note,
              "source": f"offline_train.collect (safety-gymnasium 1.0.0, {behaviour})"}
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
@@ -119,7 +132,7 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
     cost_rate = {name: round(float(data.costs[family == i].mean()), 3) for i, name in enumerate(mix)
                  if (family == i).any()}
     print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes of <= {episode_steps} steps, "
-          f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, "
+          f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, {margin_kind} margin, "
           f"episodes per family {per_family}, cost rate per family {cost_rate}")
     return 0
 

@@ -86,12 +86,48 @@ def test_collect_cli_writes_a_valid_deterministic_dataset(tmp_path, capsys):
     assert len(data) == 240 and data.obs_dim == 28 and data.act_dim == 2
     assert data.timeouts.sum() == 3 and data.timeouts[79] == 1 and data.terminals.sum() == 0
     assert 0 < data.costs.sum() < len(data)                  # both safe and costly transitions
-    np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
+    np.testing.assert_array_equal(data.margins > 0, data.costs > 0)   # the distance margin (default here)
+    assert len(np.unique(data.margins)) > 100 and "signed distance" in data.attrs["margin"]
     np.testing.assert_array_equal(data.observations[1:80], data.next_observations[:79])
     assert data.attrs["task"] == "SafetyPointCircle1-v0"
     assert data.attrs["behaviour_mix"] == safety_gym_behaviour.shares(safety_gym_behaviour.MIXES["SafetyPointCircle1-v0"])
     assert collect.main(argv + ["--out", str(tmp_path / "b.h5")]) == 0
     assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
+
+
+def test_collect_margin_cost_stores_the_dsrl_convention_and_distance_needs_geometry(tmp_path, capsys):
+    argv = ["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "3", "--max-episode-steps", "80",
+            "--no-progress"]
+    assert collect.main(argv + ["--margin", "cost", "--out", str(tmp_path / "c.h5")]) == 0
+    data = load_dataset(tmp_path / "c.h5")
+    assert data.costs.sum() > 0
+    np.testing.assert_array_equal(data.margins, np.where(data.costs > 0, 25.0, -1.0))
+    capsys.readouterr()
+    assert collect.main(["--task", "SafetyHalfCheetahVelocity-v1", "--margin", "distance", "--episodes", "1",
+                         "--out", str(tmp_path / "hc.h5")]) == 2
+    assert "--margin cost" in capsys.readouterr().err
+    assert not (tmp_path / "hc.h5").exists()
+
+
+@pytest.mark.parametrize("task_id, policy", [
+    ("SafetyPointGoal1-v0", safety_gym_behaviour.nearest_hazard),        # drives into a hazard disc
+    ("SafetyPointCircle1-v0", lambda obs: np.array([1.0, 0.0])),         # drives straight through a wall
+])
+def test_geometric_margin_is_the_distance_to_the_failure_set(task_id, policy):
+    """info["margin"] is positive exactly on the steps the task charges a cost, and varies
+    continuously (a step moves the robot a few cm, so the margin a few cm)."""
+    env = safety_gym.make_env(task_id, seed=0, max_episode_steps=300)
+    assert env.has_geometric_margin
+    obs, margins, costs = env.reset(seed=2), [], []
+    for _ in range(300):
+        obs, _, cost, _, _, info = env.step(policy(obs))
+        margins.append(info["margin"])
+        costs.append(cost)
+    margins, costs = np.array(margins), np.array(costs)
+    assert 0 < costs.sum() < len(costs)
+    np.testing.assert_array_equal(margins > 0, costs > 0)
+    assert np.abs(np.diff(margins)).max() < 0.1
+    env.close()
 
 
 @pytest.fixture(scope="module")

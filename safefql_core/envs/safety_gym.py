@@ -11,8 +11,13 @@ affected.
 
 Why an adapter: `SafetyGymEnv` gives every task the interface the offline tooling uses
 (`reset(seed) -> obs`, `step(action) -> (obs, reward, cost, terminated, truncated, info)`,
-`obs_dim`, `act_dim`, action bounds) and maps the 0/1 cost to the safety margin of
-SAFEFQL.md with `margin_from_cost` (+cost_scale if cost > 0, else -1).
+`obs_dim`, `act_dim`, action bounds). The safety margin l of SAFEFQL.md comes in two
+kinds. `margin_from_cost` maps a 0/1 cost to +cost_scale / -1, all a DSRL file allows.
+Where the simulator's geometry defines the cost (hazard discs, Circle's walls), the
+adapter also reports the signed distance to the failure set, `info["margin"]` (> 0
+exactly when the cost is): the continuous margin the boat has, which tells the safety
+critic how close a state is to failing instead of only whether it failed
+(docs/DESIGN.md, "Distance margins for Safety Gymnasium").
 
 safety-gymnasium is optional: it is imported only when a Safety Gymnasium task is used.
 
@@ -76,6 +81,25 @@ def margin_from_cost(cost: np.ndarray | float, cost_scale: float = DEFAULT_COST_
     return np.where(np.asarray(cost) > 0, cost_scale, -1.0).astype(np.float32)
 
 
+def _hazards_margin(hazards: Any, agent: Any) -> float:
+    """Depth inside the nearest hazard disc: size - distance (the cost is 1 where it is > 0)."""
+    return max(hazards.size - agent.dist_xy(pos) for pos in hazards.pos)
+
+
+def _sigwalls_margin(walls: Any, agent: Any) -> float:
+    """Distance beyond Circle's walls, |x| - locate_factor (and |y| with four walls)."""
+    x, y = agent.pos[:2]
+    outside = abs(x) - walls.locate_factor
+    return max(outside, abs(y) - walls.locate_factor) if walls.num == 4 else outside
+
+
+# Constrained obstacle classes whose cost is a sign test on a distance, by class name.
+GEOMETRIC_MARGINS: dict[str, Callable[[Any, Any], float]] = {
+    "Hazards": _hazards_margin,
+    "Sigwalls": _sigwalls_margin,
+}
+
+
 class SafetyGymEnv:
     """One Safety Gymnasium task with flat float32 observations and 6-tuple steps.
 
@@ -102,6 +126,23 @@ class SafetyGymEnv:
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self._steps = 0
         self._seeded = False
+        self._margin_terms = self._geometric_margin_terms()
+
+    def _geometric_margin_terms(self) -> list[tuple[Callable[[Any, Any], float], Any]] | None:
+        """(margin function, obstacle) per constrained obstacle, or None when some cost
+        has no geometric margin here (other obstacle kinds, contact costs, velocity limits)."""
+        task = getattr(self.env.unwrapped, "task", None)  # velocity tasks are plain MuJoCo envs
+        if not hasattr(task, "_obstacles") or getattr(task, "static_geoms_contact_cost", None):
+            return None
+        constrained = [o for o in task._obstacles if getattr(o, "is_constrained", False)]
+        if not constrained or any(type(o).__name__ not in GEOMETRIC_MARGINS for o in constrained):
+            return None
+        return [(GEOMETRIC_MARGINS[type(o).__name__], o) for o in constrained]
+
+    @property
+    def has_geometric_margin(self) -> bool:
+        """Whether `step` reports the signed distance to the failure set in info["margin"]."""
+        return self._margin_terms is not None
 
     @property
     def task(self) -> Any:
@@ -123,6 +164,8 @@ class SafetyGymEnv:
         self._steps += 1
         if self.max_episode_steps is not None and self._steps >= self.max_episode_steps:
             truncated = True
+        if self._margin_terms is not None:  # the post-step state, the one the cost was computed on
+            info["margin"] = max(fn(obstacle, self.task.agent) for fn, obstacle in self._margin_terms)
         return (np.asarray(obs, dtype=np.float32).reshape(-1), float(reward), float(cost),
                 bool(terminated), bool(truncated), info)
 

@@ -217,7 +217,8 @@ def _families(task_id: str) -> dict[str, Family]:
 def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int | None = None,
             progress: bool = True, families: dict[str, Family] | None = None) -> dict[str, np.ndarray]:
     """Roll out a behaviour mix (default: the task's scripted one); return flat DSRL-layout
-    arrays plus `family` ids.
+    arrays plus `family` ids, and `margins` (signed distance to the failure set) where the
+    task has a geometric margin.
 
     Episodes are contiguous; each ends with timeouts=1 at the time limit or terminals=1
     when the task terminates it (the velocity tasks' cheetah can flip but never
@@ -231,6 +232,8 @@ def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int |
     keys = ("observations", "actions", "rewards", "costs", "terminals", "timeouts", "next_observations")
     out: dict[str, list] = {k: [] for k in keys}
     out["family"] = []
+    if env.has_geometric_margin:
+        out["margins"] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -248,11 +251,13 @@ def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int |
             else:
                 base = policy(obs)
             action = np.clip(base + noise_sd * rng.normal(size=env.act_dim), -1.0, 1.0)
-            next_obs, reward, cost, terminated, truncated, _ = env.step(action)
+            next_obs, reward, cost, terminated, truncated, info = env.step(action)
             done = terminated or truncated
             for k, v in zip(keys, (obs, action, reward, cost, terminated, truncated and not terminated, next_obs)):
                 out[k].append(v)
             out["family"].append(family[ep])
+            if "margins" in out:
+                out["margins"].append(info["margin"])
             obs, t = next_obs, t + 1
             if bar is not None:
                 bar.update()
