@@ -18,16 +18,19 @@ from safefql_core.training import RunError, load_run
 CALIBRATION_FILE = "calibration.json"
 
 
-def simulated_outcomes(learner, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(y, V̂): realised max margin of the frozen policy from each state, and Q_safe(s, π(s))."""
-    result = evaluation.rollout(evaluation.torch_policy(learner), states)
+def simulated_outcomes(learner, states: np.ndarray, horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(y, V̂): realised max margin of the frozen policy from each state over `horizon` ticks
+    (default: the boat's episode), and Q_safe(s, π(s))."""
+    result = evaluation.rollout(evaluation.torch_policy(learner), states, steps=horizon or boat.EPISODE_STEPS)
     obs = torch.as_tensor(states, dtype=torch.float32)
     v_hat = learner.safety(obs, learner.act(obs))[0].numpy()
     return result["max_margin"], v_hat
 
 
-def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(y, V̂) from logged episodes: outcome of the *behaviour* policy from a random tick.
+def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int,
+                    horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(y, V̂) from logged episodes: outcome of the *behaviour* policy from a random tick,
+    the max margin over the next `horizon` ticks (default: the rest of the episode).
 
     The weaker statement: it calibrates Q_safe(s, a_logged) against what the logged
     behaviour then did, not what this policy would do, and the episodes were also seen in
@@ -39,15 +42,18 @@ def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int) -
     ends = np.append(starts[1:], len(data))
     picks = rng.integers(0, len(starts), n)
     idx = np.array([rng.integers(starts[e], ends[e]) for e in picks])
-    y = np.array([margins[i:ends[e]].max() for i, e in zip(idx, picks)])
+    y = cal.logged_outcome(margins, idx, ends[picks], horizon)
     obs = torch.as_tensor(data.observations[idx])
     v_hat = learner.safety(obs, torch.as_tensor(data.actions[idx]))[0].numpy()
     return y, v_hat
 
 
 def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
-                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None) -> dict:
+                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None,
+                  horizon: int | None = None) -> dict:
     """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up)."""
+    if horizon is not None and horizon < 1:
+        raise RunError(f"--horizon must be at least 1 tick, got {horizon}")
     learner, meta = load_run(run)
     if meta["algo"] == "bc":
         raise RunError("a bc run has no safety critic to calibrate")
@@ -55,17 +61,17 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     if source == "sim":
         if meta["task"] != "boat":
             raise RunError(f"task '{meta['task']}' has no simulator here; use --source data")
-        y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, n))
-        y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, n))
+        y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
+        y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
     else:
-        y, v = logged_outcomes(learner, meta["data"], rng, n)
-        y2, v2 = logged_outcomes(learner, meta["data"], rng, n)
+        y, v = logged_outcomes(learner, meta["data"], rng, n, horizon)
+        y2, v2 = logged_outcomes(learner, meta["data"], rng, n, horizon)
     fit = cal.split_conformal(y, v, epsilon) if method == "split" else cal.beta_threshold(y, v, epsilon, beta)
     result = {
         "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
         "source": "simulated policy rollouts" if source == "sim" else
                   "logged episodes (behaviour policy outcomes; weaker statement)",
-        "q_hat": fit.get("q_hat"), "seed": seed, **cal.coverage(y2, v2, fit["delta"], beta),
+        "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False), **cal.coverage(y2, v2, fit["delta"], beta),
     }
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
     cal.score_histogram(plot or str(Path(run) / "calibration_scores.png"), y - v,
@@ -74,7 +80,9 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
 
 
 def describe(result: dict) -> str:
-    return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}); "
+    horizon = "rest of episode" if result["horizon"] is None else f"{result['horizon']} ticks"
+    return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
+            f"outcome over {horizon}); "
             f"held-out: {result['certified']} certified, {result['violations_among_certified']} violated, "
             f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence")
@@ -92,19 +100,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beta", type=float, default=0.05, help="1 - confidence (beta method, coverage bounds)")
     p.add_argument("--source", choices=["sim", "data"], default="sim",
                    help="sim: policy rollouts in the simulator; data: logged episodes (weaker)")
+    p.add_argument("--horizon", type=int,
+                   help="ticks over which the realised outcome y = max margin is taken (default: the rest of "
+                        "the episode; boat sim: its 400 ticks). With episodes much longer than the safety "
+                        "critic's horizon 1/(1 - gamma_c), set it to that horizon (Safety Gymnasium: 100), or "
+                        "almost every logged state has a violation somewhere ahead (docs/DESIGN.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
     args = p.parse_args(argv)
     try:
         result = calibrate_run(args.run, args.epsilon, args.n, args.method, args.beta, args.source,
-                               args.seed, args.plot)
+                               args.seed, args.plot, args.horizon)
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"{describe(result)} -> {Path(args.run) / CALIBRATION_FILE}")
+    if result["fell_back"]:
+        print("warning: no threshold certified states at violation rate <= ε; δ* is the grid's most "
+              "conservative point, not a measured one. If episodes are much longer than the safety "
+              "critic's horizon, calibrate over that horizon (--horizon 100 for gamma_c 0.99)", file=sys.stderr)
     return 0
 
 

@@ -32,6 +32,19 @@ def split_conformal(y: np.ndarray, v_hat: np.ndarray, epsilon: float) -> dict[st
     return {"q_hat": q_hat, "delta": min(0.0, -q_hat)}
 
 
+def logged_outcome(margins: np.ndarray, idx: np.ndarray, episode_ends: np.ndarray,
+                   horizon: int | None = None) -> np.ndarray:
+    """y_i = the max margin from tick idx_i over the next `horizon` ticks of its episode
+    (to the episode's end when None; episode_ends_i is one past its last tick).
+
+    The horizon exists for episodes much longer than the safety critic's effective horizon
+    1/(1 − γ_c): a discounted V̂ speaks about the next ~100 ticks, and scoring it against a
+    violation 600 ticks ahead makes almost every state look unsafe.
+    """
+    stops = episode_ends if horizon is None else np.minimum(episode_ends, idx + horizon)
+    return np.array([margins[i:stop].max() for i, stop in zip(idx, stops)])
+
+
 def binomial_cdf(k: int, n: int, p: float) -> float:
     """P(Bin(n, p) ≤ k), summed in log space (exact; no scipy needed)."""
     if p <= 0:
@@ -63,15 +76,19 @@ def clopper_pearson_lower(k: int, n: int, beta: float) -> float:
 
 def beta_threshold(y: np.ndarray, v_hat: np.ndarray, epsilon: float, beta: float = 0.05,
                    span: float = 2.0, points: int = 101) -> dict[str, float]:
-    """Largest grid δ in [−span, 0] whose certified set has violation rate ≤ ε w.p. ≥ 1 − β."""
+    """Largest grid δ in [−span, 0] whose certified set has violation rate ≤ ε w.p. ≥ 1 − β.
+
+    When no grid point qualifies, δ is −span, the most conservative point, and `fell_back`
+    says so: the caller should not mistake it for a measured threshold.
+    """
     y, v_hat = np.asarray(y), np.asarray(v_hat)
-    delta = -span  # fallback: the most conservative grid point
+    delta, fell_back = -span, True
     for d in np.linspace(-span, 0.0, points):
         certified = v_hat < d
         m, k = int(certified.sum()), int((y[certified] > 0).sum())
         if m and clopper_pearson_upper(k, m, beta / points) <= epsilon:
-            delta = float(d)
-    return {"delta": delta, "beta": beta}
+            delta, fell_back = float(d), False
+    return {"delta": delta, "beta": beta, "fell_back": fell_back}
 
 
 def coverage(y: np.ndarray, v_hat: np.ndarray, delta: float, beta: float = 0.05) -> dict[str, float]:

@@ -48,6 +48,22 @@ def test_beta_threshold_stops_where_violations_start():
     assert -0.35 < out["delta"] <= -0.25
 
 
+def test_beta_threshold_says_when_no_threshold_qualifies():
+    v = np.linspace(-1, -0.01, 400)
+    out = cal.beta_threshold(np.ones(400), v, epsilon=0.05, beta=0.05)   # every state violates
+    assert out["fell_back"] and out["delta"] == -2.0
+    assert not cal.beta_threshold(np.where(v > -0.3, 1.0, -1.0), v, 0.05, 0.05)["fell_back"]
+
+
+def test_logged_outcome_looks_only_as_far_as_the_horizon():
+    margins = np.array([-1.0] * 9 + [0.5] + [-1.0] * 5)   # episode 1: ticks 0-9, violating at 9
+    ends = np.array([10, 10, 10, 15])
+    idx = np.array([0, 5, 9, 10])
+    assert cal.logged_outcome(margins, idx, ends).tolist() == [0.5, 0.5, 0.5, -1.0]
+    assert cal.logged_outcome(margins, idx, ends, horizon=3).tolist() == [-1.0, -1.0, 0.5, -1.0]
+    assert cal.logged_outcome(margins, idx, ends, horizon=5).tolist() == [-1.0, 0.5, 0.5, -1.0]
+
+
 def test_coverage_counts_certified_violations():
     out = cal.coverage(np.array([1.0, -1.0, -1.0, 1.0]), np.array([-2.0, -2.0, -2.0, 0.5]), delta=0.0)
     assert out["certified"] == 3 and out["violations_among_certified"] == 1
