@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proposals", type=int, default=1,
                    help="--bundle only: actor noises per tick; above 1 the runtime sends the one of highest "
                         "Q_reward among those that pass the safety check (docs/DESIGN.md, \"Proposals\")")
+    p.add_argument("--threshold", type=float,
+                   help="--bundle only: use this δ* instead of the bundle's calibrated one, to see what a "
+                        "threshold would do before calibrating for it (offline_train.calibrate)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
@@ -73,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_threads(args.threads)
         if args.run:
-            if args.proposals != 1:
-                raise RunError("--proposals is a setting of the deployed decision: evaluate a --bundle "
-                               "(python -m offline_train.export --run RUN --out RUN/bundle)")
+            if args.proposals != 1 or args.threshold is not None:
+                raise RunError("--proposals and --threshold are settings of the deployed decision: evaluate a "
+                               "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
             learner, meta = load_run(args.run)
             task = args.task or meta.get("task", "boat")
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
@@ -83,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             task = args.task or "boat"
             fallbacks = BOAT_FALLBACKS if task == "boat" else []
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
-                                                              fallback_actions=fallbacks, proposals=args.proposals))
+                                                              fallback_actions=fallbacks, proposals=args.proposals,
+                                                              threshold=args.threshold))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             policy, modes = evaluation.runtime_policy(runtime)
         if task != "boat":
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")
-            return evaluate_safety_gym(policy, task, args, meta, modes)
+            return evaluate_safety_gym(policy, task, args, meta, modes, runtime.threshold if args.bundle else None)
         states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -136,14 +140,15 @@ def write_json(path: str | None, summary: dict) -> None:
 
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
-                        modes) -> int:
+                        modes, threshold: float | None) -> int:
     """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised."""
     result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps)
     summary = {**header(args, meta, task), **gym_evaluation.summarize(result, task)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
+        summary["threshold"] = threshold
     print(f"{summary['variant']} seed {meta['seed']} on {task}: {gym_evaluation.describe(summary)}"
-          + (f" | decisions {dict(modes)}" if modes is not None else ""))
+          + (f" | δ*={threshold:.3f}, decisions {dict(modes)}" if modes is not None else ""))
     write_json(args.json, summary)
     return 0
 

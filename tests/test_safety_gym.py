@@ -197,8 +197,17 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
                           "--steps", "30", "--noise", "sample", "--proposals", "4", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["proposals"] == 4 and sum(summary["decision_modes"].values()) == 2 * 30
-    assert evaluate.main(["--run", str(run), "--proposals", "4", "--episodes", "2", "--steps", "30"]) == 2
-    assert "--proposals is a setting of the deployed decision" in capsys.readouterr().err
+    # a what-if δ*: above every Q_safe each tick is NOMINAL, below every Q_safe none is
+    for threshold, certified in [(1e9, True), (-1e9, False)]:
+        assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
+                              "--steps", "30", "--threshold", str(threshold), "--json", str(out)]) == 0
+        summary = json.loads(out.read_text())
+        assert summary["threshold"] == threshold
+        assert (summary["decision_modes"].get("NOMINAL", 0) == 2 * 30) == certified
+        assert ("NOMINAL" in summary["decision_modes"]) == certified
+    for option in (["--proposals", "4"], ["--threshold", "-0.3"]):
+        assert evaluate.main(["--run", str(run), *option, "--episodes", "2", "--steps", "30"]) == 2
+        assert "are settings of the deployed decision" in capsys.readouterr().err
 
 
 def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle, tiny_boat_h5, tmp_path, capsys):
