@@ -71,7 +71,8 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
         "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
         "source": "simulated policy rollouts" if source == "sim" else
                   "logged episodes (behaviour policy outcomes; weaker statement)",
-        "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False), **cal.coverage(y2, v2, fit["delta"], beta),
+        "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False),
+        **cal.coverage(y2, v2, fit["delta"], beta),
     }
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
     cal.score_histogram(plot or str(Path(run) / "calibration_scores.png"), y - v,

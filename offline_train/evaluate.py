@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_argument(p)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
-    modes = None
+    modes, threshold = None, None   # both only for a --bundle's deployed decision
     try:
         set_threads(args.threads)
         if args.run:
@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             policy, modes = evaluation.runtime_policy(runtime)
+            threshold = runtime.threshold
         if task != "boat":
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")
-            return evaluate_safety_gym(policy, task, args, meta, modes, runtime.threshold if args.bundle else None)
+            return evaluate_safety_gym(policy, task, args, meta, modes, threshold)
         states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     name = summary["variant"]
     if modes is not None:
         summary["decision_modes"] = dict(modes)
-        summary["threshold"] = runtime.threshold
+        summary["threshold"] = threshold
     f = summary["feasible"]
     print(f"{name} seed {meta['seed']}: {summary['count']} episodes, "
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
