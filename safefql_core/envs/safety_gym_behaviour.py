@@ -18,10 +18,9 @@ counter-clockwise speed near radius 1.5; cost 1 while |x| > 1.125, outside the w
 
 | family  | share | what it does                                                              |
 |---------|-------|---------------------------------------------------------------------------|
-| inner   | 20 %  | orbits counter-clockwise at radius ~ U[0.4, 0.9], 0.4-1 m/s, noise sd <= 0.15: safe, little reward |
-| wall    | 25 %  | `wall_orbit`: radius ~ U[1.3, 1.6] at 1-1.8 m/s, sliding along x = +-U[0.85, 1.0]: mostly safe, the best safe reward |
-| reward  | 20 %  | orbits at the rewarded radius ~ U[1.3, 1.7], 0.4-1.8 m/s: crosses the walls every lap, the most reward |
-| switching | 15 % | alternates a reward orbit and a wall orbit, each held ~60 steps (geometric) |
+| inner   | 35 %  | orbits counter-clockwise at radius ~ U[0.4, 0.9], 0.4-1 m/s, noise sd <= 0.15: safe |
+| reward  | 25 %  | orbits at the rewarded radius ~ U[1.3, 1.7]: crosses the walls every lap   |
+| switching | 20 % | alternates a reward orbit and an inner orbit, each held ~60 steps (geometric) |
 | noisy   | 10 %  | orbits at radius ~ U[0.4, 1.7] with action noise sd ~ U[0.3, 0.8]          |
 | random  | 10 %  | a random action, redrawn every 25 steps (temporally correlated)            |
 
@@ -31,9 +30,8 @@ of 8 hazards of radius 0.2):
 
 | family  | share | what it does                                                              |
 |---------|-------|---------------------------------------------------------------------------|
-| avoid   | 25 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it (hazards within 0.6 block +-2 bins; backs off within 0.35); noise sd ~ U[0, 0.3]: safe, slow |
-| brisk   | 15 %  | `avoid` at 0.6-1 m/s, noise sd ~ U[0, 0.2]: cost rate < 0.001 per step in its 1M data, faster to each goal |
-| seek    | 20 %  | 0.4-1 m/s straight to the goal, ignores hazards; noise sd ~ U[0, 0.5]      |
+| avoid   | 35 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it (hazards within 0.6 block +-2 bins; backs off within 0.35); noise sd ~ U[0, 0.3]: safe, slow |
+| seek    | 25 %  | 0.4-1 m/s straight to the goal, ignores hazards; noise sd ~ U[0, 0.5]      |
 | switching | 20 % | alternates seek and avoid at 0.4-1 m/s, each held ~40 steps (geometric)  |
 | random  | 10 %  | a random action, redrawn every 25 steps                                    |
 | reckless| 10 %  | drives to the nearest hazard and stops in it (fills the unsafe set)        |
@@ -57,10 +55,7 @@ import numpy as np
 from safefql_core.envs.safety_gym import SafetyGymEnv, make_env
 
 LIDAR_BINS = 16
-VELOCITY_FORWARD = 3       # velocimeter x: ego forward speed (y, the next, is leftward)
-MAGNETOMETER_X, MAGNETOMETER_Y = 9, 10
-WALL_GAIN = 3.0            # wall_orbit: outward speed allowed per metre to the limit (1/s)
-VELOCITY_GAIN = 3.0        # wall_orbit: thrust per m/s of velocity error
+VELOCITY_FORWARD = 3       # velocimeter x: ego forward speed
 RANDOM_HOLD_STEPS = 25
 CIRCLE_LIDAR = slice(12, 28)
 GOAL_LIDAR, HAZARD_LIDAR = slice(12, 28), slice(28, 44)
@@ -89,48 +84,6 @@ def steer(obs: np.ndarray, bearing: float, speed: float) -> np.ndarray:
 
 def _wrap(angle: float) -> float:
     return float((angle + np.pi) % (2 * np.pi) - np.pi)
-
-
-def world_yaw(obs: np.ndarray) -> float:
-    """The robot's heading in the world frame, from the magnetometer.
-
-    The field is fixed in the world, so its body-frame direction turns against the robot's:
-    atan2 of the reading is 3pi/2 - yaw (checked against the simulator in the tests).
-    """
-    return _wrap(1.5 * np.pi - np.arctan2(obs[MAGNETOMETER_Y], obs[MAGNETOMETER_X]))
-
-
-def wall_orbit(obs: np.ndarray, radius: float, speed: float, x_limit: float) -> np.ndarray:
-    """Counter-clockwise orbit that slides along x = +-x_limit instead of crossing the walls.
-
-    The Point robot drifts sideways, so steering the heading (as `orbit` does) overshoots
-    at speed. This policy controls the world velocity instead: the orbit's desired velocity
-    has its outward x component capped at WALL_GAIN x (distance to x_limit), a barrier that
-    reaches zero at the limit and points back inside beyond it, and the robot thrusts along
-    the velocity error (backwards when that is behind it). Position and velocity come from
-    the circle lidar, the magnetometer and the velocimeter, so it reads only the observation.
-    """
-    centre = lidar_target(obs[CIRCLE_LIDAR], max_dist=6.0)
-    if centre is None:
-        return steer(obs, 0.0, speed)
-    bearing, dist = centre
-    yaw = world_yaw(obs)
-    x = -dist * np.cos(yaw + bearing)                 # the centre lies at world angle yaw + bearing
-    forward, left = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
-    velocity = obs[VELOCITY_FORWARD] * forward + obs[VELOCITY_FORWARD + 1] * left
-    course = yaw + bearing - np.pi / 2 + np.clip(2.0 * (dist - radius), -1.0, 1.0)
-    desired = speed * np.array([np.cos(course), np.sin(course)])
-    side = 1.0 if x >= 0 else -1.0
-    cap = WALL_GAIN * (x_limit - side * x)
-    if side * desired[0] > cap:
-        desired[0] = side * cap
-        desired[1] = np.copysign(np.sqrt(max(speed**2 - cap**2, 0.0)), desired[1] or side)
-    error = VELOCITY_GAIN * (desired - velocity)
-    heading = _wrap(np.arctan2(error[1], error[0]) - yaw)
-    thrust = np.linalg.norm(error) * np.cos(heading)
-    if thrust < 0:                                    # the error is behind: push backwards
-        heading = _wrap(heading - np.pi)
-    return np.array([np.clip(thrust, -1.0, 1.0), np.clip(2.0 * heading, -1.0, 1.0)])
 
 
 def orbit(obs: np.ndarray, radius: float, speed: float) -> np.ndarray:
@@ -188,18 +141,10 @@ class Family:
     draw: Draw
 
 
-def _orbit(radius: tuple[float, float], noise: tuple[float, float], speed: tuple[float, float] = (0.4, 1.0)) -> Draw:
+def _orbit(radius: tuple[float, float], noise: tuple[float, float]) -> Draw:
     def draw(rng: np.random.Generator) -> tuple[Policy, float]:
-        r, speed_ = rng.uniform(*radius), rng.uniform(*speed)
-        return (lambda obs: orbit(obs, r, speed_)), rng.uniform(*noise)
-    return draw
-
-
-def _wall_orbit(radius: tuple[float, float], speed: tuple[float, float], x_limit: tuple[float, float],
-                noise: tuple[float, float]) -> Draw:
-    def draw(rng: np.random.Generator) -> tuple[Policy, float]:
-        r, speed_, limit = rng.uniform(*radius), rng.uniform(*speed), rng.uniform(*x_limit)
-        return (lambda obs: wall_orbit(obs, r, speed_, limit)), rng.uniform(*noise)
+        r, speed = rng.uniform(*radius), rng.uniform(0.4, 1.0)
+        return (lambda obs: orbit(obs, r, speed)), rng.uniform(*noise)
     return draw
 
 
@@ -239,19 +184,16 @@ def random_actions(rng: np.random.Generator) -> tuple[None, float]:
 
 MIXES: dict[str, dict[str, Family]] = {
     "SafetyPointCircle1-v0": {
-        "inner": Family(0.20, _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15))),
-        "wall": Family(0.25, _wall_orbit(radius=(1.3, 1.6), speed=(1.0, 1.8), x_limit=(0.85, 1.0), noise=(0.0, 0.15))),
-        "reward": Family(0.20, _orbit(radius=(1.3, 1.7), noise=(0.0, 0.15), speed=(0.4, 1.8))),
-        "switching": Family(0.15, _switching(_orbit(radius=(1.3, 1.7), noise=(0.0, 0.15), speed=(0.4, 1.8)),
-                                             _wall_orbit(radius=(1.3, 1.6), speed=(1.0, 1.8), x_limit=(0.85, 1.0),
-                                                         noise=(0.0, 0.15)), mean_hold=60)),
+        "inner": Family(0.35, _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15))),
+        "reward": Family(0.25, _orbit(radius=(1.3, 1.7), noise=(0.0, 0.15))),
+        "switching": Family(0.20, _switching(_orbit(radius=(1.3, 1.7), noise=(0.0, 0.15)),
+                                             _orbit(radius=(0.4, 0.9), noise=(0.0, 0.15)), mean_hold=60)),
         "noisy": Family(0.10, _orbit(radius=(0.4, 1.7), noise=(0.3, 0.8))),
         "random": Family(0.10, random_actions),
     },
     "SafetyPointGoal1-v0": {
-        "avoid": Family(0.25, _goal(avoid=True, speed=(0.2, 0.5), noise=(0.0, 0.3))),
-        "brisk": Family(0.15, _goal(avoid=True, speed=(0.6, 1.0), noise=(0.0, 0.2))),
-        "seek": Family(0.20, _goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.5))),
+        "avoid": Family(0.35, _goal(avoid=True, speed=(0.2, 0.5), noise=(0.0, 0.3))),
+        "seek": Family(0.25, _goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.5))),
         "switching": Family(0.20, _switching(_goal(avoid=False, speed=(0.4, 1.0), noise=(0.0, 0.3)),
                                              _goal(avoid=True, speed=(0.4, 1.0), noise=(0.0, 0.3)), mean_hold=40)),
         "random": Family(0.10, random_actions),
