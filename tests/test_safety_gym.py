@@ -55,6 +55,23 @@ def test_adapter_steps_with_flat_obs_and_six_tuples(task_id):
     env.close()
 
 
+def test_resets_compile_without_the_skybox_and_change_nothing_else():
+    """The skybox-free compile is render-only: same seed, same episode as a stock reset."""
+    def rollout(env, reset):
+        obs = [reset()]
+        for _ in range(20):
+            obs.append(env.step(np.array([0.6, -0.4]))[0])
+        return np.stack(obs)
+
+    env = safety_gym.make_env("SafetyPointGoal1-v0", seed=0, max_episode_steps=20)
+    fast = rollout(env, lambda: env.reset(seed=7))
+    assert env.task.world.model.ntex == 1              # the floor's; no skybox
+    stock = rollout(env, lambda: np.asarray(env.env.reset(seed=7)[0], np.float32))  # unpatched
+    assert env.task.world.model.ntex == 2
+    np.testing.assert_array_equal(fast, stock)
+    env.close()
+
+
 def test_unknown_task_is_refused_with_examples():
     with pytest.raises(ValueError, match="SafetyPointGoal1-v0"):
         safety_gym.make_env("SafetyPointNope9-v0", seed=0)

@@ -19,6 +19,14 @@ exactly when the cost is): the continuous margin the boat has, which tells the s
 critic how close a state is to failing instead of only whether it failed
 (docs/DESIGN.md, "Distance margins for Safety Gymnasium").
 
+Why resets compile without the skybox: a navigation task rebuilds its MuJoCo model from
+XML at every reset (each episode has a new layout), and that XML names a skybox of six
+high-resolution PNGs (24 MB) that MuJoCo decodes on every compile: ~2.7 s of a reset that
+otherwise takes ~0.01 s, more than the 1000 steps of a Goal episode. The skybox is drawn
+only when rendering, which the adapter never does; the same seed gives the same
+observations, rewards, costs and margins without it (tests/test_safety_gym.py), so
+`reset` compiles the layout with the skybox left out (`_skybox_free_compile`).
+
 safety-gymnasium is optional: it is imported only when a Safety Gymnasium task is used.
 
     from safefql_core.envs.safety_gym import make_env
@@ -28,11 +36,13 @@ safety-gymnasium is optional: it is imported only when a Safety Gymnasium task i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import re
 import sys
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -74,6 +84,37 @@ def import_safety_gymnasium() -> ModuleType:
         return importlib.import_module("safety_gymnasium")
     finally:
         dataclasses._process_class = original
+
+
+SKYBOX = re.compile(r'<texture[^>]*type="skybox"[^>]*(?:/>|>\s*</texture>)')
+
+
+class _SkyboxFreeMujoco:
+    """The `mujoco` module as safety_gymnasium.world sees it, except that models are
+    compiled from XML with the (render-only) skybox texture removed."""
+
+    def __init__(self, mujoco: ModuleType) -> None:
+        self._mujoco = mujoco
+        self.MjModel = SimpleNamespace(from_xml_string=lambda xml, *args, **kwargs:
+                                       mujoco.MjModel.from_xml_string(SKYBOX.sub("", xml), *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mujoco, name)
+
+
+@contextlib.contextmanager
+def _skybox_free_compile():
+    """While active, the navigation tasks' world builds compile without the skybox."""
+    world = sys.modules.get("safety_gymnasium.world")
+    if world is None:
+        yield
+        return
+    real = world.mujoco
+    world.mujoco = _SkyboxFreeMujoco(real)
+    try:
+        yield
+    finally:
+        world.mujoco = real
 
 
 def margin_from_cost(cost: np.ndarray | float, cost_scale: float = DEFAULT_COST_SCALE) -> np.ndarray:
@@ -154,7 +195,8 @@ class SafetyGymEnv:
         if seed is None and not self._seeded:
             seed = self.seed
         self._seeded = True
-        obs, _ = self.env.reset(seed=seed)
+        with _skybox_free_compile():
+            obs, _ = self.env.reset(seed=seed)
         self._steps = 0
         return np.asarray(obs, dtype=np.float32).reshape(-1)
 
