@@ -15,11 +15,13 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
 
     One fixed count, not torch's one-per-core default: the count changes the float
     summation order, and a long contact-rich rollout (or 20k training steps) amplifies
-    that into different results on machines with different core counts.
+    that into different results on machines with different core counts. More threads do
+    pay on the wider Safety Gymnasium networks: `--threads 2` trains Goal's 256-wide
+    SafeFQL ~1.5x faster on 2 cores (docs/BENCHMARKS.md, session 16).
     """
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: these small networks gain little from more, and a "
-                        "fixed count keeps results identical across machines)")
+                   help="torch CPU threads (default 1: a fixed count keeps results identical across machines; "
+                        "the 256-wide Safety Gymnasium networks train ~1.5x faster with 2 on 2 cores)")
 
 
 def set_threads(threads: int) -> None:

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--episodes", type=int, help="number of episodes (boat: 400 steps each)")
     p.add_argument("--max-episode-steps", type=int,
                    help="Safety Gymnasium only: cut episodes shorter than the task's own limit")
+    p.add_argument("--action-repeat", type=int, default=1, metavar="K",
+                   help="Safety Gymnasium only: the behaviour decides every K steps and holds its action in "
+                        "between; one transition per decision (default 1: every step, as DSRL files are). "
+                        "Policies trained on the data act every K steps too (docs/DESIGN.md, \"Action repeat\")")
     p.add_argument("--policies", help="velocity tasks: directory of the SAC behaviour snapshots "
                    "(trained there if absent; default <out>.policies)")
     p.add_argument("--rl-timesteps", type=int, default=velocity_behaviour.DEFAULT_TIMESTEPS,
@@ -56,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.policies and args.task not in velocity_behaviour.TASKS:
         p.error(f"--policies only applies to {', '.join(velocity_behaviour.TASKS)}")
+    if args.action_repeat < 1:
+        p.error(f"--action-repeat must be at least 1, got {args.action_repeat}")
     if args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
         return collect_safety_gym(args)
-    if args.max_episode_steps:
-        p.error("--max-episode-steps only applies to Safety Gymnasium tasks")
+    if args.max_episode_steps or args.action_repeat != 1:
+        p.error("--max-episode-steps and --action-repeat only apply to Safety Gymnasium tasks")
 
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // boat.EPISODE_STEPS)
     if episodes <= 0:
@@ -88,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 def collect_safety_gym(args: argparse.Namespace) -> int:
     """Roll out a Safety Gymnasium task's scripted mix into a DSRL-layout HDF5 file.
 
-    `--transitions N` collects whole episodes until at least N transitions exist (the
-    navigation tasks never terminate early, so that is ceil(N / episode length) episodes).
+    `--transitions N` collects whole episodes until at least N environment steps exist (the
+    navigation tasks never terminate early, so that is ceil(N / episode length) episodes);
+    with `--action-repeat K` they are stored as about N / K transitions, one per decision.
     """
     try:
         probe = make_env(args.task, args.seed, args.max_episode_steps)  # episode length, action bounds
@@ -113,7 +120,8 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     arrays = safety_gym_behaviour.collect(args.task, episodes, args.seed, args.max_episode_steps,
-                                          progress=not args.no_progress, families=families)
+                                          progress=not args.no_progress, families=families,
+                                          action_repeat=args.action_repeat)
     family = arrays.pop("family")
     if margin_kind == "cost":
         arrays["margins"] = margin_from_cost(arrays["costs"])
@@ -123,7 +131,7 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
     mix = safety_gym_behaviour.shares(families)
     attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
              "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
-             "behaviour_mix": mix, "margin": margin_note,
+             "behaviour_mix": mix, "margin": margin_note, "action_repeat": args.action_repeat,
              "source": f"offline_train.collect (safety-gymnasium 1.0.0, {behaviour})"}
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
@@ -131,7 +139,8 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
     per_family = {name: int((family[ends] == i).sum()) for i, name in enumerate(mix)}
     cost_rate = {name: round(float(data.costs[family == i].mean()), 3) for i, name in enumerate(mix)
                  if (family == i).any()}
-    print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes of <= {episode_steps} steps, "
+    repeat = f", one per {args.action_repeat} steps" if args.action_repeat > 1 else ""
+    print(f"wrote {args.out}: {len(data):,} transitions{repeat}, {episodes} episodes of <= {episode_steps} steps, "
           f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, {margin_kind} margin, "
           f"episodes per family {per_family}, cost rate per family {cost_rate}")
     return 0

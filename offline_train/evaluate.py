@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               fallback_actions=fallbacks, proposals=args.proposals,
                                                               threshold=args.threshold))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
-                    "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
+                    "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan"),
+                    "dataset_attrs": {"action_repeat": runtime.bundle.meta["task"].get("action_repeat", 1)}}
             policy, modes = evaluation.runtime_policy(runtime)
             threshold = runtime.threshold
         if task != "boat":
@@ -142,9 +143,11 @@ def write_json(path: str | None, summary: dict) -> None:
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
                         modes, threshold: float | None) -> int:
-    """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised."""
-    result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps)
-    summary = {**header(args, meta, task), **gym_evaluation.summarize(result, task)}
+    """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised;
+    the policy acts every `action_repeat` steps when its training data did."""
+    repeat = (meta.get("dataset_attrs") or {}).get("action_repeat", 1)  # the data's decision period
+    result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps, repeat)
+    summary = {**header(args, meta, task), "action_repeat": repeat, **gym_evaluation.summarize(result, task)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = threshold

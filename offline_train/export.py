@@ -14,9 +14,10 @@ from safefql_core.training import RunError, load_run
 
 
 def task_description(meta: dict) -> dict:
-    """What the bundle records about the task: name, period, bounds, field names, spec."""
+    """What the bundle records about the task: name, period (and action repeat), bounds, field names, spec."""
     attrs = meta.get("dataset_attrs") or {}
-    keys = ("control_period", "action_low", "action_high", "observation_fields", "action_fields", "spec")
+    keys = ("control_period", "action_repeat", "action_low", "action_high", "observation_fields",
+            "action_fields", "spec")
     return {"name": meta["task"], **{k: attrs[k] for k in keys if k in attrs}}
 
 

@@ -252,13 +252,16 @@ def model_card(doc: dict[str, Any]) -> str:
                 "offline_train.calibrate before export" if cal is None else
                 f"δ* = {cal['delta']:.4f} ({cal['method']}, ε = {cal['epsilon']}, n = {cal['n']}, "
                 f"source: {cal['source']}); coverage on a second held-out set: {cal['coverage']:.3f}")
+    repeat = doc["task"].get("action_repeat", 1)
+    repeat_text = (f" **Acts every {repeat} steps** (trained on `collect --action-repeat {repeat}` data: "
+                   "hold each action for that many steps)." if repeat > 1 else "")
     return f"""# Model card — {doc['task'].get('name', 'task')} / {doc['algo']}
 
 - **What it does:** maps an observation ({doc['obs_dim']} values) to an action ({doc['act_dim']} values
   in [-1, 1]); `safety.onnx` scores (observation, action) with a pessimistic learned
   Hamilton–Jacobi safety value — Q_safe < 0 means predicted safe now and later.
 - **Control period:** {doc['control_period']} s. **Trained:** {doc['training']['steps']} steps, seed
-  {doc['training']['seed']}, on dataset {doc['dataset_fingerprint']}.
+  {doc['training']['seed']}, on dataset {doc['dataset_fingerprint']}.{repeat_text}
 - **Safety threshold:** {cal_text}.
 - **Intended use:** the per-tick decision of `safefql_core.runtime` — actor proposal, calibrated
   check, fallback candidates, stop action on untrusted input. Not a certificate outside the

@@ -19,10 +19,16 @@ from safefql_core.evaluation import Policy
 
 
 def rollout(policy: Policy, task: str, episodes: int, seed: int,
-            max_episode_steps: int | None = None) -> dict[str, np.ndarray]:
-    """Run `episodes` episodes (reset seeds seed..seed+episodes-1) to their end."""
+            max_episode_steps: int | None = None, action_repeat: int = 1) -> dict[str, np.ndarray]:
+    """Run `episodes` episodes (reset seeds seed..seed+episodes-1) to their end.
+
+    `action_repeat` K: the policy decides every K steps and its action is held in between,
+    as in data collected with `collect --action-repeat K`; scores still count every step.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if action_repeat < 1:
+        raise ValueError(f"action_repeat must be at least 1, got {action_repeat}")
     envs = [make_env(task, seed + i, max_episode_steps) for i in range(episodes)]
     try:
         obs = np.stack([env.reset() for env in envs])
@@ -35,10 +41,10 @@ def rollout(policy: Policy, task: str, episodes: int, seed: int,
             # adapter clips to the task's bounds.
             actions = np.clip(policy(obs[idx]), low, high)
             for i, action in zip(idx, actions):
-                obs[i], reward, cost, terminated, truncated, _ = envs[i].step(action)
+                obs[i], reward, cost, terminated, truncated, _, ticks = envs[i].hold(action, action_repeat)
                 returns[i] += reward
                 costs[i] += cost
-                lengths[i] += 1
+                lengths[i] += ticks
                 active[i] = not (terminated or truncated)
     finally:
         for env in envs:

@@ -60,7 +60,9 @@ class Controller(Node):
         bundle = load_bundle(path)
         self.act_dim = bundle.act_dim
         self.spec = TaskSpec.of_task(bundle.meta["task"])
-        self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period)
+        # A policy trained on `collect --action-repeat K` data decides every K control periods.
+        self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period) \
+            * bundle.meta["task"].get("action_repeat", 1)
         self._declare_parameters()
         p = self._params()
         self.runtime = Runtime(bundle, RuntimeConfig(

@@ -112,6 +112,36 @@ def test_collect_cli_writes_a_valid_deterministic_dataset(tmp_path, capsys):
     assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
 
 
+def test_hold_sums_k_steps_keeps_the_largest_margin_and_stops_at_the_end():
+    env = safety_gym.make_env("SafetyPointGoal1-v0", seed=0, max_episode_steps=7)
+    action = np.array([0.8, 0.3])
+    env.reset(seed=5)
+    steps = [env.step(action) for _ in range(7)]
+    env.reset(seed=5)
+    first, second = env.hold(action, 5), env.hold(action, 5)
+    np.testing.assert_array_equal(first[0], steps[4][0])
+    assert first[1] == pytest.approx(sum(s[1] for s in steps[:5])) and first[2] == sum(s[2] for s in steps[:5])
+    assert first[5]["margin"] == max(s[5]["margin"] for s in steps[:5]) and first[6] == 5
+    assert not first[4] and second[4] and second[6] == 2           # the episode ends after 2 more
+    np.testing.assert_array_equal(second[0], steps[6][0])
+    env.close()
+
+
+def test_collect_with_action_repeat_stores_one_transition_per_decision(tmp_path, capsys):
+    argv = ["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "3", "--max-episode-steps", "80",
+            "--no-progress", "--action-repeat", "4", "--out", str(tmp_path / "k4.h5")]
+    assert collect.main(argv) == 0
+    assert "one per 4 steps" in capsys.readouterr().out
+    data = load_dataset(tmp_path / "k4.h5")
+    assert len(data) == 60 and data.timeouts.sum() == 3 and data.timeouts[19] == 1
+    assert data.attrs["action_repeat"] == 4
+    assert set(np.unique(data.costs)) <= {0, 1, 2, 3, 4} and data.costs.max() > 1   # summed over 4 steps
+    np.testing.assert_array_equal(data.margins > 0, data.costs > 0)
+    with pytest.raises(SystemExit):   # the boat's data is its 200 Hz control loop as is
+        collect.main(["--task", "boat", "--episodes", "1", "--action-repeat", "2", "--out", str(tmp_path / "b.h5")])
+    assert "--action-repeat only apply to Safety Gymnasium" in capsys.readouterr().err
+
+
 def test_collect_margin_cost_stores_the_dsrl_convention_and_distance_needs_geometry(tmp_path, capsys):
     argv = ["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "3", "--max-episode-steps", "80",
             "--no-progress"]
@@ -225,6 +255,27 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
     for option in (["--proposals", "4"], ["--threshold", "-0.3"]):
         assert evaluate.main(["--run", str(run), *option, "--episodes", "2", "--steps", "30"]) == 2
         assert "are settings of the deployed decision" in capsys.readouterr().err
+
+
+def test_policies_trained_on_action_repeat_data_act_every_k_steps(tmp_path):
+    """The decision period travels from the data through the run and the bundle to evaluate."""
+    import json
+    from offline_train import evaluate, export, fit
+    data, run, bundle, out = (tmp_path / n for n in ("k3.h5", "run", "bundle", "eval.json"))
+    assert collect.main(["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "2", "--max-episode-steps",
+                         "30", "--no-progress", "--action-repeat", "3", "--out", str(data)]) == 0
+    assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", str(data), "--out", str(run),
+                     "--steps", "10", "--no-progress", *TINY_SET]) == 0
+    assert evaluate.main(["--run", str(run), "--episodes", "2", "--steps", "31", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["action_repeat"] == 3 and summary["mean_length"] == 31   # scored on every step
+    assert export.main(["--run", str(run), "--out", str(bundle)]) == 0
+    assert json.loads((bundle / "bundle.json").read_text())["task"]["action_repeat"] == 3
+    assert "Acts every 3 steps" in (bundle / "MODEL_CARD.md").read_text()
+    assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
+                          "--steps", "31", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert sum(summary["decision_modes"].values()) == 2 * 11 and summary["mean_length"] == 31  # ceil(31 / 3)
 
 
 def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle, tiny_boat_h5, tmp_path, capsys):

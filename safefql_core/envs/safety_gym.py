@@ -211,6 +211,22 @@ class SafetyGymEnv:
         return (np.asarray(obs, dtype=np.float32).reshape(-1), float(reward), float(cost),
                 bool(terminated), bool(truncated), info)
 
+    def hold(self, action: np.ndarray, ticks: int) -> tuple[np.ndarray, float, float, bool, bool, dict, int]:
+        """Apply one action for `ticks` steps, or until the episode ends: one decision of a
+        controller acting every `ticks` steps (`action_repeat`, docs/DESIGN.md). Returns the
+        last observation and flags, the summed reward and cost, info with the largest margin
+        of the held steps (the failure set was touched if any step touched it), and the
+        number of steps taken."""
+        reward_sum, cost_sum, margin = 0.0, 0.0, -np.inf
+        for taken in range(1, ticks + 1):
+            obs, reward, cost, terminated, truncated, info = self.step(action)
+            reward_sum, cost_sum = reward_sum + reward, cost_sum + cost
+            if "margin" in info:
+                margin = info["margin"] = max(margin, info["margin"])
+            if terminated or truncated:
+                break
+        return obs, reward_sum, cost_sum, terminated, truncated, info, taken
+
     def close(self) -> None:
         self.env.close()
 

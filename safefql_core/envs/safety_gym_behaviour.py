@@ -215,7 +215,8 @@ def _families(task_id: str) -> dict[str, Family]:
 
 
 def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int | None = None,
-            progress: bool = True, families: dict[str, Family] | None = None) -> dict[str, np.ndarray]:
+            progress: bool = True, families: dict[str, Family] | None = None,
+            action_repeat: int = 1) -> dict[str, np.ndarray]:
     """Roll out a behaviour mix (default: the task's scripted one); return flat DSRL-layout
     arrays plus `family` ids, and `margins` (signed distance to the failure set) where the
     task has a geometric margin.
@@ -223,7 +224,13 @@ def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int |
     Episodes are contiguous; each ends with timeouts=1 at the time limit or terminals=1
     when the task terminates it (the velocity tasks' cheetah can flip but never
     terminates). Actions are stored after clipping to [-1, 1].
+
+    With `action_repeat` k > 1 the behaviour decides every k steps and holds its action in
+    between; a transition is one decision: reward and cost summed over its k steps, the
+    margin their largest (SafetyGymEnv.hold).
     """
+    if action_repeat < 1:
+        raise ValueError(f"action_repeat must be at least 1, got {action_repeat}")
     families = families or _families(task_id)
     names = list(families)
     rng = np.random.default_rng(seed)
@@ -245,22 +252,22 @@ def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int |
         done, t = False, 0
         while not done:
             if policy is None:
-                if t % RANDOM_HOLD_STEPS == 0:
+                if t % RANDOM_HOLD_STEPS < action_repeat:  # a hold boundary in this decision's steps
                     random_action = rng.uniform(-1.0, 1.0, env.act_dim)
                 base = random_action
             else:
                 base = policy(obs)
             action = np.clip(base + noise_sd * rng.normal(size=env.act_dim), -1.0, 1.0)
-            next_obs, reward, cost, terminated, truncated, info = env.step(action)
+            next_obs, reward, cost, terminated, truncated, info, ticks = env.hold(action, action_repeat)
             done = terminated or truncated
             for k, v in zip(keys, (obs, action, reward, cost, terminated, truncated and not terminated, next_obs)):
                 out[k].append(v)
             out["family"].append(family[ep])
             if "margins" in out:
                 out["margins"].append(info["margin"])
-            obs, t = next_obs, t + 1
+            obs, t = next_obs, t + ticks
             if bar is not None:
-                bar.update()
+                bar.update(ticks)
     if bar is not None:
         bar.close()
     env.close()
