@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="ticks over which the realised outcome y = max margin is taken (default: the rest of "
                         "the episode; boat sim: its 400 ticks). With episodes much longer than the safety "
                         "critic's horizon 1/(1 - gamma_c), set it to that horizon (Safety Gymnasium: 100), or "
-                        "almost every logged state has a violation somewhere ahead (docs/DESIGN.md)")
+                        "almost every logged state has a violation somewhere ahead (docs/DESIGN.md). Counted in "
+                        "transitions: with `collect --action-repeat K` data one is K steps, so 100 / K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
