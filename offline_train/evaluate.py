@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from offline_train.cli import add_threads_argument, set_threads
+from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
 from safefql_core.bundle import BundleError
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
             learner, meta = load_run(args.run)
             task = args.task or meta.get("task", "boat")
+            recorded = task_description(meta)  # what its bundle would record about the task
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
             task = args.task or "boat"
@@ -89,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                                                               fallback_actions=fallbacks, proposals=args.proposals,
                                                               threshold=args.threshold))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
-                    "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan"),
-                    "dataset_attrs": {"action_repeat": runtime.bundle.meta["task"].get("action_repeat", 1)}}
+                    "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
+            recorded = runtime.bundle.meta["task"]
             policy, modes = evaluation.runtime_policy(runtime)
             threshold = runtime.threshold
         if task != "boat":
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")
-            return evaluate_safety_gym(policy, task, args, meta, modes, threshold)
+            return evaluate_safety_gym(policy, task, args, meta, modes, threshold,
+                                       recorded.get("action_repeat", 1))
         states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -142,12 +145,13 @@ def write_json(path: str | None, summary: dict) -> None:
 
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
-                        modes, threshold: float | None) -> int:
+                        modes, threshold: float | None, action_repeat: int) -> int:
     """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised;
-    the policy acts every `action_repeat` steps when its training data did."""
-    repeat = (meta.get("dataset_attrs") or {}).get("action_repeat", 1)  # the data's decision period
-    result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps, repeat)
-    summary = {**header(args, meta, task), "action_repeat": repeat, **gym_evaluation.summarize(result, task)}
+    the policy acts every `action_repeat` steps, its training data's decision period."""
+    result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps,
+                                    action_repeat)
+    summary = {**header(args, meta, task), "action_repeat": action_repeat,
+               **gym_evaluation.summarize(result, task)}
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = threshold

@@ -105,10 +105,7 @@ class _SkyboxFreeMujoco:
 @contextlib.contextmanager
 def _skybox_free_compile():
     """While active, the navigation tasks' world builds compile without the skybox."""
-    world = sys.modules.get("safety_gymnasium.world")
-    if world is None:
-        yield
-        return
+    world = importlib.import_module("safety_gymnasium.world")  # loaded with safety_gymnasium
     real = world.mujoco
     world.mujoco = _SkyboxFreeMujoco(real)
     try:
