@@ -34,6 +34,10 @@ table). The exit status is 1 when a cell failed, 2 on bad arguments.
 On a cluster, every node needs this project installed (same Python environment) and must
 see `--data` and `--out` at the same paths (a shared filesystem); the driver also stores
 each returned result under `--out`, so the table is complete even without one.
+
+`--runs-from EARLIER_OUT` scores the runs of an earlier suite another way without retraining:
+each cell starts from a copy of its run there (same method, seed, settings and data, or the
+cell is refused as a mismatched resume), e.g. the raw-actor suite again with `--proposals 16`.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import time
@@ -240,6 +245,22 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                        "(overrides, steps, data, episodes, latency calls or proposals); pass a new --out, or delete "
                        "those cell directories to recompute them")
     return cells
+
+
+def reuse_runs(cells: list[Cell], source: Path) -> int:
+    """Copy each cell's run from an earlier suite's --out where the cell has none yet; the
+    training then finds it finished (or resumes it, or refuses other settings). Returns how
+    many were copied."""
+    if not (source / CELLS).is_dir():
+        raise RunError(f"--runs-from {source}: no {CELLS}/ directory there; pass the --out of an earlier "
+                       "benchmark run")
+    copied = 0
+    for cell in cells:
+        run, earlier = cell.dir / "run", source / CELLS / cell.name / "run"
+        if earlier.is_dir() and not run.exists():
+            shutil.copytree(earlier, run)
+            copied += 1
+    return copied
 
 
 def data_path(args: argparse.Namespace, task: str) -> str:
@@ -468,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proposals", type=int, default=1,
                    help="above 1: score SafeFQL cells by their deployed decision with this many actor proposals "
                         "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"); default 1: the raw actor")
+    p.add_argument("--runs-from", metavar="DIR",
+                   help="the --out of an earlier suite whose trained runs to reuse: a cell without a run of "
+                        "its own starts from a copy of DIR/cells/<cell>/run, so a finished run is scored "
+                        "again (e.g. with --proposals 16) without retraining; a run trained with other "
+                        "settings is refused as a resumed one is")
     p.add_argument("--threads-per-cell", type=int, default=1, help="torch threads = Ray CPUs per cell")
     p.add_argument("--ray-address", help="existing Ray cluster (default: start an embedded local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all cores)")
@@ -484,11 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         elif not Path(args.data).is_file():
             raise DatasetError(f"--data {args.data} does not exist; leave --data out to generate the "
                                f"standard dataset into {Path(args.out) / 'data.h5'}")
+        todo = [c for c in cells if not (c.dir / RESULT).is_file()]
+        if args.runs_from:
+            print(f"reusing {reuse_runs(todo, Path(args.runs_from))} trained run(s) from {args.runs_from}")
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    todo = [c for c in cells if not (c.dir / RESULT).is_file()]
     print(f"{len(cells)} cells ({len(cells) - len(todo)} already done), {len(todo)} to run")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     seconds, resources = {}, {}

@@ -103,6 +103,21 @@ def test_results_from_other_settings_are_not_reused(suite, tiny_boat_h5, capsys)
     assert "computed with other settings" in capsys.readouterr().err
 
 
+def test_runs_from_scores_an_earlier_suites_runs_again_without_training(suite, tiny_boat_h5, tmp_path, capsys):
+    earlier, _ = suite
+    out = tmp_path / "rescored"
+    assert benchmark.main(_args(tiny_boat_h5, out, "--runs-from", str(earlier), "--proposals", "4")) == 1
+    assert "reusing 4 trained run(s)" in capsys.readouterr().out   # bc and nodistill; paperbackup never trained
+    for s in (0, 1):
+        cell, before = out / "cells" / f"safefql-nodistill-s{s}", earlier / "cells" / f"safefql-nodistill-s{s}"
+        # the copied run was finished: not one more training step logged, the same weights scored
+        assert (cell / "run" / "metrics.csv").read_text() == (before / "run" / "metrics.csv").read_text()
+        evaluation = json.loads((cell / "result.json").read_text())["evaluation"]
+        assert evaluation["proposals"] == 4 and "decision_modes" in evaluation
+    assert benchmark.main(_args(tiny_boat_h5, tmp_path / "x", "--runs-from", str(tmp_path / "nothing"))) == 2
+    assert "no cells/ directory there" in capsys.readouterr().err
+
+
 def test_set_applies_a_key_to_the_methods_that_have_it():
     sets = benchmark.parse_sets(["batch_size=64", "hidden=[8]", "fisor:candidates=4"], ["bc", "fisor", "safefql"])
     assert sets == {"bc": {"batch_size": 64, "hidden": [8]}, "fisor": {"batch_size": 64, "candidates": 4},
