@@ -80,7 +80,7 @@ SUITES: dict[str, dict[str, Any]] = {
                    "transitions": 250_000,
                    "episodes": 10, "methods": ("safefql", "fisor", "bc", "bc-safe")},
 }
-CELLS, RESULT, ERROR = "cells", "result.json", "error.json"
+CELLS, RUN, RESULT, ERROR = "cells", "run", "result.json", "error.json"
 COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "normalized_reward", "normalized_cost",
            "train_seconds", "latency_median_us")
 LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
@@ -135,7 +135,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             "host": socket.gethostname(), "threads": cell.threads}
     try:
         set_threads(cell.threads)
-        run = train(TrainOptions(data=cell.data, out=str(cell.dir / "run"), algo=cell.method, seed=cell.seed,
+        run = train(TrainOptions(data=cell.data, out=str(cell.dir / RUN), algo=cell.method, seed=cell.seed,
                                  overrides=cell.overrides, task=cell.task, progress=False))
         has_bundle = learner_name(cell.method) in GRAPHS_BY_ALGO   # BC has no safety critic (LATENCY_NOTE)
         bundle = cell.dir / "bundle"
@@ -256,7 +256,7 @@ def reuse_runs(cells: list[Cell], source: Path) -> int:
                        "benchmark run")
     copied = 0
     for cell in cells:
-        run, earlier = cell.dir / "run", source / CELLS / cell.name / "run"
+        run, earlier = cell.dir / RUN, source / CELLS / cell.name / RUN
         if earlier.is_dir() and not run.exists():
             shutil.copytree(earlier, run)
             copied += 1
