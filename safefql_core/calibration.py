@@ -4,7 +4,10 @@ Scores R_i = y_i − V̂(s_i), where y_i = max_t l(s_t) is the realised safety o
 s_i and V̂ the learned safety value the runtime gates on. Two methods:
 
 * split: q̂ = the ⌈(n+1)(1−ε)⌉-th smallest score, δ* = min(0, −q̂). Under exchangeability
-  P(y ≤ V̂(s) + q̂) ≥ 1 − ε, so a state certified by V̂(s) < δ* violates with prob. ≤ ε.
+  P(y ≤ V̂(s) + q̂) ≥ 1 − ε, so P(V̂(s) < δ* and y > 0) ≤ ε: the joint probability of being
+  certified *and* violating. Among certified states the violation rate is ≤ ε / P(certified),
+  not ≤ ε (SAFEFQL.md). It holds only for exchangeable (s_i, y_i): one start state per
+  independent rollout, not correlated ticks of one logged episode.
 * beta (PAC): the largest δ ≤ 0 on a fixed grid such that, among held-out states with
   V̂ < δ, the Clopper–Pearson upper bound on the violation rate is ≤ ε. Each grid point is
   tested at level β / |grid| (Bonferroni), so the bound holds jointly for every grid point
@@ -92,7 +95,9 @@ def beta_threshold(y: np.ndarray, v_hat: np.ndarray, epsilon: float, beta: float
 
 
 def coverage(y: np.ndarray, v_hat: np.ndarray, delta: float, beta: float = 0.05) -> dict[str, float]:
-    """Held-out check: violation rate among certified states (V̂ < δ), with its CP bounds."""
+    """Held-out check: violation rate among certified states (V̂ < δ), with its two-sided
+    Clopper–Pearson interval at confidence 1 − β (each one-sided bound at β / 2: two one-sided
+    bounds at β each would make a 1 − 2β interval, not the 1 − β it is labelled)."""
     y, v_hat = np.asarray(y), np.asarray(v_hat)
     certified = v_hat < delta
     m, k = int(certified.sum()), int((y[certified] > 0).sum())
@@ -102,8 +107,8 @@ def coverage(y: np.ndarray, v_hat: np.ndarray, delta: float, beta: float = 0.05)
         "certified_fraction": m / len(y) if len(y) else 0.0,
         "violations_among_certified": k,
         "coverage": 1.0 - rate,
-        "coverage_lower_bound": 1.0 - clopper_pearson_upper(k, m, beta),
-        "coverage_upper_bound": 1.0 - clopper_pearson_lower(k, m, beta),
+        "coverage_lower_bound": 1.0 - clopper_pearson_upper(k, m, beta / 2),
+        "coverage_upper_bound": 1.0 - clopper_pearson_lower(k, m, beta / 2),
         "confidence": 1.0 - beta,
     }
 

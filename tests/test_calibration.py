@@ -1,4 +1,6 @@
 """Conformal calibration: finite-sample coverage on synthetic exchangeable data."""
+import math
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,59 @@ def test_coverage_counts_certified_violations():
     assert out["certified"] == 3 and out["violations_among_certified"] == 1
     assert out["coverage"] == pytest.approx(2 / 3)
     assert out["coverage_lower_bound"] < 2 / 3 < out["coverage_upper_bound"]
+
+
+def binomial_tail_exact(k: int, n: int, p: float, upper: bool) -> float:
+    """P(Bin(n, p) <= k) (upper=False) or P(Bin(n, p) >= k) (upper=True) by direct enumeration
+    with exact binomial coefficients: independent of calibration.binomial_cdf's log-space sum."""
+    terms = range(k, n + 1) if upper else range(0, k + 1)
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in terms)
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (1, 20), (3, 40), (17, 60), (39, 40)])
+def test_clopper_pearson_bounds_solve_the_exact_binomial_tails(k, n):
+    beta = 0.05
+    upper = cal.clopper_pearson_upper(k, n, beta)
+    lower = cal.clopper_pearson_lower(k, n, beta)
+    assert binomial_tail_exact(k, n, upper, upper=False) == pytest.approx(beta, rel=1e-6)
+    if k > 0:
+        assert binomial_tail_exact(k, n, lower, upper=True) == pytest.approx(beta, rel=1e-6)
+    else:
+        assert lower == pytest.approx(0.0, abs=1e-12)
+
+
+def test_coverage_interval_is_two_sided_at_the_stated_confidence():
+    """confidence 1 − β means β / 2 in each tail: the violation-rate bounds solve the exact tails
+    at β / 2 (bounds at β each would be a 1 − 2β interval mislabelled as 1 − β)."""
+    y = np.array([1.0] * 3 + [-1.0] * 37)             # 3 violations among 40 certified states
+    out = cal.coverage(y, np.full(40, -1.0), delta=0.0, beta=0.1)
+    assert out["confidence"] == pytest.approx(0.9)
+    rate_hi, rate_lo = 1 - out["coverage_lower_bound"], 1 - out["coverage_upper_bound"]
+    assert binomial_tail_exact(3, 40, rate_hi, upper=False) == pytest.approx(0.05, rel=1e-6)
+    assert binomial_tail_exact(3, 40, rate_lo, upper=True) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_conformal_quantile_at_the_last_order_statistic():
+    """(n + 1)(1 − ε) = n exactly: the n-th (largest) score, not +inf."""
+    assert cal.conformal_quantile(np.arange(1.0, 10.0), 0.1) == 9.0
+
+
+def test_a_state_exactly_at_the_threshold_is_not_certified():
+    out = cal.coverage(np.array([1.0, -1.0]), np.array([-0.5, -1.0]), delta=-0.5)
+    assert out["certified"] == 1 and out["violations_among_certified"] == 0
+
+
+def test_beta_threshold_pays_for_every_grid_point_tested():
+    """Bonferroni over the 101-point grid: with 0 violations among m certified states the CP
+    bound is 1 − (β / 101)^(1/m), which is ≤ ε = 0.05 only from m = 149 on (149 > ln(0.05/101) /
+    ln(0.95) = 148.4). Without the correction m = 59 would already do. 100 always-certified safe
+    states therefore certify nothing; 200 certify every grid point up to the violating states'
+    V̂ = −1.5 itself (certified means V̂ < δ, strictly), so δ = −1.5."""
+    def data(safe: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.array([-1.0] * safe + [1.0] * 50)
+        return y, np.array([-3.0] * safe + [-1.5] * 50)
+
+    few = cal.beta_threshold(*data(100), epsilon=0.05, beta=0.05)
+    assert few["fell_back"] and few["delta"] == -2.0
+    many = cal.beta_threshold(*data(200), epsilon=0.05, beta=0.05)
+    assert not many["fell_back"] and many["delta"] == pytest.approx(-1.5)
