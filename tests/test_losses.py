@@ -184,3 +184,17 @@ def test_n_step_safety_target_backs_up_a_violation_in_one_update():
     # one-step windows are exactly the one-step target
     one = losses.n_step_safety_target(margins[:, :1], valid[:, :1], t(1.0, 1.0), t(1.0, 0.0), t(0.5, 0.5), 0.9)
     assert one.tolist() == losses.safety_q_target(margins[:, 0], t(1.0, 0.0), t(0.5, 0.5), 0.9).tolist()
+
+
+def test_gate_at_its_threshold_is_infeasible():
+    """ζ = 1{Q_c < threshold}, strictly: an action exactly at the threshold is not feasible."""
+    qc = torch.tensor([[0.0, -0.1, 0.2], [-0.3, -0.2, -0.5]])   # max over members: 0, -0.1, 0.2
+    assert losses.feasibility_gate(qc).tolist() == [0.0, 1.0, 0.0]
+    assert losses.feasibility_gate(qc, threshold=-0.1).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_reward_term_normalises_by_the_mean_magnitude_of_mixed_sign_q():
+    """Q_r of both signs: mean |Q_r| = (2 + 6) / 2 = 4, while |mean Q_r| would be 2."""
+    q_r = torch.tensor([2.0, -6.0])
+    assert losses.actor_reward_term(q_r, normalize_q=True).tolist() == [-0.5, 1.5]
+    assert losses.actor_reward_term(q_r, normalize_q=False).tolist() == [-2.0, 6.0]
