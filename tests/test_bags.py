@@ -1,4 +1,5 @@
 """The bag workflow: collect --format bag -> convert -> fit --bag, and errors that name the fix."""
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -133,9 +134,48 @@ def test_truncated_bag_is_refused(recorded, tmp_path, capsys, storage, suffix):
     assert not (tmp_path / "d.h5").exists()
 
 
+def scrambled(bag: Path, out: Path, seed: int) -> Path:
+    """A copy of an mcap bag with 2 KB of random bytes in the middle of its .mcap file (issue 26 item 6)."""
+    bag = Path(shutil.copytree(bag, out))
+    data = next(bag.glob("*.mcap"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 2048] = np.random.default_rng(seed).bytes(2048)
+    data.write_bytes(bytes(raw))
+    return bag
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_corrupt_mcap_is_refused_unless_partial_is_allowed(recorded, tmp_path, capsys, bare):
+    """The metadata's counts (metadata.yaml, or a bare file's mcap summary) are checked against
+    the messages read: rosbags reads past a scrambled chunk without a word."""
+    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=0)
+    bag = next(bag.glob("*.mcap")) if bare else bag
+    code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "d.h5").exists()
+    read = re.search(r"is corrupt: its metadata lists 2,403 messages on the task's topics, ([\d,]+) could be "
+                     r"read \(/boat/odom: [\d,]+ of 1,203; /boat/cmd_vel: [\d,]+ of 1,200\)", err)
+    assert read and "Re-copy or re-record it; --allow-partial converts the messages that were read" in err
+    code, out, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", "--allow-partial")
+    assert code == 0, err
+    assert f"WARNING: {bag} is damaged and was read only in part (/boat/odom: " in out
+    assert f"converted {bag} (mcap, {read[1]} messages" in out
+    data = load_dataset(tmp_path / "d.h5")
+    assert 0 < len(data) < EPISODES * 400
+    partial = data.attrs["bags"][0]["partial"]
+    assert partial["/boat/odom"][1] == 1203 and sum(n for n, _ in partial.values()) == int(read[1].replace(",", ""))
+
+
+def test_unreadable_mcap_names_the_damage_even_with_allow_partial(recorded, tmp_path, capsys):
+    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=4)  # scrambles a record length: nothing reads
+    for flags in ([], ["--allow-partial"]):
+        code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", *flags)
+        assert code == 2 and "Traceback" not in err
+        assert "cannot be read after 0 messages (OverflowError" in err and "truncated or corrupt" in err
+
+
 def test_not_a_bag_directory(tmp_path, capsys):
     code, _, err = run_convert(capsys, "--bag", tmp_path, "--out", tmp_path / "d.h5")
-    assert code == 2 and "not a rosbag2 directory (no metadata.yaml)" in err
+    assert code == 2 and "is neither a bag nor a folder of bags: no metadata.yaml, .mcap or .db3 in it" in err
 
 
 def test_non_finite_values_are_refused_or_dropped_by_flag(tmp_path, capsys):
