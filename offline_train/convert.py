@@ -103,8 +103,8 @@ def load_spec(config: str | None) -> TaskSpec:
 def read_aligned(bags: str | Path | Sequence[str | Path], spec: TaskSpec, options: BagOptions = BagOptions(),
                  progress: bool = True) -> tuple[dict[str, np.ndarray], AlignmentReport, list[BagSource]]:
     """Read and align each bag on its own; their transitions concatenated, reports merged."""
-    paths = bag_paths([bags] if isinstance(bags, (str, Path)) else bags)
     store = typestore(options.typestore, options.msg)
+    paths = bag_paths([bags] if isinstance(bags, (str, Path)) else bags)
     parts, report, sources = [], AlignmentReport(), []
     for path in paths:
         series, source = read_series(path, spec, store, options.allow_partial, progress)
