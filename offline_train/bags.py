@@ -105,7 +105,8 @@ def bag_paths(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_dir() and (inside := sorted(p for p in path.iterdir() if _is_bag(p))):
             bags += inside
         elif not path.exists():
-            raise BagError(f"{path} does not exist; pass a rosbag2 directory, a .mcap or .db3 file, or a folder of them")
+            raise BagError(f"{path} does not exist; pass a rosbag2 directory, a .mcap or .db3 file, "
+                           "or a folder of them")
         else:
             raise BagError(f"{path} is neither a bag nor a folder of bags: no metadata.yaml, .mcap or .db3 in it; "
                            "pass the directory that `ros2 bag record` (or offline_train.collect --format bag) "

@@ -169,13 +169,24 @@ def test_streams_on_different_clocks_are_named():
     with pytest.raises(AlignmentError) as error:
         build_transitions(spec, {"state": sim, "command": wall})
     message = str(error.value)
-    assert "/boat/cmd_vel (command) (receive stamps, 2026-11-30 00:53:20 to 2026-11-30 00:53:20 UTC: wall time)" in message
+    assert ("/boat/cmd_vel (command) (receive stamps, 2026-11-30 00:53:20 to 2026-11-30 00:53:20 UTC: "
+            "wall time)") in message
     assert "/boat/odom (state) (header stamps, 0.000 s to 0.100 s since zero: sim time)" in message
     assert "different clocks" in message and "`stamp: receive` on both" in message and "use_sim_time" in message
     with pytest.raises(AlignmentError, match=r"the stamps of scan \(0.500 s to 0.600 s since zero: sim time\) "
                                              r"never overlap those of odom"):
         align([Track("odom", sim, 0.025), Track("scan", states([500, 600]), 0.025)],
               Track("command", commands(np.arange(0, 101, 10)), 0.025), control_period=0.01)
+
+
+def test_state_tracks_that_never_run_together_are_refused():
+    odom = states(np.r_[np.arange(0, 101, 10), np.arange(300, 401, 10)])
+    scan = states(np.arange(150, 251, 10))  # only while odometry is silent
+    with pytest.raises(AlignmentError, match=r"the state tracks \['odom', 'scan'\] are never all running at once"):
+        align([Track("odom", odom, 0.025), Track("scan", scan, 0.025)], Track("command", commands([0]), 0.5),
+              control_period=0.01)
+    with pytest.raises(AlignmentError, match="unique track names"):
+        align([Track("state", odom, 0.025)], Track("state", commands([0]), 0.5), control_period=0.01)
 
 
 # Time going backwards and duplicate stamps (issue 26 item 9): detected, counted, refused
