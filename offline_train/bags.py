@@ -59,6 +59,13 @@ class BagSource:
     partial: dict[str, list[int]] = field(default_factory=dict)
 
 
+def content_hash(sources: Sequence[BagSource]) -> str:
+    """One bag's content hash, or a hash of the bags' hashes in the order given."""
+    if len(sources) == 1:
+        return sources[0].content_hash
+    return hashlib.sha256("".join(s.content_hash for s in sources).encode()).hexdigest()[:16]
+
+
 def typestore(name: str, msg_paths: Sequence[str | Path] = ()) -> Typestore:
     """The named release's message definitions, plus custom types from .msg files.
 
