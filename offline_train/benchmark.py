@@ -74,7 +74,7 @@ SUITES: dict[str, dict[str, Any]] = {
              "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill", "safefql-paperbackup",
                          "fisor", "bc", "bc-safe")},
     # 250k transitions: a full collection of both tasks takes ~15 min on one core (resets
-    # rebuild the MuJoCo world); docs/BENCHMARKS.md, "Safety Gymnasium".
+    # rebuild the MuJoCo world); docs/notebook/safety-gymnasium-sessions-4-8.md.
     # HalfCheetahVelocity's dataset first trains its SAC behaviour snapshots (~20 min, one core).
     "safety_gym": {"tasks": ("SafetyPointCircle1-v0", "SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"),
                    "transitions": 250_000,

@@ -17,7 +17,7 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
     summation order, and a long contact-rich rollout (or 20k training steps) amplifies
     that into different results on machines with different core counts. More threads do
     pay on the wider Safety Gymnasium networks: `--threads 2` trains Goal's 256-wide
-    SafeFQL ~1.5x faster on 2 cores (docs/BENCHMARKS.md, session 16).
+    SafeFQL ~1.5x faster on 2 cores (docs/BENCHMARKS.md, "Training time").
     """
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: a fixed count keeps results identical across machines; "

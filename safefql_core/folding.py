@@ -1,7 +1,7 @@
 """Inference forms of the trained networks: the same functions in fewer ONNX graph nodes.
 
 At batch 1 onnxruntime spends ~3 µs per call plus ~0.4 µs per graph node, more than the
-arithmetic of these small MLPs (docs/BENCHMARKS.md, "Decision latency"), so the exported
+arithmetic of these small MLPs (docs/notebook/latency.md, session 3), so the exported
 graphs are built from a folded copy of the learner:
 
 - the observation normalisation is folded into the first layer (W' = W / std,

@@ -30,7 +30,7 @@ class Mode(str, Enum):
 
 class Decision(NamedTuple):
     """One tick's outcome. A NamedTuple: built every tick, it costs a quarter of a frozen
-    dataclass (~0.5 µs against ~2 µs, docs/BENCHMARKS.md)."""
+    dataclass (~0.5 µs against ~2 µs, docs/notebook/latency.md)."""
 
     action: np.ndarray
     mode: Mode
@@ -89,7 +89,7 @@ class UnboundCall:
 class OrtBoundCall:
     """An IOBinding over preallocated numpy buffers: onnxruntime reads the inputs and writes the
     outputs in place, which skips the per-call conversions and allocations of
-    `InferenceSession.run` — about a quarter of a batch-1 call (docs/BENCHMARKS.md)."""
+    `InferenceSession.run` — about a quarter of a batch-1 call (docs/notebook/latency.md)."""
 
     def __init__(self, session, shapes: dict[str, tuple[int, ...]]) -> None:
         self.inputs = {k: np.zeros(shape, np.float32) for k, shape in shapes.items()}
@@ -100,7 +100,7 @@ class OrtBoundCall:
         for meta, buf in zip(session.get_outputs(), self.outputs):
             self.binding.bind_output(meta.name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
         # The C++ call behind InferenceSession.run_with_iobinding: the public wrapper adds
-        # WebGPU graph-capture bookkeeping, ~1.3 µs a call on the CPU (docs/BENCHMARKS.md).
+        # WebGPU graph-capture bookkeeping, ~1.3 µs a call on the CPU (docs/notebook/latency.md).
         self._run, self._binding = session._sess.run_with_iobinding, self.binding._iobinding
 
     def run(self) -> list[np.ndarray]:

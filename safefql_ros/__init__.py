@@ -1,6 +1,6 @@
 """safefql_ros: the thin rclpy adapter around ``safefql_core``.
 
-This package holds only the ROS 2 glue (controller, boat simulator, bag recorder/player and
-bringup nodes); all algorithmic and runtime logic lives in the ROS-free ``safefql_core``.
-The nodes arrive later.
+This package holds only the ROS 2 glue: the controller, the boat simulator, the bag
+recorder and player, the episode monitor, and the launcher with its node description. All
+algorithmic and runtime logic lives in the ROS-free ``safefql_core``.
 """

@@ -1,6 +1,7 @@
-"""The docs' relative links resolve: the record (docs/BENCHMARKS.md) and docs/DESIGN.md cite
-their evidence by links into docs/notebook/, so a moved file or a renamed heading must fail
-here rather than leave a reader at a dead end."""
+"""The docs stay navigable. Their relative links resolve: the record (docs/BENCHMARKS.md) and
+docs/DESIGN.md cite their evidence by links into docs/notebook/, so a moved file or a renamed
+heading must fail here rather than leave a reader at a dead end. And every module is named in
+the README tour and in DESIGN.md's structure."""
 from __future__ import annotations
 
 import re
@@ -58,3 +59,23 @@ def test_relative_links_and_anchors_resolve(doc: Path):
         elif anchor and path.suffix == ".md" and anchor not in anchors(path):
             broken.append(f"{target}: no heading with anchor #{anchor} in {path.relative_to(ROOT)}")
     assert not broken, "\n".join(broken)
+
+
+def section(path: Path, heading: str) -> str:
+    """The text of a markdown section, from its heading to the next heading of the same level."""
+    text = path.read_text()
+    level = heading.split(" ")[0]
+    start = text.index(f"\n{heading}\n")
+    end = text.find(f"\n{level} ", start + len(heading) + 2)
+    return text[start:end if end != -1 else len(text)]
+
+
+@pytest.mark.parametrize("doc, heading", [("README.md", "## Tour"), ("docs/DESIGN.md", "## Structure")])
+def test_every_module_is_named_where_newcomers_look(doc, heading):
+    """A module added without a line in the README tour and in DESIGN.md's structure is found
+    by nobody who starts from the docs."""
+    text = section(ROOT / doc, heading)
+    modules = [p.stem for package in ("safefql_core", "safefql_core/envs", "offline_train", "safefql_ros")
+               for p in sorted((ROOT / package).glob("*.py")) if p.stem != "__init__"]
+    missing = [m for m in modules if f"`{m}`" not in text and f"/{m}.py`" not in text]
+    assert not missing, f"{doc}, {heading!r} does not name: {missing}"

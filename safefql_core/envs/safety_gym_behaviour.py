@@ -40,7 +40,7 @@ When the goal is out of lidar range (all bins 0) the goal-directed policies driv
 left arc to find it. The switching families exist for the safety critic: it learns
 feasibility from logged actions only, and without them no logged action turns inwards from a
 wall-crossing orbit or avoids a hazard at seeking speed (docs/DESIGN.md). The cost rate
-per step of every family in the standard datasets is in docs/BENCHMARKS.md.
+per step of every family in the standard datasets is in docs/notebook/safety-gymnasium-data.md.
 
 Each episode runs one family with parameters drawn once per episode, from a reset seeded
 by the collection seed, so a dataset is a pure function of the seed.

@@ -28,14 +28,15 @@ family with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode:
 Why the paced run: with the reward-only snapshots and the governor alone, no logged episode
 runs steadily anywhere between the governor's ~1.2–1.4 m/s and the limit, so the best safe
 behaviour in the data was the governor's, and an offline method had nothing better than
-BC-Safe to find (docs/BENCHMARKS.md, session 9). Why the capped families: in a fast state
+BC-Safe to find (docs/notebook/safety-gymnasium-sessions-9-10.md, session 9). Why the
+capped families: in a fast state
 every snapshot's action keeps running fast, so the data would hold no action that slows
 down from there. The safety critic learns feasibility from logged escapes only (V_c is an
 expectile over logged actions), so without them it calls every fast state infeasible. A
 speed governor over the same snapshots adds the braking actions (coasting). The speed is
 the observation's root x-velocity (index 8) for the governor, and the task's own
 `x_velocity` (the one its cost uses) for the pace penalty. Measured speeds and cost rates
-are in docs/BENCHMARKS.md.
+are in docs/notebook/safety-gymnasium-sessions-9-10.md (session 9).
 """
 from __future__ import annotations
 
