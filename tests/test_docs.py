@@ -79,3 +79,11 @@ def test_every_module_is_named_where_newcomers_look(doc, heading):
                for p in sorted((ROOT / package).glob("*.py")) if p.stem != "__init__"]
     missing = [m for m in modules if f"`{m}`" not in text and f"/{m}.py`" not in text]
     assert not missing, f"{doc}, {heading!r} does not name: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS[:1] + [ROOT / "docs/DESIGN.md"], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_source_file_the_docs_name_exists(doc: Path):
+    named = set(re.findall(r"\b((?:safefql_core|offline_train|safefql_ros|tests|config)/[\w/.-]+\.(?:py|yaml))\b",
+                           doc.read_text()))
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, f"{doc.name} names files that do not exist: {missing}"
