@@ -58,16 +58,33 @@ def typestore(name: str) -> Typestore:
     return get_typestore(TYPESTORES[name])
 
 
+def existing_bag(bag: str | Path) -> Path:
+    """A bag to read: a rosbag2 directory (with its metadata.yaml), else BagError with the fix."""
+    path = Path(bag)
+    if not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml); pass the directory that "
+                       "`ros2 bag record` (or offline_train.collect --format bag, or safefql_recorder) wrote")
+    return path
+
+
+def new_bag(bag: str | Path) -> Path:
+    """A bag to write: a directory that does not exist yet, in one that does; else BagError."""
+    path = Path(bag)
+    if path.exists():
+        raise BagError(f"output {path} already exists; a bag is never overwritten: choose a new directory or "
+                       "remove the old one")
+    if not path.parent.is_dir():
+        raise BagError(f"the parent directory of output {path} does not exist; create it first")
+    return path
+
+
 def read_series(bag: str | Path, spec: TaskSpec, typestore_name: str = DEFAULT_TYPESTORE,
                 progress: bool = True) -> tuple[dict[str, TimeSeries], BagSource]:
     """Stamps and field values of each of the spec's topic streams, and the bag's provenance.
 
     `typestore_name` supplies message definitions for bags that do not store their own.
     """
-    path = Path(bag)
-    if not (path / "metadata.yaml").is_file():
-        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml); pass the directory that "
-                       "`ros2 bag record` (or offline_train.collect --format bag) wrote")
+    path = existing_bag(bag)
     streams = spec.topic_streams()
     try:
         with AnyReader([path], default_typestore=typestore(typestore_name)) as reader:
