@@ -111,7 +111,8 @@ def describe(result: dict) -> str:
     horizon = "rest of episode" if result["horizon"] is None else f"{result['horizon']} ticks"
     return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
             f"outcome over {horizon}); "
-            f"held-out: {result['certified']} certified, {result['violations_among_certified']} violated, "
+            f"held-out: {result['certified']} of {result['n']} certified ({result['certified_fraction']:.1%}), "
+            f"{result['violations_among_certified']} of them violated, "
             f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence")
 
