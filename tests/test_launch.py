@@ -268,10 +268,15 @@ def test_launcher_counts_episodes(bundle, tmp_path):
     report = tmp_path / "report"
     status, stdout, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--episodes", "2",
                                              "--episode-steps", "40", "--init-states", "evaluation",
-                                             "--report-dir", str(report), "--timeout", "60")
+                                             "--report-dir", str(report), "--timeout", "60",
+                                             "--summary-json", str(tmp_path / "summary.json"))
     assert status == 0, stderr[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["complete"] is True
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    # Every file written is announced (issue 33).
+    assert f"summary written to {tmp_path / 'summary.json'}" in stderr
+    assert f"report written to {report}/closed_loop.png and episodes.json" in stderr
     episodes = json.loads((report / "episodes.json").read_text())["episodes"]
     # The controller starts only once the monitor hears the simulator: it counts from episode 0.
     assert [e["episode"] for e in episodes] == [0, 1], episodes
