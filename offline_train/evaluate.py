@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     modes, threshold = None, None   # both only for a --bundle's deployed decision
     try:
         set_threads(args.threads)
-        json_path, plot_path = prepare_output_file(args.json, "--json"), prepare_output_file(args.plot, "--plot")
+        json_path = prepare_output_file(args.json, "--json")
         if args.run:
             if args.proposals != 1 or args.threshold is not None:
                 raise RunError("--proposals and --threshold are settings of the deployed decision: evaluate a "
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate_safety_gym(policy, task, args, meta, modes, threshold,
                                        recorded.get("action_repeat", 1), json_path)
         states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
+        plot_path = prepare_output_file(args.plot, "--plot")
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +172,20 @@ def test_safety_gymnasium_import_prints_no_adroit_notice():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "AdroitHand" not in done.stderr
+
+
+def test_ray_notices_stay_out_of_the_benchmark_output(monkeypatch, capfd):
+    """Ray's token-authentication notice is dropped (authentication itself stays on) and the
+    cells' lines come without colour codes, unless the user asks for them."""
+    setup = pytest.importorskip("ray._private.authentication.authentication_token_setup")
+    monkeypatch.setattr(setup.logger, "level", logging.NOTSET)  # as Ray leaves it
+    setup._warn_token_auth_enabled()
+    assert "Token authentication is enabled" in capfd.readouterr().err  # what Ray prints by default
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    benchmark.quiet_ray()
+    setup._warn_token_auth_enabled()
+    assert "Token authentication" not in capfd.readouterr().err
+    assert os.environ["RAY_COLOR_PREFIX"] == "0"
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
+    benchmark.quiet_ray()
+    assert os.environ["RAY_COLOR_PREFIX"] == "1"
