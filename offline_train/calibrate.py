@@ -67,8 +67,9 @@ def replacing_note(run: str) -> str | None:
     if not file.is_file():
         return None
     old = json.loads(file.read_text())
-    return (f"note: replacing the previous calibration in {file} (δ* = {old['delta']:.4f}, {old['method']}, "
-            f"ε={old['epsilon']}, n={old['n']}); bundles exported before keep their δ*")
+    return (f"note: replacing the previous calibration in {file} (δ* = {old.get('delta', float('nan')):.4f}, "
+            f"{old.get('method', 'method not recorded')}, ε={old.get('epsilon')}, n={old.get('n')}); "
+            "bundles exported before keep their δ*")
 
 
 def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
