@@ -172,7 +172,7 @@ def draw_boat_map(ax) -> None:
         ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None))
     ax.add_patch(plt.Circle(boat.GOAL, boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
                             label=f"goal region (within {boat.GOAL_RADIUS:g} of the goal)"))
-    ax.plot(*boat.GOAL, ls="", marker="*", ms=16, color="gold", mec="k", label="goal")
+    ax.plot(*boat.GOAL, ls="", marker="*", ms=16, color="gold", mec="k", label="goal", zorder=5)  # above the paths
     ax.set_xlim(boat.LOW[0], boat.HIGH[0])
     ax.set_ylim(boat.LOW[1], boat.HIGH[1])
     ax.set_aspect("equal")
