@@ -189,3 +189,16 @@ def test_ray_notices_stay_out_of_the_benchmark_output(monkeypatch, capfd):
     monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
     benchmark.quiet_ray()
     assert os.environ["RAY_COLOR_PREFIX"] == "1"
+
+
+def test_a_node_interrupted_while_it_starts_exits_without_a_traceback():
+    """The launcher stops the other nodes when one fails, often while they still import: the
+    state runpy leaves while it imports the package of `python -m safefql_ros.<node>`
+    (sys.argv[0] == "-m"), then SIGINT before the node's own handling is in place."""
+    probe = ("import os, signal, sys, time\n"
+             "sys.argv[0] = '-m'\n"
+             "import safefql_ros\n"
+             "os.kill(os.getpid(), signal.SIGINT)\n"
+             "time.sleep(30)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
