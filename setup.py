@@ -42,6 +42,7 @@ setup(
             'safefql-bench = offline_train.bench:main',
             'safefql-benchmark = offline_train.benchmark:main',
             'safefql-replay = offline_train.replay:main',
+            'safefql-reference = offline_train.reference:main',
             'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',
             'boat_sim = safefql_ros.boat_sim:main',

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offline_train.cli import add_allow_partial_argument, prepare_output_file
 from safefql_core import calibration as cal
 from safefql_core import evaluation
 from safefql_core.data import DatasetError, load_dataset
@@ -48,13 +49,37 @@ def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int,
     return y, v_hat
 
 
-def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
-                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None,
-                  horizon: int | None = None) -> dict:
-    """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up)."""
+def check_settings(epsilon: float, n: int, beta: float, horizon: int | None) -> None:
+    """Refuse settings outside their range before minutes of rollouts are spent on them."""
+    if not 0.0 < epsilon < 1.0:
+        raise RunError(f"--epsilon is the allowed violation probability, in (0, 1), e.g. 0.05; got {epsilon:g}")
+    if not 0.0 < beta < 1.0:
+        raise RunError(f"--beta is 1 - the confidence, in (0, 1), e.g. 0.05; got {beta:g}")
+    if n < 1:
+        raise RunError(f"--n must be at least 1 held-out state, got {n}")
     if horizon is not None and horizon < 1:
         raise RunError(f"--horizon must be at least 1 tick, got {horizon}")
-    learner, meta = load_run(run)
+
+
+def replacing_note(run: str) -> str | None:
+    """What a new calibration of `run` replaces, if it had one: said before it is overwritten."""
+    file = Path(run) / CALIBRATION_FILE
+    if not file.is_file():
+        return None
+    old = json.loads(file.read_text())
+    return (f"note: replacing the previous calibration in {file} (δ* = {old.get('delta', float('nan')):.4f}, "
+            f"{old.get('method', 'method not recorded')}, ε={old.get('epsilon')}, n={old.get('n')}); "
+            "bundles exported before keep their δ*")
+
+
+def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
+                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None,
+                  horizon: int | None = None, allow_partial: bool = False) -> dict:
+    """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up); prints
+    what it replaces and the files it writes."""
+    check_settings(epsilon, n, beta, horizon)
+    plot_path = prepare_output_file(plot or Path(run) / "calibration_scores.png", "--plot")
+    learner, meta = load_run(run, allow_partial=allow_partial)
     if meta["algo"] == "bc":
         raise RunError("a bc run has no safety critic to calibrate")
     rng = np.random.default_rng(seed)
@@ -74,9 +99,12 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
         "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False),
         **cal.coverage(y2, v2, fit["delta"], beta),
     }
+    note = replacing_note(run)
+    if note:
+        print(note)
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
-    cal.score_histogram(plot or str(Path(run) / "calibration_scores.png"), y - v,
-                        fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    cal.score_histogram(str(plot_path), y - v, fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    print(f"wrote {Path(run) / CALIBRATION_FILE} and {plot_path}")
     return result
 
 
@@ -84,7 +112,8 @@ def describe(result: dict) -> str:
     horizon = "rest of episode" if result["horizon"] is None else f"{result['horizon']} ticks"
     return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
             f"outcome over {horizon}); "
-            f"held-out: {result['certified']} certified, {result['violations_among_certified']} violated, "
+            f"held-out: {result['certified']} of {result['n']} certified ({result['certified_fraction']:.1%}), "
+            f"{result['violations_among_certified']} of them violated, "
             f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence")
 
@@ -110,16 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
+    add_allow_partial_argument(p)
     args = p.parse_args(argv)
     try:
+        json_path = prepare_output_file(args.json, "--json")
         result = calibrate_run(args.run, args.epsilon, args.n, args.method, args.beta, args.source,
-                               args.seed, args.plot, args.horizon)
+                               args.seed, args.plot, args.horizon, args.allow_partial)
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"{describe(result)} -> {Path(args.run) / CALIBRATION_FILE}")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
+    print(describe(result))
     if result["fell_back"]:
         print("warning: no threshold certified states at violation rate <= ε; δ* is the grid's most "
               "conservative point, not a measured one. If episodes are much longer than the safety "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,3 +44,22 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not eq or not key:
         raise RunError(f"--set expects KEY=VALUE, got '{item}'")
     return key, yaml.safe_load(value)
+
+
+def prepare_output_file(path: str | Path | None, flag: str) -> Path | None:
+    """Check an output file's path before the work that fills it: create its folder, refuse
+    a directory. A command that finds out only when it writes has spent its minutes in vain."""
+    if path is None:
+        return None
+    file = Path(path)
+    if file.is_dir():
+        raise RunError(f"{flag} {file} is a directory; give the name of a file to write (inside it, or elsewhere)")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return file
+
+
+def add_allow_partial_argument(p: argparse.ArgumentParser) -> None:
+    """--allow-partial, for the commands that read a run `fit` may not have finished."""
+    p.add_argument("--allow-partial", action="store_true",
+                   help="use a run whose training has not finished (fit still running, or stopped) at its "
+                        "last checkpoint; without it such a run is refused")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_threads_argument, set_threads
+from offline_train.cli import add_allow_partial_argument, add_threads_argument, prepare_output_file, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
@@ -36,13 +36,7 @@ def load_initial_states(path: str | None, episodes: int) -> np.ndarray:
             raise RunError(f"--episodes {episodes} exceeds the {len(states)} fixed evaluation states; "
                            "pass --init-states for a larger set")
         return states[:episodes]
-    file = Path(path)
-    if not file.is_file():
-        raise RunError(f"--init-states file {file} not found")
-    states = np.load(file)
-    if states.ndim != 2 or states.shape[1] != boat.OBS_DIM or not np.isfinite(states).all():
-        raise RunError(f"--init-states must be a finite (N, {boat.OBS_DIM}) array; got shape {states.shape}")
-    return states[:episodes]
+    return boat.load_initial_states(path)[:episodes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,16 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
+    add_allow_partial_argument(p)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
     modes, threshold = None, None   # both only for a --bundle's deployed decision
     try:
         set_threads(args.threads)
+        json_path = prepare_output_file(args.json, "--json")
         if args.run:
             if args.proposals != 1 or args.threshold is not None:
                 raise RunError("--proposals and --threshold are settings of the deployed decision: evaluate a "
                                "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
-            learner, meta = load_run(args.run)
+            learner, meta = load_run(args.run, allow_partial=args.allow_partial)
             task = args.task or meta.get("task", "boat")
             recorded = task_description(meta)  # what its bundle would record about the task
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
@@ -99,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")
             return evaluate_safety_gym(policy, task, args, meta, modes, threshold,
-                                       recorded.get("action_repeat", 1))
+                                       recorded.get("action_repeat", 1), json_path)
         states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
+        plot_path = prepare_output_file(args.plot, "--plot")
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -121,11 +118,12 @@ def main(argv: list[str] | None = None) -> int:
           f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))
-    write_json(args.json, summary)
-    if args.plot:
-        evaluation.plot_trajectories(args.plot, result["trajectories"], result["violations"], feasible,
+    write_json(json_path, summary)
+    if plot_path:
+        evaluation.plot_trajectories(str(plot_path), result["trajectories"], result["violations"], feasible,
                                      f"{name} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
                                      f"zero-violation {summary['zero_violation_rate']:.1%}")
+        print(f"wrote {plot_path}")
     return 0
 
 
@@ -138,14 +136,14 @@ def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
             "noise": args.noise, "proposals": args.proposals}
 
 
-def write_json(path: str | None, summary: dict) -> None:
+def write_json(path: Path | None, summary: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=2))
+        path.write_text(json.dumps(summary, indent=2))
+        print(f"wrote {path}")
 
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
-                        modes, threshold: float | None, action_repeat: int) -> int:
+                        modes, threshold: float | None, action_repeat: int, json_path: Path | None) -> int:
     """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised;
     the policy acts every `action_repeat` steps, its training data's decision period."""
     result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps,
@@ -157,7 +155,7 @@ def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Nam
         summary["threshold"] = threshold
     print(f"{summary['variant']} seed {meta['seed']} on {task}: {gym_evaluation.describe(summary)}"
           + (f" | δ*={threshold:.3f}, decisions {dict(modes)}" if modes is not None else ""))
-    write_json(args.json, summary)
+    write_json(json_path, summary)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from offline_train.calibrate import CALIBRATION_FILE
+from offline_train.cli import add_allow_partial_argument
 from safefql_core.bundle import BundleError, export_bundle, load_bundle
 from safefql_core.training import RunError, load_run
 
@@ -21,9 +22,12 @@ def task_description(meta: dict) -> dict:
     return {"name": meta["task"], **{k: attrs[k] for k in keys if k in attrs}}
 
 
-def export_run(run: str, out: str, seed: int = 0) -> dict:
+def export_run(run: str, out: str, seed: int = 0, allow_partial: bool = False) -> dict:
     """Export a run (with its calibration, if any) and verify the result as a robot would."""
-    learner, meta = load_run(run)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BundleError(f"--out {out} is a file; a bundle is a directory of several files: give a directory "
+                          f"path, e.g. {Path(run) / 'bundle'}")
+    learner, meta = load_run(run, allow_partial=allow_partial)
     cal_file = Path(run) / CALIBRATION_FILE
     calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
     rng = np.random.default_rng(seed)
@@ -44,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="bundle directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the example inputs stored for parity checks")
+    add_allow_partial_argument(p)
     args = p.parse_args(argv)
     try:
-        doc = export_run(args.run, args.out, args.seed)
+        doc = export_run(args.run, args.out, args.seed, args.allow_partial)
     except (RunError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

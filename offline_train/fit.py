@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
-                        "and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
+                   help="boat: every N steps, roll out the actor from the feasible ones of the 500 fixed evaluation "
+                        "states and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:

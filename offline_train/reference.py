@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from safefql_core.envs.boat import evaluation_states, sample_safe_states
+from safefql_core.envs.boat import evaluation_states, load_initial_states, sample_safe_states
+from offline_train.cli import prepare_output_file
 from safefql_core.envs.boat_reference import optimal_reference
+from safefql_core.training import RunError
 
 SUPPORTED_TASKS = ("boat",)
 
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_states(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The initial states and a description of where they came from."""
     if args.init_states is not None:
-        return np.load(args.init_states).reshape(-1, 2), str(args.init_states)
+        return load_initial_states(args.init_states), str(args.init_states)
     if args.seed is not None:
         rng = np.random.default_rng(args.seed)
         return sample_safe_states(rng, args.num_states), f"sampled, seed {args.seed}"
@@ -75,12 +77,18 @@ def summarise(states: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    states, source = load_states(args)
+    try:
+        states, source = load_states(args)
+        json_path = prepare_output_file(args.json, "--json")
+    except (ValueError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = {"task": args.task, "states": source, **summarise(states)}
     text = json.dumps(summary, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+        print(f"wrote {json_path}")
     return 0
 
 

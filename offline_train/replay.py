@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
     shown = sorted(sorted(range(len(episodes)), key=lambda i: open_rows[i]["violating_ticks"] == 0)
                    [:SAFETY_PLOT_EPISODES])
     replay.plot_safety(str(out / "safety.png"), [(i, opened[i], arrays["margins"][episodes[i]]) for i in shown],
-                       threshold, spec.control_period)
+                       threshold, spec.control_period, len(episodes))
     if not no_simulator:  # the map is the boat's
         replay.plot_map(str(out / "map.png"), logged[:MAP_EPISODES], [r.intervened for r in opened[:MAP_EPISODES]],
                         closed and closed[:MAP_EPISODES], map_title(report, len(logged)))

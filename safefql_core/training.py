@@ -319,8 +319,14 @@ def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> 
     return int(state["step"]), float(state["elapsed"])
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained learner from its run directory (for evaluation and export)."""
+def load_run(run_dir: str | Path, device: str = "cpu",
+             allow_partial: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained learner from its run directory (for evaluation and export).
+
+    A run whose last checkpoint is short of its configured steps is refused unless
+    `allow_partial`: its `fit` is still running (or was stopped), and numbers from, or a
+    bundle of, 5,000 of 6,000 steps must not pass for the finished run's.
+    """
     run = Path(run_dir)
     if not (run / CONFIG).is_file() or not (run / CHECKPOINT).is_file():
         raise RunError(
@@ -335,4 +341,9 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     learner.load_state_dict(state["model"])
     meta["trained_steps"] = int(state["step"])
     meta["train_seconds"] = float(state["elapsed"])
+    planned = int(meta["config"].get("steps", meta["trained_steps"]))
+    if meta["trained_steps"] < planned and not allow_partial:
+        raise RunError(f"{run} has trained {meta['trained_steps']:,} of its {planned:,} steps: its fit is still "
+                       "running, or was stopped. Wait for it to finish (or run the same fit command again to "
+                       "resume it), or pass --allow-partial to use its last checkpoint")
     return learner.to(device).eval(), meta

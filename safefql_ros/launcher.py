@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -79,13 +78,9 @@ def initial_states(choice: str | None) -> list[float] | None:
         states = boat.evaluation_states()
     else:
         try:
-            states = np.load(Path(choice))
-        except (OSError, ValueError) as exc:
-            raise LaunchError(f"--init-states {choice}: cannot read it as .npy ({exc}); give 'evaluation', "
-                              "'sampled' or an (N, 2) .npy file of x, y states") from None
-        if states.ndim != 2 or states.shape[1] != boat.OBS_DIM or not len(states) or not np.isfinite(states).all():
-            raise LaunchError(f"--init-states {choice}: expected a non-empty (N, {boat.OBS_DIM}) array of finite "
-                              f"x, y states, got shape {states.shape}")
+            states = boat.load_initial_states(choice)
+        except ValueError as exc:
+            raise LaunchError(f"{exc} (or 'evaluation', 'sampled')") from None
     return np.asarray(states, dtype=np.float64).ravel().tolist()
 
 
@@ -304,9 +299,25 @@ def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
                             timeout_s=args.timeout or 0.0, **common)
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Pre-flight: refuse, before any node starts, what would make one fail after the others
+    are up: a bundle the controller cannot load, a bag the player cannot read, an output bag
+    the recorder would not overwrite."""
+    from offline_train.bags import BagError, existing_bag, new_bag
+    from safefql_core.bundle import BundleError, load_bundle
+    try:
+        load_bundle(args.bundle)
+        if args.setup == "replay":
+            existing_bag(args.bag)
+            new_bag(args.output)
+    except (BundleError, BagError) as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_inputs(args)
         nodes = setup_nodes(args)
     except (LaunchError, TaskSpecError) as exc:
         log(f"error: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -90,6 +91,28 @@ def evaluation_states() -> np.ndarray:
     """
     with resources.files(__package__).joinpath("boat_eval_states.npy").open("rb") as f:
         return np.load(f)
+
+
+def load_initial_states(path: str | Path, flag: str = "--init-states") -> np.ndarray:
+    """A user's initial states: a non-empty, finite (N, 2) array of x, y in a .npy file.
+
+    One reader for every command that takes `--init-states` (evaluate, reference, the
+    launcher), so each refuses the same mistakes (a missing file, an HDF5 dataset or some other
+    file, a wrong shape) with a ValueError naming `flag` and the fix, before any work starts.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{flag} {file}: no such file; give an (N, {OBS_DIM}) .npy array of x, y states")
+    try:
+        states = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); give an (N, {OBS_DIM}) .npy array of x, y "
+                         "states, e.g. np.save('states.npy', states)") from None
+    if not isinstance(states, np.ndarray) or states.ndim != 2 or states.shape[1] != OBS_DIM \
+            or not len(states) or not np.isfinite(states).all():
+        raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite x, y states, "
+                         f"got shape {getattr(states, 'shape', None)}")
+    return states.astype(np.float64)
 
 
 def generate_evaluation_states() -> np.ndarray:
