@@ -311,11 +311,38 @@ class TaskSpec:
 
     @classmethod
     def of_task(cls, task: Mapping[str, Any]) -> TaskSpec:
-        """The spec a bundle's `task` entry records, or the built-in spec of its task (bundles
-        trained on simulator datasets record only the task name)."""
+        """The spec a bundle's (or run's) `task` entry records: the exact spec `convert` used.
+
+        Bundles exported before the spec travelled with the model record only a task name;
+        for the boat that is its built-in spec, for any other task nothing is known.
+        """
         if task.get("spec"):
             return cls.from_dict(task["spec"], name=task["name"])
+        if task["name"] not in BUILTIN:
+            raise TaskSpecError(
+                f"the bundle records no task spec, and task '{task['name']}' has no built-in one: it was "
+                "trained on a dataset without ROS topics (a simulator's HDF5, a DSRL file). Train from a bag "
+                "(python -m offline_train.fit --bag BAG --config TASK.yaml) to get a bundle a robot can run")
         return cls.builtin(task["name"])
+
+    def interface(self) -> dict[str, Any]:
+        """What the policy depends on: the observation's and action's definitions, bounds and
+        period. Topic names, stamps, ages, reward and margin may differ between deployments."""
+        d = self.to_dict()
+        return {"task": self.name, "control_period": d["control_period"],
+                "state": {k: d["state"][k] for k in ("type", "fields")},
+                "command": {k: d["command"][k] for k in ("type", "fields", "low", "high")}}
+
+    def check_matches(self, other: TaskSpec, mine: str, theirs: str) -> None:
+        """Refuse `other` as a stand-in for this spec unless it has the same interface; the
+        error shows both sides of every difference."""
+        a, b = _flatten(self.interface()), _flatten(other.interface())
+        diffs = [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
+                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        if diffs:
+            raise TaskSpecError(f"{theirs} does not match the spec {mine} was trained with: " + "; ".join(diffs)
+                                + f". Use the spec {mine} records (leave {theirs} out), or only change topic "
+                                "names, stamps, ages, reward or margin in it")
 
     @classmethod
     def from_dict(cls, d: Any, name: str) -> TaskSpec:
@@ -398,6 +425,33 @@ class TaskSpec:
         if not np.isfinite(action).all():
             raise TaskSpecError(f"refusing to write a non-finite action {action.tolist()} to {self.command.topic}")
         return self.command.write(msg, self.unscale_action(action))
+
+
+def resolve_spec(bundle_meta: Mapping[str, Any], given: TaskSpec | None = None,
+                 given_as: str = "--config") -> TaskSpec:
+    """The spec to deploy a bundle with (`bundle_meta`: its bundle.json): the one it records, or
+    `given` (a --config, a node parameter) when that matches it, e.g. the same robot under
+    other topic names. Either must fit the networks' input and output sizes."""
+    task = bundle_meta["task"]
+    spec = given or TaskSpec.of_task(task)
+    if given is not None and (task.get("spec") or task["name"] in BUILTIN):
+        TaskSpec.of_task(task).check_matches(given, "the bundle", given_as)
+    sizes = (bundle_meta["obs_dim"], bundle_meta["act_dim"])
+    if (spec.obs_dim, spec.act_dim) != sizes:
+        raise TaskSpecError(f"{given_as if given else 'the spec'} reads {spec.obs_dim} observation values "
+                            f"{spec.state.names} and writes {spec.act_dim} action values, but the bundle's "
+                            f"networks take {sizes[0]} and give {sizes[1]}; use the spec it was trained with")
+    return spec
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _positive(d: Mapping, key: str) -> float:

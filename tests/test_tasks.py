@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from safefql_core.envs import boat
-from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError
+from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError, resolve_spec
 
 BOAT_YAML = Path(__file__).resolve().parents[1] / "config" / "boat.yaml"
 
@@ -156,3 +156,23 @@ def test_core_modules_import_neither_rosbags_nor_rclpy():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rosbags', 'rclpy'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_bundle_without_a_spec_is_refused_unless_its_task_has_a_builtin_one():
+    assert TaskSpec.of_task({"name": "boat"}) == TaskSpec.builtin("boat")  # bundles exported before specs travelled
+    with pytest.raises(TaskSpecError, match="records no task spec, and task 'point_goal' has no built-in one"):
+        TaskSpec.of_task({"name": "point_goal"})
+
+
+def test_resolve_spec_takes_a_matching_config_and_refuses_a_conflict_showing_both():
+    spec = TaskSpec.builtin("boat")
+    meta = {"task": {"name": "boat", "spec": spec.to_dict()}, "obs_dim": 2, "act_dim": 2}
+    assert resolve_spec(meta) == spec
+    renamed = TaskSpec.from_dict(boat_dict(**{"state.topic": "/b2/odom", "max_age": 0.02}), "boat")
+    assert resolve_spec(meta, renamed) == renamed
+    slower = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025), "boat")
+    with pytest.raises(TaskSpecError, match=r"^--config does not match .*: control_period: the bundle 0.005, "
+                                            r"--config 0.01\."):
+        resolve_spec(meta, slower)
+    with pytest.raises(TaskSpecError, match="networks take 3 and give 2"):
+        resolve_spec({**meta, "obs_dim": 3})
