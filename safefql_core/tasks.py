@@ -176,16 +176,19 @@ class Stream:
     `stamp` says which time a sample belongs to: `header` (the message's header.stamp: the
     measurement time, preferred when the type has one) or `receive` (when the bag
     recorded it / the node received it: the only choice for headerless types like Twist).
+    `max_age` (seconds, optional key) is how old this stream's sample may be where it is
+    used; None: the spec's `max_age`. A command stream's hold is the spec's `command.hold`.
     """
 
     topic: str
     type: str
     fields: tuple[FieldPath, ...]
     stamp: str = "receive"
+    max_age: float | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
-        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp"} | set(extra))
+        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "max_age"} | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec '{where}.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -198,11 +201,12 @@ class Stream:
         stamp = d.get("stamp", "receive")
         if stamp not in STAMP_SOURCES:
             raise TaskSpecError(f"spec '{where}.stamp' must be one of {list(STAMP_SOURCES)}, got {stamp!r}")
-        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp)
+        max_age = _positive(d, "max_age", f"{where}.") if "max_age" in d else None
+        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp, max_age)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "type": self.type, "stamp": self.stamp,
-                "fields": [f.path for f in self.fields]}
+        d = {"topic": self.topic, "type": self.type, "stamp": self.stamp, "fields": [f.path for f in self.fields]}
+        return d if self.max_age is None else {**d, "max_age": self.max_age}
 
     @property
     def names(self) -> list[str]:
@@ -252,7 +256,7 @@ class Signal:
             named_function(d["function"])  # unknown names fail at load time
             return cls(function=str(d["function"]))
         if isinstance(d, Mapping) and "field" in d:
-            _check_keys(d, where, {"topic", "type", "field"}, {"stamp"})
+            _check_keys(d, where, {"topic", "type", "field"}, {"stamp", "max_age"})
             return cls(stream=Stream.from_dict({**{k: v for k, v in d.items() if k != "field"},
                                                 "fields": [d["field"]]}, where))
         raise TaskSpecError(f"spec '{where}' must be {{function: <name>}} (one of {sorted(FUNCTIONS)}) "
@@ -287,6 +291,7 @@ class TaskSpec:
     action_high: tuple[float, ...]
     reward: Signal
     margin: Signal
+    hold: float | None = None  # the command's hold (`command.hold`); None: max_age
 
     @classmethod
     def load(cls, path: str | Path) -> TaskSpec:
@@ -351,15 +356,33 @@ class TaskSpec:
         if max_age < period:
             raise TaskSpecError(f"spec max_age ({max_age}) is shorter than control_period ({period}): a state "
                                 "sent every period would be stale between ticks; use at least one period")
-        command = Stream.from_dict(d["command"], "command", extra={"low", "high"})
+        command = Stream.from_dict(d["command"], "command", extra={"low", "high", "hold"})
+        if command.max_age is not None:
+            raise TaskSpecError("spec 'command.max_age' is not a key: a command's age limit is its `hold` "
+                                "(how long a command stays in force), e.g. command: {hold: 0.5, ...}")
+        hold = _positive(d["command"], "hold", "command.") if "hold" in d["command"] else None
         low, high = (_bounds(d["command"], key, len(command.fields)) for key in ("low", "high"))
         empty = [f"{n}: low {lo} >= high {hi}" for n, lo, hi in zip(command.names, low, high) if lo >= hi]
         if empty:
             raise TaskSpecError(f"spec command bounds are empty: {empty}; every low must be below its high")
         spec = cls(name, period, max_age, Stream.from_dict(d["state"], "state"), command,
-                   low, high, Signal.from_dict(d["reward"], "reward"), Signal.from_dict(d["margin"], "margin"))
+                   low, high, Signal.from_dict(d["reward"], "reward"), Signal.from_dict(d["margin"], "margin"), hold)
         spec._check_functions()
+        for role in spec.topic_streams():
+            if spec.max_age_of(role) < period:
+                key = "command.hold" if role == "command" else f"{role}.max_age"
+                raise TaskSpecError(f"spec {key} ({spec.max_age_of(role)}) is shorter than control_period "
+                                    f"({period}): a sample sent every period would be stale between ticks; "
+                                    "use at least one period")
         return spec
+
+    def max_age_of(self, role: str) -> float:
+        """How old the sample of topic stream `role` may be where it is used (seconds): the
+        stream's own `max_age`, the command's `hold`, or else the spec's `max_age`."""
+        if role == "command":
+            return self.hold if self.hold is not None else self.max_age
+        own = self.topic_streams()[role].max_age
+        return own if own is not None else self.max_age
 
     def _check_functions(self) -> None:
         for role, signal in (("reward", self.reward), ("margin", self.margin)):
@@ -373,7 +396,8 @@ class TaskSpec:
         """The `spec:` mapping (from_dict's inverse): stored in datasets and bundles."""
         return {"control_period": self.control_period, "max_age": self.max_age,
                 "state": self.state.to_dict(),
-                "command": {**self.command.to_dict(), "low": list(self.action_low), "high": list(self.action_high)},
+                "command": {**self.command.to_dict(), "low": list(self.action_low), "high": list(self.action_high),
+                            **({} if self.hold is None else {"hold": self.hold})},
                 "reward": self.reward.to_dict(), "margin": self.margin.to_dict()}
 
     @property
@@ -454,13 +478,13 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _positive(d: Mapping, key: str) -> float:
+def _positive(d: Mapping, key: str, where: str = "") -> float:
     try:
         value = float(d[key])
     except (TypeError, ValueError):
-        raise TaskSpecError(f"spec '{key}' must be a number of seconds, got {d[key]!r}") from None
+        raise TaskSpecError(f"spec '{where}{key}' must be a number of seconds, got {d[key]!r}") from None
     if not value > 0 or not np.isfinite(value):
-        raise TaskSpecError(f"spec '{key}' must be a positive number of seconds, got {value}")
+        raise TaskSpecError(f"spec '{where}{key}' must be a positive number of seconds, got {value}")
     return value
 
 

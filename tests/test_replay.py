@@ -203,7 +203,7 @@ def error_case(case: str, bag: str, bundle: str, root: Path) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("missing bag", ["not a rosbag2 directory"]),
+    ("missing bag", ["nope does not exist; pass a rosbag2 directory, a .mcap or .db3 file"]),
     ("missing bundle", ["not a policy bundle"]),
     ("mismatched bundle", ["task: the bundle 'point_goal', --config 'boat'", "does not match"]),
     ("empty bag", ["is empty", "/boat/odom"]),

@@ -103,6 +103,16 @@ def test_reward_from_a_topic_is_not_computed_from_the_observation():
         spec.reward(np.zeros((1, 2)))
 
 
+def test_stream_max_age_and_command_hold_default_to_max_age_and_round_trip():
+    spec = TaskSpec.builtin("boat")
+    assert spec.max_age_of("state") == spec.max_age_of("command") == spec.max_age
+    assert "hold" not in spec.to_dict()["command"] and "max_age" not in spec.to_dict()["state"]
+    timed = TaskSpec.from_dict(boat_dict(**{"state.max_age": 0.02, "command.hold": 0.6}), "boat")
+    assert (timed.max_age_of("state"), timed.max_age_of("command")) == (0.02, 0.6)
+    assert timed.to_dict()["command"]["hold"] == 0.6 and timed.to_dict()["state"]["max_age"] == 0.02
+    assert TaskSpec.from_dict(timed.to_dict(), "boat") == timed
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"reward": {"function": "boat.rewrd"}}, r"unknown function 'boat.rewrd'; registered functions: \['boat.margin'"),
     ({"command.low": [1.0, -1.0]}, r"bounds are empty: \['linear.x: low 1.0 >= high 1.0'\]"),
@@ -115,6 +125,11 @@ def test_reward_from_a_topic_is_not_computed_from_the_observation():
     ({"state.topic": "boat/odom"}, "absolute topic name"),
     ({"state.frame": "map"}, r"'state' has unknown key\(s\) \['frame'\]"),
     ({"max_age": 0.001}, "shorter than control_period"),
+    ({"command.hold": 0.001}, r"spec command.hold \(0.001\) is shorter than control_period"),
+    ({"state.max_age": 0.001}, r"spec state.max_age \(0.001\) is shorter than control_period"),
+    ({"state.max_age": "soon"}, r"spec 'state.max_age' must be a number of seconds"),
+    ({"command.hold": -1}, r"spec 'command.hold' must be a positive number"),
+    ({"command.max_age": 0.5}, r"'command.max_age' is not a key: a command's age limit is its `hold`"),
     ({"control_period": -0.005}, "positive number of seconds"),
     ({"margin": None}, r"'spec' lacks key\(s\) \['margin'\]"),
     ({"margin": {"value": 1}}, "must be {function: <name>}"),
