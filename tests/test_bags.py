@@ -348,3 +348,18 @@ def test_held_states_are_counted_in_the_summary(recorded, tmp_path, capsys):
     held = int((data.observations == data.next_observations).all(axis=1).sum())
     assert held == len(data) // 2
     assert f"held states: {held:,} state (transitions whose next state is the same sample as their state)" in out
+
+
+@pytest.mark.parametrize("margin, share, warning", [
+    ("-obstacle_clearance", "(0.0%)", "the margin is never positive"),      # the states stay far from the discs
+    ("obstacle_clearance", "(100.0%)", "the margin is positive on every transition"),  # the sign flipped
+    ("x - 0.045", "on 5 of 10 transitions (50.0%)", None),
+])
+def test_convert_prints_the_unsafe_share_and_warns_when_the_margin_never_or_always_flags(
+        margin, share, warning, tmp_path, capsys):
+    bag = small_bag(tmp_path / "bag", BOAT, np.linspace([0.0, 0.0], [0.1, 0.1], 11))
+    config = tmp_path / "boat.yaml"
+    config.write_text(yaml.safe_dump({"task": "boat", "spec": {**BOAT.to_dict(), "margin": margin}}))
+    code, out, _ = run_convert(capsys, "--bag", bag, "--config", config, "--out", tmp_path / "d.h5")
+    assert code == 0 and "safety margin > 0 (unsafe) on" in out and share in out
+    assert (f"WARNING: {warning}" in out) if warning else "WARNING" not in out
