@@ -255,12 +255,16 @@ class TaskSpec:
                 "(python -m offline_train.fit --bag BAG --config TASK.yaml) to get a bundle a robot can run")
         return cls.builtin(task["name"])
 
+    def differences(self, other: TaskSpec, mine: str, theirs: str) -> list[str]:
+        """Every difference between the two interfaces, both sides shown."""
+        a, b = _flatten(self.interface()), _flatten(other.interface())
+        return [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
+                for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
     def check_matches(self, other: TaskSpec, mine: str, theirs: str) -> None:
         """Refuse `other` as a stand-in for this spec unless it has the same interface; the
         error shows both sides of every difference."""
-        a, b = _flatten(self.interface()), _flatten(other.interface())
-        diffs = [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
-                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        diffs = self.differences(other, mine, theirs)
         if diffs:
             raise TaskSpecError(f"{theirs} does not match the spec {mine} was trained with: " + "; ".join(diffs)
                                 + f". Use the spec {mine} records (leave {theirs} out), or only change topic "
@@ -392,12 +396,15 @@ class TaskSpec:
 
     def interface(self) -> dict[str, Any]:
         """What the policy depends on: the observation's and action's definitions, bounds and
-        period. Topic names, stamps, ages, terms, reward and margin may differ between deployments."""
-        d = self.to_dict()
+        period. Names, topic names, stamps, ages, terms, reward and margin may differ between
+        deployments (the same robot in a namespace, a short-form spec of the same fields)."""
+        d, states = self.to_dict(), self.state_inputs()
+        inputs = dict(self.inputs)
         return {"task": self.name, "control_period": d["control_period"],
-                "inputs": {name: stream.type for name, stream in self.inputs if name in self.state_inputs()},
-                "observation": self.observation_names,
-                "features": [f.to_dict() for f in self.features if f.input is None or f.input in self.state_inputs()],
+                "inputs": [inputs[name].type for name in states],
+                "features": [{k: v for k, v in f.to_dict().items() if k not in ("name", "input")}
+                             | ({"input": states.index(f.input)} if f.input is not None else {})
+                             for f in self.features if f.input is None or f.input in states],
                 "command": {k: d["command"][k] for k in ("type", "fields", "low", "high")}}
     def max_age_of(self, role: str) -> float:
         """How old the sample of topic stream `role` may be where it is used (seconds): the
@@ -571,6 +578,38 @@ def _terms(d: Any) -> tuple[tuple[str, Term], ...]:
         except TermError as exc:
             raise TaskSpecError(f"spec {exc}") from None
     return tuple(terms)
+
+
+def simulator_mismatch(task: str, spec: Mapping[str, Any] | None) -> str | None:
+    """Why no simulator here stands for the robot of `task` as its recorded `spec` defines it
+    (None: one does). A task without a spec (a simulator's own dataset: the boat's, Safety
+    Gymnasium's) is its simulator's. A task defined by a spec has one only when the spec is
+    its built-in task's: a spec called 'boat' that reads other topics or fields, or has other
+    bounds, period, reward or margin, is another robot, and nothing trained for it is ever
+    calibrated or evaluated in the boat's simulator."""
+    if not spec:
+        return None
+    if task not in BUILTIN:
+        return f"task '{task}' is defined by its spec alone and has no simulator here (only {sorted(BUILTIN)} do)"
+    robot, sim = TaskSpec.from_dict(spec, task), TaskSpec.builtin(task)
+    diffs = sim.differences(robot, "simulator", "spec")
+    topics = lambda s: [s.topic_streams()[n].topic for n in s.state_inputs()] + [s.command.topic]  # noqa: E731
+    if topics(sim) != topics(robot):
+        diffs.append(f"topics: simulator {topics(sim)}, spec {topics(robot)}")
+    if not diffs:
+        states = np.random.default_rng(0).uniform(-3.0, 3.0, (256, sim.obs_dim))
+        try:
+            same = all(np.allclose(a, b) for a, b in zip(sim.signals({"odom": states}),
+                                                         robot.signals({robot.state_inputs()[0]: states})))
+        except TaskSpecError:
+            same = False
+        if not same:
+            diffs.append(f"reward or margin: simulator {sim.reward.to_dict()} / {sim.margin.to_dict()}, "
+                         f"spec {robot.reward.to_dict()} / {robot.margin.to_dict()}")
+    if diffs:
+        return (f"task '{task}' records a spec that is not its simulator's robot ({'; '.join(diffs)}), so it "
+                "counts as a task without a simulator")
+    return None
 
 
 def resolve_spec(bundle_meta: Mapping[str, Any], given: TaskSpec | None = None,

@@ -7,6 +7,7 @@ exact spec, and a controller started with nothing but `bundle:=` must run the ro
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from offline_train import fit
+from offline_train import calibrate, evaluate, fit
 from offline_train.bags import default_message, typestore, write_bag
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
@@ -177,3 +178,45 @@ def test_controller_started_with_only_the_bundle_runs_the_robots_topics(rover, r
     low, high = np.array([-0.5, -1.0]), np.array([0.5, 1.0])
     assert all(np.all(low <= c) and np.all(c <= high) for c in map(np.array, commands))
     assert any(np.any(np.array(c) != 0.0) for c in commands), "only stop commands: every state was rejected"
+
+
+def test_a_task_without_simulator_calibrates_on_logged_data_and_says_so(rover, capsys):
+    run = str(rover["run"])
+    assert calibrate.main(["--run", run, "--n", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "note: calibrated on logged episodes (task 'rover' is defined by its spec alone" in out
+    assert "the weaker statement" in out
+    assert json.loads((rover["run"] / calibrate.CALIBRATION_FILE).read_text())["source"] == calibrate.LOGGED
+    assert calibrate.main(["--run", run, "--source", "sim"]) == 2
+    assert "--source sim: task 'rover' is defined by its spec alone and has no simulator" in capsys.readouterr().err
+
+
+def test_a_fallback_threshold_is_printed(rover, capsys):
+    # 40 held-out states cannot certify anything at violation rate <= 0.001 with 95 % confidence
+    assert calibrate.main(["--run", str(rover["run"]), "--n", "40", "--epsilon", "0.001"]) == 0
+    assert "WARNING: no threshold certified states at violation rate <= ε" in capsys.readouterr().out
+
+
+def test_evaluate_on_a_task_without_simulator_points_to_open_loop_replay(rover, capsys):
+    assert evaluate.main(["--bundle", str(rover["bundle"])]) == 2
+    err = capsys.readouterr().err
+    assert "task 'rover' is defined by its spec alone and has no simulator here" in err
+    assert f"python -m offline_train.replay --bag BAG --bundle {rover['bundle']}" in err
+
+
+def test_a_spec_called_boat_that_is_another_robot_is_never_calibrated_in_the_boat_simulator(
+        tiny_boat_bag, tmp_path, capsys):
+    """The boat's own topics and fields, but a margin 0.2 wider: not the simulator's robot."""
+    spec = TaskSpec.builtin("boat").to_dict()
+    config = tmp_path / "wide.yaml"
+    config.write_text(yaml.safe_dump({"task": "boat", "spec": {**spec, "margin": "0.2 - obstacle_clearance"}}))
+    run = tmp_path / "run"
+    assert fit.main(["--bag", tiny_boat_bag, "--config", str(config), "--out", str(run), "--steps", "5",
+                     "--no-progress", "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]", "batch_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert "task 'boat' records a spec that is not its simulator's robot (reward or margin:" in out
+    assert "note: calibrated on logged episodes" in out
+    assert load_bundle(run / fit.BUNDLE).meta["calibration"]["source"] == calibrate.LOGGED
+    assert calibrate.main(["--run", str(run), "--source", "sim"]) == 2
+    assert "is not its simulator's robot" in capsys.readouterr().err
+    assert evaluate.main(["--bundle", str(run / fit.BUNDLE), "--episodes", "2"]) == 2
