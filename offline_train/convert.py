@@ -9,7 +9,6 @@ make one dataset.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, read_series, typestore
+from offline_train.bags import (DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, content_hash,
+                                read_series, typestore)
 from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
                                     build_transitions)
 from safefql_core.data import Dataset, DatasetError, save_dataset, validate
@@ -52,10 +52,7 @@ class Conversion:
 
     @property
     def content_hash(self) -> str:
-        """One bag's content hash, or a hash of the bags' hashes in the order given."""
-        if len(self.sources) == 1:
-            return self.sources[0].content_hash
-        return hashlib.sha256("".join(s.content_hash for s in self.sources).encode()).hexdigest()[:16]
+        return content_hash(self.sources)
 
     def summary(self) -> str:
         """What a user needs to trust the dataset: sizes, every drop and repair with its reason."""
