@@ -220,3 +220,13 @@ def test_a_spec_called_boat_that_is_another_robot_is_never_calibrated_in_the_boa
     assert calibrate.main(["--run", str(run), "--source", "sim"]) == 2
     assert "is not its simulator's robot" in capsys.readouterr().err
     assert evaluate.main(["--bundle", str(run / fit.BUNDLE), "--episodes", "2"]) == 2
+
+
+def test_the_guides_worked_example_loads():
+    """docs/BRING_YOUR_OWN_ROBOT.md's TurtleBot YAML is a valid spec with the observation it describes."""
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "BRING_YOUR_OWN_ROBOT.md").read_text()
+    block = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    doc = yaml.safe_load(block)
+    spec = TaskSpec.from_dict(doc["spec"], doc["task"])
+    assert spec.obs_dim == 16 and spec.observation_names[-2:] == ["to_goal_x", "to_goal_y"]
+    assert spec.state_inputs() == ["odom", "scan"] and spec.max_age_of("scan") == 0.3
