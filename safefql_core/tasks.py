@@ -1,10 +1,12 @@
-"""Task spec: which message fields make the observation and the action (ARCHITECTURE.md, principle 2).
+"""Task spec: what a robot's topics mean to the policy (ARCHITECTURE.md, principles 2 and 5).
 
-A task's YAML (`spec:` section of e.g. config/boat.yaml) names the state and command
-topics, their message types and field paths, the action bounds, how reward and safety
-margin are obtained, the control period and the maximum state age. The bag converter and
-the ROS node both go through `TaskSpec`, so the features the policy trains on are exactly
-the features it sees on the robot.
+A task's YAML (`spec:` section; every key in docs/BRING_YOUR_OWN_ROBOT.md) names the state
+inputs (topics, each with its stamp source and maximum age), the named features read from
+them (features.py) or computed from each other, ready-made terms (terms.py), the command
+and its bounds, reward and safety margin as expressions (expressions.py), the control period
+and the ages. The bag converter and the ROS node both go through `TaskSpec`, so the features
+the policy trains on are exactly the features it sees on the robot; the spec travels in the
+dataset and the bundle, and a deployment may only rename what the policy does not depend on.
 
 This module imports neither rosbags nor rclpy: it works on any message object with
 attribute access, which both rosbags' deserialised dataclasses and rclpy messages are.
@@ -21,9 +23,17 @@ import numpy as np
 import yaml
 
 from safefql_core.envs import boat
+from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
+from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
+from safefql_core.expressions import Expression, ExpressionError
+from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
+    JOINT_VALUES, NS, STAMP_SOURCES, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, check_keys,
+    positive_seconds)
+from safefql_core.terms import Term, TermError, build_term
 
-STAMP_SOURCES = ("header", "receive")
-NS = 1_000_000_000  # stamps are integer nanoseconds, as in ROS 2 and rosbag2
+ENCODINGS = ("angle", "sincos")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+FUNCTIONS_AND_CONSTANTS = set(EXPRESSION_FUNCTIONS) | set(EXPRESSION_CONSTANTS)  # not usable as names
 
 
 @dataclass(frozen=True)
@@ -65,24 +75,14 @@ BUILTIN: dict[str, dict[str, Any]] = {
     },
 }
 
-from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
-from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
-from safefql_core.expressions import Expression, ExpressionError
-from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
-    JOINT_VALUES, NS, STAMP_SOURCES, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, _check_keys,
-    positive_seconds)
-from safefql_core.terms import Term, TermError, build_term
-
-ENCODINGS = ("angle", "sincos")
-_NAME = re.compile(r"[A-Za-z_]\w*")
 
 def named_function(name: str) -> ObservationFunction:
     """The registered reward/margin function called `name`."""
     try:
         return FUNCTIONS[name]
     except KeyError:
-        raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)} "
-                            "(add yours to safefql_core.tasks.FUNCTIONS, or read the value from a topic)") from None
+        raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)}. Write reward "
+                            "and margin as expressions over named features instead (docs/BRING_YOUR_OWN_ROBOT.md)") from None
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Signal:
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Signal:
         if isinstance(d, Mapping) and "function" in d:
-            _check_keys(d, where, {"function"})
+            check_keys(d, where, {"function"})
             named_function(d["function"])  # unknown names fail at load time
             return cls(function=str(d["function"]))
         try:
@@ -133,7 +133,7 @@ class Feature:
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Feature:
         kinds = ("field", "yaw", "joint", "sectors", "expr")
-        _check_keys(d, where, {"name"}, {"input", "observe", "encode", "wrap", "value", *kinds})
+        check_keys(d, where, {"name"}, {"input", "observe", "encode", "wrap", "value", *kinds})
         name, given = d["name"], [k for k in kinds if k in d]
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name in FUNCTIONS_AND_CONSTANTS:
             raise TaskSpecError(f"spec '{where}.name' must be an identifier (letters, digits, _) that is not a "
@@ -173,9 +173,6 @@ class Feature:
             d.update(input=self.input, **self.reader.to_dict())
         return {**d, **({} if self.observe else {"observe": False}),
                 **({"encode": self.encode} if self.encode != "angle" else {})}
-
-
-FUNCTIONS_AND_CONSTANTS = set(EXPRESSION_FUNCTIONS) | set(EXPRESSION_CONSTANTS)
 
 
 def _reader(d: Mapping, kind: str, where: str) -> Any:
@@ -273,7 +270,7 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, d: Any, name: str) -> TaskSpec:
         d = _canonical(d)
-        _check_keys(d, "spec", {"control_period", "max_age", "inputs", "features", "command", "reward", "margin"},
+        check_keys(d, "spec", {"control_period", "max_age", "inputs", "features", "command", "reward", "margin"},
                     {"terms"})
         period, max_age = positive_seconds(d, "control_period"), positive_seconds(d, "max_age")
         if max_age < period:
@@ -522,7 +519,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
             raise TaskSpecError("spec has `state:` and `inputs:`/`features:`; use one form (state: is the short "
                                 "form of a single input whose features are raw fields)")
         state = d.pop("state")
-        _check_keys(state, "state", {"topic", "type", "fields"}, {"stamp", "max_age"})
+        check_keys(state, "state", {"topic", "type", "fields"}, {"stamp", "max_age"})
         fields = state["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec 'state.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -531,7 +528,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
     for role in ("reward", "margin"):
         signal = d.get(role)
         if isinstance(signal, Mapping) and "field" in signal:
-            _check_keys(signal, role, {"topic", "type", "field"}, {"stamp", "max_age"})
+            check_keys(signal, role, {"topic", "type", "field"}, {"stamp", "max_age"})
             if not isinstance(d.get("inputs"), Mapping) or not isinstance(d.get("features"), list):
                 raise TaskSpecError(f"spec lacks `inputs:` and `features:` (or the `state:` short form)")
             d["inputs"] = {**d["inputs"], role: {k: v for k, v in signal.items() if k != "field"}}
@@ -558,7 +555,7 @@ def _inputs(d: Any, features: tuple[Feature, ...]) -> tuple[tuple[str, Stream], 
     for name, topic in d.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise TaskSpecError(f"spec input name {name!r} must be an identifier (letters, digits, _)")
-        _check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
+        check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
         readers = tuple(f.reader for f in features if f.input == name)
         if not readers:
             raise TaskSpecError(f"spec input '{name}' is read by no feature; add one or remove the input")
