@@ -230,3 +230,36 @@ def test_the_guides_worked_example_loads():
     spec = TaskSpec.from_dict(doc["spec"], doc["task"])
     assert spec.obs_dim == 16 and spec.observation_names[-2:] == ["to_goal_x", "to_goal_y"]
     assert spec.state_inputs() == ["odom", "scan"] and spec.max_age_of("scan") == 0.3
+
+
+@pytest.mark.ros
+def test_each_input_is_stale_after_its_own_max_age(rover, ros):
+    """The rover's lidar may be 0.3 s old (its own max_age), odometry 0.25 s (the spec's, and the
+    node's default state_timeout): a 0.27 s old scan is fine, a 0.27 s old odometry or a 0.32 s
+    old scan is stale and the stop action goes out."""
+    from nav_msgs.msg import Odometry
+    from rclpy.parameter import Parameter
+    from rclpy.time import Time
+    from sensor_msgs.msg import LaserScan
+
+    from safefql_ros.controller import Controller
+
+    node = Controller(parameter_overrides=[Parameter("bundle", value=str(rover["bundle"]))])
+    try:
+        def decide(odom_age: float, scan_age: float) -> str:
+            now = node.get_clock().now().nanoseconds
+            odom, scan = Odometry(), LaserScan(range_min=0.1, range_max=3.5, ranges=[1.0] * BEAMS)
+            odom.pose.pose.orientation.w = 1.0
+            odom.header.stamp = Time(nanoseconds=now - round(odom_age * NS)).to_msg()
+            scan.header.stamp = Time(nanoseconds=now - round(scan_age * NS)).to_msg()
+            node._on_state("odom", odom)
+            node._on_state("scan", scan)
+            node._tick()
+            return node.decision.reason if node.decision.mode.value == "REJECTED" else "decided"
+
+        assert node.runtime.cfg.state_timeout == pytest.approx(0.25)
+        assert decide(0.0, 0.27) == "decided"
+        assert decide(0.27, 0.0).startswith("state is stale")
+        assert decide(0.0, 0.32).startswith("state is stale")
+    finally:
+        node.destroy_node()
