@@ -577,27 +577,34 @@ def _terms(d: Any) -> tuple[tuple[str, Term], ...]:
     return tuple(terms)
 
 
+# Tasks with a simulator here, by name: the spec of the robot each simulator simulates. A task
+# whose simulator is added to the project registers it here, so calibrate, evaluate and replay
+# accept it exactly where a recorded spec is that robot's.
+SIMULATED: dict[str, Callable[[], TaskSpec]] = {"boat": lambda: TaskSpec.builtin("boat")}
+
+
 def simulator_mismatch(task: str, spec: Mapping[str, Any] | None) -> str | None:
     """Why no simulator here stands for the robot of `task` as its recorded `spec` defines it
     (None: one does). A task without a spec (a simulator's own dataset: the boat's, Safety
     Gymnasium's) is its simulator's. A task defined by a spec has one only when the spec is
-    its built-in task's: a spec called 'boat' that reads other topics or fields, or has other
-    bounds, period, reward or margin, is another robot, and nothing trained for it is ever
-    calibrated or evaluated in the boat's simulator."""
+    its simulator's robot (`SIMULATED`): a spec called 'boat' that reads other topics or
+    fields, or has other bounds, period, reward or margin, is another robot, and nothing
+    trained for it is ever calibrated or evaluated in the boat's simulator."""
     if not spec:
         return None
-    if task not in BUILTIN:
-        return f"task '{task}' is defined by its spec alone and has no simulator here (only {sorted(BUILTIN)} do)"
-    robot, sim = TaskSpec.from_dict(spec, task), TaskSpec.builtin(task)
+    if task not in SIMULATED:
+        return f"task '{task}' is defined by its spec alone and has no simulator here (only {sorted(SIMULATED)} do)"
+    robot, sim = TaskSpec.from_dict(spec, task), SIMULATED[task]()
     diffs = sim.differences(robot, "simulator", "spec")
     topics = lambda s: [s.topic_streams()[n].topic for n in s.state_inputs()] + [s.command.topic]  # noqa: E731
     if topics(sim) != topics(robot):
         diffs.append(f"topics: simulator {topics(sim)}, spec {topics(robot)}")
-    if not diffs:
-        states = np.random.default_rng(0).uniform(-3.0, 3.0, (256, sim.obs_dim))
+    if not diffs:  # the same inputs in the same order: compare reward and margin on the same raw values
+        rng = np.random.default_rng(0)
+        raw = [rng.uniform(-3.0, 3.0, (256, sim.topic_streams()[n].width)) for n in sim.state_inputs()]
         try:
-            same = all(np.allclose(a, b) for a, b in zip(sim.signals({"odom": states}),
-                                                         robot.signals({robot.state_inputs()[0]: states})))
+            same = all(np.allclose(a, b) for a, b in zip(sim.signals(dict(zip(sim.state_inputs(), raw))),
+                                                         robot.signals(dict(zip(robot.state_inputs(), raw)))))
         except TaskSpecError:
             same = False
         if not same:
