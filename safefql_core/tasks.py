@@ -325,10 +325,10 @@ class TaskSpec:
             else:
                 _evaluate(signal.expression, values, role)
 
-    def values(self, raw: Mapping[str, np.ndarray], where: str = "") -> dict[str, np.ndarray]:
-        """Every feature, column and term by name, from each input's raw values [N, width]
-        (`Stream.read` of its messages, aligned). Features of inputs missing from `raw` and
-        what depends on them are left out (the next state needs no reward inputs)."""
+    def values(self, raw: Mapping[str, np.ndarray], where: str = "", terms: bool = True) -> dict[str, np.ndarray]:
+        """Every feature, column and (with `terms`) term by name, from each input's raw values
+        [N, width] (`Stream.read` of its messages, aligned). Features of inputs missing from
+        `raw` and what depends on them are left out (the next state needs no reward inputs)."""
         values: dict[str, np.ndarray] = {}
         offsets = {name: 0 for name, _ in self.inputs}
         for f in self.features:
@@ -347,14 +347,15 @@ class TaskSpec:
                 values.update({c: values[f.name][:, i] for i, c in enumerate(f.columns)})
             elif f.encode == "sincos":
                 values[f"{f.name}_sin"], values[f"{f.name}_cos"] = np.sin(values[f.name]), np.cos(values[f.name])
-        for name, term in self.terms:
+        for name, term in self.terms if terms else ():
             if set(term.inputs) <= set(values):
                 values[name] = _evaluate(term, values, f"term {name}", where)
         return values
 
     def observations(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The observation vectors [N, obs_dim] of the state inputs' raw values."""
-        values = self.values(raw)
+        """The observation vectors [N, obs_dim] of the state inputs' raw values (the node calls
+        this once per state message: no terms are computed)."""
+        values = self.values(raw, terms=False)
         return np.column_stack([values[c] for c in self.observation_names])
 
     def signals(self, raw: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
