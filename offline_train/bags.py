@@ -191,7 +191,8 @@ def _check_topics(reader: AnyReader, path: Path, streams: dict[str, Stream]) -> 
                            "Fix the topic in the task spec (or remap when recording)")
         if info.msgtype != stream.type:
             raise BagError(f"{role} topic {stream.topic} in {path} has type {info.msgtype}, the task spec "
-                           f"says {stream.type}; fix `{role}.type` (and its field paths) in the spec")
+                           f"says {stream.type}; fix `{'command' if role == 'command' else 'inputs.' + role}.type` "
+                           "(and its field paths) in the spec")
         if info.msgcount == 0:
             raise BagError(f"{role} topic {stream.topic} has no messages in {path}; the bag has: {have}")
         missing = _missing_types(reader.typestore, stream.type)
@@ -250,7 +251,7 @@ def _read(reader: AnyReader, path: Path, streams: dict[str, Stream], allow_parti
                        f"topics, {sum(read.values()):,} could be read ({counts}). Re-copy or re-record it; "
                        "--allow-partial converts the messages that were read (the summary says so)")
     series = {role: TimeSeries(np.asarray(stamps[role], dtype=np.int64),
-                               np.asarray(values[role], dtype=np.float64).reshape(-1, len(streams[role].fields)))
+                               np.asarray(values[role], dtype=np.float64).reshape(-1, streams[role].width))
               for role in streams}
     # Per-topic hashes combined in name order: independent of the storage plugin and of how
     # it interleaves topics, so the same recording in mcap or sqlite3 has the same hash.

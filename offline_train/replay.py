@@ -34,7 +34,7 @@ from offline_train.convert import BagOptions, add_bag_arguments, read_aligned
 from safefql_core import replay
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
-from safefql_core.tasks import TaskSpec
+from safefql_core.tasks import TaskSpec, resolve_spec
 
 ERRORS = (*CONVERT_ERRORS, BundleError, replay.ReplayError)
 SAFETY_PLOT_EPISODES = 4  # episodes with violations first, then the first ones
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bag", required=True, help="rosbag2 directory (mcap or sqlite3) or a bare .mcap/.db3 file")
     p.add_argument("--bundle", required=True, help="policy bundle directory (python -m offline_train.export)")
     p.add_argument("--out", required=True, help="report directory, e.g. report/")
-    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records)")
+    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records); "
+                                    "refused unless it matches that spec (it may rename topics)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runtime's candidate sampler (default 0)")
     p.add_argument("--episodes", type=int, help="replay only the first N recorded episodes")
     p.add_argument("--no-closed-loop", action="store_true", help="skip the simulator re-runs")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict:
     """Load, replay both ways, write the report files; returns replay.json's content."""
     bundle = load_bundle(args.bundle)
-    spec = TaskSpec.load(args.config) if args.config else TaskSpec.of_task(bundle.meta["task"])
+    spec = resolve_spec(bundle.meta, TaskSpec.load(args.config) if args.config else None)
     replay.check_compatible(bundle, spec)
     arrays, alignment, sources = read_aligned(args.bag, spec, BagOptions.from_args(args), not args.no_progress)
     episodes = replay.segments(arrays["timeouts"])[:args.episodes]
@@ -136,7 +137,7 @@ def write_ticks(path: Path, spec: TaskSpec, arrays: dict[str, np.ndarray], episo
                 opened: list[replay.OpenLoop]) -> None:
     """One row per open-loop tick, for a spreadsheet or pandas; actions in the policy's [-1, 1] scale."""
     acts = spec.command.names
-    header = (["episode", "tick", "time_s", *spec.state.names, *(f"logged.{a}" for a in acts),
+    header = (["episode", "tick", "time_s", *spec.observation_names, *(f"logged.{a}" for a in acts),
                *(f"policy.{a}" for a in acts), "q_logged", "q_safe", "v_safe", "margin_to_threshold",
                "l", "mode", "reason"])
     with path.open("w", newline="") as f:
