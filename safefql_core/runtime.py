@@ -25,7 +25,7 @@ class Mode(str, Enum):
     NOMINAL = "NOMINAL"      # the actor's action passed the calibrated check
     INTERVENE = "INTERVENE"  # the actor's action failed; a safer candidate passed
     UNSAFE = "UNSAFE"        # no candidate passed; the safest one is sent anyway
-    REJECTED = "REJECTED"    # the state cannot be trusted; the stop action is sent
+    REJECTED = "REJECTED"    # the state (or the networks' output on it) cannot be trusted; the stop action is sent
 
 
 class Decision(NamedTuple):
@@ -51,6 +51,10 @@ class RuntimeConfig:
     backend: str = "onnxruntime"        # or "torch"
     threads: int = 1
     state_timeout: float | None = None  # seconds; None: the caller does not track age
+    # How far in the future a state's stamp may lie (clock skew between the sender's clock and
+    # the node's; NTP keeps machines within a few ms). Beyond it the stamp is wrong and the
+    # state rejected: a future stamp would otherwise read as fresh for as long as it is ahead.
+    future_tolerance: float = 0.005
     stop_action: list[float] | None = None  # default: zeros (boat: no thrust)
     fallback_actions: list[list[float]] = field(default_factory=list)
     candidates: int = 8                 # extra actor noise samples scored on intervention
@@ -205,14 +209,27 @@ class Runtime:
         return arr
 
     # ---- validation --------------------------------------------------------------------------
-    def validate(self, obs: np.ndarray | None, age: float | None) -> tuple[np.ndarray | None, str]:
-        """(observation as float32 [1, obs_dim], "") or (None, why it is rejected)."""
+    def validate(self, obs: np.ndarray | None, age: float | None,
+                 received_age: float | None = None) -> tuple[np.ndarray | None, str]:
+        """(observation as float32 [1, obs_dim], "") or (None, why it is rejected).
+
+        `age` is now − the state's stamp (its sender's clock), `received_age` the time since
+        the node received it (a monotonic clock). Both must be within state_timeout: the stamp
+        alone would let a state stamped in the future, or a clock that jumps, freeze a state as
+        fresh; the receipt alone would trust a message that was already old when it came.
+        """
         if obs is None:
             return None, "no state received yet"
-        timeout = self.cfg.state_timeout
-        if timeout is not None and age is not None and age > timeout:
-            return None, f"state is stale: {age * 1e3:.1f} ms old > state_timeout {timeout * 1e3:.1f} ms"
-        o = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        why = self._age_problem(age, "stamp") or self._age_problem(received_age, "receipt")
+        if why:
+            return None, why
+        try:
+            o = np.asarray(obs)
+        except (TypeError, ValueError) as exc:  # ragged nesting
+            return None, f"state is not an array of numbers ({exc})"
+        if o.dtype.kind not in "iuf":
+            return None, f"state is not real numbers (dtype {o.dtype})"
+        o = o.astype(np.float32).reshape(1, -1)
         if o.shape[1] != self.obs_dim:
             return None, f"state has {o.shape[1]} values, the policy expects {self.obs_dim}"
         # math.isfinite over a list: ~4x cheaper than np.isfinite(o).all() for a few values,
@@ -221,10 +238,31 @@ class Runtime:
             return None, f"state has non-finite values at indices {np.flatnonzero(~np.isfinite(o[0])).tolist()}"
         return o, ""
 
+    def _age_problem(self, age: float | None, clock: str) -> str:
+        """Why an age (by the state's `clock`: its stamp or its receipt) makes it untrusted; ""
+        when it does not. None means the caller does not track that age."""
+        if age is None:
+            return ""
+        if isinstance(age, bool) or not isinstance(age, (int, float, np.integer, np.floating)):
+            return f"state age by its {clock} is {age!r}, not a number of seconds"
+        age = float(age)
+        if not math.isfinite(age):
+            return f"state age by its {clock} is {age}: the clock or the stamp is broken"
+        if age < -self.cfg.future_tolerance:
+            return (f"state {clock} lies {-age * 1e3:.1f} ms in the future (tolerance "
+                    f"{self.cfg.future_tolerance * 1e3:.1f} ms): the sender's clock is ahead of the node's")
+        timeout = self.cfg.state_timeout
+        if timeout is not None and age > timeout:
+            old = "old" if clock == "stamp" else "since receipt"
+            return f"state is stale: {age * 1e3:.1f} ms {old} > state_timeout {timeout * 1e3:.1f} ms"
+        return ""
+
     # ---- the decision ------------------------------------------------------------------------
-    def decide(self, obs: np.ndarray | None, age: float | None = None) -> Decision:
+    def decide(self, obs: np.ndarray | None, age: float | None = None,
+               received_age: float | None = None) -> Decision:
+        """The tick's decision; `age` and `received_age` as in `validate`."""
         start = time.perf_counter()
-        o, why = self.validate(obs, age)
+        o, why = self.validate(obs, age, received_age)
         if o is None:
             return Decision(self.stop_action.copy(), Mode.REJECTED, why, float("nan"), float("nan"),
                             self.threshold, (time.perf_counter() - start) * 1e3)

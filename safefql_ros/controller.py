@@ -80,7 +80,7 @@ class Controller(Node):
         self.hardware_id = f"{self.spec.name}:{bundle.path.name}"
         self.state_cls, self.command_cls = message_class(self.spec.state.type), message_class(self.spec.command.type)
 
-        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns)
+        self.latest: tuple[np.ndarray, int, int] | None = None  # (observation, stamp ns, receipt ns), node clock
         self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
         self.cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = float("nan")
@@ -185,7 +185,7 @@ class Controller(Node):
         states never queues decisions)."""
         self.received_ns = time.monotonic_ns()
         now_ns = self.get_clock().now().nanoseconds
-        self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
+        self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns), now_ns)
         if self.trigger != "state":
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
@@ -208,12 +208,13 @@ class Controller(Node):
 
     def _tick(self) -> None:
         self.last_decision_ns = time.monotonic_ns()
-        obs, age = None, None
+        obs, age, received_age = None, None, None
         if self.latest is not None:
-            obs, stamp = self.latest
-            age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
+            obs, stamp, received = self.latest
+            now_ns = self.get_clock().now().nanoseconds
+            age, received_age = (now_ns - stamp) * 1e-9, (now_ns - received) * 1e-9
         self.state_age = age
-        decision = self.runtime.decide(obs, age)
+        decision = self.runtime.decide(obs, age, received_age)
         try:
             command = self.spec.fill_command(self.command_cls(), decision.action)
         except TaskSpecError as exc:  # a non-finite network output: never sent

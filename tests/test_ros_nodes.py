@@ -25,6 +25,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -156,6 +157,16 @@ def test_stale_state_stops_within_one_tick(bundle, loop):
     assert spin_until(executor, lambda: errors_with(probe, "stale"), 3.0), "no ERROR diagnostic for stale state"
     assert spin_until(executor, lambda: probe.modes[-1] == "REJECTED", 2.0)
     assert node.decision.reason.startswith("state is stale")
+
+
+def test_state_stamped_in_the_future_is_rejected(bundle, loop):
+    """One hour ahead: it would read as fresh for an hour; the node sends the stop instead."""
+    executor, probe, add = loop
+    probe.stamp = lambda: (probe.get_clock().now() + Duration(seconds=3600)).to_msg()
+    node = add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: errors_with(probe, "in the future"), 8.0)
+    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    assert node.decision.mode is Mode.REJECTED
 
 
 def test_no_state_and_nan_state_are_rejected(bundle, loop):
