@@ -173,11 +173,16 @@ def check_parity(session, examples: dict[str, Any], name: str) -> float:
     """The worst difference between onnxruntime and the stored torch outputs, relative to
     max(1, |torch output|); raises above PARITY_TOL."""
     feeds = {k: np.asarray(v, dtype=np.float32) for k, v in examples["inputs"].items()}
+    expected = [np.asarray(e, dtype=np.float32) for e in examples["outputs"]]
+    if not all(np.isfinite(e).all() for e in expected):
+        raise BundleError(f"{name}: the stored example outputs are not finite: the network's weights are NaN or "
+                          "infinite (training diverged); retrain — offline_train.fit stops on a non-finite loss")
     got = session.run(None, feeds)
-    worst = 0.0
-    for g, e in zip(got, examples["outputs"]):
-        e = np.asarray(e, dtype=np.float32)
-        worst = max(worst, float((np.abs(np.asarray(g) - e) / np.maximum(1.0, np.abs(e))).max()))
+    if len(got) != len(expected):
+        raise BundleError(f"{name}: the graph has {len(got)} outputs, the stored examples {len(expected)}; "
+                          "re-export the bundle with offline_train.export")
+    # np.max, not Python's max: max(0.0, nan) is 0.0, which would pass a NaN output as exact.
+    worst = float(np.max([np.max(np.abs(g - e) / np.maximum(1.0, np.abs(e))) for g, e in zip(got, expected)]))
     if not worst <= PARITY_TOL:
         raise BundleError(f"{name}: onnxruntime output differs from the stored torch output by {worst:.3g} "
                           f"(relative to max(1, |value|); tolerance {PARITY_TOL}); the graph is corrupt or "

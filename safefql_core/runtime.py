@@ -264,8 +264,7 @@ class Runtime:
         start = time.perf_counter()
         o, why = self.validate(obs, age, received_age)
         if o is None:
-            return Decision(self.stop_action.copy(), Mode.REJECTED, why, float("nan"), float("nan"),
-                            self.threshold, (time.perf_counter() - start) * 1e3)
+            return self._stop(why, start)
         action, q, v = self.propose(o)
         if q < self.threshold:
             mode, reason = Mode.NOMINAL, ""
@@ -275,7 +274,16 @@ class Runtime:
                 mode, reason = Mode.INTERVENE, f"{self._proposed} had Q_safe above δ*={self.threshold:.3f}"
             else:
                 mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
+        # A NaN fails every comparison above without raising: without this check a NaN action
+        # (weights gone NaN, or an input that overflows the first layer) would be sent.
+        if not (math.isfinite(q) and math.isfinite(v) and all(map(math.isfinite, action.tolist()))):
+            return self._stop(f"the networks' output is non-finite (action {action.tolist()}, Q_safe {q}, "
+                              f"V_safe {v}); sent the stop action", start, q, v)
         return Decision(action, mode, reason, q, v, self.threshold, (time.perf_counter() - start) * 1e3)
+
+    def _stop(self, why: str, start: float, q: float = math.nan, v: float = math.nan) -> Decision:
+        return Decision(self.stop_action.copy(), Mode.REJECTED, why, q, v, self.threshold,
+                        (time.perf_counter() - start) * 1e3)
 
     def score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Q_safe, V_safe) of any number of actions at one validated state, in one call (for

@@ -13,6 +13,7 @@ run is rebuilt, calibrated and exported under — and the resolved config with t
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import time
@@ -28,7 +29,7 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
-from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset, violation_free_episodes
+from safefql_core.data import Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
 
 
@@ -145,6 +146,13 @@ def training_data(opts: TrainOptions) -> Dataset:
 
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
     data_filter = get_algo(opts.algo).data_filter
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name
+        mean, std = data.observations.mean(axis=0), data.observations.std(axis=0)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise DatasetError(
+            f"{opts.data}: the observations' mean or standard deviation is not finite in float32 (|obs| up to "
+            f"{float(np.abs(data.observations).max()):.3g}): the networks cannot normalise them; rescale the "
+            "observations (or the spec's fields) to a sensible range")
     return {
         "algo": learner_name(opts.algo),
         "variant": opts.algo,
@@ -156,8 +164,8 @@ def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
         "transitions": len(data),
         "obs_dim": data.obs_dim,
         "act_dim": data.act_dim,
-        "obs_mean": data.observations.mean(axis=0).tolist(),
-        "obs_std": data.observations.std(axis=0).tolist(),
+        "obs_mean": mean.tolist(),
+        "obs_std": std.tolist(),
         "dataset_attrs": _plain(data.attrs),
         "config": resolve_config(opts.algo, opts.overrides),
     }
@@ -215,10 +223,14 @@ def train(opts: TrainOptions) -> Path:
                      mininterval=2.0)
     t0 = time.perf_counter() - elapsed
     for step in steps:
+        done = step + 1
         for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
+            if not math.isfinite(v):
+                raise RunError(f"{out}: training diverged at step {done}: {k} = {v}. Nothing of this step was "
+                               f"saved ({CHECKPOINT} holds the last good state, if any); lower lr, raise "
+                               "batch_size, or rescale the data, then train into a new --out")
             sums[k] += v
         count += 1
-        done = step + 1
         if done % opts.log_every == 0 or done == cfg.steps:
             row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
                    **{k: v / count for k, v in sums.items()}}

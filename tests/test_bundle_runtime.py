@@ -215,6 +215,10 @@ def test_parity_is_relative_to_the_size_of_the_value():
     assert check_parity(Session([25.0002, 0.5]), examples, "safety") <= 1e-5   # float32 rounding at 25
     with pytest.raises(BundleError, match="relative to max"):
         check_parity(Session([25.0, 0.5005]), examples, "safety")               # 5e-4 at 0.5
+    with pytest.raises(BundleError, match="differs from the stored torch output by nan"):
+        check_parity(Session([np.nan, 0.5]), examples, "safety")                # NaN is no match
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        check_parity(Session([np.nan, 0.5]), {**examples, "outputs": [[np.nan, 0.5]]}, "safety")
 
 
 def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):

@@ -4,6 +4,7 @@ limit it tests, with a stop action that differs from the default (zeros)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +77,37 @@ def test_without_a_timeout_only_broken_ages_are_refused(bundle):
 ])
 def test_states_that_are_not_an_observation_send_the_stop(runtime, obs, reason):
     assert_stop(runtime.decide(obs, 0.0, 0.0), reason)
+
+
+def test_a_non_finite_network_output_sends_the_stop(runtime):
+    """3e38 is a finite float32 that overflows the first layer: the graphs return NaN, which
+    fails every comparison of the decision without raising."""
+    d = runtime.decide(np.array([3e38, 3e38], np.float32), 0.0, 0.0)
+    assert_stop(d, "the networks' output is non-finite")
+    assert not math.isfinite(d.q_safe)
+
+
+def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
+    import json
+    import shutil
+
+    import torch
+
+    from offline_train.export import task_description
+    from safefql_core.bundle import BundleError
+    from safefql_core.bundle import export_bundle
+    from safefql_core.training import load_run
+
+    learner, meta = load_run(Path(bundle).parent / "run")
+    with torch.no_grad():
+        next(learner.qc.parameters()).fill_(float("nan"))
+    obs = np.zeros((16, 2), np.float32)
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        export_bundle(learner, meta, tmp_path / "nan_bundle", obs, None, task_description(meta))
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    doc = json.loads((copy / "bundle.json").read_text())
+    doc["examples"]["safety"]["outputs"][0][0] = float("nan")  # json writes NaN
+    (copy / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        load_bundle(copy)

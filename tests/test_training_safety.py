@@ -1,0 +1,40 @@
+"""The training loop refuses to produce a run it cannot trust: non-finite statistics or losses,
+and (below) interrupted, resumed or truncated runs keep a consistent record."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from safefql_core.data import DatasetError, load_dataset, save_dataset
+from safefql_core.training import CHECKPOINT, RunError, TrainOptions, train
+
+TINY = {"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64, "flow_steps": 3}
+
+
+def _train(data, out, steps, **extra):
+    return train(TrainOptions(data=str(data), out=str(out), overrides={**TINY, "steps": steps, **extra},
+                              progress=False, log_every=10, checkpoint_every=10))
+
+
+def _rewritten(tiny_boat_h5, tmp_path, **arrays):
+    data = load_dataset(tiny_boat_h5)
+    for key, value in arrays.items():
+        setattr(data, key, value(getattr(data, key)))
+    path = tmp_path / "data.h5"
+    save_dataset(path, data)
+    return path
+
+
+def test_observations_too_large_to_normalise_are_refused(tiny_boat_h5, tmp_path):
+    data = _rewritten(tiny_boat_h5, tmp_path, observations=lambda o: o * np.float32(1e37))
+    with pytest.raises(DatasetError, match="mean or standard deviation is not finite"):
+        _train(data, tmp_path / "run", 10)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_a_non_finite_loss_stops_training_without_a_checkpoint(tiny_boat_h5, tmp_path):
+    """Rewards of 1e30 are finite, but their squared TD error overflows float32 at step 1."""
+    data = _rewritten(tiny_boat_h5, tmp_path, rewards=lambda r: r * np.float32(1e30))
+    with pytest.raises(RunError, match="training diverged at step 1: .* = (inf|nan)"):
+        _train(data, tmp_path / "run", 10)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
