@@ -24,6 +24,10 @@ def task_description(meta: dict) -> dict:
 def export_run(run: str, out: str, seed: int = 0) -> dict:
     """Export a run (with its calibration, if any) and verify the result as a robot would."""
     learner, meta = load_run(run)
+    missing = [key for key in ("obs_min", "obs_max", "margin_range") if key not in meta]
+    if missing:
+        raise RunError(f"{run} was trained before safefql recorded {missing} in its config.yaml; run the same "
+                       "offline_train.fit command again (a finished run only records them), then export")
     cal_file = Path(run) / CALIBRATION_FILE
     calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
     rng = np.random.default_rng(seed)

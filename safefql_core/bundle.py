@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import numbers
 import platform
 import warnings
 from dataclasses import dataclass
@@ -24,7 +26,8 @@ from torch import nn
 
 from safefql_core.folding import fold
 
-SCHEMA_VERSION = 1
+# 2: observation_range and margin_range (the runtime's range check and δ*'s bounds).
+SCHEMA_VERSION = 2
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
 # float32 agreement between onnxruntime and torch, relative to max(1, |value|): Q values on
@@ -229,6 +232,7 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
         "action_scaling": {"low": task.get("action_low", [-1.0] * meta["act_dim"]),
                            "high": task.get("action_high", [1.0] * meta["act_dim"])},
         "control_period": task.get("control_period"),
+        "margin_range": meta["margin_range"],
         "calibration": calibration,
         "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
                           "outputs": list(GRAPHS[name].outputs)} for name in examples},
@@ -299,6 +303,34 @@ class Bundle:
         cal = self.meta.get("calibration")
         return float(cal["delta"]) if cal else 0.0
 
+    @property
+    def threshold_range(self) -> tuple[float, float]:
+        """The δ* values that keep the safety check meaningful. Every learned Q_safe lies in the
+        training margin range [lo, hi] (its targets combine margin values), so a threshold above
+        hi passes every action and one below lo fails all; conformal calibration can reach
+        lo − (hi − lo) at most (δ* = −q̂, scores y − V̂ ≤ hi − lo). 0, the paper's gate, is always
+        allowed."""
+        lo, hi = self.meta["margin_range"]
+        return min(lo - (hi - lo), 0.0), max(hi, 0.0)
+
+    def check_threshold(self, value: Any, what: str, fix: str) -> float:
+        """`value` as a float when it is a finite threshold in `threshold_range`, else BundleError."""
+        lo, hi = self.threshold_range
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+            raise BundleError(f"{self.path}: {what} = {value!r} is not a threshold in [{lo:.4g}, {hi:.4g}] "
+                              f"(safety values of this policy lie in its training margin range "
+                              f"{self.meta['margin_range']}); {fix}")
+        return float(value)
+
+    @property
+    def decision_period(self) -> float | None:
+        """Seconds between decisions: the control period times the action repeat (a policy
+        trained on `collect --action-repeat K` data decides every K periods); None when the
+        bundle records no period (a dataset without one)."""
+        task = self.meta["task"]
+        period = task.get("control_period")
+        return None if period is None else float(period) * task.get("action_repeat", 1)
+
     def file(self, graph: str) -> Path:
         return self.path / GRAPHS[graph].file
 
@@ -313,9 +345,7 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
         meta = json.loads((path / BUNDLE_JSON).read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path / BUNDLE_JSON} is not valid JSON ({exc}); re-export the bundle") from exc
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
-                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
+    _check_meta(path, meta)
     for name, digest in meta["files"].items():
         file = path / name
         if not file.is_file():
@@ -327,6 +357,51 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
     if check:
         verify_graphs(bundle)
     return bundle
+
+
+# bundle.json's top-level entries and their JSON types; `calibration` may also be null.
+FIELDS = {"schema_version": int, "algo": str, "obs_dim": int, "act_dim": int, "task": dict,
+          "observation_normalisation": dict, "margin_range": list, "calibration": dict, "graphs": dict,
+          "examples": dict, "files": dict, "training": dict}
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """bundle.json's structure and values, before anything is read from it: each failure
+    names the entry (a hand-edited or truncated file must not surface as a KeyError)."""
+    where = f"{path / BUNDLE_JSON}"
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where} holds a JSON {type(meta).__name__}, not an object; re-export the bundle")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
+                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
+    for key, kind in FIELDS.items():
+        if key not in meta:
+            raise BundleError(f"{where} lacks '{key}'; re-export the bundle with offline_train.export")
+        value = meta[key]
+        if (key != "calibration" or value is not None) and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise BundleError(f"{where}: '{key}' must be a JSON {_json_type(kind)}, got {value!r:.80}; "
+                              "re-export the bundle")
+    margin = meta["margin_range"]
+    if not (len(margin) == 2 and all(_finite(v) for v in margin) and margin[0] <= margin[1]):
+        raise BundleError(f"{where}: 'margin_range' must be [min, max] of finite numbers, got {margin!r:.80}")
+    task = meta["task"]
+    period, repeat = task.get("control_period"), task.get("action_repeat", 1)
+    if period is not None and not (_finite(period) and period > 0):
+        raise BundleError(f"{where}: task control_period must be a positive number of seconds, got {period!r}; "
+                          "fix the dataset's control_period and re-export")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise BundleError(f"{where}: task action_repeat must be an integer >= 1, got {repeat!r}; re-export")
+    if meta["calibration"] is not None:
+        Bundle(path, meta).check_threshold(meta["calibration"].get("delta"), "calibration δ*",
+                                           "recalibrate with offline_train.calibrate and re-export")
+
+
+def _json_type(kind: type) -> str:
+    return {int: "integer", str: "string", dict: "object", list: "array"}[kind]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def verify_graphs(bundle: Bundle) -> None:

@@ -62,6 +62,13 @@ class RuntimeConfig:
     proposals: int = 1                  # actor noises per tick; >1: keep the best certified one
     seed: int = 0
     threshold: float | None = None      # override δ*; default: the bundle's calibration
+    period: float | None = None         # seconds between the caller's decisions; default: the bundle's
+
+
+# state_timeout and future_tolerance may not exceed this many decision periods: a longer
+# timeout would let the robot act on a state from the past for that long (docs/DESIGN.md,
+# "Failure behaviour").
+MAX_TIMEOUT_PERIODS = 10
 
 
 class BoundCall(Protocol):
@@ -154,16 +161,13 @@ class TorchGraphs:
 class Runtime:
     def __init__(self, bundle: Bundle, cfg: RuntimeConfig | None = None) -> None:
         self.bundle, self.cfg = bundle, cfg or RuntimeConfig()
-        if self.cfg.backend not in ("onnxruntime", "torch"):
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{self.cfg.backend}'")
-        if self.cfg.noise not in ("zero", "sample"):
-            raise ValueError(f"noise must be 'zero' or 'sample', got '{self.cfg.noise}'")
-        self._check_proposals(bundle)
+        self._check_config(bundle)
         self._proposed = "every actor proposal" if self.cfg.proposals > 1 else "actor action"  # for reasons
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
-        self.threshold = bundle.threshold if self.cfg.threshold is None else float(self.cfg.threshold)
+        self.threshold = bundle.threshold if self.cfg.threshold is None else bundle.check_threshold(
+            self.cfg.threshold, "RuntimeConfig.threshold", "pass a value in that range, or None for the bundle's δ*")
         self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
         self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -184,10 +188,42 @@ class Runtime:
                 self._policy = self._bind_policy(1)
             self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
 
+    def _check_config(self, bundle: Bundle) -> None:
+        """Refuse a configuration that would weaken the decision, naming the value and its range."""
+        cfg = self.cfg
+        if cfg.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{cfg.backend}'")
+        if cfg.noise not in ("zero", "sample"):
+            raise ValueError(f"noise must be 'zero' or 'sample', got '{cfg.noise}'")
+        for name, low in (("threads", 1), ("candidates", 0), ("seed", 0), ("proposals", 1)):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        period = bundle.decision_period if cfg.period is None else cfg.period
+        if period is not None and not (_real(period) and 0 < period < math.inf):
+            raise ValueError(f"period must be a positive number of seconds, got {period!r}")
+        self.timeout_limit = math.inf if period is None else MAX_TIMEOUT_PERIODS * period
+        if cfg.state_timeout is not None:
+            self._check_time("state_timeout", cfg.state_timeout, positive=True)
+        self._check_time("future_tolerance", cfg.future_tolerance, positive=False)
+        self._check_proposals(bundle)
+
+    def _check_time(self, name: str, value: float, positive: bool) -> None:
+        """A time limit must be finite, > 0 (or >= 0) and at most MAX_TIMEOUT_PERIODS periods."""
+        if not (_real(value) and math.isfinite(value) and (value > 0 if positive else value >= 0)
+                and value <= self.timeout_limit):
+            raise ValueError(f"{name} must be a number of seconds {'>' if positive else '>='} 0 and at most "
+                             f"{MAX_TIMEOUT_PERIODS} decision periods ({self.timeout_limit:g} s), got {value!r}")
+
+    def set_state_timeout(self, value: float) -> float:
+        """Change state_timeout while running, within the bounds of construction (ValueError
+        otherwise); returns the old value. The node logs and reports every change."""
+        self._check_time("state_timeout", value, positive=True)
+        old, self.cfg.state_timeout = self.cfg.state_timeout, float(value)
+        return old
+
     def _check_proposals(self, bundle: Bundle) -> None:
         n = self.cfg.proposals
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"proposals must be an integer >= 1, got {n!r}")
         if n > 1 and bundle.algo != "safefql":
             raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
                              f"this one is '{bundle.algo}', which samples its own candidates")
@@ -243,7 +279,7 @@ class Runtime:
         when it does not. None means the caller does not track that age."""
         if age is None:
             return ""
-        if isinstance(age, bool) or not isinstance(age, (int, float, np.integer, np.floating)):
+        if not _real(age):
             return f"state age by its {clock} is {age!r}, not a number of seconds"
         age = float(age)
         if not math.isfinite(age):
@@ -373,6 +409,11 @@ class Runtime:
 
     def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
         return _safest(*self._policy_samples(o))
+
+
+def _real(value) -> bool:
+    """A real number (not a bool, a string or a complex)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _safest(actions: np.ndarray, q: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float, float]:

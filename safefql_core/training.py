@@ -29,7 +29,7 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
-from safefql_core.data import Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
+from safefql_core.data import DEFAULT_COST_SCALE, Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
 
 
@@ -146,6 +146,7 @@ def training_data(opts: TrainOptions) -> Dataset:
 
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
     data_filter = get_algo(opts.algo).data_filter
+    config = resolve_config(opts.algo, opts.overrides)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name
         mean, std = data.observations.mean(axis=0), data.observations.std(axis=0)
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
@@ -166,9 +167,21 @@ def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
         "act_dim": data.act_dim,
         "obs_mean": mean.tolist(),
         "obs_std": std.tolist(),
+        # What the runtime checks a deployed decision against: the observation range the
+        # networks saw, and the margin range that bounds every safety value (and so δ*).
+        "obs_min": data.observations.min(axis=0).tolist(),
+        "obs_max": data.observations.max(axis=0).tolist(),
+        "margin_range": _margin_range(data, config),
         "dataset_attrs": _plain(data.attrs),
-        "config": resolve_config(opts.algo, opts.overrides),
+        "config": config,
     }
+
+
+def _margin_range(data: Dataset, config: dict[str, Any]) -> list[float]:
+    """[min, max] of the margin signal l(s) the safety critic learns from. Its targets are
+    combinations of l values, so every Q_safe and V_safe it learns lies in this range."""
+    margins = data.margin_signal(config.get("cost_scale", DEFAULT_COST_SCALE))
+    return [float(margins.min()), float(margins.max())]
 
 
 def _plain(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
-from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
+from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
@@ -63,17 +63,18 @@ class Controller(Node):
         # A policy trained on `collect --action-repeat K` data decides every K control periods.
         self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period) \
             * bundle.meta["task"].get("action_repeat", 1)
+        self.parameter_changes: list[str] = []  # every run-time change of a safety parameter
         self._declare_parameters()
         p = self._params()
+        rate = p["control_rate_hz"] or 1.0 / self.period
         self.runtime = Runtime(bundle, RuntimeConfig(
-            threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period,
+            threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period, period=1.0 / rate,
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
             candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"]))
         if self.spec.obs_dim != bundle.obs_dim:
             self.get_logger().error(
                 f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
                 f"expects {bundle.obs_dim}: every state will be rejected and the stop action sent")
-        rate = p["control_rate_hz"] or 1.0 / self.period
         if p["control_rate_hz"]:
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
@@ -117,9 +118,12 @@ class Controller(Node):
         self.declare_parameter("control_rate_hz", 0.0, ParameterDescriptor(
             description="Decision rate; 0 = 1 / the bundle's control period (overriding it logs a warning)",
             floating_point_range=float_range(0.0, 1000.0), **ro))
+        rate = self.get_parameter("control_rate_hz").value or 1.0 / self.period
         self.declare_parameter("state_timeout", 0.0, ParameterDescriptor(
-            description="A state older than this (s, node clock) is stale -> stop; 0 = 2.5 control periods",
-            floating_point_range=float_range(0.0, 10.0)))
+            description="A state older than this (s, node clock; by stamp and by receipt) is stale -> stop; "
+                        f"0 = 2.5 control periods; at most {MAX_TIMEOUT_PERIODS} decision periods. "
+                        "Every change at run time is logged at WARN and counted in /diagnostics",
+            floating_point_range=float_range(0.0, MAX_TIMEOUT_PERIODS / rate)))
         self.declare_parameter("stop_action", [0.0] * self.act_dim, ParameterDescriptor(
             description="Action in [-1, 1] sent whenever the state is rejected and on shutdown", **ro))
         self.declare_parameter("trigger", "timer", ParameterDescriptor(
@@ -160,7 +164,13 @@ class Controller(Node):
                 return SetParametersResult(successful=False, reason=f"{p.name}: {why}")
         for p in params:
             if p.name == "state_timeout" and hasattr(self, "runtime"):
-                self.runtime.cfg.state_timeout = p.value or 2.5 * self.period
+                try:
+                    old = self.runtime.set_state_timeout(p.value or 2.5 * self.period)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                change = f"state_timeout {old:g} s -> {self.runtime.cfg.state_timeout:g} s"
+                self.parameter_changes.append(change)
+                self.get_logger().warning(f"safety parameter changed at run time: {change}")
         return SetParametersResult(successful=True)
 
     def _invalid(self, name: str, value: Any) -> str:
@@ -269,7 +279,10 @@ class Controller(Node):
         age_ms = float("nan") if self.state_age is None else self.state_age * 1e3
         values = {"q_safe": d.q_safe, "threshold": d.threshold, "margin": d.margin, "state_age_ms": age_ms,
                   "inference_ms": d.inference_ms, "mode": d.mode.value, "interventions": self.interventions,
-                  "slow_ticks": self.slow_ticks, "cpu_percent": self.cpu_percent}
+                  "slow_ticks": self.slow_ticks, "cpu_percent": self.cpu_percent,
+                  "state_timeout_ms": self.runtime.cfg.state_timeout * 1e3,
+                  "parameter_changes": len(self.parameter_changes),
+                  "last_parameter_change": self.parameter_changes[-1] if self.parameter_changes else "none"}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         return status

@@ -33,7 +33,7 @@ def _copy(bundle_dir, tmp_path):
 def test_bundle_contents_and_parity(bundle_dir):
     b = load_bundle(bundle_dir)
     meta = b.meta
-    assert meta["schema_version"] == 1 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
+    assert meta["schema_version"] == 2 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
     assert meta["task"]["name"] == "boat" and meta["calibration"] is None
     assert max(meta["export_parity_max_rel_diff"].values()) <= 1e-5
     assert (bundle_dir / "MODEL_CARD.md").read_text().startswith("# Model card")
@@ -105,7 +105,7 @@ def test_nominal_intervene_unsafe(bundle_dir):
     # find a state where some fallback is strictly safer than the policy's proposal; a fresh
     # runtime per state (same seed) so that a stochastic (FISOR) proposal repeats below
     for obs in np.random.default_rng(0).uniform([-3, -2], [2, 2], (50, 2)):
-        probe = Runtime(bundle, RuntimeConfig(threshold=1e9))
+        probe = Runtime(bundle, RuntimeConfig(threshold=bundle.threshold_range[1]))
         nominal = probe.decide(obs)
         q_fb = probe.score(probe.validate(obs, None)[0], fallbacks)[0]
         if q_fb.min() < nominal.q_safe - 1e-4:
@@ -117,14 +117,14 @@ def test_nominal_intervene_unsafe(bundle_dir):
     rt = Runtime(bundle, RuntimeConfig(threshold=between, fallback_actions=fallbacks.tolist(), candidates=0))
     d = rt.decide(obs)
     assert d.mode is Mode.INTERVENE and d.q_safe == pytest.approx(q_fb.min(), abs=1e-5) and d.margin > 0
-    unsafe = Runtime(bundle, RuntimeConfig(threshold=-1e9, fallback_actions=fallbacks.tolist())).decide(obs)
+    unsafe = Runtime(bundle, RuntimeConfig(threshold=bundle.threshold_range[0], fallback_actions=fallbacks.tolist())).decide(obs)
     assert unsafe.mode is Mode.UNSAFE and unsafe.q_safe <= q_fb.min() + 1e-6
 
 
 def test_torch_backend_matches_onnxruntime(bundle_dir):
     bundle = load_bundle(bundle_dir)
     obs = np.array([0.3, -1.2])
-    cfgs = [RuntimeConfig(backend=b, threshold=1e9, seed=3) for b in ("onnxruntime", "torch")]
+    cfgs = [RuntimeConfig(backend=b, threshold=bundle.threshold_range[1], seed=3) for b in ("onnxruntime", "torch")]
     a, b = (Runtime(bundle, c).decide(obs) for c in cfgs)
     np.testing.assert_allclose(a.action, b.action, atol=1e-5)
     assert a.q_safe == pytest.approx(b.q_safe, abs=1e-5)
@@ -185,7 +185,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     # torch rebuilds the same choice
     t = Runtime(bundle, RuntimeConfig(backend="torch", proposals=n, seed=seed, threshold=threshold)).decide(obs)
     np.testing.assert_allclose(t.action, d.action, atol=1e-5)
-    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=-1e9, candidates=0)).decide(obs)
+    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=bundle.threshold_range[0], candidates=0)).decide(obs)
     assert none_pass.mode is Mode.UNSAFE and none_pass.q_safe == pytest.approx(float(q_safe.min()), abs=1e-5)
 
 

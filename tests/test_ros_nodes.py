@@ -254,7 +254,7 @@ def _run_controller(*ros_args: str) -> subprocess.Popen:
 def test_sigterm_publishes_final_stop(bundle, loop):
     executor, probe, _ = loop
     proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
-                           "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.5")
+                           "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.2")
     try:
         assert spin_until(executor, lambda: len(probe.policy_commands()) >= 3 or proc.poll() is not None, 30.0)
         assert proc.poll() is None, proc.communicate()[0]
@@ -388,10 +388,29 @@ def test_parameters_are_validated(bundle, loop):
         controller(bundle, stop_action=[2.0, 0.0])
     node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
     assert node.runtime.fallbacks.shape == (2, 2)
-    assert node.set_parameters([Parameter("state_timeout", value=0.3)])[0].successful
-    assert node.runtime.cfg.state_timeout == 0.3
-    assert not node.set_parameters([Parameter("state_timeout", value=11.0)])[0].successful  # out of range
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
+    assert not node.set_parameters([Parameter("stop_action", value=[0.0, 0.0])])[0].successful  # read-only
+
+
+def test_state_timeout_changes_are_bounded_logged_and_reported(bundle, loop):
+    """At 50 Hz, state_timeout may reach 10 periods (0.2 s) and no more; every accepted change
+    is kept, logged and shown in /diagnostics."""
+    executor, probe, add = loop
+    node = add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert node.set_parameters([Parameter("state_timeout", value=0.2)])[0].successful
+    assert node.runtime.cfg.state_timeout == 0.2
+    for value in (math.nextafter(0.2, 1.0), 10.0):
+        assert not node.set_parameters([Parameter("state_timeout", value=value)])[0].successful
+    assert node.runtime.cfg.state_timeout == 0.2
+    assert node.set_parameters([Parameter("state_timeout", value=0.0)])[0].successful   # back to the default
+    assert node.runtime.cfg.state_timeout == pytest.approx(2.5 * 0.005)
+    assert node.parameter_changes == ["state_timeout 0.2 s -> 0.2 s", "state_timeout 0.2 s -> 0.0125 s"]
+
+    def reported() -> dict[str, str]:
+        return {kv.key: kv.value for kv in probe.diagnostics[-1][1].values} if probe.diagnostics else {}
+    assert spin_until(executor, lambda: reported().get("parameter_changes") == "2", 5.0)
+    assert reported()["last_parameter_change"] == "state_timeout 0.2 s -> 0.0125 s"
+    assert reported()["state_timeout_ms"] == "12.5"
 
 
 def test_controller_sends_the_best_of_its_proposals(bundle, loop):

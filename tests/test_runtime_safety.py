@@ -21,7 +21,7 @@ STATE = np.array([-2.0, 0.0])
 @pytest.fixture(scope="module")
 def runtime(bundle) -> Runtime:
     return Runtime(load_bundle(bundle), RuntimeConfig(state_timeout=TIMEOUT, future_tolerance=TOLERANCE,
-                                                      stop_action=STOP, threshold=0.5))
+                                                      stop_action=STOP, period=0.02))
 
 
 def below(x: float) -> float:
@@ -64,7 +64,7 @@ def test_a_fresh_stamp_does_not_hide_an_old_receipt(runtime):
 
 
 def test_without_a_timeout_only_broken_ages_are_refused(bundle):
-    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, threshold=0.5))
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, period=0.02))
     assert rt.decide(STATE, 3600.0, 3600.0).mode is not Mode.REJECTED
     assert_stop(rt.decide(STATE, -1.0), "in the future")
     assert_stop(rt.decide(STATE, math.nan), "is nan")
@@ -111,3 +111,72 @@ def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
     (copy / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="example outputs are not finite"):
         load_bundle(copy)
+
+
+def _with_meta(bundle, tmp_path, edit) -> Path:
+    import json
+    import shutil
+    copy = tmp_path / "edited"
+    shutil.copytree(bundle, copy)
+    doc = json.loads((copy / "bundle.json").read_text())
+    edit(doc)
+    (copy / "bundle.json").write_text(json.dumps(doc))
+    return copy
+
+
+@pytest.mark.parametrize("delta", [math.inf, math.nan, -1e9, 1e9, "0.1", None, True])
+def test_an_implausible_calibrated_threshold_is_refused(bundle, tmp_path, delta):
+    from safefql_core.bundle import BundleError
+    lo, hi = load_bundle(bundle).threshold_range
+    copy = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": delta}))
+    with pytest.raises(BundleError, match=rf"calibration δ\* = .* is not a threshold in \[{lo:.4g}, {hi:.4g}\]"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("end", [0, 1])
+def test_the_threshold_range_is_closed(bundle, tmp_path, end):
+    from safefql_core.bundle import BundleError
+    edge = load_bundle(bundle).threshold_range[end]
+    inside = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": edge}))
+    assert load_bundle(inside, check=False).threshold == edge
+    outside = math.nextafter(edge, math.inf if end else -math.inf)
+    with pytest.raises(BundleError, match="is not a threshold"):
+        _check = _with_meta(bundle, tmp_path / "out", lambda d: d.update(calibration={"delta": outside}))
+        load_bundle(_check, check=False)
+
+
+def test_the_threshold_range_is_the_margin_range_widened_for_calibration(bundle):
+    b = load_bundle(bundle)
+    lo, hi = b.meta["margin_range"]
+    assert lo < 0 < hi   # the tiny boat data has safe and unsafe states
+    assert b.threshold_range == (lo - (hi - lo), hi)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("threshold", math.inf, "is not a threshold"), ("threshold", math.nan, "is not a threshold"),
+    ("threshold", "0", "is not a threshold"),
+    ("state_timeout", math.nan, "state_timeout must be"), ("state_timeout", 0.0, "state_timeout must be"),
+    ("state_timeout", -0.1, "state_timeout must be"), ("state_timeout", math.inf, "state_timeout must be"),
+    ("state_timeout", above(10 * 0.02), r"at most 10 decision periods \(0.2 s\)"),
+    ("future_tolerance", -1e-9, "future_tolerance must be"), ("future_tolerance", math.nan, "future_tolerance"),
+    ("period", 0.0, "period must be"), ("period", -0.005, "period must be"),
+    ("threads", 0, "threads must be an integer >= 1"), ("candidates", -1, "candidates must be"),
+    ("seed", -1, "seed must be"), ("candidates", 2.5, "candidates must be"),
+])
+def test_runtime_config_outside_its_range_is_refused(bundle, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Runtime(load_bundle(bundle), RuntimeConfig(**{"period": 0.02, field: value}))
+
+
+def test_the_longest_state_timeout_is_accepted(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(period=0.02, state_timeout=0.2, future_tolerance=0.2))
+    assert rt.cfg.state_timeout == 0.2
+
+
+def test_q_safe_exactly_at_the_threshold_is_not_certified(bundle):
+    b = load_bundle(bundle)
+    q = Runtime(b, RuntimeConfig(candidates=0, threshold=b.threshold_range[1])).decide(STATE).q_safe  # the proposal's
+    at = Runtime(b, RuntimeConfig(threshold=q, candidates=0, stop_action=STOP)).decide(STATE)
+    assert at.mode is Mode.UNSAFE and at.q_safe == q and at.margin == 0.0
+    just_above = Runtime(b, RuntimeConfig(threshold=math.nextafter(q, math.inf), candidates=0)).decide(STATE)
+    assert just_above.mode is Mode.NOMINAL and just_above.q_safe == q
