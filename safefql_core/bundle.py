@@ -26,7 +26,7 @@ from torch import nn
 
 from safefql_core.folding import fold
 
-# 2: observation_range and margin_range (the runtime's range check and δ*'s bounds).
+# 2: observation_range and margin_range (the runtime's range check and δ*'s bounds), exact files.
 SCHEMA_VERSION = 2
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
@@ -36,6 +36,11 @@ WEIGHTS = "weights.pt"
 # to ~2e-6; Safety Gymnasium's 256-wide ones on 60-d inputs to ~1.1e-5 (other summation
 # orders). 1e-4 passes both; a corrupt or mismatched graph is off by orders more.
 PARITY_TOL = 1e-4
+# The runtime's trusted observation range: the training data's [min, max] per value, widened by
+# this fraction of its span on each side (docs/DESIGN.md, "Failure behaviour"). Half the span
+# keeps every state a robot near its training region can reach, and refuses the absurd ones
+# (1e30, a unit mix-up, a sensor's error code) that a network would extrapolate to anything.
+OBS_RANGE_MARGIN = 0.5
 EXAMPLES = 8
 
 
@@ -232,6 +237,7 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
         "action_scaling": {"low": task.get("action_low", [-1.0] * meta["act_dim"]),
                            "high": task.get("action_high", [1.0] * meta["act_dim"])},
         "control_period": task.get("control_period"),
+        "observation_range": observation_range(meta["obs_min"], meta["obs_max"]),
         "margin_range": meta["margin_range"],
         "calibration": calibration,
         "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
@@ -246,6 +252,17 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
     (out / BUNDLE_JSON).write_text(json.dumps(doc, indent=1))
     (out / "MODEL_CARD.md").write_text(model_card(doc))
     return doc
+
+
+def observation_range(trained_min: list[float], trained_max: list[float]) -> dict[str, Any]:
+    """The trained range widened by OBS_RANGE_MARGIN of its span (at least 1e-3 of the values'
+    size, so a feature constant in training gets a sliver), as float32 values: the runtime
+    compares float32 states, so a bound is then exact."""
+    lo, hi = np.asarray(trained_min, np.float64), np.asarray(trained_max, np.float64)
+    pad = OBS_RANGE_MARGIN * np.maximum(hi - lo, 1e-3 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi))))
+    as_f32 = lambda a: a.astype(np.float32).astype(np.float64).tolist()  # noqa: E731
+    return {"low": as_f32(lo - pad), "high": as_f32(hi + pad), "trained_min": list(trained_min),
+            "trained_max": list(trained_max), "margin": OBS_RANGE_MARGIN}
 
 
 def _versions() -> dict[str, str]:
@@ -361,7 +378,7 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
 
 # bundle.json's top-level entries and their JSON types; `calibration` may also be null.
 FIELDS = {"schema_version": int, "algo": str, "obs_dim": int, "act_dim": int, "task": dict,
-          "observation_normalisation": dict, "margin_range": list, "calibration": dict, "graphs": dict,
+          "observation_normalisation": dict, "observation_range": dict, "margin_range": list, "calibration": dict, "graphs": dict,
           "examples": dict, "files": dict, "training": dict}
 
 
@@ -381,6 +398,12 @@ def _check_meta(path: Path, meta: Any) -> None:
         if (key != "calibration" or value is not None) and (isinstance(value, bool) or not isinstance(value, kind)):
             raise BundleError(f"{where}: '{key}' must be a JSON {_json_type(kind)}, got {value!r:.80}; "
                               "re-export the bundle")
+    box = meta["observation_range"]
+    low, high = box.get("low"), box.get("high")
+    if not (isinstance(low, list) and isinstance(high, list) and len(low) == len(high) == meta["obs_dim"]
+            and all(_finite(v) for v in low + high) and all(lo <= hi for lo, hi in zip(low, high))):
+        raise BundleError(f"{where}: 'observation_range' needs 'low' <= 'high', {meta['obs_dim']} finite numbers "
+                          "each; re-export the bundle")
     margin = meta["margin_range"]
     if not (len(margin) == 2 and all(_finite(v) for v in margin) and margin[0] <= margin[1]):
         raise BundleError(f"{where}: 'margin_range' must be [min, max] of finite numbers, got {margin!r:.80}")

@@ -63,6 +63,9 @@ class RuntimeConfig:
     seed: int = 0
     threshold: float | None = None      # override δ*; default: the bundle's calibration
     period: float | None = None         # seconds between the caller's decisions; default: the bundle's
+    # A state outside the bundle's observation_range (the trained range, widened): 'reject'
+    # sends the stop action; 'warn' decides anyway and says so in the reason.
+    out_of_range: str = "reject"
 
 
 # state_timeout and future_tolerance may not exceed this many decision periods: a longer
@@ -166,6 +169,9 @@ class Runtime:
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
+        box = bundle.meta["observation_range"]
+        self._bounds = list(zip(box["low"], box["high"]))
+        self._warn_out_of_range = self.cfg.out_of_range == "warn"
         self.threshold = bundle.threshold if self.cfg.threshold is None else bundle.check_threshold(
             self.cfg.threshold, "RuntimeConfig.threshold", "pass a value in that range, or None for the bundle's δ*")
         self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
@@ -195,6 +201,8 @@ class Runtime:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{cfg.backend}'")
         if cfg.noise not in ("zero", "sample"):
             raise ValueError(f"noise must be 'zero' or 'sample', got '{cfg.noise}'")
+        if cfg.out_of_range not in ("reject", "warn"):
+            raise ValueError(f"out_of_range must be 'reject' or 'warn', got {cfg.out_of_range!r}")
         for name, low in (("threads", 1), ("candidates", 0), ("seed", 0), ("proposals", 1)):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -247,7 +255,7 @@ class Runtime:
     # ---- validation --------------------------------------------------------------------------
     def validate(self, obs: np.ndarray | None, age: float | None,
                  received_age: float | None = None) -> tuple[np.ndarray | None, str]:
-        """(observation as float32 [1, obs_dim], "") or (None, why it is rejected).
+        """(observation as float32 [1, obs_dim], "" or a warning) or (None, why it is rejected).
 
         `age` is now − the state's stamp (its sender's clock), `received_age` the time since
         the node received it (a monotonic clock). Both must be within state_timeout: the stamp
@@ -268,10 +276,16 @@ class Runtime:
         o = o.astype(np.float32).reshape(1, -1)
         if o.shape[1] != self.obs_dim:
             return None, f"state has {o.shape[1]} values, the policy expects {self.obs_dim}"
-        # math.isfinite over a list: ~4x cheaper than np.isfinite(o).all() for a few values,
-        # and this runs every tick; the indices are computed on the (rare) failure path only.
-        if not all(map(math.isfinite, o[0].tolist())):
+        # Python over a list: ~4x cheaper than numpy's reductions for a few values, and this
+        # runs every tick; the indices are computed on the (rare) failure path only.
+        values = o[0].tolist()
+        if not all(map(math.isfinite, values)):
             return None, f"state has non-finite values at indices {np.flatnonzero(~np.isfinite(o[0])).tolist()}"
+        if not all(lo <= x <= hi for x, (lo, hi) in zip(values, self._bounds)):
+            outside = [i for i, (x, (lo, hi)) in enumerate(zip(values, self._bounds)) if not lo <= x <= hi]
+            why = (f"state is outside the trained observation range at indices {outside} "
+                   f"(values {[values[i] for i in outside]}, range {[list(self._bounds[i]) for i in outside]})")
+            return (o, f"warning: {why}") if self._warn_out_of_range else (None, why)
         return o, ""
 
     def _age_problem(self, age: float | None, clock: str) -> str:
@@ -310,6 +324,8 @@ class Runtime:
                 mode, reason = Mode.INTERVENE, f"{self._proposed} had Q_safe above δ*={self.threshold:.3f}"
             else:
                 mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
+        if why:  # a warning (out_of_range 'warn')
+            reason = f"{reason}; {why}" if reason else why
         # A NaN fails every comparison above without raising: without this check a NaN action
         # (weights gone NaN, or an input that overflows the first layer) would be sent.
         if not (math.isfinite(q) and math.isfinite(v) and all(map(math.isfinite, action.tolist()))):

@@ -70,7 +70,8 @@ class Controller(Node):
         self.runtime = Runtime(bundle, RuntimeConfig(
             threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period, period=1.0 / rate,
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
-            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"]))
+            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"],
+            out_of_range=p["out_of_range"]))
         if self.spec.obs_dim != bundle.obs_dim:
             self.get_logger().error(
                 f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
@@ -129,6 +130,9 @@ class Controller(Node):
         self.declare_parameter("trigger", "timer", ParameterDescriptor(
             description="What starts a decision: 'timer' (fixed-rate tick only) or 'state' (a fresh state "
                         "at once; the tick then only fires when states stop coming)", **ro))
+        self.declare_parameter("out_of_range", "reject", ParameterDescriptor(
+            description="A state outside the policy's trained observation range (widened by half its span): "
+                        "'reject' sends the stop action, 'warn' decides anyway and reports WARN", **ro))
         self.declare_parameter("noise", "zero", ParameterDescriptor(
             description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'", **ro))
         self.declare_parameter("seed", 0, ParameterDescriptor(
@@ -148,8 +152,8 @@ class Controller(Node):
             description="Rate of /diagnostics reports", floating_point_range=float_range(0.1, 100.0), **ro))
 
     def _params(self) -> dict[str, Any]:
-        names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "noise", "seed", "candidates",
-                 "proposals", "threads", "diagnostics_rate_hz")
+        names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "out_of_range", "noise", "seed",
+                 "candidates", "proposals", "threads", "diagnostics_rate_hz")
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = list(values["stop_action"])
         values["fallback_actions"] = optional_array(self, "fallback_actions")
@@ -178,6 +182,8 @@ class Controller(Node):
             return f"must be 'zero' or 'sample', got {value!r}"
         if name == "trigger" and value not in ("timer", "state"):
             return f"must be 'timer' or 'state', got {value!r}"
+        if name == "out_of_range" and value not in ("reject", "warn"):
+            return f"must be 'reject' or 'warn', got {value!r}"
         if name in ("stop_action", "fallback_actions") and value is not None:
             values = list(value)
             if name == "stop_action" and len(values) != self.act_dim:
@@ -270,6 +276,8 @@ class Controller(Node):
         if d.mode in (Mode.UNSAFE, Mode.REJECTED):
             status.level, status.message = DiagnosticStatus.ERROR, f"{d.mode.value}: {d.reason}"
         elif d.mode == Mode.INTERVENE:
+            status.level, status.message = DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
+        elif d.reason:  # a decision sent with a warning (out_of_range 'warn')
             status.level, status.message = DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
         elif d.inference_ms > slow_ms:
             status.level = DiagnosticStatus.WARN

@@ -70,7 +70,11 @@ def test_wrong_declared_size_is_refused(bundle_dir, tmp_path):
     b = _copy(bundle_dir, tmp_path)
     meta = json.loads((b / "bundle.json").read_text())
     (b / "bundle.json").write_text(json.dumps({**meta, "obs_dim": 3}))
-    with pytest.raises(BundleError, match="declares 3"):
+    with pytest.raises(BundleError, match="'observation_range' needs 'low' <= 'high', 3 finite numbers each"):
+        load_bundle(b)
+    box = {k: v + v[:1] for k, v in meta["observation_range"].items() if k in ("low", "high")}
+    (b / "bundle.json").write_text(json.dumps({**meta, "obs_dim": 3, "observation_range": box}))
+    with pytest.raises(BundleError, match="declares 3"):   # the graphs were built for 2
         load_bundle(b)
 
 

@@ -79,10 +79,12 @@ def test_states_that_are_not_an_observation_send_the_stop(runtime, obs, reason):
     assert_stop(runtime.decide(obs, 0.0, 0.0), reason)
 
 
-def test_a_non_finite_network_output_sends_the_stop(runtime):
+def test_a_non_finite_network_output_sends_the_stop(bundle):
     """3e38 is a finite float32 that overflows the first layer: the graphs return NaN, which
-    fails every comparison of the decision without raising."""
-    d = runtime.decide(np.array([3e38, 3e38], np.float32), 0.0, 0.0)
+    fails every comparison of the decision without raising (reached with the range check on
+    'warn', which lets such a state through)."""
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    d = rt.decide(np.array([3e38, 3e38], np.float32))
     assert_stop(d, "the networks' output is non-finite")
     assert not math.isfinite(d.q_safe)
 
@@ -180,3 +182,34 @@ def test_q_safe_exactly_at_the_threshold_is_not_certified(bundle):
     assert at.mode is Mode.UNSAFE and at.q_safe == q and at.margin == 0.0
     just_above = Runtime(b, RuntimeConfig(threshold=math.nextafter(q, math.inf), candidates=0)).decide(STATE)
     assert just_above.mode is Mode.NOMINAL and just_above.q_safe == q
+
+
+def test_the_bundle_records_the_trained_observation_range_widened(bundle, tiny_boat_h5):
+    from safefql_core.bundle import OBS_RANGE_MARGIN
+    from safefql_core.data import load_dataset
+    obs = load_dataset(tiny_boat_h5).observations
+    lo, hi = obs.min(axis=0).astype(np.float64), obs.max(axis=0).astype(np.float64)
+    box = load_bundle(bundle).meta["observation_range"]
+    assert box["trained_min"] == lo.tolist() and box["trained_max"] == hi.tolist()
+    np.testing.assert_allclose(box["low"], lo - OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
+    np.testing.assert_allclose(box["high"], hi + OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
+
+
+@pytest.mark.parametrize("end", [0, 1])
+def test_states_outside_the_trained_range_send_the_stop(runtime, bundle, end):
+    box = load_bundle(bundle).meta["observation_range"]
+    edge = np.array([box["low"][0], box["low"][1]] if end == 0 else [box["high"][0], box["high"][1]], np.float32)
+    assert runtime.decide(edge, 0.0, 0.0).mode is not Mode.REJECTED
+    beyond = edge.copy()
+    beyond[1] = np.nextafter(edge[1], np.float32(np.inf if end else -np.inf))
+    assert_stop(runtime.decide(beyond, 0.0, 0.0), "outside the trained observation range at indices [1]")
+    assert_stop(runtime.decide(np.array([1e30, 0.0]), 0.0, 0.0), "at indices [0]")
+
+
+def test_out_of_range_warn_decides_and_says_so(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    d = rt.decide(np.array([100.0, 0.0]))
+    assert d.mode is not Mode.REJECTED and np.isfinite(d.action).all()
+    assert "warning: state is outside the trained observation range at indices [0]" in d.reason
+    with pytest.raises(ValueError, match="out_of_range must be 'reject' or 'warn'"):
+        Runtime(load_bundle(bundle), RuntimeConfig(out_of_range="ignore"))
