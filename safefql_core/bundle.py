@@ -407,6 +407,7 @@ def _check_meta(path: Path, meta: Any) -> None:
     margin = meta["margin_range"]
     if not (len(margin) == 2 and all(_finite(v) for v in margin) and margin[0] <= margin[1]):
         raise BundleError(f"{where}: 'margin_range' must be [min, max] of finite numbers, got {margin!r:.80}")
+    _check_contents(where, meta)
     task = meta["task"]
     period, repeat = task.get("control_period"), task.get("action_repeat", 1)
     if period is not None and not (_finite(period) and period > 0):
@@ -417,6 +418,30 @@ def _check_meta(path: Path, meta: Any) -> None:
     if meta["calibration"] is not None:
         Bundle(path, meta).check_threshold(meta["calibration"].get("delta"), "calibration δ*",
                                            "recalibrate with offline_train.calibrate and re-export")
+
+
+def _check_contents(where: str, meta: dict[str, Any]) -> None:
+    """Exactly the graphs and files of the bundle's algorithm, each file by a plain name: a
+    missing entry would skip its checksum, and a path could point outside the bundle."""
+    algo = meta["algo"]
+    if algo not in GRAPHS_BY_ALGO:
+        raise BundleError(f"{where}: algorithm '{algo}' has no deployable bundle (have {sorted(GRAPHS_BY_ALGO)})")
+    graphs = sorted(GRAPHS_BY_ALGO[algo])
+    for key in ("graphs", "examples"):
+        if sorted(meta[key]) != graphs:
+            raise BundleError(f"{where}: '{key}' lists {sorted(meta[key])}; a {algo} bundle has exactly {graphs} — "
+                              "re-export it with offline_train.export")
+    names = list(meta["files"])
+    outside = [n for n in names if "/" in n or "\\" in n or ".." in n or not n]
+    if outside:
+        raise BundleError(f"{where}: 'files' names {outside}, which are not plain file names inside the bundle; "
+                          "a bundle lists only its own files — re-export it")
+    expected = sorted([GRAPHS[g].file for g in graphs] + [WEIGHTS])
+    if sorted(names) != expected:
+        raise BundleError(f"{where}: 'files' lists {sorted(names)}; a {algo} bundle has exactly {expected}, each "
+                          "with its sha256 — re-export it with offline_train.export")
+    if not all(isinstance(d, str) and len(d) == 64 for d in meta["files"].values()):
+        raise BundleError(f"{where}: every 'files' entry needs a sha256 hex digest; re-export the bundle")
 
 
 def _json_type(kind: type) -> str:

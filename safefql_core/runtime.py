@@ -235,9 +235,6 @@ class Runtime:
         if n > 1 and bundle.algo != "safefql":
             raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
                              f"this one is '{bundle.algo}', which samples its own candidates")
-        if n > 1 and "proposals" not in bundle.meta["graphs"]:
-            raise BundleError(f"{bundle.path}: no proposals graph (exported by an older safefql); "
-                              "re-export it with offline_train.export, or run with proposals 1")
 
     def _bind_policy(self, n: int) -> BoundCall:
         return self.graphs.bind("policy", {"observation": (n, self.obs_dim), "noise": (n, self.act_dim)})

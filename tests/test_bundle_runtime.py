@@ -197,12 +197,6 @@ def test_bad_proposals_are_refused(bundle_dir):
     bundle = load_bundle(bundle_dir)
     with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
         Runtime(bundle, RuntimeConfig(proposals=0))
-    if bundle.algo == "safefql":   # a bundle exported before the proposals graph existed
-        graphs = {k: v for k, v in bundle.meta["graphs"].items() if k != "proposals"}
-        old = type(bundle)(bundle.path, {**bundle.meta, "graphs": graphs})
-        with pytest.raises(BundleError, match="no proposals graph.*re-export"):
-            Runtime(old, RuntimeConfig(proposals=4))
-        assert Runtime(old).decide(np.array([0.3, -1.2])).mode is not Mode.REJECTED   # proposals 1 still runs
 
 
 def test_parity_is_relative_to_the_size_of_the_value():

@@ -213,3 +213,25 @@ def test_out_of_range_warn_decides_and_says_so(bundle):
     assert "warning: state is outside the trained observation range at indices [0]" in d.reason
     with pytest.raises(ValueError, match="out_of_range must be 'reject' or 'warn'"):
         Runtime(load_bundle(bundle), RuntimeConfig(out_of_range="ignore"))
+
+
+def _sha(path: str) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(files={}), "'files' lists \\[\\]; a safefql bundle has exactly"),
+    (lambda d: d["files"].pop("weights.pt"), "a safefql bundle has exactly"),
+    (lambda d: d["files"].update({"/etc/passwd": _sha("/etc/passwd")}), "not plain file names"),
+    (lambda d: d["files"].update({"../bundle.json": "0" * 64}), "not plain file names"),
+    (lambda d: d["files"].update({"extra.onnx": "0" * 64}), "a safefql bundle has exactly"),
+    (lambda d: d["files"].update({"actor.onnx": 5}), "sha256 hex digest"),
+    (lambda d: d["graphs"].pop("proposals"), "'graphs' lists"),
+    (lambda d: d["examples"].pop("safety"), "'examples' lists"),
+    (lambda d: d.update(algo="bc"), "algorithm 'bc' has no deployable bundle"),
+])
+def test_the_file_list_is_exactly_the_bundles_own(bundle, tmp_path, edit, message):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=message):
+        load_bundle(_with_meta(bundle, tmp_path, edit))
