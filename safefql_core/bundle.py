@@ -348,6 +348,18 @@ class Bundle:
         period = task.get("control_period")
         return None if period is None else float(period) * task.get("action_repeat", 1)
 
+    def task_spec(self):
+        """The task spec the policy was trained with (recorded, or its task's built-in one),
+        checked against the policy's widths: a spec that reads another number of state or
+        command fields would have every state rejected, so such a bundle is refused at start."""
+        from safefql_core.tasks import TaskSpec
+        spec = TaskSpec.of_task(self.meta["task"])
+        if (spec.obs_dim, spec.act_dim) != (self.obs_dim, self.act_dim):
+            raise BundleError(f"{self.path}: the task spec reads {spec.obs_dim} state fields {spec.state.names} and "
+                              f"{spec.act_dim} command fields, but the policy takes {self.obs_dim} observations and "
+                              f"gives {self.act_dim} actions; export the bundle from a run trained with this spec")
+        return spec
+
     def file(self, graph: str) -> Path:
         return self.path / GRAPHS[graph].file
 

@@ -31,6 +31,7 @@ from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
 from safefql_core.data import DEFAULT_COST_SCALE, Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
+from safefql_core.tasks import BUILTIN, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,24 @@ def training_data(opts: TrainOptions) -> Dataset:
     return data if data_filter is None else data_filter(data)
 
 
+def _check_task_dims(opts: TrainOptions, data: Dataset) -> None:
+    """Data whose widths differ from its task's spec (the one it was converted with, else the
+    task's built-in one) would train and export, then fail in calibration or on the robot."""
+    recorded = data.attrs.get("task_spec")
+    if recorded:
+        spec = TaskSpec.from_dict(recorded, opts.task)
+    elif opts.task in BUILTIN:
+        spec = TaskSpec.builtin(opts.task)
+    else:
+        return
+    if (spec.obs_dim, spec.act_dim) != (data.obs_dim, data.act_dim):
+        raise RunError(f"{opts.data} has {data.obs_dim}-D observations and {data.act_dim}-D actions, but task "
+                       f"{opts.task!r} reads {spec.obs_dim} state fields {spec.state.names} and {spec.act_dim} "
+                       "command fields; train it as the task it was recorded for (--task / --config)")
+
+
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
+    _check_task_dims(opts, data)
     data_filter = get_algo(opts.algo).data_filter
     config = resolve_config(opts.algo, opts.overrides)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name

@@ -39,7 +39,7 @@ from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Decision, Mode, Runtime, RuntimeConfig
-from safefql_core.tasks import TaskSpec, TaskSpecError
+from safefql_core.tasks import TaskSpecError
 from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
 
@@ -59,7 +59,7 @@ class Controller(Node):
             raise BundleError("parameter 'bundle' is not set; pass --ros-args -p bundle:=<bundle dir>")
         bundle = load_bundle(path)
         self.act_dim = bundle.act_dim
-        self.spec = TaskSpec.of_task(bundle.meta["task"])
+        self.spec = bundle.task_spec()
         # A policy trained on `collect --action-repeat K` data decides every K control periods.
         self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period) \
             * bundle.meta["task"].get("action_repeat", 1)
@@ -72,10 +72,6 @@ class Controller(Node):
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
             candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"],
             out_of_range=p["out_of_range"]))
-        if self.spec.obs_dim != bundle.obs_dim:
-            self.get_logger().error(
-                f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
-                f"expects {bundle.obs_dim}: every state will be rejected and the stop action sent")
         if p["control_rate_hz"]:
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")

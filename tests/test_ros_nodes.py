@@ -38,6 +38,7 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from safefql_core.bundle import BundleError  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
 
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
@@ -186,9 +187,9 @@ def test_no_state_and_nan_state_are_rejected(bundle, loop):
     node._record(Decision(np.zeros(2), Mode.REJECTED, "test", -1.0, -1.0, 0.0, 0.1))
 
 
-def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
-    """A bundle whose task spec reads 3 state fields for a 2-input policy: every state fails
-    the runtime's size check, so the node only ever sends the stop action."""
+def test_a_spec_of_another_width_is_refused_at_start(bundle, tmp_path):
+    """A bundle whose task spec reads 3 state fields for a 2-input policy would reject every
+    state forever: the node refuses to start instead, naming both widths."""
     bad = tmp_path / "bundle"
     shutil.copytree(bundle, bad)
     meta = json.loads((bad / "bundle.json").read_text())
@@ -201,10 +202,8 @@ def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
                     "low": [-1.0, -1.0], "high": [1.0, 1.0]},
         "reward": topic_signal, "margin": topic_signal}
     (bad / "bundle.json").write_text(json.dumps(meta))
-    executor, probe, add = loop
-    add(controller(bad, diagnostics_rate_hz=10.0))
-    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
-    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    with pytest.raises(BundleError, match="the task spec reads 3 state fields .* the policy takes 2 observations"):
+        controller(bad)
 
 
 def test_state_trigger_decides_on_arrival(bundle, loop):

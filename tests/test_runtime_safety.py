@@ -235,3 +235,14 @@ def test_the_file_list_is_exactly_the_bundles_own(bundle, tmp_path, edit, messag
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=message):
         load_bundle(_with_meta(bundle, tmp_path, edit))
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"control_period": -0.005}, "control_period must be a positive number of seconds, got -0.005"),
+    ({"control_period": 0}, "control_period must be a positive"), ({"control_period": "fast"}, "control_period"),
+    ({"action_repeat": 0}, "action_repeat must be an integer >= 1, got 0"), ({"action_repeat": 1.5}, "action_repeat"),
+])
+def test_a_bundle_with_an_impossible_period_is_refused(bundle, tmp_path, task, message):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=message):
+        load_bundle(_with_meta(bundle, tmp_path, lambda d: d["task"].update(task)), check=False)

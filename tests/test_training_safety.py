@@ -38,3 +38,12 @@ def test_a_non_finite_loss_stops_training_without_a_checkpoint(tiny_boat_h5, tmp
     with pytest.raises(RunError, match="training diverged at step 1: .* = (inf|nan)"):
         _train(data, tmp_path / "run", 10)
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_data_of_another_width_than_its_task_is_refused(tiny_boat_h5, tmp_path):
+    """3-D observations labelled as boat data used to train and export, then crash calibration."""
+    data = _rewritten(tiny_boat_h5, tmp_path, observations=lambda o: np.c_[o, o[:, :1]],
+                      next_observations=lambda o: np.c_[o, o[:, :1]])
+    with pytest.raises(RunError, match="has 3-D observations .* task 'boat' reads 2 state fields"):
+        _train(data, tmp_path / "run", 10)
+    assert not (tmp_path / "run").exists()
