@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from offline_train.calibrate import CALIBRATION_FILE
-from safefql_core.bundle import BundleError, export_bundle, load_bundle
+from safefql_core.bundle import BundleError, load_bundle
+from safefql_core.bundle_export import export_bundle
 from safefql_core.training import RunError, load_run
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from safefql_core.bundle import Bundle, BundleError, graph_modules, load_bundle, ort_session
+from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
 
 
 class Mode(str, Enum):
@@ -141,6 +141,7 @@ class TorchGraphs:
 
     def __init__(self, bundle: Bundle, threads: int) -> None:
         import torch
+        from safefql_core.bundle_export import graph_modules
         from safefql_core.training import build_learner
         torch.set_num_threads(threads)
         m = bundle.meta

@@ -97,7 +97,7 @@ def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
 
     from offline_train.export import task_description
     from safefql_core.bundle import BundleError
-    from safefql_core.bundle import export_bundle
+    from safefql_core.bundle_export import export_bundle
     from safefql_core.training import load_run
 
     learner, meta = load_run(Path(bundle).parent / "run")
@@ -185,7 +185,7 @@ def test_q_safe_exactly_at_the_threshold_is_not_certified(bundle):
 
 
 def test_the_bundle_records_the_trained_observation_range_widened(bundle, tiny_boat_h5):
-    from safefql_core.bundle import OBS_RANGE_MARGIN
+    from safefql_core.bundle_export import OBS_RANGE_MARGIN
     from safefql_core.data import load_dataset
     obs = load_dataset(tiny_boat_h5).observations
     lo, hi = obs.min(axis=0).astype(np.float64), obs.max(axis=0).astype(np.float64)
@@ -246,3 +246,19 @@ def test_a_bundle_with_an_impossible_period_is_refused(bundle, tmp_path, task, m
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=message):
         load_bundle(_with_meta(bundle, tmp_path, lambda d: d["task"].update(task)), check=False)
+
+
+def test_loading_and_running_a_bundle_imports_no_torch(bundle):
+    """What a robot runs (the controller node, the runtime, a verified bundle) needs no torch:
+    it costs ~2.5 s and ~190 MB at start-up (docs/BENCHMARKS.md, "Torch-free bundle loading")."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import safefql_ros.controller\n"
+            "from safefql_core.runtime import load_runtime\n"
+            "d = load_runtime(sys.argv[1]).decide([-2.0, 0.0])\n"
+            "assert d.mode.value != 'REJECTED', d\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n")
+    proc = subprocess.run([sys.executable, "-c", code, bundle], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
