@@ -4,7 +4,9 @@ calibrate -> export to <out>/bundle)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -14,7 +16,7 @@ from offline_train.cli import add_set_argument, add_threads_argument, parse_over
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
+from safefql_core.training import ALGOS, RunError, TrainOptions, check_resumable, get_algo, learner_name, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
@@ -69,6 +71,22 @@ def check_dataset_task(data: str, task: str) -> None:
                        f"pass --task {stored} (or the config of that task)")
 
 
+def convert_into_run(args: argparse.Namespace, opts: TrainOptions) -> str:
+    """--bag: convert into a staging file beside the run's dataset, check that the run (if it
+    has a checkpoint) may resume on it, then rename it over the dataset; a refused resume
+    leaves the run's own dataset as it was, and no staging file behind."""
+    data = Path(args.out) / DATASET
+    staged = data.with_name(DATASET + ".converting")
+    try:
+        print(convert(args.bag, load_spec(args.config), staged, args.typestore, args.on_nonfinite,
+                      progress=not args.no_progress).summary())
+        check_resumable(replace(opts, data=str(staged)))
+        os.replace(staged, data)
+    finally:
+        staged.unlink(missing_ok=True)
+    return str(data)
+
+
 def boat_evaluator(task: str, eval_every: int):
     """The learning-curve evaluator for --eval-every (boat only: it needs the simulator)."""
     if not eval_every:
@@ -110,17 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None:
             overrides["steps"] = args.steps
         set_threads(args.threads)
-        data = args.data
+        opts = TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed, overrides=overrides,
+                            task=task, device=args.device, tensorboard=args.tensorboard,
+                            progress=not args.no_progress, eval_every=args.eval_every,
+                            evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:
-            data = str(Path(args.out) / DATASET)
-            print(convert(args.bag, load_spec(args.config), data, args.typestore, args.on_nonfinite,
-                          progress=not args.no_progress).summary())
-        if args.bag is None:
-            check_dataset_task(data, task)
-        out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
-                                 overrides=overrides, task=task, device=args.device,
-                                 tensorboard=args.tensorboard, progress=not args.no_progress,
-                                 eval_every=args.eval_every, evaluator=boat_evaluator(task, args.eval_every)))
+            opts.data = convert_into_run(args, opts)
+        else:
+            check_dataset_task(opts.data, task)
+        out = train(opts)
         print(f"trained run in {out}")
         if args.eval_every:
             from safefql_core.evaluation import plot_learning_curve

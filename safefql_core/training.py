@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import pickle
 import random
 import time
 from collections import defaultdict
@@ -220,8 +221,7 @@ def train(opts: TrainOptions) -> Path:
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         _check_resumable(out, resolved)
-    else:
-        (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    _write_atomic(out / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
 
     seed_everything(opts.seed)
     device = resolve_device(opts.device)
@@ -310,6 +310,14 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
+def check_resumable(opts: TrainOptions) -> None:
+    """Raise RunError if `opts.out` holds a checkpoint of another experiment than `opts`
+    would train: what `fit --bag` checks on a freshly converted dataset before it replaces the
+    run's own (a refused resume must not have overwritten the run's data)."""
+    if (Path(opts.out) / CHECKPOINT).exists():
+        _check_resumable(Path(opts.out), _resolved_config(opts, training_data(opts)))
+
+
 def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     """Refuse to resume a different experiment; a larger `steps` (extending a run) is fine.
 
@@ -317,7 +325,7 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     what the run was trained with (TRAINED_BEFORE_KEY, else the key's default), and its
     variant is its algo.
     """
-    saved = yaml.safe_load((out / CONFIG).read_text())
+    saved = _read_config(out)
     saved.setdefault("variant", saved.get("algo"))
     saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {}, resolved["variant"])}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
@@ -328,7 +336,41 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
                 f"{out} holds a run with a different {key} ({saved.get(key)!r} vs {resolved[key]!r}); "
                 "resuming it would mix two experiments — pass a new --out or delete the directory"
             )
-    (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a crash mid-write must not leave half a config)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    """A run's config.yaml, or RunError naming the damage (truncated, edited, not YAML)."""
+    try:
+        config = yaml.safe_load((run / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"{run / CONFIG} cannot be read ({exc}); the run directory is damaged — "
+                       "train into a new --out") from None
+    missing = [k for k in ("algo", "seed", "obs_dim", "act_dim", "obs_mean", "obs_std", "config")
+               if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise RunError(f"{run / CONFIG} is truncated or not a run's config (lacks {missing}); the run directory "
+                       "is damaged — train into a new --out")
+    return config
+
+
+def _read_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state, or RunError when it is truncated or not a checkpoint."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise RunError(f"{path} cannot be read ({str(exc).splitlines()[0]}): it is truncated or not a checkpoint; "
+                       "train into a new --out, or delete it to train this run from the start") from None
+    if not isinstance(state, dict) or not {"step", "elapsed", "model"} <= set(state):
+        raise RunError(f"{path} is not a training checkpoint (a dict with step, elapsed, model, ...); "
+                       "train into a new --out")
+    return state
 
 
 def _as_trained(config: dict[str, Any], algo: str) -> dict[str, Any]:
@@ -354,7 +396,7 @@ def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, ste
 
 
 def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(path)
     learner.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
@@ -370,12 +412,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
             f"{run} is not a trained run (needs {CONFIG} and {CHECKPOINT}); train one with "
             f"`python -m offline_train.fit --data data/boat.h5 --out {run}`"
         )
-    meta = yaml.safe_load((run / CONFIG).read_text())
+    meta = _read_config(run)
     meta["config"] = _as_trained(meta["config"], meta["algo"])
     learner = build_learner(meta["algo"], meta["config"], meta["obs_dim"], meta["act_dim"],
                             np.array(meta["obs_mean"]), np.array(meta["obs_std"]))
-    state = torch.load(run / CHECKPOINT, map_location=device, weights_only=True)
-    learner.load_state_dict(state["model"])
+    state = _read_checkpoint(run / CHECKPOINT, device)
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run / CHECKPOINT} does not fit the networks {CONFIG} describes ({str(exc).splitlines()[0]}); "
+                       "the run directory mixes two runs — train into a new --out") from None
     meta["trained_steps"] = int(state["step"])
     meta["train_seconds"] = float(state["elapsed"])
     return learner.to(device).eval(), meta

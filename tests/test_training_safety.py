@@ -47,3 +47,43 @@ def test_data_of_another_width_than_its_task_is_refused(tiny_boat_h5, tmp_path):
     with pytest.raises(RunError, match="has 3-D observations .* task 'boat' reads 2 state fields"):
         _train(data, tmp_path / "run", 10)
     assert not (tmp_path / "run").exists()
+
+
+# ---- a run directory stays consistent: staged conversion, damaged files -------------------------
+@pytest.fixture(scope="module")
+def two_bags(tmp_path_factory):
+    """Two one-episode boat bags of different seeds (different data)."""
+    from offline_train import collect
+    root = tmp_path_factory.mktemp("bags")
+    for seed in (1, 2):
+        assert collect.main(["--seed", str(seed), "--episodes", "1", "--format", "bag", "--no-progress",
+                             "--out", str(root / f"bag{seed}")]) == 0
+    return root / "bag1", root / "bag2"
+
+
+def _fit_bag(bag, run, capsys):
+    from offline_train import fit
+    code = fit.main(["--bag", str(bag), "--out", str(run), "--algo", "bc", "--steps", "10", "--no-progress",
+                     "--set", "hidden=[16,16]", "batch_size=32"])
+    return code, capsys.readouterr().err
+
+
+def test_fit_bag_refusing_to_resume_leaves_the_runs_dataset_alone(two_bags, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _fit_bag(two_bags[0], run, capsys)[0] == 0
+    before = (run / "dataset.h5").read_bytes()
+    code, err = _fit_bag(two_bags[1], run, capsys)
+    assert code == 2 and "holds a run with a different dataset_fingerprint" in err
+    assert (run / "dataset.h5").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "dataset.h5", "metrics.csv"]
+
+
+@pytest.mark.parametrize("damaged, keep", [("checkpoint.pt", 100), ("config.yaml", 40)])
+def test_a_truncated_checkpoint_or_config_is_a_clear_error(tiny_boat_h5, tmp_path, damaged, keep):
+    from safefql_core.training import load_run
+    run = _train(tiny_boat_h5, tmp_path / "run", 10)
+    path = run / damaged
+    path.write_bytes(path.read_bytes()[:keep])
+    for action in (lambda: load_run(run), lambda: _train(tiny_boat_h5, run, 20)):
+        with pytest.raises(RunError, match=f"{damaged} (cannot be read|is truncated)"):
+            action()
