@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_threads_argument, set_threads
+from offline_train.cli import add_threads_argument, at_least, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-of-range", choices=["reject", "warn"], default="reject",
                    help="--bundle only: a state outside the trained observation range is rejected (stop action, "
                         "the deployed default) or decided on anyway (warn)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
     args = p.parse_args(argv)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from offline_train.calibrate import CALIBRATION_FILE
+from offline_train.cli import at_least
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.bundle_export import export_bundle
 from safefql_core.training import RunError, load_run
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.export", description=__doc__)
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True, help="bundle directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of the example inputs stored for parity checks")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the example inputs stored for parity checks")
     args = p.parse_args(argv)
     try:
         doc = export_run(args.run, args.out, args.seed)

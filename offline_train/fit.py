@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from offline_train import calibrate, export
-from offline_train.cli import add_set_argument, add_threads_argument, parse_override, set_threads
+from offline_train.cli import add_set_argument, add_threads_argument, at_least, parse_override, set_threads
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "config/<task>.yaml unless --config is given (default: the config's task, boat)")
     add_bag_arguments(p)
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="override the number of gradient steps")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--steps", type=at_least(1), help="override the number of gradient steps")
     p.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_threads_argument(p)

@@ -69,7 +69,20 @@ def ort_session(model: bytes | str, threads: int = 1):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(model, opts, providers=providers)
+    try:
+        return ort.InferenceSession(model, opts, providers=providers)
+    except ort_errors() as exc:
+        where = model if isinstance(model, str) else "the exported graph"
+        raise BundleError(f"{where} is not an ONNX graph onnxruntime can load ({exc}); re-export the bundle "
+                          "with offline_train.export") from None
+
+
+def ort_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a bad model or bad inputs: its own types, which derive from
+    Exception only (not from ValueError or RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf, state.NoSuchFile,
+            state.RuntimeException, state.NotImplemented)
 
 
 def check_parity(session, examples: dict[str, Any], name: str) -> float:
@@ -272,4 +285,11 @@ def verify_graphs(bundle: Bundle) -> None:
             if width != expected:
                 raise BundleError(f"{bundle.path}: {GRAPHS[name].file} input '{inp.name}' has width {width}, "
                                   f"{BUNDLE_JSON} declares {expected}; the bundle was assembled from different runs")
-        check_parity(session, bundle.meta["examples"][name], f"{bundle.path}/{GRAPHS[name].file}")
+        where = f"{bundle.path}/{GRAPHS[name].file}"
+        try:
+            check_parity(session, bundle.meta["examples"][name], where)
+        except BundleError:
+            raise
+        except (*ort_errors(), KeyError, TypeError, ValueError, AttributeError) as exc:  # malformed examples
+            raise BundleError(f"{where}: the stored examples in {BUNDLE_JSON} do not fit the graph ({exc}); "
+                              "re-export the bundle") from None

@@ -98,6 +98,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda", "auto") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise RunError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
