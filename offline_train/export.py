@@ -31,7 +31,10 @@ def export_run(run: str, out: str, seed: int = 0) -> dict:
         raise RunError(f"{run} was trained before safefql recorded {missing} in its config.yaml; run the same "
                        "offline_train.fit command again (a finished run only records them), then export")
     cal_file = Path(run) / CALIBRATION_FILE
-    calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
+    try:
+        calibration = json.loads(cal_file.read_text()) if cal_file.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{cal_file} cannot be read ({exc}); run offline_train.calibrate again") from None
     rng = np.random.default_rng(seed)
     obs = rng.normal(meta["obs_mean"], meta["obs_std"], (256, meta["obs_dim"])).astype(np.float32)
     doc = export_bundle(learner, meta, Path(out), obs, calibration, task_description(meta))

@@ -183,7 +183,7 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
                           "`python -m offline_train.export --run runs/boat --out bundle/`")
     try:
         meta = json.loads((path / BUNDLE_JSON).read_text())
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path / BUNDLE_JSON} is not valid JSON ({exc}); re-export the bundle") from exc
     _check_meta(path, meta)
     for name, digest in meta["files"].items():

@@ -173,3 +173,21 @@ def test_examples_that_do_not_fit_the_graph_are_refused(bundle, tmp_path):
     copy = _edited(bundle, tmp_path, lambda d: d["examples"]["safety"]["inputs"].update(observation=[[1.0]]))
     with pytest.raises(BundleError, match="safety.onnx: the stored examples in bundle.json do not fit the graph"):
         load_bundle(copy)
+
+
+def test_bundle_json_that_is_not_text_is_refused(bundle, tmp_path):
+    copy = _edited(bundle, tmp_path, text="")
+    (copy / "bundle.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        load_bundle(copy)
+
+
+def test_a_damaged_calibration_file_is_a_clear_export_error(bundle, tmp_path, capsys):
+    from pathlib import Path
+
+    from offline_train import export
+    run = tmp_path / "run"
+    shutil.copytree(Path(bundle).parent / "run", run)
+    (run / "calibration.json").write_text('{"delta": -0.1, ')
+    assert export.main(["--run", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "calibration.json cannot be read" in capsys.readouterr().err
