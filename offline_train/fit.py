@@ -16,7 +16,8 @@ from offline_train.cli import add_set_argument, add_threads_argument, at_least, 
 from offline_train.convert import add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import ALGOS, RunError, TrainOptions, check_resumable, get_algo, learner_name, train
+from safefql_core.training import (ALGOS, RunError, TrainingInterrupted, TrainOptions, check_resumable, get_algo,
+                                   learner_name, train)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_argument(p)
     add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
+    p.add_argument("--log-every", type=at_least(1), default=500, metavar="N",
+                   help="a metrics.csv row (mean losses) every N steps (default 500)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
                         "and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides["steps"] = args.steps
         set_threads(args.threads)
         opts = TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed, overrides=overrides,
-                            task=task, device=args.device, tensorboard=args.tensorboard,
+                            task=task, device=args.device, tensorboard=args.tensorboard, log_every=args.log_every,
                             progress=not args.no_progress, eval_every=args.eval_every,
                             evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
+    except TrainingInterrupted as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 130  # the shell's code for a run ended by SIGINT
     except (DatasetError, RunError, BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,12 +13,17 @@ run is rebuilt, calibrated and exported under — and the resolved config with t
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import pickle
+import signal
+import threading
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +73,10 @@ TRAINED_BEFORE_KEY = {"n_step": 1}
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
+
+
+class TrainingInterrupted(RunError):
+    """SIGINT / SIGTERM during training: the checkpoint of the last finished step was saved."""
 
 
 @dataclass
@@ -240,6 +249,8 @@ def train(opts: TrainOptions) -> Path:
         if start >= cfg.steps:
             print(f"{out}: already trained for {start} steps; nothing to do")
             return out
+    for log in ("metrics.csv", "eval.csv"):  # rows logged after the checkpoint are trained again
+        _drop_rows_after(out / log, start)
 
     writer = _tensorboard(out) if opts.tensorboard else None
     log_file = (out / "metrics.csv").open("a", newline="")
@@ -255,33 +266,37 @@ def train(opts: TrainOptions) -> Path:
         steps = tqdm(steps, initial=start, total=cfg.steps, desc=f"fit {opts.algo}", unit="step",
                      mininterval=2.0)
     t0 = time.perf_counter() - elapsed
-    for step in steps:
-        done = step + 1
-        for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
-            if not math.isfinite(v):
-                raise RunError(f"{out}: training diverged at step {done}: {k} = {v}. Nothing of this step was "
-                               f"saved ({CHECKPOINT} holds the last good state, if any); lower lr, raise "
-                               "batch_size, or rescale the data, then train into a new --out")
-            sums[k] += v
-        count += 1
-        if done % opts.log_every == 0 or done == cfg.steps:
-            row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
-                   **{k: v / count for k, v in sums.items()}}
-            csv_writer.writerow(row)
-            log_file.flush()
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, done)
-            sums.clear()
-            count = 0
-        if opts.eval_every and (done % opts.eval_every == 0 or done == cfg.steps):
-            curve = _log_eval(out, done, opts.evaluator(learner), writer)
-            if opts.progress:
-                steps.set_postfix(curve, refresh=False)
-        if done % opts.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
-    log_file.close()
+    with _stop_on_signals() as stop, log_file:
+        for step in steps:
+            if stop.is_set():
+                _save_checkpoint(ckpt_path, learner, batches, step, time.perf_counter() - t0)
+                raise TrainingInterrupted(f"{out}: interrupted at step {step} of {cfg.steps}; {CHECKPOINT} saved — "
+                                          "run the same command again to resume from it")
+            done = step + 1
+            for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
+                if not math.isfinite(v):
+                    raise RunError(f"{out}: training diverged at step {done}: {k} = {v}. Nothing of this step was "
+                                   f"saved ({CHECKPOINT} holds the last good state, if any); lower lr, raise "
+                                   "batch_size, or rescale the data, then train into a new --out")
+                sums[k] += v
+            count += 1
+            if done % opts.log_every == 0 or done == cfg.steps:
+                row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
+                       **{k: v / count for k, v in sums.items()}}
+                csv_writer.writerow(row)
+                log_file.flush()
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, done)
+                sums.clear()
+                count = 0
+            if opts.eval_every and (done % opts.eval_every == 0 or done == cfg.steps):
+                curve = _log_eval(out, done, opts.evaluator(learner), writer)
+                if opts.progress:
+                    steps.set_postfix(curve, refresh=False)
+            if done % opts.checkpoint_every == 0 or done == cfg.steps:
+                _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
     if writer is not None:
         writer.close()
     return out
@@ -338,6 +353,41 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
                 f"{out} holds a run with a different {key} ({saved.get(key)!r} vs {resolved[key]!r}); "
                 "resuming it would mix two experiments — pass a new --out or delete the directory"
             )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while training: the loop finishes its step, saves a
+    checkpoint and stops, instead of losing everything since the last periodic checkpoint.
+    The previous handlers come back afterwards. Python delivers signals to the main thread
+    only; elsewhere (a Ray worker's thread) the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Keep a log's header and its rows up to `step`: a resumed run logs the later steps again."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    if step == 0:
+        path.unlink()
+    elif len(kept) < len(rows):
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        _write_atomic(path, buf.getvalue())
 
 
 def _write_atomic(path: Path, text: str) -> None:

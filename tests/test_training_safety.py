@@ -87,3 +87,50 @@ def test_a_truncated_checkpoint_or_config_is_a_clear_error(tiny_boat_h5, tmp_pat
     for action in (lambda: load_run(run), lambda: _train(tiny_boat_h5, run, 20)):
         with pytest.raises(RunError, match=f"{damaged} (cannot be read|is truncated)"):
             action()
+
+
+# ---- interruptions: a crash after a log row, SIGINT --------------------------------------------
+def test_a_resumed_run_logs_each_step_once(tiny_boat_h5, tmp_path):
+    """An evaluator that fails at step 3 ends the run after row 3 was logged but before its
+    checkpoint (the last one is at 2): the resumed run trains step 3 again and must not log
+    row 3 twice."""
+    import csv
+
+    def failing(_learner):
+        raise KeyboardInterrupt  # what a Ctrl-C during an evaluation looks like to the loop
+
+    opts = dict(data=tiny_boat_h5, out=str(tmp_path / "run"), overrides={**TINY, "steps": 4}, progress=False,
+                log_every=1, checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(**opts, eval_every=3, evaluator=failing))
+    train(TrainOptions(**opts))
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_sigint_saves_a_checkpoint_and_the_run_resumes(tiny_boat_h5, tmp_path):
+    import csv
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "offline_train.fit", "--data", tiny_boat_h5, "--out", str(run), "--no-progress",
+           "--log-every", "5", "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]", "batch_size=16", "flow_steps=2"]
+    proc = subprocess.Popen([*cmd, "--steps", "1000000"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists() or len((run / "metrics.csv").read_text().splitlines()) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no metrics row logged"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted at step" in err and "Traceback" not in err
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert 5 <= step < 1_000_000
+    assert subprocess.run([*cmd, "--steps", str(step + 20)], capture_output=True, timeout=120).returncode == 0
+    with (run / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == sorted(set(steps)) and steps[-1] == step + 20
