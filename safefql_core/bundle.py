@@ -164,7 +164,11 @@ class Bundle:
         checked against the policy's widths: a spec that reads another number of state or
         command fields would have every state rejected, so such a bundle is refused at start."""
         from safefql_core.tasks import TaskSpec
-        spec = TaskSpec.of_task(self.meta["task"])
+        try:
+            spec = TaskSpec.of_task(self.meta["task"])
+        except (KeyError, TypeError, AttributeError) as exc:  # a spec edited into another shape
+            raise BundleError(f"{self.path}: the task entry of {BUNDLE_JSON} is not a task spec ({exc!r}); "
+                              "re-export the bundle") from None
         if (spec.obs_dim, spec.act_dim) != (self.obs_dim, self.act_dim):
             raise BundleError(f"{self.path}: the task spec reads {spec.obs_dim} state fields {spec.state.names} and "
                               f"{spec.act_dim} command fields, but the policy takes {self.obs_dim} observations and "
