@@ -213,6 +213,11 @@ def test_parity_is_relative_to_the_size_of_the_value():
     assert check_parity(Session([25.0002, 0.5]), examples, "safety") <= 1e-5   # float32 rounding at 25
     with pytest.raises(BundleError, match="relative to max"):
         check_parity(Session([25.0, 0.5005]), examples, "safety")               # 5e-4 at 0.5
+    at_tol = np.float32(1e-4)                       # 9.99999975e-05: within the tolerance
+    zero = {"inputs": {"obs": [[0.0]]}, "outputs": [[0.0]]}
+    assert check_parity(Session([at_tol]), zero, "safety") == pytest.approx(1e-4)
+    with pytest.raises(BundleError, match="relative to max"):
+        check_parity(Session([np.nextafter(at_tol, np.float32(1))]), zero, "safety")   # one float32 ulp above
     with pytest.raises(BundleError, match="differs from the stored torch output by nan"):
         check_parity(Session([np.nan, 0.5]), examples, "safety")                # NaN is no match
     with pytest.raises(BundleError, match="example outputs are not finite"):
