@@ -39,9 +39,14 @@ def load_initial_states(path: str | None, episodes: int) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise RunError(f"--init-states file {file} not found")
-    states = np.load(file)
-    if states.ndim != 2 or states.shape[1] != boat.OBS_DIM or not np.isfinite(states).all():
-        raise RunError(f"--init-states must be a finite (N, {boat.OBS_DIM}) array; got shape {states.shape}")
+    try:
+        states = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise RunError(f"--init-states {file} is not a .npy array of numbers ({exc})") from None
+    if (not isinstance(states, np.ndarray) or states.dtype.kind not in "iuf" or states.ndim != 2
+            or states.shape[1] != boat.OBS_DIM or not np.isfinite(states).all()):
+        raise RunError(f"--init-states must be a finite real (N, {boat.OBS_DIM}) array; got shape "
+                       f"{getattr(states, 'shape', None)}, dtype {getattr(states, 'dtype', None)}")
     return states[:episodes]
 
 

@@ -191,3 +191,19 @@ def test_a_damaged_calibration_file_is_a_clear_export_error(bundle, tmp_path, ca
     (run / "calibration.json").write_text('{"delta": -0.1, ')
     assert export.main(["--run", str(run), "--out", str(tmp_path / "out")]) == 2
     assert "calibration.json cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a numpy file", "is not a .npy array of numbers"),
+    (np.ones((3, 2), np.complex64), "must be a finite real"),
+    (np.array([["a", "b"]]), "must be a finite real"),
+])
+def test_evaluate_refuses_initial_states_that_are_not_states(bundle, tmp_path, capsys, content, message):
+    from offline_train import evaluate
+    path = tmp_path / "states.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    assert evaluate.main(["--bundle", bundle, "--init-states", str(path)]) == 2
+    assert message in capsys.readouterr().err
