@@ -170,6 +170,19 @@ def test_state_stamped_in_the_future_is_rejected(bundle, loop):
     assert node.decision.mode is Mode.REJECTED
 
 
+@pytest.mark.parametrize("policy", ["reject", "warn"])
+def test_a_state_far_outside_the_trained_range(bundle, loop, policy):
+    """reject (the default): the stop action and an ERROR; warn: the policy's command, and the
+    warning in a WARN (or, when its decision is also UNSAFE, ERROR) diagnostic."""
+    executor, probe, add = loop
+    probe.state = (100.0, 0.0)
+    add(controller(bundle, diagnostics_rate_hz=10.0, out_of_range=policy))
+    level = DiagnosticStatus.ERROR if policy == "reject" else DiagnosticStatus.WARN
+    assert spin_until(executor, lambda: any(s.level >= level and "outside the trained observation range" in s.message
+                                            for _, s in probe.diagnostics), 8.0)
+    assert probe.commands and all(is_stop(c) for c in probe.commands) == (policy == "reject")
+
+
 def test_no_state_and_nan_state_are_rejected(bundle, loop):
     executor, probe, add = loop
     probe.feeding = False
