@@ -198,6 +198,13 @@ def observation_range(trained_min: list[float], trained_max: list[float]) -> dic
             "trained_max": list(trained_max), "margin": OBS_RANGE_MARGIN}
 
 
+def _box(box: dict[str, Any]) -> str:
+    """The trusted observation range for the model card: the intervals, or where they are."""
+    if len(box["low"]) > 4:
+        return f"bundle.json's observation_range ({len(box['low'])} intervals)"
+    return " × ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(box["low"], box["high"]))
+
+
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -224,6 +231,7 @@ def model_card(doc: dict[str, Any]) -> str:
 - **Safety threshold:** {cal_text}.
 - **Intended use:** the per-tick decision of `safefql_core.runtime` — actor proposal, calibrated
   check, fallback candidates, stop action on untrusted input. Not a certificate outside the
-  state distribution of the training data.
+  state distribution of the training data: states outside {_box(doc['observation_range'])} (the
+  training range widened by {doc['observation_range']['margin']:g} of its span) are rejected by default.
 - **Files:** {', '.join(sorted(doc['files']))} (sha256 in bundle.json); versions {doc['versions']}.
 """

@@ -193,6 +193,8 @@ def test_the_bundle_records_the_trained_observation_range_widened(bundle, tiny_b
     assert box["trained_min"] == lo.tolist() and box["trained_max"] == hi.tolist()
     np.testing.assert_allclose(box["low"], lo - OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
     np.testing.assert_allclose(box["high"], hi + OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
+    card = (Path(bundle) / "MODEL_CARD.md").read_text()
+    assert f"[{box['low'][0]:.4g}, {box['high'][0]:.4g}] × [{box['low'][1]:.4g}, {box['high'][1]:.4g}]" in card
 
 
 @pytest.mark.parametrize("end", [0, 1])
