@@ -264,3 +264,30 @@ def test_loading_and_running_a_bundle_imports_no_torch(bundle):
     proc = subprocess.run([sys.executable, "-c", code, bundle], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_modified_weights_file_is_refused(bundle, tmp_path):
+    """weights.pt feeds only the torch debug backend, and is checked all the same."""
+    from safefql_core.bundle import BundleError
+    copy = _with_meta(bundle, tmp_path, lambda d: None)
+    raw = bytearray((copy / "weights.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (copy / "weights.pt").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="checksum of weights.pt"):
+        load_bundle(copy)
+
+
+def _nudge_last(doc, graph: str, output: int) -> None:
+    """Move the last stored value of one output of one graph's examples by 1e-2."""
+    values = doc["examples"][graph]["outputs"][output]
+    if isinstance(values[-1], list):
+        values[-1][0] += 1e-2
+    else:
+        values[-1] += 1e-2
+
+
+@pytest.mark.parametrize("graph, output", [("safety", 1), ("policy", 2), ("policy", 0)])
+def test_every_output_of_every_example_is_checked(bundle, tmp_path, graph, output):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=f"{graph}.onnx: onnxruntime output differs"):
+        load_bundle(_with_meta(bundle, tmp_path, lambda d: _nudge_last(d, graph, output)))
