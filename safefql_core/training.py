@@ -393,8 +393,13 @@ def _drop_rows_after(path: Path, step: int) -> None:
 def _write_atomic(path: Path, text: str) -> None:
     """Write a file whole or not at all (a crash mid-write must not leave half a config)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunError(f"cannot write {path} ({exc}); {path.name} was left as it was") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_config(run: Path) -> dict[str, Any]:

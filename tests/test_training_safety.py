@@ -134,3 +134,22 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tiny_boat_h5, tmp_path):
     with (run / "metrics.csv").open() as f:
         steps = [int(row["step"]) for row in csv.DictReader(f)]
     assert steps == sorted(set(steps)) and steps[-1] == step + 20
+
+
+def test_a_failed_config_write_leaves_the_previous_config_whole(tiny_boat_h5, tmp_path, monkeypatch):
+    """A write that dies half-way (disk full, a kill) must not leave half a config.yaml."""
+    from pathlib import Path
+    run = _train(tiny_boat_h5, tmp_path / "run", 2)
+    before = (run / "config.yaml").read_text()
+    real_write = Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write(self, text[:len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(RunError, match="cannot write .*config.yaml .*No space left"):
+        _train(tiny_boat_h5, run, 4)
+    monkeypatch.undo()
+    assert (run / "config.yaml").read_text() == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.csv"]
