@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_allow_partial_argument, prepare_output_file
+from offline_train.cli import add_allow_partial_argument, at_least, prepare_output_file
 from safefql_core import calibration as cal
 from safefql_core import evaluation
 from safefql_core.data import DatasetError, load_dataset
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                         "critic's horizon 1/(1 - gamma_c), set it to that horizon (Safety Gymnasium: 100), or "
                         "almost every logged state has a violation somewhere ahead (docs/DESIGN.md). Counted in "
                         "transitions: with `collect --action-repeat K` data one is K steps, so 100 / K")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
     add_allow_partial_argument(p)

@@ -43,7 +43,13 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, eq, value = item.partition("=")
     if not eq or not key:
         raise RunError(f"--set expects KEY=VALUE, got '{item}'")
-    return key, yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads 3e-4 (no dot) as a string; a number is meant
+        try:
+            return key, float(parsed)
+        except ValueError:
+            pass
+    return key, parsed
 
 
 def prepare_output_file(path: str | Path | None, flag: str) -> Path | None:
@@ -63,3 +69,17 @@ def add_allow_partial_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true",
                    help="use a run whose training has not finished (fit still running, or stopped) at its "
                         "last checkpoint; without it such a run is refused")
+
+
+def at_least(low: int):
+    """An argparse `type`: an integer >= low, refused by argparse with the flag's name
+    (a negative seed or zero episodes would otherwise fail deep inside, or silently)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse

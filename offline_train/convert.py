@@ -20,7 +20,7 @@ from offline_train.bags import (DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSour
                                 read_series, typestore)
 from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
                                     build_transitions)
-from safefql_core.data import Dataset, DatasetError, save_dataset, validate
+from safefql_core.data import Dataset, DatasetError, check_output, save_dataset, validate
 from safefql_core.tasks import TaskSpec, TaskSpecError
 
 ERRORS = (BagError, TaskSpecError, AlignmentError, DatasetError)
@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
+        check_output(args.out)  # before reading the bag
         result = convert(args.bag, load_spec(args.config), args.out, BagOptions.from_args(args),
                          progress=not args.no_progress)
     except ERRORS as exc:

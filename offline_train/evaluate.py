@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_allow_partial_argument, add_threads_argument, prepare_output_file, set_threads
+from offline_train.cli import add_allow_partial_argument, add_threads_argument, at_least, prepare_output_file, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float,
                    help="--bundle only: use this δ* instead of the bundle's calibrated one, to see what a "
                         "threshold would do before calibrating for it (offline_train.calibrate)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
+    p.add_argument("--out-of-range", choices=["reject", "warn"], default="reject",
+                   help="--bundle only: a state outside the trained observation range is rejected (stop action, "
+                        "the deployed default) or decided on anyway (warn)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
     add_allow_partial_argument(p)
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(args.threads)
         json_path = prepare_output_file(args.json, "--json")
         if args.run:
-            if args.proposals != 1 or args.threshold is not None:
-                raise RunError("--proposals and --threshold are settings of the deployed decision: evaluate a "
+            if args.proposals != 1 or args.threshold is not None or args.out_of_range != "reject":
+                raise RunError("--proposals, --threshold and --out-of-range are settings of the deployed decision: evaluate a "
                                "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
             learner, meta = load_run(args.run, allow_partial=args.allow_partial)
             task = args.task or meta.get("task", "boat")
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             fallbacks = BOAT_FALLBACKS if task == "boat" else []
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
                                                               fallback_actions=fallbacks, proposals=args.proposals,
-                                                              threshold=args.threshold))
+                                                              threshold=args.threshold,
+                                                              out_of_range=args.out_of_range))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             recorded = runtime.bundle.meta["task"]

@@ -34,7 +34,7 @@ from offline_train.convert import BagOptions, add_bag_arguments, read_aligned
 from safefql_core import replay
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
-from safefql_core.tasks import TaskSpec, resolve_spec
+from safefql_core.tasks import TaskSpec
 
 ERRORS = (*CONVERT_ERRORS, BundleError, replay.ReplayError)
 SAFETY_PLOT_EPISODES = 4  # episodes with violations first, then the first ones
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict:
     """Load, replay both ways, write the report files; returns replay.json's content."""
     bundle = load_bundle(args.bundle)
-    spec = resolve_spec(bundle.meta, TaskSpec.load(args.config) if args.config else None)
+    spec = bundle.task_spec(TaskSpec.load(args.config) if args.config else None)
     replay.check_compatible(bundle, spec)
     arrays, alignment, sources = read_aligned(args.bag, spec, BagOptions.from_args(args), not args.no_progress)
     episodes = replay.segments(arrays["timeouts"])[:args.episodes]
