@@ -92,10 +92,10 @@ def test_corrupt_examples_fail_parity(bundle_dir, tmp_path):
     (None, None, "no state received yet"),
     ([0.0, np.nan], None, "non-finite values at indices \\[1\\]"),
     ([0.0, 0.0, 0.0], None, "has 3 values, the policy expects 2"),
-    ([0.0, 0.0], 0.5, "stale: 500.0 ms old > state_timeout 100.0 ms"),
+    ([0.0, 0.0], 0.5, "stale: 500.0 ms old > state_timeout 40.0 ms"),
 ])
 def test_untrusted_state_commands_stop(bundle_dir, obs, age, reason):
-    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.1, stop_action=[0.0, 0.0]))
+    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.04, stop_action=[0.0, 0.0]))
     d = rt.decide(None if obs is None else np.array(obs), age)
     assert d.mode is Mode.REJECTED
     assert d.action.tolist() == [0.0, 0.0]

@@ -87,7 +87,7 @@ def test_reference_init_states_of_the_wrong_kind_are_refused(tiny_boat_h5, tmp_p
     wrong = tmp_path / "xyz.npy"
     np.save(wrong, np.zeros((4, 3)))
     assert reference.main(["--task", "boat", "--init-states", str(wrong)]) == 2
-    assert "expected a non-empty (N, 2) array of finite x, y states, got shape (4, 3)" in error(capsys)
+    assert "expected a non-empty (N, 2) array of finite real x, y states, got shape (4, 3)" in error(capsys)
     assert reference.main(["--task", "boat", "--init-states", str(tmp_path / "missing.npy")]) == 2
     assert "no such file" in error(capsys)
 

@@ -194,9 +194,9 @@ def test_a_damaged_calibration_file_is_a_clear_export_error(bundle, tmp_path, ca
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a numpy file", "is not a .npy array of numbers"),
-    (np.ones((3, 2), np.complex64), "must be a finite real"),
-    (np.array([["a", "b"]]), "must be a finite real"),
+    (b"not a numpy file", "not a .npy array"),
+    (np.ones((3, 2), np.complex64), "array of finite real x, y states"),
+    (np.array([["a", "b"]]), "array of finite real x, y states"),
 ])
 def test_evaluate_refuses_initial_states_that_are_not_states(bundle, tmp_path, capsys, content, message):
     from offline_train import evaluate

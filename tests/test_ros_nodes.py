@@ -8,7 +8,9 @@ recognisable among policy commands.
 """
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import signal
 import subprocess
 import sys

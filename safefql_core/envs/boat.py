@@ -105,13 +105,13 @@ def load_initial_states(path: str | Path, flag: str = "--init-states") -> np.nda
         raise ValueError(f"{flag} {file}: no such file; give an (N, {OBS_DIM}) .npy array of x, y states")
     try:
         states = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{flag} {file}: not a .npy array ({exc}); give an (N, {OBS_DIM}) .npy array of x, y "
                          "states, e.g. np.save('states.npy', states)") from None
-    if not isinstance(states, np.ndarray) or states.ndim != 2 or states.shape[1] != OBS_DIM \
-            or not len(states) or not np.isfinite(states).all():
-        raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite x, y states, "
-                         f"got shape {getattr(states, 'shape', None)}")
+    if not isinstance(states, np.ndarray) or states.dtype.kind not in "iuf" or states.ndim != 2 \
+            or states.shape[1] != OBS_DIM or not len(states) or not np.isfinite(states).all():
+        raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite real x, y states, "
+                         f"got shape {getattr(states, 'shape', None)}, dtype {getattr(states, 'dtype', None)}")
     return states.astype(np.float64)
 
 
