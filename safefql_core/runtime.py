@@ -425,6 +425,18 @@ class Runtime:
         return _safest(*self._policy_samples(o))
 
 
+def combined_age(ages: list[float], allowances: list[float], future_tolerance: float) -> float:
+    """One age for a state assembled from several inputs, each allowed `allowance` seconds more
+    than `state_timeout` (its own max age in the spec minus the spec's), that `decide` judges as
+    it would judge each input on its own: an input stamped in the future beyond the tolerance
+    (or a non-finite age) makes the whole state untrusted; otherwise the input stalest relative
+    to its own limit decides. A fresh input with a positive allowance never reads as being from
+    the future: the result is then at least 0."""
+    if not all(map(math.isfinite, ages)) or min(ages) < -future_tolerance:
+        return min(ages, key=lambda a: a if math.isfinite(a) else -math.inf)
+    return max(0.0, max(age - allowance for age, allowance in zip(ages, allowances)))
+
+
 def _real(value) -> bool:
     """A real number (not a bool, a string or a complex)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

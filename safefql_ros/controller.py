@@ -38,7 +38,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
-from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Decision, Mode, Runtime, RuntimeConfig
+from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Decision, Mode, Runtime, RuntimeConfig, combined_age
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
@@ -84,11 +84,11 @@ class Controller(Node):
         self.inputs = {name: self.spec.topic_streams()[name] for name in self.spec.state_inputs()}
         self.rows: dict[str, tuple[np.ndarray, int, int]] = {}  # input -> (raw values, stamp ns, receipt ns)
         # An input with its own max_age in the spec (a slower lidar) may be that much older than
-        # state_timeout allows the others: its stamp counts this much later.
-        self.allowance_ns = {name: round((self.spec.max_age_of(name) - self.spec.max_age) * 1e9) for name in self.inputs}
+        # state_timeout allows the others (runtime.combined_age).
+        self.allowances = [self.spec.max_age_of(name) - self.spec.max_age for name in self.inputs]
 
-        # (observation, stamp ns, receipt ns) on the node clock, each of the stalest input
-        self.latest: tuple[np.ndarray, int, int] | None = None
+        # (observation, stamps ns, receipts ns) on the node clock, one of each per input
+        self.latest: tuple[np.ndarray, list[int], list[int]] | None = None
         self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
         self.cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = float("nan")
@@ -206,9 +206,9 @@ class Controller(Node):
     # ---- state and tick ------------------------------------------------------------------------
     def _on_state(self, name: str, msg: Any) -> None:
         """Cache the input's values (the spec's feature extraction, the converter's code); once
-        every input has spoken, the observation and the stamp of its stalest input (stamps
-        shifted by each input's extra max_age in the spec), so the state is stale as soon as
-        one part is. The tick does the work. With trigger 'state'
+        every input has spoken, the observation with every input's stamp and receipt time; the
+        tick judges them together (runtime.combined_age), so the state is stale as soon as one
+        part is, and from the future if one part is. The tick does the work. With trigger 'state'
         a message of the first input runs the tick now, or, if one ran less than a quarter
         period ago, once that much time has passed (a burst of states never queues decisions)."""
         now_ns = self.get_clock().now().nanoseconds
@@ -222,9 +222,7 @@ class Controller(Node):
             return
         self.received_ns = time.monotonic_ns()
         observation = self.spec.observations({n: row[None] for n, (row, _, _) in self.rows.items()})[0]
-        self.latest = (observation,
-                       min(stamp + self.allowance_ns[n] for n, (_, stamp, _) in self.rows.items()),
-                       min(receipt + self.allowance_ns[n] for n, (_, _, receipt) in self.rows.items()))
+        self.latest = (observation, [self.rows[n][1] for n in self.inputs], [self.rows[n][2] for n in self.inputs])
         if self.trigger != "state" or name != next(iter(self.inputs)):
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
@@ -249,9 +247,11 @@ class Controller(Node):
         self.last_decision_ns = time.monotonic_ns()
         obs, age, received_age = None, None, None
         if self.latest is not None:
-            obs, stamp, received = self.latest
+            obs, stamps, receipts = self.latest
             now_ns = self.get_clock().now().nanoseconds
-            age, received_age = (now_ns - stamp) * 1e-9, (now_ns - received) * 1e-9
+            tolerance = self.runtime.cfg.future_tolerance
+            age, received_age = (combined_age([(now_ns - t) * 1e-9 for t in times], self.allowances, tolerance)
+                                 for times in (stamps, receipts))
         self.state_age = age
         decision = self.runtime.decide(obs, age, received_age)
         try:

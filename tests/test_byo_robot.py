@@ -244,7 +244,10 @@ def test_each_input_is_stale_after_its_own_max_age(rover, ros):
 
     from safefql_ros.controller import Controller
 
-    node = Controller(parameter_overrides=[Parameter("bundle", value=str(rover["bundle"]))])
+    # out_of_range warn: this test is about ages, and its scan (1 m everywhere) lies outside what
+    # the tiny training data saw.
+    node = Controller(parameter_overrides=[Parameter("bundle", value=str(rover["bundle"])),
+                                           Parameter("out_of_range", value="warn")])
     try:
         def decide(odom_age: float, scan_age: float) -> str:
             now = node.get_clock().now().nanoseconds
@@ -261,5 +264,7 @@ def test_each_input_is_stale_after_its_own_max_age(rover, ros):
         assert decide(0.0, 0.27) == "decided"
         assert decide(0.27, 0.0).startswith("state is stale")
         assert decide(0.0, 0.32).startswith("state is stale")
+        assert "in the future" in decide(-1.0, 0.0)       # one input from the future: the whole state
+        assert decide(0.0, -0.004) == "decided"             # within the 5 ms tolerance, and fresh
     finally:
         node.destroy_node()

@@ -291,3 +291,18 @@ def test_every_output_of_every_example_is_checked(bundle, tmp_path, graph, outpu
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=f"{graph}.onnx: onnxruntime output differs"):
         load_bundle(_with_meta(bundle, tmp_path, lambda d: _nudge_last(d, graph, output)))
+
+
+def test_combined_age_judges_each_input_against_its_own_limit():
+    """Two inputs, the second allowed 50 ms more than state_timeout: the combined age exceeds the
+    timeout exactly when one input exceeds its own limit, an input from the future beyond the
+    tolerance makes the state from the future, and a fresh input with a positive allowance never
+    reads as being from the future."""
+    from safefql_core.runtime import combined_age
+    allow = [0.0, 0.05]
+    assert combined_age([0.10, 0.14], allow, 0.005) == pytest.approx(0.10)
+    assert combined_age([0.01, 0.20], allow, 0.005) == pytest.approx(0.15)
+    assert combined_age([0.0, 0.0], allow, 0.005) == 0.0
+    assert combined_age([-0.001, 0.0], allow, 0.005) == 0.0
+    assert combined_age([0.3, -0.5], allow, 0.005) == -0.5
+    assert math.isnan(combined_age([0.0, math.nan], allow, 0.005))
