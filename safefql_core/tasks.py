@@ -48,7 +48,7 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "boat": {
         "control_period": boat.DT,
         "max_age": 2.5 * boat.DT,
-        "state": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header",
+        "state": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header", "frame_id": "odom",
                   "fields": ["pose.pose.position.x", "pose.pose.position.y"]},
         "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
                     "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]},
@@ -176,16 +176,20 @@ class Stream:
     `stamp` says which time a sample belongs to: `header` (the message's header.stamp: the
     measurement time, preferred when the type has one) or `receive` (when the bag
     recorded it / the node received it: the only choice for headerless types like Twist).
+    `frame_id` (optional, header-stamped streams): the coordinate frame (REP 105: `odom`,
+    `base_link`) a state must be expressed in — the node refuses a state in another frame —
+    and the frame the node writes into a stamped command's header.
     """
 
     topic: str
     type: str
     fields: tuple[FieldPath, ...]
     stamp: str = "receive"
+    frame_id: str = ""
 
     @classmethod
     def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
-        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp"} | set(extra))
+        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "frame_id"} | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec '{where}.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -198,11 +202,15 @@ class Stream:
         stamp = d.get("stamp", "receive")
         if stamp not in STAMP_SOURCES:
             raise TaskSpecError(f"spec '{where}.stamp' must be one of {list(STAMP_SOURCES)}, got {stamp!r}")
-        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp)
+        frame_id = d.get("frame_id", "")
+        if not isinstance(frame_id, str) or (frame_id and stamp != "header"):
+            raise TaskSpecError(f"spec '{where}.frame_id' must be a frame name (text) on a stream with "
+                                f"`stamp: header` (the frame lives in the header), got {frame_id!r} with stamp {stamp!r}")
+        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp, frame_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "type": self.type, "stamp": self.stamp,
-                "fields": [f.path for f in self.fields]}
+                "fields": [f.path for f in self.fields], **({"frame_id": self.frame_id} if self.frame_id else {})}
 
     @property
     def names(self) -> list[str]:
@@ -233,9 +241,13 @@ class Stream:
         return int(stamp.sec) * NS + int(stamp.nanosec)
 
     def set_stamp(self, msg: Any, ns: int) -> None:
-        """Set header.stamp when the stream is header-stamped (no-op for `receive`)."""
+        """Set header.stamp, and header.frame_id when the spec names a frame, on a
+        header-stamped stream (no-op for `receive`): every writer of the stream's messages
+        (bag writer, simulator, controller) labels them the same way."""
         if self.stamp == "header":
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(ns), NS)
+            if self.frame_id:
+                msg.header.frame_id = self.frame_id
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`episode_monitor`: counts closed-loop boat episodes through DDS and prints their summary.
 
 It watches only what any outside observer could: the simulator's episode index
-(`/boat/episode`, latched), the boat's odometry, the controller's per-state latency
+(`boat/episode`, latched), the boat's odometry, the controller's per-state latency
 (`<controller>/latency_ms`) and its `/diagnostics` status (interventions, CPU use). After
 `episodes` complete episodes it writes the summary (and, with `report_dir`, a map of the
 trajectories), prints the summary as one JSON line — the last line of its stdout — and
@@ -41,7 +41,7 @@ from safefql_core.envs import boat
 from safefql_core.evaluation import plot_trajectories
 from safefql_core.tasks import TaskSpec
 from safefql_ros.description import READY_TOPIC
-from safefql_ros.node_tools import float_range, int_range, shutdown, spin, start_node
+from safefql_ros.node_tools import float_range, int_range, relative, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
@@ -84,8 +84,8 @@ class EpisodeMonitor(Node):
         self.timed_out = False
 
         # Created before the odometry subscription on purpose: see _signal_ready.
-        self.episode_sub = self.create_subscription(UInt32, "/boat/episode", self._on_episode, LATCHED_QOS)
-        self.create_subscription(Odometry, spec.state.topic, self._on_odom, qos_profile_sensor_data)
+        self.episode_sub = self.create_subscription(UInt32, "boat/episode", self._on_episode, LATCHED_QOS)
+        self.create_subscription(Odometry, relative(spec.state.topic), self._on_odom, qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(0.1, self._check_done)

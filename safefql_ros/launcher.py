@@ -63,6 +63,8 @@ def command_line(node: NodeDescription, python: str = sys.executable) -> list[st
     cmd = [python, "-m", node.module, "--ros-args", "-r", f"__node:={node.name}"]
     if node.namespace:
         cmd += ["-r", f"__ns:={node.namespace}"]
+    for source, target in node.remappings:
+        cmd += ["-r", f"{source}:={target}"]
     for params_file in node.params_files:
         cmd += ["--params-file", params_file]
     for key, value in node.parameters.items():
@@ -259,7 +261,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bundle", required=True, help="policy bundle directory (python -m offline_train.export)")
     common.add_argument("--params-file", help="node parameters YAML (default: config/boat_nodes.yaml)")
-    common.add_argument("--namespace", default="", help="namespace for the nodes (topics are absolute and stay)")
+    common.add_argument("--namespace", default="", help="namespace for the nodes and their topics (only "
+                        "/diagnostics and /clock stay global): isolates one robot's setup")
+    common.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                        help="remap a topic for every node, e.g. boat/cmd_vel:=/robot/cmd_vel (repeatable)")
+    common.add_argument("--no-autostart", dest="autostart", action="store_false",
+                        help="leave the controller unconfigured (bring it up with ros2 lifecycle set)")
     common.add_argument("--duration", type=_positive(float), help="stop after this many seconds once all nodes are "
                         "up (exit status 0; with --episodes the monitor's: 2 if not all episodes were done)")
     epilog = ("The nodes get ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless it is already set in the environment "
@@ -295,7 +302,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
     """The description's nodes for parsed arguments."""
-    common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace}
+    common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace,
+              "autostart": args.autostart, "remappings": description.parse_remappings(args.remap)}
     if args.setup == "replay":
         return description.replay(bag=args.bag, output=args.output, rate=args.rate, **common)
     return description.boat(use_sim_time=args.use_sim_time, episodes=args.episodes,
@@ -308,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         nodes = setup_nodes(args)
-    except (LaunchError, TaskSpecError) as exc:
+    except (LaunchError, TaskSpecError, ValueError) as exc:
         log(f"error: {exc}")
         return 2
     return run(nodes, args.duration)

@@ -30,6 +30,14 @@ def int_range(low: int, high: int) -> list[IntegerRange]:
     return [IntegerRange(from_value=low, to_value=high, step=1)]
 
 
+def relative(topic: str) -> str:
+    """A task spec's topic (written absolute, `/boat/odom`, as bags record it) as a name
+    relative to the node's namespace (`boat/odom`): without a namespace it is the same topic;
+    under `namespace:=robot1` it becomes `/robot1/boat/odom`, so a namespace isolates a robot
+    (ROS_CONVENTIONS.md). `/diagnostics` and `/clock` stay global by convention."""
+    return topic.lstrip("/")
+
+
 def optional_array(node: Node, name: str) -> list:
     """A declared array parameter without a default: its value, or [] when it was not set."""
     try:

@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
 # Values in boat_nodes.yaml that differ from the node's declared default, on purpose (the
 # YAML's comments say why).
-NOT_DEFAULT = {("safefql_player", "start_delay"), ("safefql_controller", "trigger"),
-               ("safefql_controller", "fallback_actions")}
+NOT_DEFAULT = {("safefql_controller", "trigger"), ("safefql_controller", "fallback_actions"),
+               # unset by default (the zero action of the bundle's size); the YAML names the boat's
+               ("safefql_controller", "stop_action")}
 
 
 # ---- launch files vs launcher -------------------------------------------------------------------
@@ -111,18 +112,21 @@ def from_launch(kwargs: dict[str, Any]) -> dict[str, Any]:
     parameters = {k: v for p in kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
     return {"module": console_scripts()[kwargs["executable"]], "name": kwargs["name"],
             "namespace": kwargs["namespace"] or "", "params_files": files, "parameters": parameters,
-            "ends_run": "on_exit" in kwargs}
+            "remappings": [tuple(r) for r in kwargs["remappings"]], "ends_run": "on_exit" in kwargs}
 
 
 def from_command(cmd: list[str], node: description.NodeDescription) -> dict[str, Any]:
     """Parse the launcher's command line back; values through YAML, as the ROS parser reads them."""
     assert cmd[:2] == [sys.executable, "-m"] and cmd[3] == "--ros-args"
     parsed: dict[str, Any] = {"module": cmd[2], "namespace": "", "params_files": [], "parameters": {},
-                              "ends_run": node.ends_run}
+                              "remappings": [], "ends_run": node.ends_run}
     for flag, value in zip(cmd[4::2], cmd[5::2]):
         if flag == "-r":
             key, _, target = value.partition(":=")
-            parsed["name" if key == "__node" else "namespace"] = target
+            if key in ("__node", "__ns"):
+                parsed["name" if key == "__node" else "namespace"] = target
+            else:
+                parsed["remappings"].append((key, target))
         elif flag == "--params-file":
             parsed["params_files"].append(value)
         else:
@@ -133,8 +137,9 @@ def from_command(cmd: list[str], node: description.NodeDescription) -> dict[str,
 
 
 @pytest.mark.parametrize("launch_file, arguments, argv", [
-    ("boat.launch.py", {"namespace": "demo", "use_sim_time": "true"},
-     ["boat", "--namespace", "demo", "--use-sim-time"]),
+    ("boat.launch.py", {"namespace": "demo", "use_sim_time": "true", "remappings": "boat/cmd_vel:=cmd_vel",
+                        "autostart": "false"},
+     ["boat", "--namespace", "demo", "--use-sim-time", "--remap", "boat/cmd_vel:=cmd_vel", "--no-autostart"]),
     ("boat.launch.py", {}, ["boat"]),
     ("replay.launch.py", {"bag": "some_bag", "output": "out_bag", "rate": "2.0"},
      ["replay", "--bag", "some_bag", "--output", "out_bag", "--rate", "2.0"]),
@@ -152,13 +157,18 @@ def test_launch_files_match_the_launcher(monkeypatch, bundle, launch_file, argum
     if launch_file == "replay.launch.py":
         player = next(n for n in launched if n["name"] == "safefql_player")
         assert player["ends_run"] and player["parameters"]["exclude_topics"] == ["/boat/cmd_vel"]
+        assert player["parameters"]["wait_for"] == ["/boat/odom"]
         assert player["parameters"]["publish_clock"] is True and player["parameters"]["rate"] == 2.0
         assert controller["parameters"]["use_sim_time"] is True
         recorder = next(n for n in launched if n["name"] == "safefql_recorder")
-        assert "/boat/cmd_vel" in recorder["parameters"]["topics"]
-        assert "/safefql_controller/safety/q_value" in recorder["parameters"]["topics"]
+        assert "boat/cmd_vel" in recorder["parameters"]["topics"]  # relative: follows the namespace
+        assert "safefql_controller/safety/q_value" in recorder["parameters"]["topics"]
     elif arguments:
         assert all(n["namespace"] == "/demo" and n["parameters"]["use_sim_time"] is True for n in launched)
+        assert all(n["remappings"] == [("boat/cmd_vel", "cmd_vel")] for n in launched)
+    manager = next(n for n in launched if n["name"] == "safefql_lifecycle_manager")
+    assert manager["parameters"]["node_names"] == ["safefql_controller"]
+    assert manager["parameters"]["autostart"] is (arguments.get("autostart") != "false")
 
 
 def test_episode_monitor_follows_the_namespace(bundle):
@@ -230,30 +240,59 @@ def assert_no_children_left(stderr: str) -> None:
     assert not alive, f"node processes {alive} outlived the launcher"
 
 
-def test_launcher_runs_boat_for_a_duration(bundle, tmp_path):
+def start_launcher(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    """`safefql-launch` in the background, its stderr to tmp_path/<name>.txt."""
+    err = tmp_path / f"{name}.txt"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "safefql_ros.launcher", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    return proc, err
+
+
+def test_two_boats_in_two_namespaces(bundle, tmp_path):
+    """Two `safefql-launch boat` setups side by side, in /robot1 and /robot2: each controller
+    (brought up by its lifecycle manager) commands its own boat under its namespace, nothing
+    goes to the global names, and each launcher ends with its nodes gone."""
     probe = Node("launch_probe")
-    commands: list[tuple[float, float]] = []
-    probe.create_subscription(Twist, "/boat/cmd_vel", lambda m: commands.append((m.linear.x, m.linear.y)),
-                              COMMAND_QOS)
+    commands: dict[str, list[tuple[float, float]]] = {"/robot1": [], "/robot2": [], "": []}
+    for ns, got in commands.items():
+        probe.create_subscription(Twist, f"{ns}/boat/cmd_vel", lambda m, got=got: got.append((m.linear.x, m.linear.y)),
+                                  COMMAND_QOS)
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    launches = [start_launcher(tmp_path, ns, "boat", "--bundle", str(bundle), "--namespace", ns, "--duration", "4")
+                for ns in ("robot1", "robot2")]
     try:
-        status, stdout, stderr, seen = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--duration", "4",
-                                                    probe=probe)
+        deadline = time.monotonic() + 120
+        while any(p.poll() is None for p, _ in launches) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
     finally:
+        for proc, _ in launches:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        executor.remove_node(probe)
         probe.destroy_node()
-    assert status == 0, stderr[-3000:]
-    assert {"/boat_sim", "/safefql_controller"} <= seen, seen
-    assert "all nodes up: /boat_sim, /safefql_controller" in stderr
-    # 4 s at 200 Hz = 800 commands; a loaded machine delivers fewer, but far more than a few.
-    assert len(commands) > 100, f"only {len(commands)} commands on /boat/cmd_vel"
-    assert any(c != (0.0, 0.0) for c in commands), "only stop commands: the policy never ran"
-    assert stdout == "", "the launcher and its nodes write logs to stderr only"
-    assert_no_children_left(stderr)
+    for (proc, err), ns in zip(launches, ("/robot1", "/robot2")):
+        stderr = err.read_text()
+        assert proc.returncode == 0, stderr[-3000:]
+        assert proc.stdout.read() == "", "the launcher and its nodes write logs to stderr only"
+        assert f"all nodes up: {ns}/boat_sim, {ns}/safefql_controller, {ns}/safefql_lifecycle_manager" in stderr
+        assert f"{ns}/safefql_controller: activated" in stderr
+        # 4 s at 200 Hz = 800 commands; a loaded machine delivers fewer, but far more than a few.
+        assert len(commands[ns]) > 100, f"only {len(commands[ns])} commands on {ns}/boat/cmd_vel"
+        assert any(c != (0.0, 0.0) for c in commands[ns]), f"{ns}: only stop commands: the policy never ran"
+        assert_no_children_left(stderr)
+    assert commands[""] == [], "a namespaced setup published on the global /boat/cmd_vel"
 
 
 def test_node_that_cannot_start_fails_the_launch(tmp_path):
+    """A bundle that cannot be loaded fails the controller's configure: the lifecycle manager
+    exits with an error naming it, the launch ends, and the controller's reason is shown."""
     status, _, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(tmp_path / "no_bundle"), "--duration", "30")
     assert status != 0
-    assert "error: /safefql_controller exited unexpectedly with status 1" in stderr
+    assert "error: /safefql_lifecycle_manager exited unexpectedly with status 1" in stderr
+    assert "/safefql_controller: the 'configure' transition failed" in stderr
     assert "is not a policy bundle" in stderr  # the node's own reason, passed through
     assert_no_children_left(stderr)
 
@@ -295,7 +334,7 @@ def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
     with AnyReader([output]) as reader:
         modes = {reader.deserialize(raw, c.msgtype).data
                  for c, _, raw in reader.messages([c for c in reader.connections if c.topic.endswith("/mode")])}
-    assert modes - {"REJECTED"}, f"the controller never trusted a replayed state (bag stamps vs /clock): {modes}"
+    assert modes - {"REJECTED", "INACTIVE"}, f"the controller never trusted a replayed state (bag stamps vs /clock): {modes}"
     assert_no_children_left(stderr)
 
 
@@ -349,7 +388,8 @@ def test_node_params_yaml_names_declared_parameters(bundle):
     names are checked against the `declare_parameter` calls in their source."""
     doc = yaml.safe_load((CONFIG / "boat_nodes.yaml").read_text())
     classes = node_classes()
-    required = {"safefql_controller": {"bundle": str(bundle)}}
+    required = {"safefql_controller": {"bundle": str(bundle)},
+                "safefql_lifecycle_manager": {"node_names": ["safefql_controller"]}}
     for key, section in doc.items():
         name = key.removeprefix("/**/")
         assert name in description.MODULES and set(section) == {"ros__parameters"}, key

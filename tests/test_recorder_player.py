@@ -92,10 +92,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def recorder_up(probe, proc: subprocess.Popen) -> Callable[[], bool]:
-    return lambda: proc.poll() is not None or "safefql_recorder" in probe.get_node_names()
-
-
 def read(path: Path) -> dict[str, list[tuple[int, bytes]]]:
     """topic -> [(bag time, raw bytes)] in bag order."""
     messages: dict[str, list[tuple[int, bytes]]] = {}
@@ -110,9 +106,10 @@ def test_play_then_record_round_trip(source_bag, tmp_path, probe, rate, clock):
     out = tmp_path / "recorded"
     recorder = start("recorder", f"output:={out}", f"topics:=[{ODOM},{CMD},/clock]")
     try:
-        wait_for(recorder_up(probe, recorder), 20.0, "the recorder node")
+        # No delay and no wait here: the player itself waits until its played topic has a
+        # subscriber (the recorder's, created once it sees the player's publisher).
         player = start("player", f"bag:={source_bag}", f"exclude_topics:=[{CMD}]", f"rate:={rate}",
-                       f"publish_clock:={str(clock).lower()}", "start_delay:=5.0")
+                       f"publish_clock:={str(clock).lower()}")
         played = player.communicate(timeout=30)[0]
         assert player.returncode == 0, played
         assert f"played {N} messages" in played
@@ -169,6 +166,15 @@ def test_recorder_closes_bag_on_signal(tmp_path, probe, signum, storage):
     assert qos["/rp/latched"].durability == QosDurability.TRANSIENT_LOCAL
 
 
+def test_player_without_subscribers_plays_after_its_timeout(source_bag):
+    """Nobody listens: the player waits `subscriber_timeout`, names the topic, then plays."""
+    player = start("player", f"bag:={source_bag}", f"topics:=[{ODOM}]", "subscriber_timeout:=0.5", "rate:=20.0")
+    output = player.communicate(timeout=60)[0]
+    assert player.returncode == 0, output
+    assert f"no subscriber on ['{ODOM}'] after 0.5 s; playing anyway" in output
+    assert f"played {N} messages" in output
+
+
 def test_bad_input_is_refused_clearly(source_bag, tmp_path):
     tf_bag = _write(tmp_path / "tf", {"/tf": "tf2_msgs/msg/TFMessage"}, lambda *_: None)
     cases = {  # expected text in the output -> process; all started at once, each must exit 1
@@ -177,6 +183,7 @@ def test_bad_input_is_refused_clearly(source_bag, tmp_path):
             "player", f"bag:={source_bag}", "topics:=[/nope]"),
         "message type tf2_msgs/msg/TFMessage is not importable": start("player", f"bag:={tf_bag}"),
         "Parameter rate out of range": start("player", f"bag:={source_bag}", "rate:=0.0"),
+        "wait_for ['/nope'] are not played topics": start("player", f"bag:={source_bag}", "wait_for:=[/nope]"),
         f"output {tmp_path} already exists": start("recorder", f"output:={tmp_path}", f"topics:=[{ODOM}]"),
         "parameter 'topics' is not set": start("recorder", f"output:={tmp_path / 'new'}"),
     }

@@ -27,6 +27,7 @@ from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -44,6 +45,7 @@ from safefql_core.runtime import Decision, Mode  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 from safefql_ros import description, launcher  # noqa: E402
 from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402
+from safefql_ros.lifecycle_manager import LifecycleError, bring_up  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 
@@ -60,6 +62,7 @@ class Probe(Node):
         super().__init__("probe")
         self.state = SAFE_STATE
         self.feeding = True
+        self.frame_id = "odom"  # the boat spec's state frame (REP 105)
         self.stamp: Callable[[], TimeMsg] = lambda: self.get_clock().now().to_msg()
         self.last_fed = 0.0
         self.commands: list[tuple[float, float, float]] = []  # (monotonic time, linear.x, linear.y)
@@ -85,7 +88,7 @@ class Probe(Node):
         if not self.feeding:
             return
         msg = Odometry()
-        msg.header.stamp = self.stamp()
+        msg.header.stamp, msg.header.frame_id = self.stamp(), self.frame_id
         msg.pose.pose.position.x, msg.pose.pose.position.y = self.state
         self.odom_pub.publish(msg)
         self.last_fed = time.monotonic()
@@ -114,9 +117,14 @@ def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], 
     return predicate()
 
 
-def controller(bundle, **params) -> Controller:
+def controller(bundle, activate: bool = True, **params) -> Controller:
+    """A configured controller, active unless `activate` is False."""
     params = {"bundle": str(bundle), "stop_action": STOP, "control_rate_hz": 50.0, "state_timeout": 0.2, **params}
-    return Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    node = Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    if activate:
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    return node
 
 
 @pytest.fixture
@@ -192,8 +200,9 @@ def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
     (bad / "bundle.json").write_text(json.dumps(meta))
     executor, probe, add = loop
     add(controller(bad, diagnostics_rate_hz=10.0))
-    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
-    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2")
+                      and len(probe.commands) > 3, 8.0)
+    assert all(is_stop(c) for c in probe.commands)
 
 
 def test_state_trigger_decides_on_arrival(bundle, loop):
@@ -241,10 +250,13 @@ def _run_controller(*ros_args: str) -> subprocess.Popen:
 
 
 def test_sigterm_publishes_final_stop(bundle, loop):
+    """A controller process brought up through its lifecycle services (as the lifecycle
+    manager does) decides; SIGTERM ends it with a final stop."""
     executor, probe, _ = loop
     proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
                            "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.5")
     try:
+        bring_up(probe, executor, ["/safefql_controller"], timeout=30.0)
         assert spin_until(executor, lambda: len(probe.policy_commands()) >= 3 or proc.poll() is not None, 30.0)
         assert proc.poll() is None, proc.communicate()[0]
         sent = time.monotonic()
@@ -261,11 +273,28 @@ def test_sigterm_publishes_final_stop(bundle, loop):
     assert after and is_stop(after[-1]), f"last command after SIGTERM is {after[-1:]}, not the stop action"
 
 
-def test_missing_bundle_exits_nonzero(tmp_path):
-    proc = _run_controller("-p", f"bundle:={tmp_path / 'nope'}")
-    output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 1
-    assert "cannot start" in output and "is not a policy bundle" in output
+def test_missing_bundle_fails_configure(bundle, loop, tmp_path):
+    """The bundle is loaded at configure: a missing one fails that transition with the reason
+    (the node stays unconfigured, as a Nav2 node does); the lifecycle manager reports it."""
+    executor, probe, _ = loop
+    proc = _run_controller("-r", "__node:=nobundle", "-p", f"bundle:={tmp_path / 'nope'}")
+    try:
+        with pytest.raises(LifecycleError, match="/nobundle: the 'configure' transition failed"):
+            bring_up(probe, executor, ["nobundle"], timeout=30.0)
+        assert proc.poll() is None, "an unconfigurable controller should stay up, unconfigured"
+    finally:
+        output = _stop(proc)
+    assert "cannot configure" in output and "is not a policy bundle" in output, output
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=15)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
 
 
 def test_closed_loop_with_boat_sim(bundle, loop):
@@ -273,8 +302,7 @@ def test_closed_loop_with_boat_sim(bundle, loop):
     probe.listen_to_sim()
     add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0]),
                                      Parameter("episode_steps", value=100)]))
-    add(Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)),
-                                        Parameter("stop_action", value=STOP), Parameter("state_timeout", value=0.05)]))
+    add(controller(bundle, control_rate_hz=0.0, state_timeout=0.05))
     assert spin_until(executor, lambda: len(probe.policy_commands()) >= 20 and len(probe.odom) >= 20, 10.0)
     begin = (len(probe.commands), len(probe.odom))
     spin_until(executor, lambda: False, 1.0)
@@ -371,10 +399,17 @@ def test_boat_sim_reset_service(loop):
 
 def test_parameters_are_validated(bundle, loop):
     _, _, add = loop
-    with pytest.raises(InvalidParameterValueException, match="fallback_actions: needs a multiple of act_dim=2"):
-        controller(bundle, fallback_actions=[0.5, 0.5, 0.5])
     with pytest.raises(InvalidParameterValueException, match=r"values must be finite and in \[-1, 1\]"):
         controller(bundle, stop_action=[2.0, 0.0])
+    # Sizes need the bundle's act_dim: checked at configure, which then fails (unconfigured).
+    for name, value, why in (("fallback_actions", [0.5, 0.5, 0.5], "needs a multiple of act_dim=2"),
+                             ("stop_action", [0.5], "needs 2 values")):
+        node = Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)), Parameter(name, value=value)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert node.runtime is None and node.diagnostic_status().message.startswith("unconfigured")
+        finally:
+            node.destroy_node()
     node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
     assert node.runtime.fallbacks.shape == (2, 2)
     assert node.set_parameters([Parameter("state_timeout", value=0.3)])[0].successful
