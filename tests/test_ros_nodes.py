@@ -469,3 +469,107 @@ def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
     starts = np.array([e["start"] for e in monitor.episodes])
     nearest = np.linalg.norm(starts[:, None] - states[None], axis=-1).argmin(axis=1)
     assert nearest.tolist() == [(joined + 1) % len(states), (joined + 2) % len(states)], starts
+
+
+# ---- lifecycle, stamped commands, frames, QoS, diagnostics (issue 27) ---------------------------
+def test_lifecycle_holds_the_stop_while_inactive(bundle, loop):
+    """configure: loaded, holding the stop; activate: deciding; deactivate: the stop, held at the
+    control rate; cleanup: nothing published, unconfigured; configure again works."""
+    executor, probe, add = loop
+    node = add(controller(bundle, activate=False, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: len(probe.commands) >= 10, 10.0), "an inactive controller sent no stop"
+    assert all(is_stop(c) for c in probe.commands) and probe.modes[-1] == "INACTIVE"
+    assert spin_until(executor, lambda: any(s.message.startswith("inactive") for _, s in probe.diagnostics), 5.0)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no decisions once active"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    deactivated = time.monotonic()
+    assert spin_until(executor, lambda: len([c for c in probe.commands if c[0] > deactivated]) >= 10, 5.0)
+    assert all(is_stop(c) for c in probe.commands if c[0] > deactivated), "a policy command after deactivate"
+    assert probe.modes[-1] == "INACTIVE"
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    spin_until(executor, lambda: False, 0.2)
+    cleaned = len(probe.commands)
+    assert spin_until(executor, lambda: any(s.level == DiagnosticStatus.STALE and s.message.startswith("unconfigured")
+                                            for _, s in probe.diagnostics[-3:]), 5.0)
+    assert len(probe.commands) == cleaned, "an unconfigured controller still commands"
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.runtime is not None
+
+
+def spec_bundle(bundle, tmp_path, command: dict, state_frame: str = "odom") -> str:
+    """A copy of the session bundle whose recorded task spec is the boat's with another command
+    (the input the controller reads its interface from)."""
+    from safefql_core.tasks import TaskSpec
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle, out)
+    meta = json.loads((out / "bundle.json").read_text())
+    spec = TaskSpec.builtin("boat").to_dict()
+    spec["command"] = {**spec["command"], **command}
+    spec["state"]["frame_id"] = state_frame
+    meta["task"]["spec"] = spec
+    (out / "bundle.json").write_text(json.dumps(meta))
+    return str(out)
+
+
+def test_stamped_command_and_state_frame(bundle, loop, tmp_path):
+    """A spec asking for TwistStamped gets header.stamp (node clock) and frame_id; a state in
+    another frame than the spec's state.frame_id is refused with the stop and the reason."""
+    from geometry_msgs.msg import TwistStamped
+    executor, probe, add = loop
+    path = spec_bundle(bundle, tmp_path, {"topic": "/stamped/cmd_vel", "type": "geometry_msgs/msg/TwistStamped",
+                                          "stamp": "header", "frame_id": "base_link",
+                                          "fields": ["twist.linear.x", "twist.linear.y"]})
+    stamped: list[TwistStamped] = []
+    probe.create_subscription(TwistStamped, "/stamped/cmd_vel", stamped.append, COMMAND_QOS)
+    node = add(controller(path, diagnostics_rate_hz=10.0))
+    policy = lambda: [m for m in stamped if (m.twist.linear.x, m.twist.linear.y) != tuple(STOP)]  # noqa: E731
+    assert spin_until(executor, lambda: len(policy()) >= 5, 10.0), "no stamped policy commands"
+    last = stamped[-1]
+    assert last.header.frame_id == "base_link"
+    age = (node.get_clock().now().nanoseconds - Time.from_msg(last.header.stamp).nanoseconds) * 1e-9
+    assert 0 <= age < 2.0, f"command stamp is {age} s old"
+    probe.frame_id = "map"
+    assert spin_until(executor, lambda: errors_with(probe, "state frame_id is 'map', the task spec expects 'odom'"),
+                      5.0)
+    refused = len(stamped)
+    assert spin_until(executor, lambda: len(stamped) >= refused + 5, 5.0)
+    assert all((m.twist.linear.x, m.twist.linear.y) == tuple(STOP) for m in stamped[refused + 1:])
+
+
+def test_reliable_subscriber_hears_the_simulator(loop):
+    """boat_sim publishes odometry reliable (depth 10): a reliable subscriber (a logger, rqt)
+    connects as well as the controller's sensor-data one; frames are REP 105's."""
+    from safefql_ros.boat_sim import ODOM_QOS
+    executor, probe, add = loop
+    reliable: list[Odometry] = []
+    probe.create_subscription(Odometry, "/boat/odom", reliable.append, ODOM_QOS)
+    add(BoatSim())
+    assert spin_until(executor, lambda: len(reliable) >= 5, 10.0), "a reliable subscriber got no odometry"
+    assert (reliable[-1].header.frame_id, reliable[-1].child_frame_id) == ("odom", "base_link")
+
+
+def test_diagnostics_report_a_missing_clock_and_per_period_counts(bundle, loop):
+    """Diagnostics run on the steady clock: with use_sim_time and no /clock they keep coming,
+    STALE with "no /clock". With a clock but no state, every tick of a period is counted
+    as rejected."""
+    executor, probe, add = loop
+    probe.feeding = False
+    add(controller(bundle, use_sim_time=True, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: len(probe.diagnostics) >= 5, 5.0), "/diagnostics went silent without /clock"
+    assert all(s.level == DiagnosticStatus.STALE and s.message.startswith("no /clock")
+               for _, s in probe.diagnostics[1:]), [s.message for _, s in probe.diagnostics]
+    assert not probe.commands, "commands without a clock"
+
+
+def test_rejected_ticks_are_counted_per_period(bundle, loop):
+    executor, probe, add = loop
+    probe.feeding = False
+    add(controller(bundle, diagnostics_rate_hz=5.0))
+
+    def counts() -> dict[str, str]:
+        return {kv.key: kv.value for kv in probe.diagnostics[-1][1].values} if probe.diagnostics else {}
+
+    assert spin_until(executor, lambda: int(counts().get("ticks_in_period", 0)) >= 5, 5.0)
+    values = counts()
+    assert values["rejected_in_period"] == values["ticks_in_period"] and values["intervened_in_period"] == "0"
+    assert int(values["ticks_in_period"]) <= 50 / 5 + 2, "counts are per period, not cumulative"
