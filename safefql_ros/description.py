@@ -41,6 +41,8 @@ MODULES = {
     "safefql_recorder": "safefql_ros.recorder",
     "safefql_lifecycle_manager": "safefql_ros.lifecycle_manager",
 }
+# Set by `safefql-launch` in its nodes' environment: its pid (node_tools.die_with_launcher).
+LAUNCHER_PID_ENV = "SAFEFQL_LAUNCHER_PID"
 CONTROLLER = "safefql_controller"
 LIFECYCLE_MANAGER = "safefql_lifecycle_manager"
 # Under a node's own name: the latched std_msgs/Bool (true) a `signals_ready` node publishes once

@@ -37,7 +37,7 @@ import numpy as np
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpecError
 from safefql_ros import description
-from safefql_ros.description import NodeDescription
+from safefql_ros.description import LAUNCHER_PID_ENV, NodeDescription
 
 DISCOVERY_TIMEOUT_S = 30.0  # loading and verifying a bundle takes seconds on a busy machine
 POLL_S = 0.1
@@ -231,7 +231,8 @@ def teardown(children: list[Child]) -> None:
 def run(nodes: list[NodeDescription], duration: float | None) -> int:
     """Start, supervise and tear down; the exit status (see the module docstring)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # for the nodes and the graph query
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The nodes die with the launcher, even a SIGKILLed one (node_tools.die_with_launcher).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_PID_ENV: str(os.getpid())}
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

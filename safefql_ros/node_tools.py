@@ -3,8 +3,11 @@ errors a bad parameter raises, message classes from type names, and signal handl
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -15,6 +18,10 @@ from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterVal
                               ParameterUninitializedException)
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from safefql_ros.description import LAUNCHER_PID_ENV
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # What declaring / reading a parameter raises for a missing, out-of-range or mistyped value.
 PARAMETER_ERRORS = (ParameterUninitializedException, InvalidParameterValueException, InvalidParameterTypeException)
@@ -80,12 +87,26 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def die_with_launcher() -> None:
+    """A node started by `safefql-launch` asks the kernel for SIGTERM when the launcher dies
+    (prctl PR_SET_PDEATHSIG, Linux): even a SIGKILLed launcher leaves no node commanding on its
+    own. SIGTERM, not SIGKILL, so the controller still sends its final stop. If the launcher
+    died before this ran, the node stops itself the same way. No-op elsewhere."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(launcher):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def start_node(name: str, build: Callable[[], Node], errors: tuple[type[Exception], ...] = (),
                args: list[str] | None = None) -> tuple[Node | None, threading.Event]:
     """Initialise rclpy without its signal handlers and build the node: (node, stop flag), or
     (None, flag) after logging "cannot start: <why>" for a bad parameter or one of `errors`."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = stop_on_signals()
+    die_with_launcher()
     try:
         return build(), stop
     except (ValueError, *PARAMETER_ERRORS, *errors) as exc:

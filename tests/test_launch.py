@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -416,3 +417,35 @@ def test_node_params_yaml_names_declared_parameters(bundle):
         finally:
             configured.destroy_node()
             default.destroy_node()
+
+
+def test_nodes_die_with_a_killed_launcher(bundle, tmp_path):
+    """SIGKILL of `safefql-launch` (no teardown runs) still ends every node: each asked the
+    kernel for SIGTERM on its parent's death, and the controller sends its final stop."""
+    proc, err = start_launcher(tmp_path, "killed", "boat", "--bundle", str(bundle))
+    try:
+        deadline = time.monotonic() + 60
+        while "all nodes up" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "all nodes up" in err.read_text(), err.read_text()[-3000:]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", err.read_text())]
+    assert len(pids) == 3, err.read_text()[-3000:]
+    deadline = time.monotonic() + 20
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in pids if _running(pid)]
+    for pid in alive:  # never leave them running on the test's domain
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"node processes {alive} outlived the SIGKILLed launcher"
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie of an init-reaped child does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
