@@ -1,7 +1,11 @@
 """Shared fixtures: tiny datasets generated in the tests, never downloaded."""
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -21,13 +25,43 @@ def tiny_boat_h5(tmp_path_factory) -> str:
     return str(path)
 
 
+DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "safefql_ros_domains"
+DOMAINS = range(1, 102)  # 0 is the default of real robots; above 101 the DDS ports clash on Linux
+_held_domain: list[IO] = []  # the lock of this session's domain, held until the process exits
+
+
+def allocate_domain() -> tuple[int, IO]:
+    """A ROS domain id no concurrent test run on this machine holds: an exclusive `flock` on
+    one file per id, held through the returned open file (the kernel drops it when the process
+    ends, however it ends). Starts from the pid so concurrent runs rarely probe the same ids."""
+    DOMAIN_LOCKS.mkdir(exist_ok=True)
+    offset = os.getpid() % len(DOMAINS)
+    for k in range(len(DOMAINS)):
+        domain = DOMAINS[(offset + k) % len(DOMAINS)]
+        lock = open(DOMAIN_LOCKS / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return domain, lock
+    raise RuntimeError(f"every ROS domain id in {DOMAINS} is held by a test run; set ROS_DOMAIN_ID yourself")
+
+
+def pytest_configure(config) -> None:
+    """Give this run a private ROS domain unless the caller chose one (`ROS_DOMAIN_ID=44`);
+    subprocesses the tests start inherit it."""
+    if not os.environ.get("ROS_DOMAIN_ID"):
+        domain, lock = allocate_domain()
+        _held_domain.append(lock)
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
 @pytest.fixture(scope="module")
 def ros():
-    """rclpy on a private domain for a module of `ros` tests (the Makefile sets one; this covers
-    a bare pytest run); subprocesses the tests start inherit the environment."""
+    """rclpy on this run's private domain (pytest_configure) for a module of `ros` tests."""
     rclpy = pytest.importorskip("rclpy")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init()
     yield
     rclpy.shutdown()

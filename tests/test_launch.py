@@ -299,7 +299,13 @@ def test_node_that_cannot_start_fails_the_launch(tmp_path):
 
 
 def test_launcher_counts_episodes(bundle, tmp_path):
-    """`--episodes`: the monitor's JSON summary is the last stdout line and its status the launcher's."""
+    """`--episodes`: the monitor's JSON summary is the last stdout line and its status the launcher's.
+
+    What the launcher guarantees is asserted, not what timing usually gives: the monitor counts
+    episodes 0 and 1 whole (the controller starts only once the monitor hears the simulator),
+    and the simulator started them at the first two evaluation states, in order (its own log).
+    Which episode the odometry samples around a reset belong to is not asserted: the episode
+    index and the odometry are two topics, with no order between them."""
     report = tmp_path / "report"
     status, stdout, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--episodes", "2",
                                              "--episode-steps", "40", "--init-states", "evaluation",
@@ -308,13 +314,10 @@ def test_launcher_counts_episodes(bundle, tmp_path):
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["complete"] is True
     episodes = json.loads((report / "episodes.json").read_text())["episodes"]
-    # The controller starts only once the monitor hears the simulator: it counts from episode 0.
     assert [e["episode"] for e in episodes] == [0, 1], episodes
-    starts = [e["start"] for e in episodes]
-    # The monitor's first odometry of an episode (best effort: a sample or two may be lost on a
-    # loaded machine) is nearest to the evaluation state the episode started from.
-    nearest = np.linalg.norm(np.asarray(starts)[:, None] - boat.evaluation_states()[None], axis=-1).argmin(axis=1)
-    assert nearest.tolist() == [0, 1], starts
+    starts = {int(i): json.loads(xy) for i, xy in re.findall(r"\[boat_sim\].*episode (\d+) starts at (\[[^\]]*\])",
+                                                               stderr)}
+    assert np.allclose([starts[0], starts[1]], boat.evaluation_states()[:2], atol=1e-3), starts
     assert_no_children_left(stderr)
 
 
@@ -449,3 +452,18 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
     except OSError:
         return False
+
+
+def test_domain_allocator_never_hands_out_a_held_id():
+    """Concurrent test runs get different ROS domains: an id stays taken while its lock is held."""
+    from conftest import allocate_domain
+    first, lock = allocate_domain()
+    try:
+        second, other = allocate_domain()
+        other.close()
+        assert second != first
+    finally:
+        lock.close()
+    again, lock = allocate_domain()
+    lock.close()
+    assert again == first, "a released id is free again"

@@ -364,7 +364,9 @@ def test_sim_time_drives_ticks_and_state_age(bundle, loop):
 def test_boat_sim_reset_topic(loop):
     executor, probe, add = loop
     probe.listen_to_sim()
-    add(BoatSim(parameter_overrides=[Parameter("seed", value=5)]))
+    # No automatic reset during the test (400 steps are 2 s: a loaded machine gets there), so
+    # the sampler's draws are the start-up episode's and the NaN reset's only.
+    add(BoatSim(parameter_overrides=[Parameter("seed", value=5), Parameter("episode_steps", value=10**6)]))
     reset = probe.create_publisher(Point, "/boat/reset", 10)
     assert spin_until(executor, lambda: probe.odom and reset.get_subscription_count() > 0, 8.0)
     reset.publish(Point(x=-2.5, y=1.0))
@@ -387,7 +389,8 @@ def test_boat_sim_reset_service(loop):
     """`~/reset` (std_srvs/Trigger) starts the next listed initial state and says so."""
     executor, probe, add = loop
     probe.listen_to_sim()
-    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0])]))
+    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0]),
+                                     Parameter("episode_steps", value=10**6)]))  # no automatic reset
     client = probe.create_client(Trigger, "/boat_sim/reset")
     assert spin_until(executor, lambda: client.service_is_ready() and probe.episodes, 8.0)
     future = client.call_async(Trigger.Request())
@@ -466,9 +469,9 @@ def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
     assert joined >= 2
     assert spin_until(executor, lambda: monitor.finished, 10.0), monitor.episodes
     assert [e["episode"] for e in monitor.episodes] == [joined + 1, joined + 2]
-    starts = np.array([e["start"] for e in monitor.episodes])
-    nearest = np.linalg.norm(starts[:, None] - states[None], axis=-1).argmin(axis=1)
-    assert nearest.tolist() == [(joined + 1) % len(states), (joined + 2) % len(states)], starts
+    # Whole episodes, not the one under way: about 40 steps each. Not exactly: the episode index
+    # and the odometry are two topics, so a sample at a reset may be counted on either side.
+    assert all(abs(e["steps"] - 40) <= 3 for e in monitor.episodes), monitor.episodes
 
 
 # ---- lifecycle, stamped commands, frames, QoS, diagnostics (issue 27) ---------------------------
