@@ -18,8 +18,8 @@ import torch
 from offline_train.cli import add_threads_argument, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
-from safefql_core.envs import boat
 from safefql_core.bundle import BundleError
+from safefql_core.envs import boat
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
 from safefql_core.training import RunError, load_run
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
           f"zero-violation {summary['zero_violation_rate']:.1%}, goal {summary['goal_reached_rate']:.1%} "
           f"| feasible ({f['count']}): "
-          f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
+          f"return {f.get('mean_return', float('nan')):.1f}, "
+          f"zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))
     write_json(args.json, summary)

@@ -205,7 +205,8 @@ class Stream:
         frame_id = d.get("frame_id", "")
         if not isinstance(frame_id, str) or (frame_id and stamp != "header"):
             raise TaskSpecError(f"spec '{where}.frame_id' must be a frame name (text) on a stream with "
-                                f"`stamp: header` (the frame lives in the header), got {frame_id!r} with stamp {stamp!r}")
+                                f"`stamp: header` (the frame lives in the header), got {frame_id!r} "
+                                f"with stamp {stamp!r}")
         return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp, frame_id)
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,8 +62,15 @@ from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_ros.command import CommandWriter
-from safefql_ros.node_tools import (MessageTypeError, float_range, int_range, message_class, optional_array,
-                                    relative, run_node)
+from safefql_ros.node_tools import (
+    MessageTypeError,
+    float_range,
+    int_range,
+    message_class,
+    optional_array,
+    relative,
+    run_node,
+)
 from safefql_ros.qos import LATCHED_QOS
 
 SLOW_FRACTION = 0.5  # WARN when one decision takes more than this fraction of the period
@@ -450,7 +457,8 @@ class Controller(LifecycleNode):
         if d.mode == Mode.INTERVENE:
             return DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
         if d.inference_ms > slow_ms:
-            return DiagnosticStatus.WARN, f"inference took {d.inference_ms:.2f} ms > {slow_ms:.2f} ms (50% of the period)"
+            return DiagnosticStatus.WARN, \
+                f"inference took {d.inference_ms:.2f} ms > {slow_ms:.2f} ms (50% of the period)"
         return DiagnosticStatus.OK, d.mode.value
 
     def _update_cpu(self) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_tasks import boat_dict
 
 from offline_train import collect, convert, fit
 from offline_train.bags import BagError, default_message, read_series, typestore, write_bag, write_episodes
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
 from safefql_core.tasks import TaskSpec, TaskSpecError
-from test_tasks import boat_dict
 
 SEED, EPISODES = 5, 3
 BOAT = TaskSpec.builtin("boat")

@@ -36,7 +36,6 @@ from geometry_msgs.msg import Twist  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-
 from rosbags.highlevel import AnyReader  # noqa: E402
 
 from offline_train import collect  # noqa: E402
@@ -338,7 +337,8 @@ def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
     with AnyReader([output]) as reader:
         modes = {reader.deserialize(raw, c.msgtype).data
                  for c, _, raw in reader.messages([c for c in reader.connections if c.topic.endswith("/mode")])}
-    assert modes - {"REJECTED", "INACTIVE"}, f"the controller never trusted a replayed state (bag stamps vs /clock): {modes}"
+    assert modes - {"REJECTED", "INACTIVE"}, \
+        f"the controller never trusted a replayed state (bag stamps vs /clock): {modes}"
     assert_no_children_left(stderr)
 
 

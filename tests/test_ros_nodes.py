@@ -22,8 +22,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import Twist  # noqa: E402
+from geometry_msgs.msg import Point, Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -31,19 +32,16 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
-from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from safefql_core.envs import boat  # noqa: E402
-
-from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
-from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 from safefql_ros import description, launcher  # noqa: E402
+from safefql_ros.boat_sim import BoatSim  # noqa: E402
+from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402
 from safefql_ros.lifecycle_manager import LifecycleError, bring_up  # noqa: E402
 
