@@ -123,6 +123,7 @@ class Controller(LifecycleNode):
         self.interventions = 0
         self.slow_ticks = 0
         self.period_counts = dict.fromkeys(("ticks", "rejected", "intervened"), 0)  # since the last report
+        self.warned: dict[str, tuple[float, int]] = {}  # mode -> (monotonic time of its last WARN, unlogged since)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -407,14 +408,22 @@ class Controller(LifecycleNode):
 
     def _publish_mode(self, mode: str, reason: str) -> None:
         """Latch the new mode and log it. Under load the mode can flip many times a second:
-        the WARN is throttled (the diagnostics count every tick)."""
+        a WARN for a mode is logged at most once per WARN_THROTTLE_S, saying how many changes
+        to it went unlogged (the diagnostics count every tick); the first one always shows."""
         self.mode = mode
         self.mode_pub.publish(String(data=mode))
         # rclpy pins one severity to each logging call site: two call sites, not one chosen call.
         if mode == Mode.NOMINAL.value:
             self.get_logger().info(f"mode {mode}")
-        else:
-            self.get_logger().warning(f"mode {mode}: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        now = time.monotonic()
+        last, unlogged = self.warned.get(mode, (-math.inf, 0))
+        if now - last < WARN_THROTTLE_S:
+            self.warned[mode] = (last, unlogged + 1)
+            return
+        more = f" ({unlogged} more changes to {mode} not logged)" if unlogged else ""
+        self.get_logger().warning(f"mode {mode}: {reason}{more}")
+        self.warned[mode] = (now, 0)
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def diagnostic_status(self) -> DiagnosticStatus:

@@ -574,3 +574,23 @@ def test_rejected_ticks_are_counted_per_period(bundle, loop):
     values = counts()
     assert values["rejected_in_period"] == values["ticks_in_period"] and values["intervened_in_period"] == "0"
     assert int(values["ticks_in_period"]) <= 50 / 5 + 2, "counts are per period, not cumulative"
+
+
+def test_mode_warnings_are_throttled(bundle, loop, capfd):
+    """A mode flipping every tick (40 flips in well under a second) logs its WARN at most
+    once a second; each change is still latched on ~/mode and counted in the diagnostics."""
+    _, _, add = loop
+    node = add(controller(bundle))
+    capfd.readouterr()
+    started = time.monotonic()
+    for i in range(40):
+        mode = Mode.REJECTED if i % 2 else Mode.NOMINAL
+        node._record(Decision(np.zeros(2), mode, "flipping", -1.0, -1.0, 0.0, 0.1))
+    assert time.monotonic() - started < 1.0, "too slow to test a 1 s throttle"
+    warnings = capfd.readouterr().err.count("mode REJECTED: flipping")
+    assert warnings == 1, f"{warnings} WARN lines for 20 flips to REJECTED"
+    node.warned["REJECTED"] = (time.monotonic() - 1.0, node.warned["REJECTED"][1])  # a second later
+    node._record(Decision(np.zeros(2), Mode.NOMINAL, "", -1.0, -1.0, 0.0, 0.1))
+    node._record(Decision(np.zeros(2), Mode.REJECTED, "flipping", -1.0, -1.0, 0.0, 0.1))
+    assert "mode REJECTED: flipping (19 more changes to REJECTED not logged)" in capfd.readouterr().err
+    assert node.period_counts["rejected"] == 21, "every rejected tick is counted, logged or not"
