@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -90,3 +93,33 @@ def make_dataset(n: int = 20, obs_dim: int = 3, act_dim: int = 2, seed: int = 0,
         actions=np.clip(f(n, act_dim), -1, 1), rewards=f(n), costs=(rng.random(n) < 0.2).astype(np.float32),
         terminals=np.zeros(n, np.float32), timeouts=timeouts, margins=f(n) if margins else None,
     )
+
+
+# What setup.py's data_files and packages need: everything else stays out of a colcon build.
+PACKAGE_SOURCES = ("setup.py", "setup.cfg", "package.xml", "resource", "launch", "config", "safefql_core",
+                   "offline_train", "safefql_ros")
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """This package built with `colcon build` in a scratch workspace, as on a ROS 2 machine:
+    (install prefix of safefql_ros, environment to run it: PATH with this venv, no
+    AMENT_PREFIX_PATH / PYTHONPATH of the caller's). Built once per session (~5 s)."""
+    bin_dir = Path(sys.executable).parent
+    colcon = shutil.which("colcon", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if colcon is None:
+        pytest.skip("colcon is not installed (pip install -c constraints.txt -r requirements.txt)")
+    root, ws = Path(__file__).resolve().parents[1], tmp_path_factory.mktemp("colcon_ws")
+    src = ws / "src" / "safefql_ros"
+    src.mkdir(parents=True)
+    for name in PACKAGE_SOURCES:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(root / name, src / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    build = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=ws, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return ws / "install" / "safefql_ros", env

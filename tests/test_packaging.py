@@ -19,9 +19,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# What setup.py's data_files and packages need: everything else stays out of the build.
-SOURCES = ("setup.py", "setup.cfg", "package.xml", "resource", "launch", "config", "safefql_core", "offline_train",
-           "safefql_ros")
 NODES = ("safefql_controller", "safefql_lifecycle_manager", "boat_sim", "safefql_player", "safefql_recorder",
          "episode_monitor")
 
@@ -40,23 +37,11 @@ def test_ruff_lint_passes():
 
 
 @pytest.mark.slow
-def test_colcon_build_installs_the_ros_layout(tmp_path):
-    """`colcon build` of a copy of the package: share files where `ros2 launch` and the ament
-    index look, one executable per node in lib/safefql_ros (`ros2 run`), and an installed
-    package that imports from the install space."""
-    colcon = tool("colcon")
-    src = tmp_path / "src" / "safefql_ros"
-    src.mkdir(parents=True)
-    for name in SOURCES:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                         if (ROOT / name).is_dir() else {}))
-    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    build = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    prefix = tmp_path / "install" / "safefql_ros"
+def test_colcon_build_installs_the_ros_layout(colcon_install, tmp_path):
+    """`colcon build` of a copy of the package (conftest's colcon_install): share files where
+    `ros2 launch` and the ament index look, one executable per node in lib/safefql_ros
+    (`ros2 run`), and an installed package that imports from the install space."""
+    prefix, env = colcon_install
     share = prefix / "share" / "safefql_ros"
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "safefql_ros").is_file()
     for path in ("package.xml", "launch/boat.launch.py", "launch/replay.launch.py", "config/boat.yaml",
