@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 
 from safefql_ros.node_tools import float_range, optional_array, shutdown, spin, start_node
 
-BRING_UP = ((Transition.TRANSITION_CONFIGURE, "configure"), (Transition.TRANSITION_ACTIVATE, "activate"))
+TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
 
 
 class LifecycleError(RuntimeError):
@@ -60,9 +60,10 @@ def lifecycle_state(node: Node, executor: SingleThreadedExecutor, target: str, t
 
 
 def bring_up(node: Node, executor: SingleThreadedExecutor, targets: list[str], timeout: float,
-             stop: threading.Event | None = None) -> None:
-    """Configure, then activate, each node of `targets` (names resolved against `node`'s
-    namespace) in order; `executor` spins `node`. Raises LifecycleError on the first failure."""
+             stop: threading.Event | None = None, transitions: tuple[str, ...] = tuple(TRANSITIONS)) -> None:
+    """Configure, then activate (or only the named `transitions`), each node of `targets`
+    (names resolved against `node`'s namespace) in order; `executor` spins `node`. Raises
+    LifecycleError on the first failure."""
     for target in targets:
         name = node.resolve_service_name(f"{target}/change_state").removesuffix("/change_state")
         client = node.create_client(ChangeState, f"{name}/change_state")
@@ -72,8 +73,8 @@ def bring_up(node: Node, executor: SingleThreadedExecutor, targets: list[str], t
                     return
                 raise LifecycleError(f"{name}: no lifecycle service {name}/change_state after {timeout:g} s "
                                      "(is the node running, in this namespace and ROS domain?)")
-            for transition, label in BRING_UP:
-                future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            for label in transitions:
+                future = client.call_async(ChangeState.Request(transition=Transition(id=TRANSITIONS[label])))
                 if not _wait(executor, future.done, time.monotonic() + timeout, stop):
                     if stop is not None and stop.is_set():
                         return
