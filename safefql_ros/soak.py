@@ -29,7 +29,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Float64
 
 from safefql_ros.controller import COMMAND_QOS
-from safefql_ros.description import default_params_file
+from safefql_ros.description import bundle_task_spec, default_params_file
 from safefql_ros.lifecycle_manager import LifecycleError, bring_up
 from safefql_ros.node_tools import message_class
 
@@ -56,8 +56,9 @@ def soak(bundle: str, duration: float, period: float) -> dict[str, Any]:
     latencies: list[float] = []
     arrivals: list[float] = []
     node.create_subscription(Float64, "/safefql_controller/latency_ms", lambda m: latencies.append(m.data), 1000)
-    node.create_subscription(message_class("geometry_msgs/msg/Twist"), "/boat/cmd_vel",
-                             lambda m: arrivals.append(time.monotonic()), COMMAND_QOS)
+    command = bundle_task_spec(bundle).command
+    node.create_subscription(message_class(command.type), command.topic, lambda m: arrivals.append(time.monotonic()),
+                             COMMAND_QOS)
     sim = start("safefql_ros.boat_sim")
     started = time.monotonic()
     controller = start("safefql_ros.controller", "-p", f"bundle:={bundle}")
