@@ -53,7 +53,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Float64, String
@@ -63,6 +63,7 @@ from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_ros.command import CommandWriter
 from safefql_ros.node_tools import (
+    ManagedNode,
     MessageTypeError,
     float_range,
     int_range,
@@ -89,7 +90,7 @@ class StateSample(NamedTuple):
     invalid: str = ""
 
 
-class Controller(LifecycleNode):
+class Controller(ManagedNode):
     """Decides at a fixed rate while active; see the module docstring for the contract."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -237,13 +238,6 @@ class Controller(LifecycleNode):
                 delattr(self, name)
         self.runtime, self.act_dim, self.hardware_id = None, None, "unconfigured"
         self._reset_decisions()
-
-    def destroy_node(self) -> None:
-        """Also release the lifecycle state machine, which owns the lifecycle services: rclpy
-        leaves it to the garbage collector, so a destroyed controller's `change_state` would
-        stay discoverable and swallow the next manager's request."""
-        super().destroy_node()
-        self._state_machine.destroy_when_not_in_use()
 
     # ---- parameters ----------------------------------------------------------------------------
     def _declare_parameters(self) -> None:

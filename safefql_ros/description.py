@@ -45,9 +45,6 @@ MODULES = {
 LAUNCHER_PID_ENV = "SAFEFQL_LAUNCHER_PID"
 CONTROLLER = "safefql_controller"
 LIFECYCLE_MANAGER = "safefql_lifecycle_manager"
-# Under a node's own name: the latched std_msgs/Bool (true) a `signals_ready` node publishes once
-# it is ready for the run (see NodeDescription).
-READY_TOPIC = "ready"
 CONTROLLER_OUTPUTS = ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms", "mode")
 
 
@@ -56,12 +53,9 @@ class NodeDescription:
     """One node of a setup. `ends_run`: the setup is finished when this node exits (the
     launch file turns that into a Shutdown, the launcher into its normal end). `starts_last`:
     `safefql-launch` starts it only once the other nodes are in the ROS graph, so that what it
-    sets going (the episodes, the bag) is not under way before they listen; `ros2 launch`
-    starts every node at once (the player waits for its subscribers there).
-    `signals_ready`: being in the graph is not enough for this node to count as up — a node is
-    in the graph before its subscriptions have matched their publishers, which on a busy machine
-    can take a second and more. Such a node publishes `ready_topic` once it is really listening;
-    `safefql-launch` holds back the `starts_last` nodes until the topic is in the graph."""
+    sets going (the bag) is not under way before they listen; `ros2 launch` starts every node
+    at once (the player waits for its subscribers there). Readiness beyond being in the graph
+    is the lifecycle manager's business (see `boat`)."""
 
     name: str
     namespace: str = ""  # '' or an absolute namespace such as '/demo'
@@ -70,7 +64,6 @@ class NodeDescription:
     remappings: tuple[tuple[str, str], ...] = ()
     ends_run: bool = False
     starts_last: bool = False
-    signals_ready: bool = False
     package: str = PACKAGE
 
     @property
@@ -84,11 +77,6 @@ class NodeDescription:
     @property
     def fqn(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-    @property
-    def ready_topic(self) -> str:
-        """The node's `~/ready` topic, fully qualified."""
-        return f"{self.fqn}/{READY_TOPIC}"
 
     def launch_kwargs(self) -> dict[str, Any]:
         """Arguments of `launch_ros.actions.Node` for this node."""
@@ -153,11 +141,9 @@ def parse_remappings(text: str | list[str] | None) -> list[tuple[str, str]]:
 
 
 def _managed(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], autostart: bool,
-             ) -> list[tuple[str, dict[str, Any], dict[str, bool]]]:
-    """`specs` plus the lifecycle manager of its controller, started with it."""
-    controller_flags = next(flags for name, _, flags in specs if name == CONTROLLER)
-    return [*specs, (LIFECYCLE_MANAGER, {"node_names": [CONTROLLER], "autostart": bool(autostart)},
-                     {"starts_last": controller_flags.get("starts_last", False)})]
+             managed: tuple[str, ...] = (CONTROLLER,)) -> list[tuple[str, dict[str, Any], dict[str, bool]]]:
+    """`specs` plus the lifecycle manager that brings the `managed` nodes up, in that order."""
+    return [*specs, (LIFECYCLE_MANAGER, {"node_names": list(managed), "autostart": bool(autostart)}, {})]
 
 
 def _nodes(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], params_file: str | os.PathLike | None,
@@ -186,18 +172,21 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     if seed is not None:
         sim["seed"] = controller["seed"] = int(seed)
     specs = [("boat_sim", sim, {})]
+    managed: tuple[str, ...] = (CONTROLLER,)
     if episodes is not None:
-        # The first episode waits for the controller's first command, and the controller starts
-        # once the monitor hears the simulator (its `~/ready`): the monitor sees every episode
-        # whole, from episode 0. Being in the graph is not enough: a short episode (40 steps are
-        # 0.2 s) can be over before a subscription matches late on a loaded machine.
+        # The first episode waits for the controller's first command (stop, held from its
+        # configure on), and the lifecycle manager configures the controller only once the
+        # episode monitor is active, which it refuses to be until it hears the simulator: the
+        # monitor sees every episode whole, from episode 0. Being in the graph is not enough: a
+        # short episode (40 steps are 0.2 s) can be over before a subscription matches late.
         sim["start_paused"] = True
         specs.append(("episode_monitor", {
             "episodes": int(episodes), "summary_json": _path(summary_json), "report_dir": _path(report_dir),
             "timeout_s": float(timeout_s), "controller": f"{normalize_namespace(namespace)}/{CONTROLLER}"},
-            {"ends_run": True, "signals_ready": True}))
-    specs.append((CONTROLLER, controller, {"starts_last": episodes is not None}))
-    return _nodes(_managed(specs, autostart), params_file, namespace, use_sim_time, remappings)
+            {"ends_run": True}))
+        managed = ("episode_monitor", CONTROLLER)
+    specs.append((CONTROLLER, controller, {}))
+    return _nodes(_managed(specs, autostart, managed), params_file, namespace, use_sim_time, remappings)
 
 
 def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.PathLike,

@@ -7,9 +7,10 @@ The nodes, names and parameters come from `safefql_ros.description`, the descrip
 launch files (launch/*.launch.py) use, so both start the same thing. Each node runs as
 `<this python> -m <module> --ros-args ...` in its own process group (a terminal Ctrl-C
 reaches only the launcher, which then stops the nodes in order), with its output prefixed
-by its name on stderr. The launcher waits until every node is visible in the ROS graph and
-each that signals readiness (the episode monitor: in the graph is not yet listening) has
-published its `~/ready`, then runs until the episode monitor exits (`--episodes`), the
+by its name on stderr. The launcher waits until every node is visible in the ROS graph (the
+lifecycle manager, one of the nodes, then brings the managed ones up in order: the episode
+monitor once it hears the simulator, then the controller), then runs until the episode
+monitor exits (`--episodes`), the
 player has played the bag (replay), `--duration` elapses, a node dies (an error naming it
 and its exit status), or Ctrl-C / SIGTERM. Teardown: SIGINT to every node (the controller
 sends its final stop, the recorder closes its bag), then SIGTERM, then SIGKILL, each with a
@@ -139,17 +140,9 @@ class Graph:
                                       start_parameter_services=False, enable_rosout=False)
 
     def missing(self, nodes: list[NodeDescription]) -> list[str]:
-        """The nodes that are not up yet: not in the graph, or (`signals_ready`) in it but not
-        yet publishing their ready topic — each as its name, and why for the second kind."""
+        """The nodes not in the graph yet (readiness beyond that: the lifecycle manager's)."""
         seen = {f"{ns.rstrip('/')}/{name}" for name, ns in self.node.get_node_names_and_namespaces()}
-        return [node.fqn if node.fqn not in seen else f"{node.fqn} (no {node.ready_topic} yet)"
-                for node in nodes if node.fqn not in seen or (node.signals_ready and not self.is_ready(node))]
-
-    def is_ready(self, node: NodeDescription) -> bool:
-        """Whether `node` publishes its ready topic: it creates the publisher only once ready,
-        so its presence in the graph is the signal (read without a subscription or spinning)."""
-        return any(info.node_name == node.name and info.node_namespace == (node.namespace or "/")
-                   for info in self.node.get_publishers_info_by_topic(node.ready_topic))
+        return [node.fqn for node in nodes if node.fqn not in seen]
 
     def close(self) -> None:
         self.node.destroy_node()
@@ -158,8 +151,8 @@ class Graph:
 
 def supervise(nodes: list[NodeDescription], children: list[Child], env: dict[str, str], duration: float | None,
               stop: threading.Event) -> int | None:
-    """Start the nodes (`starts_last` ones once the others are up: in the graph and, where
-    they signal it, ready), wait until all are up, then for the end of the run. Appends to
+    """Start the nodes (`starts_last` ones once the others are in the graph), wait until all
+    are, then for the end of the run. Appends to
     `children` as it starts them. Returns an exit status for a failure or an interrupt, None for a normal end."""
     pending = [n for n in nodes if n.starts_last]
     children += [Child(n, env) for n in nodes if not n.starts_last]

@@ -4,9 +4,11 @@ lifecycle manager does (ROS_CONVENTIONS.md: "Launchers autostart it").
 With `autostart` (the default) it brings every node of `node_names` up in turn — configure,
 then activate — through each node's standard lifecycle services (`<node>/change_state`,
 lifecycle_msgs), waiting up to `transition_timeout` for a node's services to appear and for
-each transition to answer. A transition that fails (a controller whose bundle cannot be
-loaded) is an error naming the node and the transition: the manager exits with status 1, so
-the launch ends and the node's own log says why. Once all are active it stays up, so the
+each transition to answer. A failed configure (a controller whose bundle cannot be loaded) is
+an error naming the node and the transition: the manager exits with status 1, so the launch
+ends and the node's own log says why. A refused activate is retried until the timeout: a node
+may be active only once its inputs are there (the episode monitor: once it hears the
+simulator), and the nodes after it wait for it. Once all are active it stays up, so the
 launch keeps a process that owns the bring-up (and `ros2 launch`'s output shows it).
 Without `autostart` it does nothing: bring the nodes up by hand (`ros2 lifecycle set`).
 
@@ -31,6 +33,7 @@ from rclpy.parameter import Parameter
 
 from safefql_ros.node_tools import float_range, optional_array, shutdown, spin, start_node
 
+RETRY_S = 0.1  # pause between activation attempts of a node that is not ready yet
 TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
 
 
@@ -74,13 +77,18 @@ def bring_up(node: Node, executor: SingleThreadedExecutor, targets: list[str], t
                 raise LifecycleError(f"{name}: no lifecycle service {name}/change_state after {timeout:g} s "
                                      "(is the node running, in this namespace and ROS domain?)")
             for label in transitions:
-                future = client.call_async(ChangeState.Request(transition=Transition(id=TRANSITIONS[label])))
-                if not _wait(executor, future.done, time.monotonic() + timeout, stop):
-                    if stop is not None and stop.is_set():
-                        return
-                    raise LifecycleError(f"{name}: no answer to '{label}' within {timeout:g} s")
-                if not future.result().success:
-                    raise LifecycleError(f"{name}: the '{label}' transition failed (the node's log says why)")
+                deadline = time.monotonic() + timeout
+                while True:
+                    future = client.call_async(ChangeState.Request(transition=Transition(id=TRANSITIONS[label])))
+                    if not _wait(executor, future.done, deadline, stop):
+                        if stop is not None and stop.is_set():
+                            return
+                        raise LifecycleError(f"{name}: no answer to '{label}' within {timeout:g} s")
+                    if future.result().success:
+                        break
+                    if label != "activate" or time.monotonic() > deadline:
+                        raise LifecycleError(f"{name}: the '{label}' transition failed (the node's log says why)")
+                    _wait(executor, lambda: False, time.monotonic() + RETRY_S, stop)  # not ready yet: again
                 node.get_logger().info(f"{name}: {label}d")
         finally:
             node.destroy_client(client)

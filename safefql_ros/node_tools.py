@@ -19,6 +19,7 @@ from rclpy.exceptions import (
     ParameterUninitializedException,
 )
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -54,6 +55,17 @@ def optional_array(node: Node, name: str) -> list:
         return list(node.get_parameter(name).value)
     except ParameterUninitializedException:
         return []
+
+
+class ManagedNode(LifecycleNode):
+    """A lifecycle node that releases its lifecycle services when destroyed."""
+
+    def destroy_node(self) -> None:
+        """Also release the lifecycle state machine, which owns the lifecycle services: rclpy
+        leaves it to the garbage collector, so a destroyed node's `change_state` would stay
+        discoverable and swallow the next manager's request."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
 
 
 class MessageTypeError(ValueError):

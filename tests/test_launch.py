@@ -176,11 +176,10 @@ def test_episode_monitor_follows_the_namespace(bundle):
     by_name = {n.name: n for n in nodes}
     assert by_name["episode_monitor"].ends_run and by_name["episode_monitor"].parameters["episodes"] == 3
     assert by_name["episode_monitor"].parameters["controller"] == "/demo/safefql_controller"
-    assert by_name["episode_monitor"].signals_ready
-    assert by_name["episode_monitor"].ready_topic == "/demo/episode_monitor/ready"
     assert by_name["boat_sim"].parameters["start_paused"] is True
     assert by_name["boat_sim"].parameters["initial_states"] == [-2.0, 0.0]
-    assert by_name["safefql_controller"].starts_last
+    # The monitor first (active once it hears the simulator), then the controller.
+    assert by_name["safefql_lifecycle_manager"].parameters["node_names"] == ["episode_monitor", "safefql_controller"]
 
 
 def test_init_states_choices(tmp_path):

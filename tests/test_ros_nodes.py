@@ -39,7 +39,6 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from safefql_core.envs import boat  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
-from safefql_ros import description, launcher  # noqa: E402
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402
@@ -430,25 +429,19 @@ def test_controller_sends_the_best_of_its_proposals(bundle, loop):
         controller(bundle, proposals=0)   # below the descriptor's range
 
 
-def test_episode_monitor_is_ready_once_it_hears_the_simulator(loop):
-    """In the graph is not up yet for the monitor: `safefql-launch` starts the controller, whose
-    first command starts episode 0, only once the monitor publishes `~/ready` — which it does
-    only once the simulator's publishers have matched its subscriptions."""
+def test_episode_monitor_is_active_once_it_hears_the_simulator(loop):
+    """In the graph is not up yet for the monitor: the lifecycle manager configures the
+    controller, whose first command starts episode 0, only once the monitor is active — which
+    it refuses to be until the simulator's publishers have matched its subscriptions."""
     executor, probe, add = loop
-    probe.listen_to_sim()
-    node = next(n for n in description.boat("bundle", episodes=2) if n.name == "episode_monitor")
     monitor = add(EpisodeMonitor(parameter_overrides=[Parameter("episodes", value=2)]))
-    graph = launcher.Graph()
-    try:
-        not_ready = ["/episode_monitor (no /episode_monitor/ready yet)"]
-        assert spin_until(executor, lambda: graph.missing([node]) == not_ready, 10.0), graph.missing([node])
-        spin_until(executor, lambda: False, 0.5)
-        assert graph.missing([node]) == not_ready, "ready without a simulator to hear"
-        add(BoatSim(parameter_overrides=[Parameter("start_paused", value=True)]))
-        assert spin_until(executor, lambda: not graph.missing([node]), 15.0), graph.missing([node])
-        assert monitor.current is None, "a paused simulator announced an episode"
-    finally:
-        graph.close()
+    assert monitor.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    spin_until(executor, lambda: False, 0.5)
+    assert monitor.trigger_activate() == TransitionCallbackReturn.FAILURE, "active without a simulator to hear"
+    add(BoatSim(parameter_overrides=[Parameter("start_paused", value=True)]))
+    assert spin_until(executor, monitor.hears_the_simulator, 15.0), "never heard the simulator"
+    assert monitor.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert monitor.current is None, "a paused simulator announced an episode"
 
 
 def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
