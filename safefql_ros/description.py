@@ -194,8 +194,9 @@ def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.P
            rate: float = 1.0, autostart: bool = True,
            remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
     """Player → controller → recorder; ends when the player has played the whole bag. The
-    player waits for a subscriber on every topic it plays (the controller subscribes once
-    configured), so the start of the bag is not lost."""
+    player starts once the controller subscribes to the state (it does once configured) and
+    the recorder to the controller's command (once it has seen it), so neither loses the start
+    of the bag."""
     spec = bundle_task_spec(bundle)
     command = spec.command.topic
     # Relative names: the recorder resolves them in the setup's namespace, as the controller does.
@@ -205,7 +206,8 @@ def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.P
         (CONTROLLER, {"bundle": _path(bundle)}, {}),
         # The player is the clock: it plays on the wall clock whatever use_sim_time says.
         ("safefql_player", {"bag": _path(bag), "rate": float(rate), "publish_clock": True,
-                            "exclude_topics": [command], "wait_for": [spec.state.topic], "use_sim_time": False},
+                            "exclude_topics": [command], "wait_for": [spec.state.topic, command],
+                            "use_sim_time": False},
          {"ends_run": True, "starts_last": True}),
     ], autostart), params_file, namespace, use_sim_time, remappings)
 

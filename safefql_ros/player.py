@@ -12,9 +12,12 @@ When replaying into a live controller, leave the recorded command topic out with
 `exclude_topics` (ROS_CONVENTIONS.md). The node exits (status 0) when the bag is done.
 
 Before the first message the player waits until every topic of `wait_for` (default: every
-played topic) has a matched subscriber — not a fixed delay, which is either too short on a busy
+played topic) has a subscriber — not a fixed delay, which is either too short on a busy
 machine (the start of the bag is lost) or wasted — for at most `subscriber_timeout` seconds,
-then plays anyway, naming the topics nobody listens to. Meanwhile /clock (with
+then plays anyway, naming the topics nobody listens to. A played topic counts once its
+subscriber has matched the player's publisher; a topic the player does not publish (a
+controller's command topic, that a recorder must be recording first) once the ROS graph shows
+a subscriber on it. Meanwhile /clock (with
 `publish_clock`) holds the bag's start time. Topics and the selections (`topics`,
 `exclude_topics`, `wait_for`) are the bag's names; the player publishes them relative to its
 namespace (`/boat/odom` under `/robot1` goes to `/robot1/boat/odom`), except the global
@@ -122,14 +125,15 @@ class Player(Node):
             # The graph does not report a publisher's depth (recorded as 0): then the default.
             depth = max([q.depth for q in offered] + [0]) or PUBLISHER_DEPTH
             qos = matching_qos(((q.reliability.name, q.durability.name) for q in offered), depth)
-            name = topic if topic in GLOBAL_TOPICS else relative(topic)
-            publishers[topic] = self.create_publisher(message_class(info.msgtype), name, qos)
+            publishers[topic] = self.create_publisher(message_class(info.msgtype), self._published_name(topic), qos)
         wait_for = optional_array(self, "wait_for")  # [] = unset: every played topic
         self.wait_for = sorted({bag_topic(t) for t in wait_for if t}) if wait_for else sorted(publishers)
-        unknown = [t for t in self.wait_for if t not in publishers]
-        if unknown:
-            raise BagError(f"wait_for {unknown} are not played topics; played: {sorted(publishers)}")
         return publishers
+
+    @staticmethod
+    def _published_name(topic: str) -> str:
+        """The name a bag topic goes out on: relative to the namespace, unless global."""
+        return topic if topic in GLOBAL_TOPICS else relative(topic)
 
     def play(self, stop: threading.Event) -> dict[str, int]:
         """Publish the selected messages in bag order and timing / rate; returns counts per topic.
@@ -162,7 +166,10 @@ class Player(Node):
         return counts
 
     def _unheard(self) -> list[str]:
-        return [t for t in self.wait_for if self.publishers_by_topic[t].get_subscription_count() == 0]
+        """The `wait_for` topics without a subscriber yet (matched, for the played ones)."""
+        return [t for t in self.wait_for if (self.publishers_by_topic[t].get_subscription_count() == 0
+                                             if t in self.publishers_by_topic
+                                             else self.count_subscribers(self._published_name(t)) == 0)]
 
     def _wait_for_subscribers(self, stop: threading.Event) -> bool:
         """Wait (bounded) until every `wait_for` topic has a matched subscriber; False if stopped."""
