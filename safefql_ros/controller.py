@@ -95,6 +95,9 @@ class Controller(ManagedNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("safefql_controller", **kwargs)
+
+    def setup(self) -> None:
+        """Parameters and diagnostics; the bundle and the rest wait for configure."""
         self.act_dim: int | None = None  # known once a bundle is loaded (configure)
         self.runtime: Runtime | None = None
         self.active = False

@@ -52,6 +52,8 @@ class EpisodeMonitor(ManagedNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("episode_monitor", **kwargs)
+
+    def setup(self) -> None:
         ro = {"read_only": True}
         self.target = self.declare_parameter("episodes", 10, ParameterDescriptor(
             description="Complete episodes to watch before summarising and exiting",

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
@@ -58,7 +59,20 @@ def optional_array(node: Node, name: str) -> list:
 
 
 class ManagedNode(LifecycleNode):
-    """A lifecycle node that releases its lifecycle services when destroyed."""
+    """A lifecycle node that releases its lifecycle services when destroyed, and is destroyed
+    when its `setup` (parameters, subscriptions: what a subclass builds at construction)
+    raises — a half-built node would keep answering on the graph."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        try:
+            self.setup()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def setup(self) -> None:
+        """Build the node (subclasses); raising destroys it."""
 
     def destroy_node(self) -> None:
         """Also release the lifecycle state machine, which owns the lifecycle services: rclpy

@@ -334,7 +334,7 @@ def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
         states = sum(c.msgcount for c in reader.connections if c.topic == "/boat/odom")
     # The player starts once the controller and the recorder listen: about one command per
     # played state is recorded, not only those after a lucky start delay.
-    assert counts.get("/boat/cmd_vel", 0) >= 0.8 * states, (counts, states)
+    assert counts.get("/boat/cmd_vel", 0) >= 0.7 * states, (counts, states)
     assert counts.get("/safefql_controller/safety/q_value", 0) >= 50, counts
     assert counts.get("/diagnostics", 0) >= 1, counts
     with AnyReader([output]) as reader:

@@ -127,4 +127,4 @@ def test_replay_launch_file_loses_no_start_of_the_bag(bundle, colcon_install, tm
         states = sum(c.msgcount for c in reader.connections if c.topic == "/boat/odom")
     with AnyReader([output]) as reader:
         commands = sum(c.msgcount for c in reader.connections if c.topic == "/boat/cmd_vel")
-    assert commands >= 0.8 * states, f"{commands} commands for {states} played states: {log.read_text()[-3000:]}"
+    assert commands >= 0.7 * states, f"{commands} commands for {states} played states: {log.read_text()[-3000:]}"

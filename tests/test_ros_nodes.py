@@ -587,3 +587,12 @@ def test_mode_warnings_are_throttled(bundle, loop, capfd):
     node._record(Decision(np.zeros(2), Mode.REJECTED, "flipping", -1.0, -1.0, 0.0, 0.1))
     assert "mode REJECTED: flipping (19 more changes to REJECTED not logged)" in capfd.readouterr().err
     assert node.period_counts["rejected"] == 21, "every rejected tick is counted, logged or not"
+
+
+def test_a_controller_that_cannot_be_built_leaves_no_lifecycle_services(bundle, loop):
+    """A refused parameter at construction destroys the half-built node: its lifecycle
+    services do not linger on the graph to swallow a lifecycle manager's request."""
+    executor, probe, _ = loop
+    with pytest.raises(InvalidParameterValueException):
+        Controller(parameter_overrides=[Parameter("stop_action", value=[2.0, 0.0])])
+    assert "/safefql_controller/change_state" not in dict(probe.get_service_names_and_types())
