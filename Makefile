@@ -85,9 +85,12 @@ $(PKG_STAMP): $(DEPS_STAMP) $(PKG_INPUTS)
 	@for f in package.xml launch config; do rm -rf "$(SHARE)/$$f"; ln -s "$(CURDIR)/$$f" "$(SHARE)/$$f"; done
 	@touch $@
 
-# ROS 2 on this machine only, on a domain of its own; the venv prefix is the ament index.
-ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$(( $$$$ % 100 + 1 )) \
+# ROS 2 on this machine only; the venv prefix is the ament index.
+ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	AMENT_PREFIX_PATH="$(abspath $(VENV))$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}"
+# A domain of its own for the demo; tests/conftest.py allocates the test run's (no collisions
+# between concurrent runs) unless ROS_DOMAIN_ID is set.
+DEMO_ROS_ENV := $(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 100 + 1 ))}
 
 test: setup
 	$(ROS_ENV) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
@@ -102,7 +105,7 @@ demo: setup $(BAG)/metadata.yaml
 	$(PY) -m offline_train.fit --bag $(BAG) --out $(RUN) --seed $(SEED) --threads $(THREADS)
 	$(PY) -m offline_train.evaluate --bundle $(RUN)/bundle --episodes $(EPISODES) \
 	    --json $(RUN)/eval.json --plot $(RUN)/trajectories.png
-	$(ROS_ENV) $(VENV)/bin/safefql-launch boat --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
+	$(DEMO_ROS_ENV) $(VENV)/bin/safefql-launch boat --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
 	    --init-states evaluation --episode-steps $(DEMO_STEPS) --timeout 300 \
 	    --report-dir $(RUN)/report --summary-json $(RUN)/demo_summary.json
 	@# The summary again as the very last line (the nodes log their shutdown after the monitor).

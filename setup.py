@@ -49,6 +49,7 @@ setup(
             'safefql_recorder = safefql_ros.recorder:main',
             'safefql_player = safefql_ros.player:main',
             'episode_monitor = safefql_ros.episode_monitor:main',
+            'safefql_lifecycle_manager = safefql_ros.lifecycle_manager:main',
         ],
     },
 )

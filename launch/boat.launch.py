@@ -16,14 +16,18 @@ ARGUMENTS = {  # name: (default, None = required; description)
     "bundle": (None, "Policy bundle directory (python -m offline_train.export)"),
     "params_file": (str(description.default_params_file()), "Node parameters YAML, keyed by node name"),
     "use_sim_time": ("false", "Run every node on /clock (something else must publish it)"),
-    "namespace": ("", "Namespace for the nodes (their topics are absolute and stay as they are)"),
+    "namespace": ("", "Namespace for the nodes and their topics (only /diagnostics and /clock stay global)"),
+    "autostart": ("true", "Configure and activate the controller at start (lifecycle manager)"),
+    "remappings": ("", "Comma-separated from:=to topic remappings for every node, e.g. boat/cmd_vel:=cmd_vel"),
 }
 
 
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     setup = description.boat(bundle=arg["bundle"], params_file=arg["params_file"],
-                             use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"])
+                             use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"],
+                             autostart=description.as_bool(arg["autostart"]),
+                             remappings=description.parse_remappings(arg["remappings"]))
     return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
 
 

@@ -22,7 +22,9 @@ ARGUMENTS = {  # name: (default, None = required; description)
     "rate": ("1.0", "Playback rate (1.0 = recorded speed)"),
     "params_file": (str(description.default_params_file()), "Node parameters YAML, keyed by node name"),
     "use_sim_time": ("true", "Controller and recorder on the player's /clock (false: every old state is stale)"),
-    "namespace": ("", "Namespace for the nodes (their topics are absolute and stay as they are)"),
+    "namespace": ("", "Namespace for the nodes and their topics (only /diagnostics and /clock stay global)"),
+    "autostart": ("true", "Configure and activate the controller at start (lifecycle manager)"),
+    "remappings": ("", "Comma-separated from:=to topic remappings for every node, e.g. boat/cmd_vel:=cmd_vel"),
 }
 
 
@@ -30,6 +32,8 @@ def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     setup = description.replay(bundle=arg["bundle"], bag=arg["bag"], output=arg["output"], rate=float(arg["rate"]),
                                params_file=arg["params_file"], namespace=arg["namespace"],
+                               autostart=description.as_bool(arg["autostart"]),
+                               remappings=description.parse_remappings(arg["remappings"]),
                                use_sim_time=description.as_bool(arg["use_sim_time"]))
     return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
 

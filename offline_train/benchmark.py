@@ -10,7 +10,8 @@ fans out over a cluster (`--ray-address`).
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/
     python -m offline_train.benchmark --suite boat --seeds 5 --out results/ --ray-address HOST:6379
     python -m offline_train.benchmark --suite safety_gym --seeds 3 --out results/sg/
-    python -m offline_train.benchmark --suite safety_gym --tasks SafetyHalfCheetahVelocity-v1 --proposals 16 --out results/hc/
+    python -m offline_train.benchmark --suite safety_gym --tasks SafetyHalfCheetahVelocity-v1 \
+        --proposals 16 --out results/hc/
 
 A suite may span several tasks (`safety_gym`: SafetyPointCircle1-v0 and SafetyPointGoal1-v0);
 each task trains with its config/<task>.yaml, on `<out>/data/<task>.h5` (generated with
@@ -515,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
     p.add_argument("--proposals", type=int, default=1,
                    help="above 1: score SafeFQL cells by their deployed decision with this many actor proposals "
-                        "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"); default 1: the raw actor")
+                        "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"); "
+                        "default 1: the raw actor")
     p.add_argument("--runs-from", metavar="DIR",
                    help="the --out of an earlier suite whose trained runs to reuse: a cell without a run of "
                         "its own starts from a copy of DIR/cells/<cell>/run, so a finished run is scored "

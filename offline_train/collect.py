@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
     per_episode_cost = data.costs.reshape(episodes, -1).sum(axis=1)
+    mix = {name: int((family[::boat.EPISODE_STEPS] == i).sum()) for i, name in enumerate(boat_behaviour.MIX)}
     print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes, "
-          f"{(per_episode_cost == 0).mean():.1%} episodes without violations, "
-          f"behaviour mix {dict(zip(boat_behaviour.MIX, [int((family[::boat.EPISODE_STEPS] == i).sum()) for i in range(len(boat_behaviour.MIX))]))}")
+          f"{(per_episode_cost == 0).mean():.1%} episodes without violations, behaviour mix {mix}")
     return 0
 
 

@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
           f"zero-violation {summary['zero_violation_rate']:.1%}, goal {summary['goal_reached_rate']:.1%} "
           f"| feasible ({f['count']}): "
-          f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
+          f"return {f.get('mean_return', float('nan')):.1f}, "
+          f"zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))
     write_json(json_path, summary)

@@ -140,6 +140,9 @@ def _length(obj: Any) -> str:
         return f"not a sequence: {type(obj).__name__}"
 
 
+STREAM_OPTIONS = frozenset({"stamp", "max_age", "frame_id"})  # the optional keys of a topic stream
+
+
 @dataclass(frozen=True)
 class Stream:
     """One topic and the values read from (or written into) its messages.
@@ -152,6 +155,9 @@ class Stream:
     recorded it / the node received it: the only choice for headerless types like Twist).
     `max_age` (seconds, optional key) is how old this stream's sample may be where it is
     used; None: the spec's `max_age`. A command stream's hold is the spec's `command.hold`.
+    `frame_id` (optional, header-stamped streams): the coordinate frame (REP 105: `odom`,
+    `base_link`) a state must be expressed in — the node refuses a state in another frame —
+    and the frame every writer puts into the header (bag writer, simulator, stamped commands).
     """
 
     topic: str
@@ -159,10 +165,11 @@ class Stream:
     fields: tuple[Any, ...]
     stamp: str = "receive"
     max_age: float | None = None
+    frame_id: str = ""
 
     @classmethod
     def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
-        check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "max_age"} | set(extra))
+        check_keys(d, where, {"topic", "type", "fields"}, STREAM_OPTIONS | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec '{where}.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -170,7 +177,7 @@ class Stream:
 
     @classmethod
     def topic_only(cls, d: Mapping, where: str, fields: tuple[Any, ...] = ()) -> Stream:
-        """A stream from the topic keys of `d` (topic, type, stamp, max_age) and these readers."""
+        """A stream from the topic keys of `d` (topic, type, stamp, max_age, frame_id) and these readers."""
         if not str(d["topic"]).startswith("/"):
             raise TaskSpecError(f"spec '{where}.topic' must be an absolute topic name like /boat/odom, "
                                 f"got {d['topic']!r}")
@@ -181,11 +188,18 @@ class Stream:
         if stamp not in STAMP_SOURCES:
             raise TaskSpecError(f"spec '{where}.stamp' must be one of {list(STAMP_SOURCES)}, got {stamp!r}")
         max_age = positive_seconds(d, "max_age", f"{where}.") if "max_age" in d else None
-        return cls(str(d["topic"]), str(d["type"]), fields, stamp, max_age)
+        frame_id = d.get("frame_id", "")
+        if not isinstance(frame_id, str) or (frame_id and stamp != "header"):
+            raise TaskSpecError(f"spec '{where}.frame_id' must be a frame name (text) on a stream with "
+                                f"`stamp: header` (the frame lives in the header), got {frame_id!r} "
+                                f"with stamp {stamp!r}")
+        return cls(str(d["topic"]), str(d["type"]), fields, stamp, max_age, frame_id)
 
     def topic_dict(self) -> dict[str, Any]:
         d = {"topic": self.topic, "type": self.type, "stamp": self.stamp}
-        return d if self.max_age is None else {**d, "max_age": self.max_age}
+        if self.max_age is not None:
+            d["max_age"] = self.max_age
+        return {**d, "frame_id": self.frame_id} if self.frame_id else d
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.topic_dict(), "fields": [f.path for f in self.fields]}
@@ -224,9 +238,13 @@ class Stream:
         return int(stamp.sec) * NS + int(stamp.nanosec)
 
     def set_stamp(self, msg: Any, ns: int) -> None:
-        """Set header.stamp when the stream is header-stamped (no-op for `receive`)."""
+        """Set header.stamp, and header.frame_id when the spec names a frame, on a
+        header-stamped stream (no-op for `receive`): every writer of the stream's messages
+        (bag writer, simulator, controller) labels them the same way."""
         if self.stamp == "header":
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(ns), NS)
+            if self.frame_id:
+                msg.header.frame_id = self.frame_id
 
 
 def positive_seconds(d: Mapping, key: str, where: str = "") -> float:

@@ -27,7 +27,7 @@ from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
 from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
 from safefql_core.expressions import Expression, ExpressionError
 from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
-    JOINT_VALUES, NS, STAMP_SOURCES, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, check_keys,
+    JOINT_VALUES, NS, STAMP_SOURCES, STREAM_OPTIONS, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, check_keys,
     positive_seconds)
 from safefql_core.terms import Term, TermError, build_term
 
@@ -60,7 +60,8 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "boat": {
         "control_period": boat.DT,
         "max_age": 2.5 * boat.DT,
-        "inputs": {"odom": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header"}},
+        "inputs": {"odom": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header",
+                             "frame_id": "odom"}},
         "features": [{"name": "x", "input": "odom", "field": "pose.pose.position.x"},
                      {"name": "y", "input": "odom", "field": "pose.pose.position.y"}],
         "terms": {
@@ -525,7 +526,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
             raise TaskSpecError("spec has `state:` and `inputs:`/`features:`; use one form (state: is the short "
                                 "form of a single input whose features are raw fields)")
         state = d.pop("state")
-        check_keys(state, "state", {"topic", "type", "fields"}, {"stamp", "max_age"})
+        check_keys(state, "state", {"topic", "type", "fields"}, STREAM_OPTIONS)
         fields = state["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec 'state.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -534,7 +535,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
     for role in ("reward", "margin"):
         signal = d.get(role)
         if isinstance(signal, Mapping) and "field" in signal:
-            check_keys(signal, role, {"topic", "type", "field"}, {"stamp", "max_age"})
+            check_keys(signal, role, {"topic", "type", "field"}, STREAM_OPTIONS)
             if not isinstance(d.get("inputs"), Mapping) or not isinstance(d.get("features"), list):
                 raise TaskSpecError(f"spec lacks `inputs:` and `features:` (or the `state:` short form)")
             d["inputs"] = {**d["inputs"], role: {k: v for k, v in signal.items() if k != "field"}}
@@ -562,7 +563,7 @@ def _inputs(d: Any, features: tuple[Feature, ...]) -> tuple[tuple[str, Stream], 
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "command":
             raise TaskSpecError(f"spec input name {name!r} must be an identifier (letters, digits, _) other than "
                                 "'command'")
-        check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
+        check_keys(topic, f"inputs.{name}", {"topic", "type"}, STREAM_OPTIONS)
         readers = tuple(f.reader for f in features if f.input == name)
         if not readers:
             raise TaskSpecError(f"spec input '{name}' is read by no feature; add one or remove the input")

@@ -344,7 +344,8 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     """
     saved = _read_config(out)
     saved.setdefault("variant", saved.get("algo"))
-    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {}, resolved["variant"])}
+    saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(),
+                       **_as_trained(saved.get("config") or {}, resolved["variant"])}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
     for key in ("algo", "variant", "seed", "dataset_fingerprint", "config"):
         same = (strip(saved.get(key)) == strip(resolved[key])) if key == "config" else saved.get(key) == resolved[key]

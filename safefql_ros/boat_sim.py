@@ -3,18 +3,22 @@
 Steps the same `BoatEnv` the datasets and evaluation use, one step per control period on a
 node-clock timer (real time, or `/clock` with use_sim_time), so a closed loop with the
 controller runs exactly the dynamics the policy was trained on. Publishes the state through
-the task spec (`/boat/odom`, header-stamped), the true margin l(s) on `/boat/margin`, and
-obstacle entry/exit events on `/boat/violation` (latched Bool). A command older than
+the task spec (`boat/odom`: header-stamped, frames `odom` -> `base_link` per REP 105,
+reliable depth 10 so any subscriber connects — the controller's sensor-data subscription and a
+reliable logger alike), the true margin l(s) on `boat/margin`, and obstacle entry/exit events
+on `boat/violation` (latched Bool). It takes the command type the spec names (Twist,
+TwistStamped, an actuator array). Topic names are relative: a namespace isolates the boat.
+A command older than
 `command_timeout` is ignored (zero thrust: the boat drifts with the current), as a real
 thruster driver with a watchdog would. With `start_paused` the boat waits, publishing its
 state, until the first command arrives (the launcher uses it for counted demo episodes).
 
 Resets: the `~/reset` service (std_srvs/srv/Trigger) starts the next episode at the next of
 `initial_states` or a sampled safe state, and answers with the start; to start from a given
-state, publish it on `/boat/reset` (geometry_msgs/Point, x and y; NaN = sample one) — std_srvs
+state, publish it on `boat/reset` (geometry_msgs/Point, x and y; NaN = sample one) — std_srvs
 has no service that carries a state, and custom interfaces need a CMake build. Episodes last
 `episode_steps` steps and then reset the same way; the episode index is published latched on
-`/boat/episode`.
+`boat/episode`.
 
 Run: `python -m safefql_ros.boat_sim`.
 """
@@ -25,21 +29,24 @@ import sys
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import Point, Twist
+from geometry_msgs.msg import Point
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64, UInt32
 from std_srvs.srv import Trigger
 
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
-from safefql_ros.node_tools import float_range, int_range, optional_array, run_node
+from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, relative, run_node
 from safefql_ros.qos import LATCHED_QOS
 
-
+# Odometry as robot drivers publish it (REP 105 frames, reliable): a reliable subscriber
+# (a logger, rqt) connects, and so does a best-effort (sensor data) one.
+ODOM_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+CHILD_FRAME = "base_link"
 
 class BoatSim(Node):
     """One simulated boat; see the module docstring."""
@@ -69,12 +76,13 @@ class BoatSim(Node):
         self.command: tuple[np.ndarray, int] | None = None  # (action in [-1, 1], receive ns)
         self.inside = False
 
-        self.odom_pub = self.create_publisher(Odometry, self.spec.state.topic, qos_profile_sensor_data)
-        self.margin_pub = self.create_publisher(Float64, "/boat/margin", 10)
-        self.violation_pub = self.create_publisher(Bool, "/boat/violation", LATCHED_QOS)
-        self.episode_pub = self.create_publisher(UInt32, "/boat/episode", LATCHED_QOS)
-        self.create_subscription(Twist, self.spec.command.topic, self._on_command, 10)
-        self.create_subscription(Point, "/boat/reset", self._on_reset, 10)
+        self.odom_pub = self.create_publisher(Odometry, relative(self.spec.state.topic), ODOM_QOS)
+        self.margin_pub = self.create_publisher(Float64, "boat/margin", 10)
+        self.violation_pub = self.create_publisher(Bool, "boat/violation", LATCHED_QOS)
+        self.episode_pub = self.create_publisher(UInt32, "boat/episode", LATCHED_QOS)
+        self.create_subscription(message_class(self.spec.command.type), relative(self.spec.command.topic),
+                                 self._on_command, 10)
+        self.create_subscription(Point, "boat/reset", self._on_reset, 10)
         self.create_service(Trigger, "~/reset", self._on_reset_service)
         self.reset()
         self.create_timer(boat.DT, self._step)
@@ -108,7 +116,7 @@ class BoatSim(Node):
         state = np.array([msg.x, msg.y])
         self.reset(state if np.isfinite(state).all() else None)
 
-    def _on_command(self, msg: Twist) -> None:
+    def _on_command(self, msg: Any) -> None:
         self.command = (self.spec.action(msg), self.get_clock().now().nanoseconds)
 
     def current_action(self) -> np.ndarray:
@@ -136,8 +144,8 @@ class BoatSim(Node):
     def _publish_state(self) -> None:
         state = self.env.states[0]
         msg = self.spec.fill_state(Odometry(), state)
-        msg.header.frame_id, msg.child_frame_id = "map", "base_link"
-        self.spec.state.set_stamp(msg, self.get_clock().now().nanoseconds)
+        self.spec.state.set_stamp(msg, self.get_clock().now().nanoseconds)  # and frame_id: odom
+        msg.child_frame_id = CHILD_FRAME
         self.odom_pub.publish(msg)
         ell = float(boat.margin(state))
         self.margin_pub.publish(Float64(data=ell))

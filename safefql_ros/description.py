@@ -12,6 +12,11 @@ Setups:
   sim time (the bag's stamps are old: against the wall clock every state would be stale) →
   recorder of the controller's outputs. The run ends when the player is done.
 
+The controller is a managed (lifecycle) node: every setup also starts
+`safefql_lifecycle_manager`, which configures and activates it (`autostart`, on by default,
+as in Nav2). Topic names are relative, so `namespace` isolates a setup (only /diagnostics and
+/clock are global); `remappings` (from, to) pairs apply to every node of the setup.
+
 Every node also reads `params_file` (default: config/boat_nodes.yaml, installed or in the
 repository); the explicit parameters here are applied after it, so they win.
 """
@@ -34,11 +39,12 @@ MODULES = {
     "episode_monitor": "safefql_ros.episode_monitor",
     "safefql_player": "safefql_ros.player",
     "safefql_recorder": "safefql_ros.recorder",
+    "safefql_lifecycle_manager": "safefql_ros.lifecycle_manager",
 }
+# Set by `safefql-launch` in its nodes' environment: its pid (node_tools.die_with_launcher).
+LAUNCHER_PID_ENV = "SAFEFQL_LAUNCHER_PID"
 CONTROLLER = "safefql_controller"
-# Under a node's own name: the latched std_msgs/Bool (true) a `signals_ready` node publishes once
-# it is ready for the run (see NodeDescription).
-READY_TOPIC = "ready"
+LIFECYCLE_MANAGER = "safefql_lifecycle_manager"
 CONTROLLER_OUTPUTS = ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms", "mode")
 
 
@@ -47,20 +53,17 @@ class NodeDescription:
     """One node of a setup. `ends_run`: the setup is finished when this node exits (the
     launch file turns that into a Shutdown, the launcher into its normal end). `starts_last`:
     `safefql-launch` starts it only once the other nodes are in the ROS graph, so that what it
-    sets going (the episodes, the bag) is not under way before they listen; `ros2 launch`
-    starts every node at once (the player's `start_delay` in boat_nodes.yaml covers it there).
-    `signals_ready`: being in the graph is not enough for this node to count as up — a node is
-    in the graph before its subscriptions have matched their publishers, which on a busy machine
-    can take a second and more. Such a node publishes `ready_topic` once it is really listening;
-    `safefql-launch` holds back the `starts_last` nodes until the topic is in the graph."""
+    sets going (the bag) is not under way before they listen; `ros2 launch` starts every node
+    at once (the player waits for its subscribers there). Readiness beyond being in the graph
+    is the lifecycle manager's business (see `boat`)."""
 
     name: str
     namespace: str = ""  # '' or an absolute namespace such as '/demo'
     parameters: dict[str, Any] = field(default_factory=dict)
     params_files: tuple[str, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
     ends_run: bool = False
     starts_last: bool = False
-    signals_ready: bool = False
     package: str = PACKAGE
 
     @property
@@ -75,16 +78,12 @@ class NodeDescription:
     def fqn(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
-    def ready_topic(self) -> str:
-        """The node's `~/ready` topic, fully qualified."""
-        return f"{self.fqn}/{READY_TOPIC}"
-
     def launch_kwargs(self) -> dict[str, Any]:
         """Arguments of `launch_ros.actions.Node` for this node."""
         return {"package": self.package, "executable": self.executable, "name": self.name,
                 "namespace": self.namespace or None,
-                "parameters": [*self.params_files, dict(self.parameters)], "output": "screen"}
+                "parameters": [*self.params_files, dict(self.parameters)],
+                "remappings": list(self.remappings), "output": "screen"}
 
 
 def default_params_file() -> Path:
@@ -129,18 +128,38 @@ def _path(value: str | os.PathLike) -> str:
     return os.path.abspath(os.path.expanduser(value)) if str(value) else ""
 
 
+def parse_remappings(text: str | list[str] | None) -> list[tuple[str, str]]:
+    """Remapping rules as `from:=to` (a list, or one comma-separated text as a launch argument
+    gives it) -> (from, to) pairs; an empty text is none."""
+    rules = [r.strip() for r in (text.split(",") if isinstance(text, str) else text or []) if r.strip()]
+    pairs = [tuple(r.split(":=", 1)) for r in rules]
+    bad = [r for r, pair in zip(rules, pairs) if len(pair) != 2 or not all(pair)]
+    if bad:
+        raise ValueError(f"remapping {bad[0]!r} is not of the form from:=to (e.g. boat/cmd_vel:=cmd_vel)")
+    return pairs  # type: ignore[return-value]
+
+
+def _managed(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], autostart: bool,
+             managed: tuple[str, ...] = (CONTROLLER,)) -> list[tuple[str, dict[str, Any], dict[str, bool]]]:
+    """`specs` plus the lifecycle manager that brings the `managed` nodes up, in that order."""
+    return [*specs, (LIFECYCLE_MANAGER, {"node_names": list(managed), "autostart": bool(autostart)}, {})]
+
+
 def _nodes(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], params_file: str | os.PathLike | None,
-           namespace: str, use_sim_time: bool) -> list[NodeDescription]:
+           namespace: str, use_sim_time: bool, remappings: list[tuple[str, str]] | None = None,
+           ) -> list[NodeDescription]:
     files = (_path(params_file or default_params_file()),)
     ns = normalize_namespace(namespace)
-    return [NodeDescription(name, ns, {"use_sim_time": use_sim_time, **params}, files, **flags)
+    rules = tuple(tuple(r) for r in remappings or ())
+    return [NodeDescription(name, ns, {"use_sim_time": use_sim_time, **params}, files, rules, **flags)
             for name, params, flags in specs]
 
 
 def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
          namespace: str = "", episodes: int | None = None, init_states: list[float] | None = None,
          episode_steps: int | None = None, seed: int | None = None, summary_json: str = "",
-         report_dir: str = "", timeout_s: float = 0.0) -> list[NodeDescription]:
+         report_dir: str = "", timeout_s: float = 0.0, autostart: bool = True,
+         remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
     """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
     parameter to the params file / the node's default."""
     sim: dict[str, Any] = {}
@@ -152,33 +171,42 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     if seed is not None:
         sim["seed"] = controller["seed"] = int(seed)
     specs = [("boat_sim", sim, {})]
+    managed: tuple[str, ...] = (CONTROLLER,)
     if episodes is not None:
-        # The first episode waits for the controller's first command, and the controller starts
-        # once the monitor hears the simulator (its `~/ready`): the monitor sees every episode
-        # whole, from episode 0. Being in the graph is not enough: a short episode (40 steps are
-        # 0.2 s) can be over before a subscription matches late on a loaded machine.
+        # The first episode waits for the controller's first command (stop, held from its
+        # configure on), and the lifecycle manager configures the controller only once the
+        # episode monitor is active, which it refuses to be until it hears the simulator: the
+        # monitor sees every episode whole, from episode 0. Being in the graph is not enough: a
+        # short episode (40 steps are 0.2 s) can be over before a subscription matches late.
         sim["start_paused"] = True
         specs.append(("episode_monitor", {
             "episodes": int(episodes), "summary_json": _path(summary_json), "report_dir": _path(report_dir),
             "timeout_s": float(timeout_s), "controller": f"{normalize_namespace(namespace)}/{CONTROLLER}"},
-            {"ends_run": True, "signals_ready": True}))
-    specs.append((CONTROLLER, controller, {"starts_last": episodes is not None}))
-    return _nodes(specs, params_file, namespace, use_sim_time)
+            {"ends_run": True}))
+        managed = ("episode_monitor", CONTROLLER)
+    specs.append((CONTROLLER, controller, {}))
+    return _nodes(_managed(specs, autostart, managed), params_file, namespace, use_sim_time, remappings)
 
 
 def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.PathLike,
            params_file: str | os.PathLike | None = None, use_sim_time: bool = True, namespace: str = "",
-           rate: float = 1.0) -> list[NodeDescription]:
-    """Player → controller → recorder; ends when the player has played the whole bag."""
-    command = bundle_task_spec(bundle).command.topic
-    controller = f"{normalize_namespace(namespace)}/{CONTROLLER}"
-    recorded = [command, *(f"{controller}/{name}" for name in CONTROLLER_OUTPUTS), "/diagnostics"]
-    return _nodes([
+           rate: float = 1.0, autostart: bool = True,
+           remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
+    """Player → controller → recorder; ends when the player has played the whole bag. The
+    player starts once the controller subscribes to the state (it does once configured) and
+    the recorder to the controller's command (once it has seen it), so neither loses the start
+    of the bag."""
+    spec = bundle_task_spec(bundle)
+    command = spec.command.topic
+    # Relative names: the recorder resolves them in the setup's namespace, as the controller does.
+    recorded = [command.lstrip("/"), *(f"{CONTROLLER}/{name}" for name in CONTROLLER_OUTPUTS), "/diagnostics"]
+    return _nodes(_managed([
         ("safefql_recorder", {"output": _path(output), "topics": recorded}, {}),
         (CONTROLLER, {"bundle": _path(bundle)}, {}),
         # The player is the clock: it plays on the wall clock whatever use_sim_time says.
         ("safefql_player", {"bag": _path(bag), "rate": float(rate), "publish_clock": True,
-                            "exclude_topics": [command], "use_sim_time": False},
+                            "exclude_topics": [command], "wait_for": [spec.state.topic, command],
+                            "use_sim_time": False},
          {"ends_run": True, "starts_last": True}),
-    ], params_file, namespace, use_sim_time)
+    ], autostart), params_file, namespace, use_sim_time, remappings)
 

@@ -1,7 +1,7 @@
 """`episode_monitor`: counts closed-loop boat episodes through DDS and prints their summary.
 
 It watches only what any outside observer could: the simulator's episode index
-(`/boat/episode`, latched), the boat's odometry, the controller's per-state latency
+(`boat/episode`, latched), the boat's odometry, the controller's per-state latency
 (`<controller>/latency_ms`) and its `/diagnostics` status (interventions, CPU use). After
 `episodes` complete episodes it writes the summary (and, with `report_dir`, a map of the
 trajectories), prints the summary as one JSON line — the last line of its stdout — and
@@ -13,10 +13,12 @@ and left out, never counted in part. Violations are counted per step from the od
 the task's own margin function (the same l(s) the simulator and training use); the goal
 counts as reached within `boat.GOAL_RADIUS` (see there why the radius is not smaller).
 
-Start the simulator with `start_paused` and the controller only once this monitor publishes
-`~/ready` (latched true: it hears the simulator), so that episode 0 does not begin before the
-monitor listens; `safefql-launch boat --episodes N` does both. A node is in the ROS graph
-before its subscriptions have matched, and a late match would skip the first episodes.
+A managed (lifecycle) node whose `activate` succeeds only once it hears the simulator (see
+`hears_the_simulator`). Start the simulator with `start_paused` and bring the controller up
+only after this monitor is active, so that episode 0 does not begin before the monitor
+listens; `safefql-launch boat --episodes N` and boat.launch.py's lifecycle manager do both (it
+retries a refused activation). A node is in the ROS graph before its subscriptions have
+matched, and a late match would skip the first episodes.
 
 Run: `python -m safefql_ros.episode_monitor --ros-args -p episodes:=10`.
 """
@@ -32,26 +34,26 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
-from rclpy.publisher import Publisher
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
-from std_msgs.msg import Bool, Float64, UInt32
+from std_msgs.msg import Float64, UInt32
 
 from safefql_core.envs import boat
 from safefql_core.evaluation import plot_trajectories
 from safefql_core.tasks import TaskSpec
-from safefql_ros.description import READY_TOPIC
-from safefql_ros.node_tools import float_range, int_range, shutdown, spin, start_node
+from safefql_ros.node_tools import ManagedNode, float_range, int_range, relative, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
 
 
-class EpisodeMonitor(Node):
+class EpisodeMonitor(ManagedNode):
     """See the module docstring; `done` is set once the summary is ready."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("episode_monitor", **kwargs)
+
+    def setup(self) -> None:
         ro = {"read_only": True}
         self.target = self.declare_parameter("episodes", 10, ParameterDescriptor(
             description="Complete episodes to watch before summarising and exiting",
@@ -69,7 +71,7 @@ class EpisodeMonitor(Node):
         spec = TaskSpec.builtin("boat")
         self.current: int | None = None          # episode index now running
         self.whole = False                        # whether the monitor saw `current` start
-        self.ready_pub: Publisher | None = None   # created once ready, see _signal_ready
+        self.odometry_heard = False
         self.path: list[np.ndarray] = []         # its odometry positions
         self.episodes: list[dict[str, Any]] = []
         self.trajectories: list[np.ndarray] = []
@@ -83,9 +85,9 @@ class EpisodeMonitor(Node):
         self.done = False
         self.timed_out = False
 
-        # Created before the odometry subscription on purpose: see _signal_ready.
-        self.episode_sub = self.create_subscription(UInt32, "/boat/episode", self._on_episode, LATCHED_QOS)
-        self.create_subscription(Odometry, spec.state.topic, self._on_odom, qos_profile_sensor_data)
+        # Created before the odometry subscription on purpose: see hears_the_simulator.
+        self.episode_sub = self.create_subscription(UInt32, "boat/episode", self._on_episode, LATCHED_QOS)
+        self.create_subscription(Odometry, relative(spec.state.topic), self._on_odom, qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(0.1, self._check_done)
@@ -113,8 +115,7 @@ class EpisodeMonitor(Node):
         self.current, self.path = index, []
 
     def _on_odom(self, msg: Odometry) -> None:
-        if self.ready_pub is None:
-            self._signal_ready()
+        self.odometry_heard = True
         if self.recording:
             self.path.append(np.array([msg.pose.pose.position.x, msg.pose.pose.position.y]))
 
@@ -129,19 +130,20 @@ class EpisodeMonitor(Node):
                 self.diagnostics_after_finish = self.finished
 
     # ---- bookkeeping ---------------------------------------------------------------------------
-    def _signal_ready(self) -> None:
-        """Publish `~/ready` (latched true; the publisher itself is created only now, so its
-        presence in the graph is the signal) once this monitor hears the simulator: odometry has
-        arrived, so the simulator has matched this node's subscriptions — the episode one too,
-        as discovery announces a node's endpoints in the order they are created and that one is
-        created first — and the episode subscription has matched the simulator's publisher.
-        Until then episode 0 must not start: a match after it began would deliver a later
-        latched index, and the episodes before it would be lost."""
-        if self.episode_sub.get_publisher_count() == 0:
-            return
-        self.ready_pub = self.create_publisher(Bool, f"~/{READY_TOPIC}", LATCHED_QOS)
-        self.ready_pub.publish(Bool(data=True))
+    def hears_the_simulator(self) -> bool:
+        """Odometry has arrived, so the simulator has matched this node's subscriptions — the
+        episode one too, as discovery announces a node's endpoints in the order they are
+        created and that one is created first — and the episode subscription has matched the
+        simulator's publisher. Until then episode 0 must not start: a match after it began
+        would deliver a later latched index, and the episodes before it would be lost."""
+        return self.odometry_heard and self.episode_sub.get_publisher_count() > 0
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Active = ready for episode 0: refused (the manager retries) until it hears the simulator."""
+        if not self.hears_the_simulator():
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info("hearing the simulator: ready for episode 0")
+        return TransitionCallbackReturn.SUCCESS
 
     @property
     def recording(self) -> bool:

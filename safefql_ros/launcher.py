@@ -7,9 +7,10 @@ The nodes, names and parameters come from `safefql_ros.description`, the descrip
 launch files (launch/*.launch.py) use, so both start the same thing. Each node runs as
 `<this python> -m <module> --ros-args ...` in its own process group (a terminal Ctrl-C
 reaches only the launcher, which then stops the nodes in order), with its output prefixed
-by its name on stderr. The launcher waits until every node is visible in the ROS graph and
-each that signals readiness (the episode monitor: in the graph is not yet listening) has
-published its `~/ready`, then runs until the episode monitor exits (`--episodes`), the
+by its name on stderr. The launcher waits until every node is visible in the ROS graph (the
+lifecycle manager, one of the nodes, then brings the managed ones up in order: the episode
+monitor once it hears the simulator, then the controller), then runs until the episode
+monitor exits (`--episodes`), the
 player has played the bag (replay), `--duration` elapses, a node dies (an error naming it
 and its exit status), or Ctrl-C / SIGTERM. Teardown: SIGINT to every node (the controller
 sends its final stop, the recorder closes its bag), then SIGTERM, then SIGKILL, each with a
@@ -36,7 +37,7 @@ import numpy as np
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpecError
 from safefql_ros import description
-from safefql_ros.description import NodeDescription
+from safefql_ros.description import LAUNCHER_PID_ENV, NodeDescription
 
 DISCOVERY_TIMEOUT_S = 30.0  # loading and verifying a bundle takes seconds on a busy machine
 POLL_S = 0.1
@@ -62,6 +63,8 @@ def command_line(node: NodeDescription, python: str = sys.executable) -> list[st
     cmd = [python, "-m", node.module, "--ros-args", "-r", f"__node:={node.name}"]
     if node.namespace:
         cmd += ["-r", f"__ns:={node.namespace}"]
+    for source, target in node.remappings:
+        cmd += ["-r", f"{source}:={target}"]
     for params_file in node.params_files:
         cmd += ["--params-file", params_file]
     for key, value in node.parameters.items():
@@ -132,17 +135,9 @@ class Graph:
                                       start_parameter_services=False, enable_rosout=False)
 
     def missing(self, nodes: list[NodeDescription]) -> list[str]:
-        """The nodes that are not up yet: not in the graph, or (`signals_ready`) in it but not
-        yet publishing their ready topic — each as its name, and why for the second kind."""
+        """The nodes not in the graph yet (readiness beyond that: the lifecycle manager's)."""
         seen = {f"{ns.rstrip('/')}/{name}" for name, ns in self.node.get_node_names_and_namespaces()}
-        return [node.fqn if node.fqn not in seen else f"{node.fqn} (no {node.ready_topic} yet)"
-                for node in nodes if node.fqn not in seen or (node.signals_ready and not self.is_ready(node))]
-
-    def is_ready(self, node: NodeDescription) -> bool:
-        """Whether `node` publishes its ready topic: it creates the publisher only once ready,
-        so its presence in the graph is the signal (read without a subscription or spinning)."""
-        return any(info.node_name == node.name and info.node_namespace == (node.namespace or "/")
-                   for info in self.node.get_publishers_info_by_topic(node.ready_topic))
+        return [node.fqn for node in nodes if node.fqn not in seen]
 
     def close(self) -> None:
         self.node.destroy_node()
@@ -151,8 +146,8 @@ class Graph:
 
 def supervise(nodes: list[NodeDescription], children: list[Child], env: dict[str, str], duration: float | None,
               stop: threading.Event) -> int | None:
-    """Start the nodes (`starts_last` ones once the others are up: in the graph and, where
-    they signal it, ready), wait until all are up, then for the end of the run. Appends to
+    """Start the nodes (`starts_last` ones once the others are in the graph), wait until all
+    are, then for the end of the run. Appends to
     `children` as it starts them. Returns an exit status for a failure or an interrupt, None for a normal end."""
     pending = [n for n in nodes if n.starts_last]
     children += [Child(n, env) for n in nodes if not n.starts_last]
@@ -224,7 +219,8 @@ def teardown(children: list[Child]) -> None:
 def run(nodes: list[NodeDescription], duration: float | None) -> int:
     """Start, supervise and tear down; the exit status (see the module docstring)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # for the nodes and the graph query
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The nodes die with the launcher, even a SIGKILLed one (node_tools.die_with_launcher).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_PID_ENV: str(os.getpid())}
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -254,7 +250,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bundle", required=True, help="policy bundle directory (python -m offline_train.export)")
     common.add_argument("--params-file", help="node parameters YAML (default: config/boat_nodes.yaml)")
-    common.add_argument("--namespace", default="", help="namespace for the nodes (topics are absolute and stay)")
+    common.add_argument("--namespace", default="", help="namespace for the nodes and their topics (only "
+                        "/diagnostics and /clock stay global): isolates one robot's setup")
+    common.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                        help="remap a topic for every node, e.g. boat/cmd_vel:=/robot/cmd_vel (repeatable)")
+    common.add_argument("--no-autostart", dest="autostart", action="store_false",
+                        help="leave the controller unconfigured (bring it up with ros2 lifecycle set)")
     common.add_argument("--duration", type=_positive(float), help="stop after this many seconds once all nodes are "
                         "up (exit status 0; with --episodes the monitor's: 2 if not all episodes were done)")
     epilog = ("The nodes get ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless it is already set in the environment "
@@ -290,7 +291,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
     """The description's nodes for parsed arguments."""
-    common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace}
+    common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace,
+              "autostart": args.autostart, "remappings": description.parse_remappings(args.remap)}
     if args.setup == "replay":
         return description.replay(bag=args.bag, output=args.output, rate=args.rate, **common)
     return description.boat(use_sim_time=args.use_sim_time, episodes=args.episodes,
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_inputs(args)
         nodes = setup_nodes(args)
-    except (LaunchError, TaskSpecError) as exc:
+    except (LaunchError, TaskSpecError, ValueError) as exc:
         log(f"error: {exc}")
         return 2
     return run(nodes, args.duration)

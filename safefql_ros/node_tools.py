@@ -3,18 +3,30 @@ errors a bad parameter raises, message classes from type names, and signal handl
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                              ParameterUninitializedException)
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from safefql_ros.description import LAUNCHER_PID_ENV
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # What declaring / reading a parameter raises for a missing, out-of-range or mistyped value.
 PARAMETER_ERRORS = (ParameterUninitializedException, InvalidParameterValueException, InvalidParameterTypeException)
@@ -30,12 +42,44 @@ def int_range(low: int, high: int) -> list[IntegerRange]:
     return [IntegerRange(from_value=low, to_value=high, step=1)]
 
 
+def relative(topic: str) -> str:
+    """A task spec's topic (written absolute, `/boat/odom`, as bags record it) as a name
+    relative to the node's namespace (`boat/odom`): without a namespace it is the same topic;
+    under `namespace:=robot1` it becomes `/robot1/boat/odom`, so a namespace isolates a robot
+    (ROS_CONVENTIONS.md). `/diagnostics` and `/clock` stay global by convention."""
+    return topic.lstrip("/")
+
+
 def optional_array(node: Node, name: str) -> list:
     """A declared array parameter without a default: its value, or [] when it was not set."""
     try:
         return list(node.get_parameter(name).value)
     except ParameterUninitializedException:
         return []
+
+
+class ManagedNode(LifecycleNode):
+    """A lifecycle node that releases its lifecycle services when destroyed, and is destroyed
+    when its `setup` (parameters, subscriptions: what a subclass builds at construction)
+    raises — a half-built node would keep answering on the graph."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        try:
+            self.setup()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def setup(self) -> None:
+        """Build the node (subclasses); raising destroys it."""
+
+    def destroy_node(self) -> None:
+        """Also release the lifecycle state machine, which owns the lifecycle services: rclpy
+        leaves it to the garbage collector, so a destroyed node's `change_state` would stay
+        discoverable and swallow the next manager's request."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
 
 
 class MessageTypeError(ValueError):
@@ -72,12 +116,26 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def die_with_launcher() -> None:
+    """A node started by `safefql-launch` asks the kernel for SIGTERM when the launcher dies
+    (prctl PR_SET_PDEATHSIG, Linux): even a SIGKILLed launcher leaves no node commanding on its
+    own. SIGTERM, not SIGKILL, so the controller still sends its final stop. If the launcher
+    died before this ran, the node stops itself the same way. No-op elsewhere."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(launcher):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def start_node(name: str, build: Callable[[], Node], errors: tuple[type[Exception], ...] = (),
                args: list[str] | None = None) -> tuple[Node | None, threading.Event]:
     """Initialise rclpy without its signal handlers and build the node: (node, stop flag), or
     (None, flag) after logging "cannot start: <why>" for a bad parameter or one of `errors`."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = stop_on_signals()
+    die_with_launcher()
     try:
         return build(), stop
     except (ValueError, *PARAMETER_ERRORS, *errors) as exc:

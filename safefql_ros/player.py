@@ -11,6 +11,18 @@ use_sim_time run on bag time. Each topic is offered the QoS its recorded publish
 When replaying into a live controller, leave the recorded command topic out with
 `exclude_topics` (ROS_CONVENTIONS.md). The node exits (status 0) when the bag is done.
 
+Before the first message the player waits until every topic of `wait_for` (default: every
+played topic) has a subscriber — not a fixed delay, which is either too short on a busy
+machine (the start of the bag is lost) or wasted — for at most `subscriber_timeout` seconds,
+then plays anyway, naming the topics nobody listens to. A played topic counts once its
+subscriber has matched the player's publisher; a topic the player does not publish (a
+controller's command topic, that a recorder must be recording first) once the ROS graph shows
+a subscriber on it. Meanwhile /clock (with
+`publish_clock`) holds the bag's start time. Topics and the selections (`topics`,
+`exclude_topics`, `wait_for`) are the bag's names; the player publishes them relative to its
+namespace (`/boat/odom` under `/robot1` goes to `/robot1/boat/odom`), except the global
+topics (/clock, /diagnostics, /tf, /tf_static), so a namespace replays into one robot.
+
 Run: `python -m safefql_ros.player --ros-args -p bag:=bags/run1 -p exclude_topics:=[/boat/cmd_vel]`.
 """
 from __future__ import annotations
@@ -29,14 +41,20 @@ from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from offline_train.bags import READ_ERRORS, DEFAULT_TYPESTORE, BagError, existing_bag, typestore
-from safefql_ros.node_tools import float_range, message_class, optional_array, shutdown, start_node
+from offline_train.bags import DEFAULT_TYPESTORE, READ_ERRORS, BagError, existing_bag, typestore
+from safefql_ros.node_tools import float_range, message_class, optional_array, relative, shutdown, start_node
 from safefql_ros.recorder import matching_qos
 
 CLOCK_PERIOD_S = 0.01  # /clock rate while waiting for the next message (publish_clock)
 STOP_POLL_S = 0.1  # longest sleep between checks of the stop flag
 PUBLISHER_DEPTH = 10  # offered depth when the bag does not record the publisher's own
 ACK_TIMEOUT_S = 1.0  # how long the last reliable messages may take to be delivered before exit
+GLOBAL_TOPICS = frozenset({"/clock", "/diagnostics", "/tf", "/tf_static"})  # never namespaced
+
+
+def bag_topic(name: str) -> str:
+    """A topic selection as the bag names it (absolute)."""
+    return "/" + name.lstrip("/")
 
 
 class Player(Node):
@@ -56,9 +74,12 @@ class Player(Node):
             description="Topics to play; unset or empty: every topic in the bag", **ro))
         self.declare_parameter("exclude_topics", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             description="Topics not to play, e.g. the recorded command topic when a live controller runs", **ro))
-        self.start_delay = self.declare_parameter("start_delay", 1.0, ParameterDescriptor(
-            description="Seconds to wait before the first message, so subscribers are discovered",
-            floating_point_range=float_range(0.0, 60.0), **ro)).value
+        self.declare_parameter("wait_for", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="Played topics that must have a subscriber before the first message; unset: every "
+                        "played topic; [''] (one empty name): none", **ro))
+        self.subscriber_timeout = self.declare_parameter("subscriber_timeout", 30.0, ParameterDescriptor(
+            description="Longest wait (s) for the wait_for topics' subscribers; then play anyway, with a warning",
+            floating_point_range=float_range(0.0, 3600.0), **ro)).value
         if not bag:
             raise BagError("parameter 'bag' is not set; pass --ros-args -p bag:=<bag directory>")
         self.path = existing_bag(bag)
@@ -80,8 +101,8 @@ class Player(Node):
     def _create_publishers(self) -> dict[str, Any]:
         have = self.reader.topics
         listing = ", ".join(f"{t} ({i.msgtype}, {i.msgcount} msgs)" for t, i in sorted(have.items()))
-        requested = [self.resolve_topic_name(t) for t in optional_array(self, "topics")] or sorted(have)
-        excluded = {self.resolve_topic_name(t) for t in optional_array(self, "exclude_topics")}
+        requested = [bag_topic(t) for t in optional_array(self, "topics")] or sorted(have)
+        excluded = {bag_topic(t) for t in optional_array(self, "exclude_topics")}
         absent = [t for t in requested if t not in have]
         if absent:
             raise BagError(f"topic(s) {absent} not in {self.path}; the bag has: {listing}")
@@ -100,8 +121,15 @@ class Player(Node):
             # The graph does not report a publisher's depth (recorded as 0): then the default.
             depth = max([q.depth for q in offered] + [0]) or PUBLISHER_DEPTH
             qos = matching_qos(((q.reliability.name, q.durability.name) for q in offered), depth)
-            publishers[topic] = self.create_publisher(message_class(info.msgtype), topic, qos)
+            publishers[topic] = self.create_publisher(message_class(info.msgtype), self._published_name(topic), qos)
+        wait_for = optional_array(self, "wait_for")  # [] = unset: every played topic
+        self.wait_for = sorted({bag_topic(t) for t in wait_for if t}) if wait_for else sorted(publishers)
         return publishers
+
+    @staticmethod
+    def _published_name(topic: str) -> str:
+        """The name a bag topic goes out on: relative to the namespace, unless global."""
+        return topic if topic in GLOBAL_TOPICS else relative(topic)
 
     def play(self, stop: threading.Event) -> dict[str, int]:
         """Publish the selected messages in bag order and timing / rate; returns counts per topic.
@@ -114,12 +142,14 @@ class Player(Node):
         messages = self.reader.messages(connections=connections)
         first = next(messages, None)
         self.get_logger().info(f"playing {total} messages of {self.path} on {sorted(counts)} at rate {self.rate:g} "
-                               f"in {self.start_delay:g} s")
+                               f"once {self.wait_for or 'nothing'} {'has' if len(self.wait_for) == 1 else 'have'} "
+                               "a subscriber")
         if first is None:
             return counts
-        self.anchor = (first[1], time.monotonic() + self.start_delay)
-        if self._wait(first[1], stop):  # the start delay
-            self._warn_unheard()
+        self._publish_clock(first[1])
+        if not self._wait_for_subscribers(stop):
+            return counts
+        self.anchor = (first[1], time.monotonic())
         for connection, stamp, data in itertools.chain([first], messages):
             if not self._wait(stamp, stop):
                 self.get_logger().warning("stopped before the end of the bag")
@@ -131,11 +161,22 @@ class Player(Node):
             publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
         return counts
 
-    def _warn_unheard(self) -> None:
-        unheard = sorted(t for t, p in self.publishers_by_topic.items() if p.get_subscription_count() == 0)
+    def _unheard(self) -> list[str]:
+        """The `wait_for` topics without a subscriber yet (matched, for the played ones)."""
+        return [t for t in self.wait_for if (self.publishers_by_topic[t].get_subscription_count() == 0
+                                             if t in self.publishers_by_topic
+                                             else self.count_subscribers(self._published_name(t)) == 0)]
+
+    def _wait_for_subscribers(self, stop: threading.Event) -> bool:
+        """Wait (bounded) until every `wait_for` topic has a matched subscriber; False if stopped."""
+        deadline = time.monotonic() + self.subscriber_timeout
+        while (unheard := self._unheard()) and time.monotonic() < deadline:
+            if stop.wait(STOP_POLL_S / 10):
+                return False
         if unheard:
-            self.get_logger().warning(f"no subscriber discovered on {unheard} after the start delay; playing "
-                                      "anyway (raise start_delay if early messages are missed)")
+            self.get_logger().warning(f"no subscriber on {unheard} after {self.subscriber_timeout:g} s; playing "
+                                      "anyway (is the receiving node running, in this namespace?)")
+        return not stop.is_set()
 
     def _wait(self, stamp: int, stop: threading.Event) -> bool:
         """Sleep until the message stamped `stamp` is due on the wall clock, keeping /clock

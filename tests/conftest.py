@@ -1,7 +1,14 @@
 """Shared fixtures: tiny datasets generated in the tests, never downloaded."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -30,13 +37,43 @@ def tiny_boat_h5(tiny_boat_bag, tmp_path_factory) -> str:
     return str(path)
 
 
+DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "safefql_ros_domains"
+DOMAINS = range(1, 102)  # 0 is the default of real robots; above 101 the DDS ports clash on Linux
+_held_domain: list[IO] = []  # the lock of this session's domain, held until the process exits
+
+
+def allocate_domain() -> tuple[int, IO]:
+    """A ROS domain id no concurrent test run on this machine holds: an exclusive `flock` on
+    one file per id, held through the returned open file (the kernel drops it when the process
+    ends, however it ends). Starts from the pid so concurrent runs rarely probe the same ids."""
+    DOMAIN_LOCKS.mkdir(exist_ok=True)
+    offset = os.getpid() % len(DOMAINS)
+    for k in range(len(DOMAINS)):
+        domain = DOMAINS[(offset + k) % len(DOMAINS)]
+        lock = open(DOMAIN_LOCKS / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return domain, lock
+    raise RuntimeError(f"every ROS domain id in {DOMAINS} is held by a test run; set ROS_DOMAIN_ID yourself")
+
+
+def pytest_configure(config) -> None:
+    """Give this run a private ROS domain unless the caller chose one (`ROS_DOMAIN_ID=44`);
+    subprocesses the tests start inherit it."""
+    if not os.environ.get("ROS_DOMAIN_ID"):
+        domain, lock = allocate_domain()
+        _held_domain.append(lock)
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
 @pytest.fixture(scope="module")
 def ros():
-    """rclpy on a private domain for a module of `ros` tests (the Makefile sets one; this covers
-    a bare pytest run); subprocesses the tests start inherit the environment."""
+    """rclpy on this run's private domain (pytest_configure) for a module of `ros` tests."""
     rclpy = pytest.importorskip("rclpy")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init()
     yield
     rclpy.shutdown()
@@ -64,3 +101,33 @@ def make_dataset(n: int = 20, obs_dim: int = 3, act_dim: int = 2, seed: int = 0,
         actions=np.clip(f(n, act_dim), -1, 1), rewards=f(n), costs=(rng.random(n) < 0.2).astype(np.float32),
         terminals=np.zeros(n, np.float32), timeouts=timeouts, margins=f(n) if margins else None,
     )
+
+
+# What setup.py's data_files and packages need: everything else stays out of a colcon build.
+PACKAGE_SOURCES = ("setup.py", "setup.cfg", "package.xml", "resource", "launch", "config", "safefql_core",
+                   "offline_train", "safefql_ros")
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """This package built with `colcon build` in a scratch workspace, as on a ROS 2 machine:
+    (install prefix of safefql_ros, environment to run it: PATH with this venv, no
+    AMENT_PREFIX_PATH / PYTHONPATH of the caller's). Built once per session (~5 s)."""
+    bin_dir = Path(sys.executable).parent
+    colcon = shutil.which("colcon", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if colcon is None:
+        pytest.skip("colcon is not installed (pip install -c constraints.txt -r requirements.txt)")
+    root, ws = Path(__file__).resolve().parents[1], tmp_path_factory.mktemp("colcon_ws")
+    src = ws / "src" / "safefql_ros"
+    src.mkdir(parents=True)
+    for name in PACKAGE_SOURCES:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(root / name, src / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    build = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=ws, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return ws / "install" / "safefql_ros", env

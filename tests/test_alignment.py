@@ -1,12 +1,12 @@
 """Causal zero-order-hold alignment on the control grid: stamps in, indices and transitions out."""
 import numpy as np
 import pytest
+from test_tasks import boat_dict
 
 from safefql_core.alignment import (AlignmentError, TimeSeries, Track, align, build_transitions, control_grid,
                                     episode_bounds, latest_at_or_before)
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
-from test_tasks import boat_dict
 
 MS = 1_000_000
 # 10 ms period, 25 ms max age (2.5 periods, as for the boat)

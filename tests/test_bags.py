@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_tasks import boat_dict
 
 from offline_train import collect, convert, fit
 from offline_train.bags import (SIM_EPOCH_NS, BagError, default_message, episode_messages, read_series, typestore,

@@ -10,7 +10,7 @@ import pytest
 
 from offline_train import reference as cli
 from safefql_core.envs import boat_reference as br
-from safefql_core.envs.boat import BoatEnv, EPISODE_STEPS, GOAL, sample_safe_states
+from safefql_core.envs.boat import EPISODE_STEPS, GOAL, BoatEnv, sample_safe_states
 
 # Just left of the upper disc (centre (-0.5, 0.5), r 0.4) on its centre line: the current
 # (1.875 along +x) closes the 0.05 gap in ~0.05 s, far too soon to dodge 0.4 sideways.

@@ -232,6 +232,7 @@ def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):
 
 def test_bench_times_the_proposals_decision(bundle, tmp_path, capsys):
     import json
+
     from offline_train import bench
     out = tmp_path / "latency.json"
     assert bench.main(["latency", "--bundle", bundle, "--proposals", "4", "--calls", "40", "--rounds", "2",

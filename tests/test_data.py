@@ -2,8 +2,8 @@
 import h5py
 import numpy as np
 import pytest
-
 from conftest import make_dataset
+
 from safefql_core.data import DatasetError, TensorBatches, fingerprint, load_dataset, save_dataset
 
 

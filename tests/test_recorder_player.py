@@ -92,10 +92,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def recorder_up(probe, proc: subprocess.Popen) -> Callable[[], bool]:
-    return lambda: proc.poll() is not None or "safefql_recorder" in probe.get_node_names()
-
-
 def read(path: Path) -> dict[str, list[tuple[int, bytes]]]:
     """topic -> [(bag time, raw bytes)] in bag order."""
     messages: dict[str, list[tuple[int, bytes]]] = {}
@@ -110,9 +106,10 @@ def test_play_then_record_round_trip(source_bag, tmp_path, probe, rate, clock):
     out = tmp_path / "recorded"
     recorder = start("recorder", f"output:={out}", f"topics:=[{ODOM},{CMD},/clock]")
     try:
-        wait_for(recorder_up(probe, recorder), 20.0, "the recorder node")
+        # No delay and no wait here: the player itself waits until its played topic has a
+        # subscriber (the recorder's, created once it sees the player's publisher).
         player = start("player", f"bag:={source_bag}", f"exclude_topics:=[{CMD}]", f"rate:={rate}",
-                       f"publish_clock:={str(clock).lower()}", "start_delay:=5.0")
+                       f"publish_clock:={str(clock).lower()}")
         played = player.communicate(timeout=30)[0]
         assert player.returncode == 0, played
         assert f"played {N} messages" in played
@@ -167,6 +164,17 @@ def test_recorder_closes_bag_on_signal(tmp_path, probe, signum, storage):
     assert len(values["/rp/data"]) >= 15 and values["/rp/data"] == sorted(values["/rp/data"])
     assert qos["/rp/data"].reliability == QosReliability.BEST_EFFORT
     assert qos["/rp/latched"].durability == QosDurability.TRANSIENT_LOCAL
+
+
+def test_player_without_subscribers_plays_after_its_timeout(source_bag):
+    """Nobody listens: the player waits `subscriber_timeout`, names the topics (played or
+    not), then plays."""
+    player = start("player", f"bag:={source_bag}", f"topics:=[{ODOM}]", "subscriber_timeout:=0.5", "rate:=20.0",
+                   f"wait_for:=[{ODOM},/not/played]")
+    output = player.communicate(timeout=60)[0]
+    assert player.returncode == 0, output
+    assert f"no subscriber on ['{ODOM}', '/not/played'] after 0.5 s; playing anyway" in output
+    assert f"played {N} messages" in output
 
 
 def test_bad_input_is_refused_clearly(source_bag, tmp_path):

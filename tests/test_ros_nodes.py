@@ -23,17 +23,17 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
+from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import Twist  # noqa: E402
+from geometry_msgs.msg import Point, Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
-from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
@@ -43,11 +43,11 @@ from safefql_core.bundle import load_bundle  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
 from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
 
-from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
+from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
-from safefql_ros import description, launcher  # noqa: E402
 from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402
+from safefql_ros.lifecycle_manager import LifecycleError, bring_up  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 
@@ -64,6 +64,7 @@ class Probe(Node):
         super().__init__("probe")
         self.state = SAFE_STATE
         self.feeding = True
+        self.frame_id = "odom"  # the boat spec's state frame (REP 105)
         self.stamp: Callable[[], TimeMsg] = lambda: self.get_clock().now().to_msg()
         self.last_fed = 0.0
         self.commands: list[tuple[float, float, float]] = []  # (monotonic time, linear.x, linear.y)
@@ -89,7 +90,7 @@ class Probe(Node):
         if not self.feeding:
             return
         msg = Odometry()
-        msg.header.stamp = self.stamp()
+        msg.header.stamp, msg.header.frame_id = self.stamp(), self.frame_id
         msg.pose.pose.position.x, msg.pose.pose.position.y = self.state
         self.odom_pub.publish(msg)
         self.last_fed = time.monotonic()
@@ -118,9 +119,14 @@ def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], 
     return predicate()
 
 
-def controller(bundle, **params) -> Controller:
+def controller(bundle, activate: bool = True, **params) -> Controller:
+    """A configured controller, active unless `activate` is False."""
     params = {"bundle": str(bundle), "stop_action": STOP, "control_rate_hz": 50.0, "state_timeout": 0.2, **params}
-    return Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    node = Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    if activate:
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    return node
 
 
 @pytest.fixture
@@ -239,8 +245,14 @@ def test_a_spec_of_another_width_is_refused_at_start(bundle, tmp_path):
                     "low": [-1.0, -1.0], "high": [1.0, 1.0]},
         "reward": topic_signal, "margin": topic_signal}
     (bad / "bundle.json").write_text(json.dumps(meta))
-    with pytest.raises(TaskSpecError, match="reads 3 observation values .* the bundle's networks take 2"):
-        controller(bad)
+    node = Controller(parameter_overrides=[Parameter("bundle", value=str(bad))])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.runtime is None and node.hardware_id == "unconfigured"
+        with pytest.raises(TaskSpecError, match="reads 3 observation values .* the bundle's networks take 2"):
+            load_bundle(bad).task_spec()
+    finally:
+        node.destroy_node()
 
 
 def test_state_trigger_decides_on_arrival(bundle, loop):
@@ -288,10 +300,13 @@ def _run_controller(*ros_args: str) -> subprocess.Popen:
 
 
 def test_sigterm_publishes_final_stop(bundle, loop):
+    """A controller process brought up through its lifecycle services (as the lifecycle
+    manager does) decides; SIGTERM ends it with a final stop."""
     executor, probe, _ = loop
     proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
                            "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.2")
     try:
+        bring_up(probe, executor, ["/safefql_controller"], timeout=30.0)
         assert spin_until(executor, lambda: len(probe.policy_commands()) >= 3 or proc.poll() is not None, 30.0)
         assert proc.poll() is None, proc.communicate()[0]
         sent = time.monotonic()
@@ -308,11 +323,28 @@ def test_sigterm_publishes_final_stop(bundle, loop):
     assert after and is_stop(after[-1]), f"last command after SIGTERM is {after[-1:]}, not the stop action"
 
 
-def test_missing_bundle_exits_nonzero(tmp_path):
-    proc = _run_controller("-p", f"bundle:={tmp_path / 'nope'}")
-    output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 1
-    assert "cannot start" in output and "is not a policy bundle" in output
+def test_missing_bundle_fails_configure(bundle, loop, tmp_path):
+    """The bundle is loaded at configure: a missing one fails that transition with the reason
+    (the node stays unconfigured, as a Nav2 node does); the lifecycle manager reports it."""
+    executor, probe, _ = loop
+    proc = _run_controller("-r", "__node:=nobundle", "-p", f"bundle:={tmp_path / 'nope'}")
+    try:
+        with pytest.raises(LifecycleError, match="/nobundle: the 'configure' transition failed"):
+            bring_up(probe, executor, ["nobundle"], timeout=30.0)
+        assert proc.poll() is None, "an unconfigurable controller should stay up, unconfigured"
+    finally:
+        output = _stop(proc)
+    assert "cannot configure" in output and "is not a policy bundle" in output, output
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=15)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
 
 
 def test_closed_loop_with_boat_sim(bundle, loop):
@@ -320,8 +352,7 @@ def test_closed_loop_with_boat_sim(bundle, loop):
     probe.listen_to_sim()
     add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0]),
                                      Parameter("episode_steps", value=100)]))
-    add(Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)),
-                                        Parameter("stop_action", value=STOP), Parameter("state_timeout", value=0.05)]))
+    add(controller(bundle, control_rate_hz=0.0, state_timeout=0.05))
     assert spin_until(executor, lambda: len(probe.policy_commands()) >= 20 and len(probe.odom) >= 20, 10.0)
     begin = (len(probe.commands), len(probe.odom))
     spin_until(executor, lambda: False, 1.0)
@@ -383,7 +414,9 @@ def test_sim_time_drives_ticks_and_state_age(bundle, loop):
 def test_boat_sim_reset_topic(loop):
     executor, probe, add = loop
     probe.listen_to_sim()
-    add(BoatSim(parameter_overrides=[Parameter("seed", value=5)]))
+    # No automatic reset during the test (400 steps are 2 s: a loaded machine gets there), so
+    # the sampler's draws are the start-up episode's and the NaN reset's only.
+    add(BoatSim(parameter_overrides=[Parameter("seed", value=5), Parameter("episode_steps", value=10**6)]))
     reset = probe.create_publisher(Point, "/boat/reset", 10)
     assert spin_until(executor, lambda: probe.odom and reset.get_subscription_count() > 0, 8.0)
     reset.publish(Point(x=-2.5, y=1.0))
@@ -406,7 +439,8 @@ def test_boat_sim_reset_service(loop):
     """`~/reset` (std_srvs/Trigger) starts the next listed initial state and says so."""
     executor, probe, add = loop
     probe.listen_to_sim()
-    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0])]))
+    add(BoatSim(parameter_overrides=[Parameter("initial_states", value=[-2.0, 0.0, -2.5, 1.0]),
+                                     Parameter("episode_steps", value=10**6)]))  # no automatic reset
     client = probe.create_client(Trigger, "/boat_sim/reset")
     assert spin_until(executor, lambda: client.service_is_ready() and probe.episodes, 8.0)
     future = client.call_async(Trigger.Request())
@@ -418,10 +452,17 @@ def test_boat_sim_reset_service(loop):
 
 def test_parameters_are_validated(bundle, loop):
     _, _, add = loop
-    with pytest.raises(InvalidParameterValueException, match="fallback_actions: needs a multiple of act_dim=2"):
-        controller(bundle, fallback_actions=[0.5, 0.5, 0.5])
     with pytest.raises(InvalidParameterValueException, match=r"values must be finite and in \[-1, 1\]"):
         controller(bundle, stop_action=[2.0, 0.0])
+    # Sizes need the bundle's act_dim: checked at configure, which then fails (unconfigured).
+    for name, value, why in (("fallback_actions", [0.5, 0.5, 0.5], "needs a multiple of act_dim=2"),
+                             ("stop_action", [0.5], "needs 2 values")):
+        node = Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)), Parameter(name, value=value)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert node.runtime is None and node.diagnostic_status().message.startswith("unconfigured")
+        finally:
+            node.destroy_node()
     node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
     assert node.runtime.fallbacks.shape == (2, 2)
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
@@ -460,25 +501,19 @@ def test_controller_sends_the_best_of_its_proposals(bundle, loop):
         controller(bundle, proposals=0)   # below the descriptor's range
 
 
-def test_episode_monitor_is_ready_once_it_hears_the_simulator(loop):
-    """In the graph is not up yet for the monitor: `safefql-launch` starts the controller, whose
-    first command starts episode 0, only once the monitor publishes `~/ready` — which it does
-    only once the simulator's publishers have matched its subscriptions."""
+def test_episode_monitor_is_active_once_it_hears_the_simulator(loop):
+    """In the graph is not up yet for the monitor: the lifecycle manager configures the
+    controller, whose first command starts episode 0, only once the monitor is active — which
+    it refuses to be until the simulator's publishers have matched its subscriptions."""
     executor, probe, add = loop
-    probe.listen_to_sim()
-    node = next(n for n in description.boat("bundle", episodes=2) if n.name == "episode_monitor")
     monitor = add(EpisodeMonitor(parameter_overrides=[Parameter("episodes", value=2)]))
-    graph = launcher.Graph()
-    try:
-        not_ready = ["/episode_monitor (no /episode_monitor/ready yet)"]
-        assert spin_until(executor, lambda: graph.missing([node]) == not_ready, 10.0), graph.missing([node])
-        spin_until(executor, lambda: False, 0.5)
-        assert graph.missing([node]) == not_ready, "ready without a simulator to hear"
-        add(BoatSim(parameter_overrides=[Parameter("start_paused", value=True)]))
-        assert spin_until(executor, lambda: not graph.missing([node]), 15.0), graph.missing([node])
-        assert monitor.current is None, "a paused simulator announced an episode"
-    finally:
-        graph.close()
+    assert monitor.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    spin_until(executor, lambda: False, 0.5)
+    assert monitor.trigger_activate() == TransitionCallbackReturn.FAILURE, "active without a simulator to hear"
+    add(BoatSim(parameter_overrides=[Parameter("start_paused", value=True)]))
+    assert spin_until(executor, monitor.hears_the_simulator, 15.0), "never heard the simulator"
+    assert monitor.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert monitor.current is None, "a paused simulator announced an episode"
 
 
 def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
@@ -497,6 +532,139 @@ def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
     assert joined >= 2
     assert spin_until(executor, lambda: monitor.finished, 10.0), monitor.episodes
     assert [e["episode"] for e in monitor.episodes] == [joined + 1, joined + 2]
-    starts = np.array([e["start"] for e in monitor.episodes])
-    nearest = np.linalg.norm(starts[:, None] - states[None], axis=-1).argmin(axis=1)
-    assert nearest.tolist() == [(joined + 1) % len(states), (joined + 2) % len(states)], starts
+    # Whole episodes, not the one under way: about 40 steps each. Not exactly: the episode index
+    # and the odometry are two topics, so a sample at a reset may be counted on either side.
+    assert all(abs(e["steps"] - 40) <= 3 for e in monitor.episodes), monitor.episodes
+
+
+# ---- lifecycle, stamped commands, frames, QoS, diagnostics (issue 27) ---------------------------
+def test_lifecycle_holds_the_stop_while_inactive(bundle, loop):
+    """configure: loaded, holding the stop; activate: deciding; deactivate: the stop, held at the
+    control rate; cleanup: nothing published, unconfigured; configure again works."""
+    executor, probe, add = loop
+    node = add(controller(bundle, activate=False, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: len(probe.commands) >= 10, 10.0), "an inactive controller sent no stop"
+    assert all(is_stop(c) for c in probe.commands) and probe.modes[-1] == "INACTIVE"
+    assert spin_until(executor, lambda: any(s.message.startswith("inactive") for _, s in probe.diagnostics), 5.0)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no decisions once active"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    deactivated = time.monotonic()
+    assert spin_until(executor, lambda: len([c for c in probe.commands if c[0] > deactivated]) >= 10, 5.0)
+    assert all(is_stop(c) for c in probe.commands if c[0] > deactivated), "a policy command after deactivate"
+    assert probe.modes[-1] == "INACTIVE"
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    spin_until(executor, lambda: False, 0.2)
+    cleaned = len(probe.commands)
+    assert spin_until(executor, lambda: any(s.level == DiagnosticStatus.STALE and s.message.startswith("unconfigured")
+                                            for _, s in probe.diagnostics[-3:]), 5.0)
+    assert len(probe.commands) == cleaned, "an unconfigured controller still commands"
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.runtime is not None
+
+
+def spec_bundle(bundle, tmp_path, command: dict, state_frame: str = "odom") -> str:
+    """A copy of the session bundle whose recorded task spec is the boat's with another command
+    (the input the controller reads its interface from)."""
+    from safefql_core.tasks import TaskSpec
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle, out)
+    meta = json.loads((out / "bundle.json").read_text())
+    spec = TaskSpec.builtin("boat").to_dict()
+    spec["command"] = {**spec["command"], **command}
+    spec["state"]["frame_id"] = state_frame
+    meta["task"]["spec"] = spec
+    (out / "bundle.json").write_text(json.dumps(meta))
+    return str(out)
+
+
+def test_stamped_command_and_state_frame(bundle, loop, tmp_path):
+    """A spec asking for TwistStamped gets header.stamp (node clock) and frame_id; a state in
+    another frame than the spec's state.frame_id is refused with the stop and the reason."""
+    from geometry_msgs.msg import TwistStamped
+    executor, probe, add = loop
+    path = spec_bundle(bundle, tmp_path, {"topic": "/stamped/cmd_vel", "type": "geometry_msgs/msg/TwistStamped",
+                                          "stamp": "header", "frame_id": "base_link",
+                                          "fields": ["twist.linear.x", "twist.linear.y"]})
+    stamped: list[TwistStamped] = []
+    probe.create_subscription(TwistStamped, "/stamped/cmd_vel", stamped.append, COMMAND_QOS)
+    node = add(controller(path, diagnostics_rate_hz=10.0))
+    policy = lambda: [m for m in stamped if (m.twist.linear.x, m.twist.linear.y) != tuple(STOP)]  # noqa: E731
+    assert spin_until(executor, lambda: len(policy()) >= 5, 10.0), "no stamped policy commands"
+    last = stamped[-1]
+    assert last.header.frame_id == "base_link"
+    age = (node.get_clock().now().nanoseconds - Time.from_msg(last.header.stamp).nanoseconds) * 1e-9
+    assert 0 <= age < 2.0, f"command stamp is {age} s old"
+    probe.frame_id = "map"
+    assert spin_until(executor, lambda: errors_with(probe, "state frame_id is 'map', the task spec expects 'odom'"),
+                      5.0)
+    refused = len(stamped)
+    assert spin_until(executor, lambda: len(stamped) >= refused + 5, 5.0)
+    assert all((m.twist.linear.x, m.twist.linear.y) == tuple(STOP) for m in stamped[refused + 1:])
+
+
+def test_reliable_subscriber_hears_the_simulator(loop):
+    """boat_sim publishes odometry reliable (depth 10): a reliable subscriber (a logger, rqt)
+    connects as well as the controller's sensor-data one; frames are REP 105's."""
+    from safefql_ros.boat_sim import ODOM_QOS
+    executor, probe, add = loop
+    reliable: list[Odometry] = []
+    probe.create_subscription(Odometry, "/boat/odom", reliable.append, ODOM_QOS)
+    add(BoatSim())
+    assert spin_until(executor, lambda: len(reliable) >= 5, 10.0), "a reliable subscriber got no odometry"
+    assert (reliable[-1].header.frame_id, reliable[-1].child_frame_id) == ("odom", "base_link")
+
+
+def test_diagnostics_report_a_missing_clock_and_per_period_counts(bundle, loop):
+    """Diagnostics run on the steady clock: with use_sim_time and no /clock they keep coming,
+    STALE with "no /clock". With a clock but no state, every tick of a period is counted
+    as rejected."""
+    executor, probe, add = loop
+    probe.feeding = False
+    add(controller(bundle, use_sim_time=True, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: len(probe.diagnostics) >= 5, 5.0), "/diagnostics went silent without /clock"
+    assert all(s.level == DiagnosticStatus.STALE and s.message.startswith("no /clock")
+               for _, s in probe.diagnostics[1:]), [s.message for _, s in probe.diagnostics]
+    assert not probe.commands, "commands without a clock"
+
+
+def test_rejected_ticks_are_counted_per_period(bundle, loop):
+    executor, probe, add = loop
+    probe.feeding = False
+    add(controller(bundle, diagnostics_rate_hz=5.0))
+
+    def counts() -> dict[str, str]:
+        return {kv.key: kv.value for kv in probe.diagnostics[-1][1].values} if probe.diagnostics else {}
+
+    assert spin_until(executor, lambda: int(counts().get("ticks_in_period", 0)) >= 5, 5.0)
+    values = counts()
+    assert values["rejected_in_period"] == values["ticks_in_period"] and values["intervened_in_period"] == "0"
+    assert int(values["ticks_in_period"]) <= 50 / 5 + 2, "counts are per period, not cumulative"
+
+
+def test_mode_warnings_are_throttled(bundle, loop, capfd):
+    """A mode flipping every tick (40 flips in well under a second) logs its WARN at most
+    once a second; each change is still latched on ~/mode and counted in the diagnostics."""
+    _, _, add = loop
+    node = add(controller(bundle))
+    capfd.readouterr()
+    started = time.monotonic()
+    for i in range(40):
+        mode = Mode.REJECTED if i % 2 else Mode.NOMINAL
+        node._record(Decision(np.zeros(2), mode, "flipping", -1.0, -1.0, 0.0, 0.1))
+    assert time.monotonic() - started < 1.0, "too slow to test a 1 s throttle"
+    warnings = capfd.readouterr().err.count("mode REJECTED: flipping")
+    assert warnings == 1, f"{warnings} WARN lines for 20 flips to REJECTED"
+    node.warned["REJECTED"] = (time.monotonic() - 1.0, node.warned["REJECTED"][1])  # a second later
+    node._record(Decision(np.zeros(2), Mode.NOMINAL, "", -1.0, -1.0, 0.0, 0.1))
+    node._record(Decision(np.zeros(2), Mode.REJECTED, "flipping", -1.0, -1.0, 0.0, 0.1))
+    assert "mode REJECTED: flipping (19 more changes to REJECTED not logged)" in capfd.readouterr().err
+    assert node.period_counts["rejected"] == 21, "every rejected tick is counted, logged or not"
+
+
+def test_a_controller_that_cannot_be_built_leaves_no_lifecycle_services(bundle, loop):
+    """A refused parameter at construction destroys the half-built node: its lifecycle
+    services do not linger on the graph to swallow a lifecycle manager's request."""
+    executor, probe, _ = loop
+    with pytest.raises(InvalidParameterValueException):
+        Controller(parameter_overrides=[Parameter("stop_action", value=[2.0, 0.0])])
+    assert "/safefql_controller/change_state" not in dict(probe.get_service_names_and_types())

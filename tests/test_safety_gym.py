@@ -108,7 +108,8 @@ def test_collect_cli_writes_a_valid_deterministic_dataset(tmp_path, capsys):
     assert len(np.unique(data.margins)) > 100 and "signed distance" in data.attrs["margin"]
     np.testing.assert_array_equal(data.observations[1:80], data.next_observations[:79])
     assert data.attrs["task"] == "SafetyPointCircle1-v0"
-    assert data.attrs["behaviour_mix"] == safety_gym_behaviour.shares(safety_gym_behaviour.MIXES["SafetyPointCircle1-v0"])
+    mix = safety_gym_behaviour.MIXES["SafetyPointCircle1-v0"]
+    assert data.attrs["behaviour_mix"] == safety_gym_behaviour.shares(mix)
     assert collect.main(argv + ["--out", str(tmp_path / "b.h5")]) == 0
     assert fingerprint(load_dataset(tmp_path / "b.h5")) == fingerprint(data)
 
@@ -229,6 +230,7 @@ def test_fit_task_trains_with_the_task_config_and_evaluate_normalises(tiny_circl
 def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle, tmp_path, capsys):
     """The bundle path with a 2-d action and a 28-d observation (the boat has 2 and 2)."""
     import json
+
     from offline_train import evaluate, export, fit
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     assert fit.main(["--task", "SafetyPointCircle1-v0", "--data", tiny_circle, "--out", str(run),
@@ -265,6 +267,7 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
 def test_policies_trained_on_action_repeat_data_act_every_k_steps(tmp_path):
     """The decision period travels from the data through the run and the bundle to evaluate."""
     import json
+
     from offline_train import evaluate, export, fit
     data, run, bundle, out = (tmp_path / n for n in ("k3.h5", "run", "bundle", "eval.json"))
     assert collect.main(["--task", "SafetyPointCircle1-v0", "--seed", "1", "--episodes", "2", "--max-episode-steps",
@@ -299,6 +302,7 @@ def test_fit_refuses_data_of_another_task_and_a_task_without_config(tiny_circle,
 
 def test_a_dsrl_file_without_task_attrs_trains_as_the_given_task(tiny_circle, tmp_path):
     import h5py
+
     from offline_train import fit
     bare = tmp_path / "dsrl.h5"
     with h5py.File(tiny_circle, "r") as src, h5py.File(bare, "w") as dst:
@@ -315,6 +319,7 @@ HALF_CHEETAH = "SafetyHalfCheetahVelocity-v1"
                     reason="stable-baselines3 (optional, velocity tasks) is not installed")
 def test_velocity_collect_trains_snapshots_once_and_is_deterministic(tmp_path, capsys):
     import torch
+
     from safefql_core.envs import velocity_behaviour
     policies = tmp_path / "policies"
     base = ["--task", HALF_CHEETAH, "--seed", "0", "--episodes", "6", "--max-episode-steps", "40",
@@ -378,6 +383,7 @@ def test_velocity_collect_without_sb3_names_the_install(monkeypatch, tmp_path, c
 
 def test_capped_family_coasts_above_its_cap():
     from types import SimpleNamespace
+
     from safefql_core.envs import velocity_behaviour as vb
     fast = SimpleNamespace(predict=lambda obs, deterministic: (np.ones(6), None),
                            action_space=SimpleNamespace(low=-np.ones(6)))

@@ -5,11 +5,13 @@ behaviour families chosen so that both safe and unsafe behaviour is well covered
 
 | family         | share | what it does                                                        |
 |----------------|-------|---------------------------------------------------------------------|
-| obstacle_aware | 35 %  | short-horizon lookahead: best of 16 headings held 0.3 s, avoiding discs; noise sd ~ U[0, 0.3] |
+| obstacle_aware | 35 %  | short-horizon lookahead: best of 16 headings held 0.3 s, avoiding   |
+|                |       | discs; noise sd ~ U[0, 0.3]                                         |
 | goal_noisy     | 25 %  | heads straight at the goal, ignores obstacles; noise sd ~ U[0.1, 0.6] |
 | random         | 12.5 %| a random heading, redrawn every ~0.25 s (temporally correlated)     |
 | reckless       | 12.5 %| heads at the nearest obstacle centre (fills the unsafe set)         |
-| switching      | 15 %  | alternates goal-seeking (or reckless) drift with a long-horizon escape, segments ~ 0.1-0.5 s |
+| switching      | 15 %  | alternates goal-seeking (or reckless) drift with a long-horizon     |
+|                |       | escape, segments ~ 0.1-0.5 s                                        |
 
 Each episode runs one family from a uniformly drawn safe initial state for 400 steps.
 All policies are vectorised over a batch of boats; the per-episode parameters (noise
@@ -51,7 +53,8 @@ def goal_heading(states: np.ndarray) -> np.ndarray:
     return _unit(boat.GOAL - states)
 
 
-def constant_heading_rollouts(states: np.ndarray, headings: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def constant_heading_rollouts(states: np.ndarray, headings: int,
+                              steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every state rolled out under each of `headings` evenly spaced constant headings for
     `steps` steps of the true dynamics: (headings [K, 2], final states [B, K, 2], largest
     margin on the way [B, K])."""
@@ -73,7 +76,8 @@ def lookahead_heading(states: np.ndarray, clearance: float = 0.05) -> np.ndarray
     states, but short-sighted, so it still loses some boats to the current.
     """
     cand, s, worst = constant_heading_rollouts(states, LOOKAHEAD_HEADINGS, LOOKAHEAD_STEPS)
-    score = np.linalg.norm(s - boat.GOAL, axis=-1) + 100.0 * (worst > -clearance) + 10.0 * np.maximum(worst + clearance, 0)
+    score = (np.linalg.norm(s - boat.GOAL, axis=-1) + 100.0 * (worst > -clearance)
+             + 10.0 * np.maximum(worst + clearance, 0))
     return cand[np.argmin(score, axis=1)]
 
 

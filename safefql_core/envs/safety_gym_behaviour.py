@@ -30,7 +30,9 @@ of 8 hazards of radius 0.2):
 
 | family  | share | what it does                                                              |
 |---------|-------|---------------------------------------------------------------------------|
-| avoid   | 35 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it (hazards within 0.6 block +-2 bins; backs off within 0.35); noise sd ~ U[0, 0.3]: safe, slow |
+| avoid   | 35 %  | 0.2-0.5 m/s to the goal via the free lidar direction closest to it    |
+|         |       | (hazards within 0.6 block +-2 bins; backs off within 0.35);           |
+|         |       | noise sd ~ U[0, 0.3]: safe, slow                                          |
 | seek    | 25 %  | 0.4-1 m/s straight to the goal, ignores hazards; noise sd ~ U[0, 0.5]      |
 | switching | 20 % | alternates seek and avoid at 0.4-1 m/s, each held ~40 steps (geometric)  |
 | random  | 10 %  | a random action, redrawn every 25 steps                                    |
@@ -244,7 +246,8 @@ def collect(task_id: str, num_episodes: int, seed: int, max_episode_steps: int |
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=num_episodes * env.max_episode_steps if env.max_episode_steps else None, desc=f"collect {task_id}", unit="step")
+        bar = tqdm(total=num_episodes * env.max_episode_steps if env.max_episode_steps else None,
+                   desc=f"collect {task_id}", unit="step")
     for ep in range(num_episodes):
         policy, noise_sd = families[names[family[ep]]].draw(rng)
         obs = env.reset(seed=int(rng.integers(2**31)))

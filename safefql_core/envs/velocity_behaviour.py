@@ -22,7 +22,8 @@ family with Gaussian action noise of sd ~ U[0, 0.3] drawn per episode:
 |------------|-------|-----------------------------------------------------------------|
 | sac-k/5    | 9 % each (k = 1..5) | the `sac` snapshot after k/5 of its steps: sac-1/5 slow, sac-5/5 fastest |
 | paced-k/5  | 10 % each (k = 3..5) | the `paced` snapshot after k/5 of its steps                  |
-| capped-k/5 | 5 % each (k = 3..5) | `sac` snapshot k/5 below a per-episode speed cap ~ U[1.0, 1.8] m/s, zero torque (coasting) above it |
+| capped-k/5 | 5 % each (k = 3..5) | `sac` snapshot k/5 below a per-episode speed cap ~ U[1.0, 1.8] |
+|            |                     | m/s, zero torque (coasting) above it                          |
 | random     | 10 %  | a random action, redrawn every 25 steps                          |
 
 Why the paced run: with the reward-only snapshots and the governor alone, no logged episode
