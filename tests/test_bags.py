@@ -146,14 +146,26 @@ def scrambled(bag: Path, out: Path, seed: int) -> Path:
     return bag
 
 
+def damaged(recorded, tmp_path: Path, capsys, bare: bool, damage: str) -> tuple[Path, str]:
+    """The first of seeds 0, 1, ... whose scrambled copy of the recorded mcap fails with the kind
+    of `damage` wanted (where 2 KB land decides which: inside a chunk that rosbags reads past,
+    or on a record length that stops it), with its error. Every copy tried must be refused
+    cleanly, whatever the damage."""
+    for seed in range(20):
+        bag = scrambled(recorded["mcap"], tmp_path / f"bag{seed}", seed=seed)
+        bag = next(bag.glob("*.mcap")) if bare else bag
+        code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "d.h5").exists(), err
+        if re.search(damage, err):
+            return bag, err
+    raise AssertionError(f"no scramble of seeds 0-19 gave {damage!r}")
+
+
 @pytest.mark.parametrize("bare", [False, True])
 def test_corrupt_mcap_is_refused_unless_partial_is_allowed(recorded, tmp_path, capsys, bare):
     """The metadata's counts (metadata.yaml, or a bare file's mcap summary) are checked against
     the messages read: rosbags reads past a scrambled chunk without a word."""
-    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=0)
-    bag = next(bag.glob("*.mcap")) if bare else bag
-    code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
-    assert code == 2 and "Traceback" not in err and not (tmp_path / "d.h5").exists()
+    bag, err = damaged(recorded, tmp_path, capsys, bare, "is corrupt: its metadata lists")
     read = re.search(r"is corrupt: its metadata lists 2,403 messages on the task's topics, ([\d,]+) could be "
                      r"read \(/boat/odom: [\d,]+ of 1,203; /boat/cmd_vel: [\d,]+ of 1,200\)", err)
     assert read and "Re-copy or re-record it; --allow-partial converts the messages that were read" in err
@@ -168,7 +180,7 @@ def test_corrupt_mcap_is_refused_unless_partial_is_allowed(recorded, tmp_path, c
 
 
 def test_unreadable_mcap_names_the_damage_even_with_allow_partial(recorded, tmp_path, capsys):
-    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=4)  # scrambles a record length: nothing reads
+    bag, _ = damaged(recorded, tmp_path, capsys, False, "after 0 messages")  # a record length: nothing reads
     for flags in ([], ["--allow-partial"]):
         code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", *flags)
         assert code == 2 and "Traceback" not in err

@@ -161,6 +161,10 @@ def test_controller_started_with_only_the_bundle_runs_the_robots_topics(rover, r
     proc = subprocess.Popen([sys.executable, "-m", "safefql_ros.controller", "--ros-args",
                              "-p", f"bundle:={rover['bundle']}"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    # The controller is a lifecycle node: the manager configures and activates it, as a launch does.
+    manager = subprocess.Popen([sys.executable, "-m", "safefql_ros.lifecycle_manager", "--ros-args",
+                                "-p", "node_names:=[safefql_controller]"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         subscribed = lambda: all(any(i.node_name == "safefql_controller"  # noqa: E731
                                      for i in probe.get_subscriptions_info_by_topic(topic))
@@ -170,6 +174,8 @@ def test_controller_started_with_only_the_bundle_runs_the_robots_topics(rover, r
         assert proc.poll() is None, proc.communicate()[0]
         assert probe.get_subscriptions_info_by_topic("/boat/odom") == []
     finally:
+        manager.terminate()
+        manager.wait(timeout=20)
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
         executor.remove_node(probe)
@@ -249,6 +255,8 @@ def test_each_input_is_stale_after_its_own_max_age(rover, ros):
     node = Controller(parameter_overrides=[Parameter("bundle", value=str(rover["bundle"])),
                                            Parameter("out_of_range", value="warn")])
     try:
+        node.trigger_configure()
+        node.trigger_activate()
         def decide(odom_age: float, scan_age: float) -> str:
             now = node.get_clock().now().nanoseconds
             odom, scan = Odometry(), LaserScan(range_min=0.1, range_max=3.5, ranges=[1.0] * BEAMS)

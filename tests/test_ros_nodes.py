@@ -173,8 +173,8 @@ def test_state_stamped_in_the_future_is_rejected(bundle, loop):
     executor, probe, add = loop
     probe.stamp = lambda: (probe.get_clock().now() + Duration(seconds=3600)).to_msg()
     node = add(controller(bundle, diagnostics_rate_hz=10.0))
-    assert spin_until(executor, lambda: errors_with(probe, "in the future"), 8.0)
-    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    assert spin_until(executor, lambda: errors_with(probe, "in the future") and len(probe.commands) > 3, 8.0)
+    assert all(is_stop(c) for c in probe.commands)
     assert node.decision.mode is Mode.REJECTED
 
 
@@ -225,9 +225,15 @@ def test_task_config_may_rename_topics_but_not_change_the_policys_inputs(bundle,
     wider = tmp_path / "wider.yaml"  # the same fields, but commands scaled to twice the range
     wider.write_text(yaml.safe_dump({"task": "boat", "spec": {
         **recorded, "command": {**recorded["command"], "low": [-2.0, -2.0], "high": [2.0, 2.0]}}}))
+    node = Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)),
+                                           Parameter("task_config", value=str(wider))])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE and node.runtime is None
+    finally:
+        node.destroy_node()
     with pytest.raises(TaskSpecError, match=r"command.high: the bundle \[1.0, 1.0\], parameter task_config "
                                             r"\[2.0, 2.0\]; command.low: the bundle \[-1.0, -1.0\]"):
-        controller(bundle, task_config=str(wider))
+        load_bundle(bundle).task_spec(TaskSpec.load(str(wider)), "parameter task_config")
 
 
 def test_a_spec_of_another_width_is_refused_at_start(bundle, tmp_path):
@@ -571,7 +577,7 @@ def spec_bundle(bundle, tmp_path, command: dict, state_frame: str = "odom") -> s
     meta = json.loads((out / "bundle.json").read_text())
     spec = TaskSpec.builtin("boat").to_dict()
     spec["command"] = {**spec["command"], **command}
-    spec["state"]["frame_id"] = state_frame
+    spec["inputs"]["odom"]["frame_id"] = state_frame
     meta["task"]["spec"] = spec
     (out / "bundle.json").write_text(json.dumps(meta))
     return str(out)
