@@ -125,7 +125,8 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     if note:
         print(note)
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
-    cal.score_histogram(str(plot_path), y - v, fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    cal.score_histogram(str(plot_path), y - v, fit.get("q_hat", -fit["delta"]),
+                        f"{method} conformal, ε={epsilon}, n={n}")
     print(f"wrote {Path(run) / CALIBRATION_FILE} and {plot_path}")
     return result
 
@@ -142,8 +143,9 @@ def describe(result: dict) -> str:
              f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence"]
     if result["source"] == LOGGED:
         lines.append("note: calibrated on logged episodes" + (f" ({result['no_simulator']})"
-                     if result.get("no_simulator") else "") + ": the weaker statement, and no conformal guarantee. Ticks of one logged "
-                     "episode are correlated, not exchangeable; the result bounds what the logged behaviour did "
+                     if result.get("no_simulator") else "")
+                     + ": the weaker statement, and no conformal guarantee. Ticks of one logged episode"
+                     " are correlated, not exchangeable; the result bounds what the logged behaviour did "
                      "after states the check certified, not what this policy will do, and those episodes were "
                      "also seen in training. Check the deployed decision on a held-out recording "
                      "(offline_train.replay) before trusting it on the robot")

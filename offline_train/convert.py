@@ -16,10 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import (DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, content_hash,
-                                read_series, typestore)
-from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
-                                    build_transitions)
+from offline_train.bags import (
+    DEFAULT_TYPESTORE,
+    TYPESTORES,
+    BagError,
+    BagSource,
+    bag_paths,
+    content_hash,
+    read_series,
+    typestore,
+)
+from safefql_core.alignment import (
+    DUPLICATE_POLICIES,
+    NONFINITE_POLICIES,
+    AlignmentError,
+    AlignmentReport,
+    build_transitions,
+)
 from safefql_core.data import Dataset, DatasetError, check_output, save_dataset, validate
 from safefql_core.tasks import TaskSpec, TaskSpecError
 

@@ -15,11 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_allow_partial_argument, add_threads_argument, at_least, prepare_output_file, set_threads
+from offline_train.cli import (
+    add_allow_partial_argument,
+    add_threads_argument,
+    at_least,
+    prepare_output_file,
+    set_threads,
+)
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
-from safefql_core.envs import boat
 from safefql_core.bundle import BundleError, load_bundle
+from safefql_core.envs import boat
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
 from safefql_core.tasks import simulator_mismatch
@@ -86,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         json_path = prepare_output_file(args.json, "--json")
         if args.run:
             if args.proposals != 1 or args.threshold is not None or args.out_of_range != "reject":
-                raise RunError("--proposals, --threshold and --out-of-range are settings of the deployed decision: evaluate a "
-                               "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
+                raise RunError("--proposals, --threshold and --out-of-range are settings of the deployed decision: "
+                               "evaluate a --bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
             learner, meta = load_run(args.run, allow_partial=args.allow_partial)
             task = args.task or meta.get("task", "boat")
             recorded = task_description(meta)  # what its bundle would record about the task

@@ -16,8 +16,16 @@ from offline_train.cli import add_set_argument, add_threads_argument, at_least, 
 from offline_train.convert import BagOptions, add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import (ALGOS, RunError, TrainingInterrupted, TrainOptions, check_resumable, get_algo,
-                                   learner_name, train)
+from safefql_core.training import (
+    ALGOS,
+    RunError,
+    TrainingInterrupted,
+    TrainOptions,
+    check_resumable,
+    get_algo,
+    learner_name,
+    train,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from safefql_core.envs.boat import evaluation_states, load_initial_states, sample_safe_states
 from offline_train.cli import prepare_output_file
+from safefql_core.envs.boat import evaluation_states, load_initial_states, sample_safe_states
 from safefql_core.envs.boat_reference import optimal_reference
 from safefql_core.training import RunError
 

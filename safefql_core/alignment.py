@@ -267,7 +267,7 @@ def _prepare(track: Track, report: AlignmentReport) -> tuple[TimeSeries, list[tu
     recordings of the same time span (a simulator reset, bags concatenated) into nonsense.
     A smaller step back is ordinary (header stamps from several threads) and only counted.
     """
-    stamps, values, name = track.series.stamps, track.series.values, track.name
+    stamps, name = track.series.stamps, track.name
     lag = np.maximum.accumulate(stamps)[:-1] - stamps[1:]  # > 0: stamped before an earlier sample
     back = lag > 0
     if back.any():

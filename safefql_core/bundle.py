@@ -201,8 +201,8 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
 
 # bundle.json's top-level entries and their JSON types; `calibration` may also be null.
 FIELDS = {"schema_version": int, "algo": str, "obs_dim": int, "act_dim": int, "task": dict,
-          "observation_normalisation": dict, "observation_range": dict, "margin_range": list, "calibration": dict, "graphs": dict,
-          "examples": dict, "files": dict, "training": dict}
+          "observation_normalisation": dict, "observation_range": dict, "margin_range": list, "calibration": dict,
+          "graphs": dict, "examples": dict, "files": dict, "training": dict}
 
 
 def _check_meta(path: Path, meta: Any) -> None:

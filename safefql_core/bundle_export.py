@@ -18,8 +18,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from safefql_core.bundle import (BUNDLE_JSON, GRAPHS, GRAPHS_BY_ALGO, SCHEMA_VERSION, WEIGHTS, BundleError, GraphSpec,
-                                 check_parity, ort_session, sha256)
+from safefql_core.bundle import (
+    BUNDLE_JSON,
+    GRAPHS,
+    GRAPHS_BY_ALGO,
+    SCHEMA_VERSION,
+    WEIGHTS,
+    BundleError,
+    GraphSpec,
+    check_parity,
+    ort_session,
+    sha256,
+)
 from safefql_core.folding import fold
 
 # The runtime's trusted observation range: the training data's [min, max] per value, widened by

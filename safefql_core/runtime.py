@@ -141,6 +141,7 @@ class TorchGraphs:
 
     def __init__(self, bundle: Bundle, threads: int) -> None:
         import torch
+
         from safefql_core.bundle_export import graph_modules
         from safefql_core.training import build_learner
         torch.set_num_threads(threads)

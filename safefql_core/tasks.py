@@ -27,8 +27,20 @@ from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
 from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
 from safefql_core.expressions import Expression, ExpressionError
 from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
-    JOINT_VALUES, NS, STAMP_SOURCES, STREAM_OPTIONS, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, check_keys,
-    positive_seconds)
+    JOINT_VALUES,
+    NS,
+    STAMP_SOURCES,
+    STREAM_OPTIONS,
+    Field,
+    FieldPath,
+    Joint,
+    Sectors,
+    Stream,
+    TaskSpecError,
+    Yaw,
+    check_keys,
+    positive_seconds,
+)
 from safefql_core.terms import Term, TermError, build_term
 
 ENCODINGS = ("angle", "sincos")
@@ -67,7 +79,8 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "terms": {
             "goal_distance": {"kind": "distance", "position": ["x", "y"], "point": boat.GOAL.tolist()},
             "obstacle_clearance": {"kind": "clearance", "position": ["x", "y"], "shapes": [
-                {"disc": {"center": c.tolist(), "radius": float(r)}} for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)]},
+                {"disc": {"center": c.tolist(), "radius": float(r)}}
+                for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)]},
         },
         "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
                     "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]},
@@ -83,7 +96,8 @@ def named_function(name: str) -> ObservationFunction:
         return FUNCTIONS[name]
     except KeyError:
         raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)}. Write reward "
-                            "and margin as expressions over named features instead (docs/BRING_YOUR_OWN_ROBOT.md)") from None
+                            "and margin as expressions over named features instead "
+                            "(docs/BRING_YOUR_OWN_ROBOT.md)") from None
 
 
 @dataclass(frozen=True)
@@ -307,7 +321,8 @@ class TaskSpec:
         for f in self.features:
             clash = sorted({f.name, *f.columns} & seen)
             if clash:
-                raise TaskSpecError(f"spec features: the name(s) {clash} are used twice; give each feature its own name")
+                raise TaskSpecError(f"spec features: the name(s) {clash} are used twice; "
+                                    "give each feature its own name")
             unknown = sorted(f.expr.names - seen) if f.expr is not None else []
             if unknown:
                 raise TaskSpecError(f"spec feature '{f.name}': its expr uses {unknown}, which no feature before it "
@@ -318,7 +333,8 @@ class TaskSpec:
                 raise TaskSpecError(f"spec term '{name}' has the name of a feature; rename one of them")
             unknown = sorted(set(term.inputs) - seen)
             if unknown:
-                raise TaskSpecError(f"spec term '{name}' reads {unknown}, which no feature defines (known: {sorted(seen)})")
+                raise TaskSpecError(f"spec term '{name}' reads {unknown}, which no feature defines "
+                                    f"(known: {sorted(seen)})")
         if not self.observation_names:
             raise TaskSpecError("spec features: nothing is observed (every feature has observe: false)")
         zeros = {name: np.zeros((2, stream.width)) for name, stream in self.inputs}
@@ -509,7 +525,8 @@ def _evaluate(fn: Any, values: Mapping[str, np.ndarray], what: str) -> np.ndarra
 
 
 def _identifier(path: str) -> str:
-    """A feature name from a field path (the `state: fields:` shorthand): pose.pose.position.x -> pose_pose_position_x."""
+    """A feature name from a field path (the `state: fields:` shorthand):
+    pose.pose.position.x -> pose_pose_position_x."""
     return re.sub(r"\W+", "_", path).strip("_")
 
 
@@ -537,7 +554,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
         if isinstance(signal, Mapping) and "field" in signal:
             check_keys(signal, role, {"topic", "type", "field"}, STREAM_OPTIONS)
             if not isinstance(d.get("inputs"), Mapping) or not isinstance(d.get("features"), list):
-                raise TaskSpecError(f"spec lacks `inputs:` and `features:` (or the `state:` short form)")
+                raise TaskSpecError("spec lacks `inputs:` and `features:` (or the `state:` short form)")
             d["inputs"] = {**d["inputs"], role: {k: v for k, v in signal.items() if k != "field"}}
             d["features"] = [*d["features"], {"name": role, "input": role, "field": signal["field"], "observe": False}]
             d[role] = role

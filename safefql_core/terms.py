@@ -88,7 +88,8 @@ def shape_sdf(shape: Any, where: str):
                         f"{{polygon: [[x, y], ...]}}, got {shape!r}")
     (kind, params), = shape.items()
     if kind == "disc" and isinstance(params, Mapping) and set(params) == {"center", "radius"}:
-        c, r = _vector(params["center"], f"{where}.disc.center", 2), _number(params["radius"], f"{where}.disc.radius", True)
+        c = _vector(params["center"], f"{where}.disc.center", 2)
+        r = _number(params["radius"], f"{where}.disc.radius", True)
         return lambda p: disc_sdf(p, c, r)
     if kind == "box" and isinstance(params, Mapping) and set(params) == {"center", "size"}:
         c, s = _vector(params["center"], f"{where}.box.center", 2), _vector(params["size"], f"{where}.box.size", 2)

@@ -17,9 +17,9 @@ import io
 import math
 import os
 import pickle
+import random
 import signal
 import threading
-import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,7 +35,15 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
-from safefql_core.data import DEFAULT_COST_SCALE, Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
+from safefql_core.data import (
+    DEFAULT_COST_SCALE,
+    Dataset,
+    DatasetError,
+    TensorBatches,
+    fingerprint,
+    load_dataset,
+    violation_free_episodes,
+)
 from safefql_core.fisor import FISOR, FISORConfig
 from safefql_core.tasks import BUILTIN, TaskSpec
 

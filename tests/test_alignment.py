@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 from test_tasks import boat_dict
 
-from safefql_core.alignment import (AlignmentError, TimeSeries, Track, align, build_transitions, control_grid,
-                                    episode_bounds, latest_at_or_before)
+from safefql_core.alignment import (
+    AlignmentError,
+    TimeSeries,
+    Track,
+    align,
+    build_transitions,
+    control_grid,
+    episode_bounds,
+    latest_at_or_before,
+)
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
 

@@ -10,12 +10,19 @@ import yaml
 from test_tasks import boat_dict
 
 from offline_train import collect, convert, fit
-from offline_train.bags import (SIM_EPOCH_NS, BagError, default_message, episode_messages, read_series, typestore,
-                                write_bag, write_episodes)
+from offline_train.bags import (
+    SIM_EPOCH_NS,
+    BagError,
+    default_message,
+    episode_messages,
+    read_series,
+    typestore,
+    write_bag,
+    write_episodes,
+)
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
 from safefql_core.tasks import NS, TaskSpec, TaskSpecError
-from test_tasks import boat_dict
 
 SEED, EPISODES = 5, 3
 BOAT = TaskSpec.builtin("boat")

@@ -121,7 +121,8 @@ def test_nominal_intervene_unsafe(bundle_dir):
     rt = Runtime(bundle, RuntimeConfig(threshold=between, fallback_actions=fallbacks.tolist(), candidates=0))
     d = rt.decide(obs)
     assert d.mode is Mode.INTERVENE and d.q_safe == pytest.approx(q_fb.min(), abs=1e-5) and d.margin > 0
-    unsafe = Runtime(bundle, RuntimeConfig(threshold=bundle.threshold_range[0], fallback_actions=fallbacks.tolist())).decide(obs)
+    lowest = RuntimeConfig(threshold=bundle.threshold_range[0], fallback_actions=fallbacks.tolist())
+    unsafe = Runtime(bundle, lowest).decide(obs)
     assert unsafe.mode is Mode.UNSAFE and unsafe.q_safe <= q_fb.min() + 1e-6
 
 
@@ -189,7 +190,8 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     # torch rebuilds the same choice
     t = Runtime(bundle, RuntimeConfig(backend="torch", proposals=n, seed=seed, threshold=threshold)).decide(obs)
     np.testing.assert_allclose(t.action, d.action, atol=1e-5)
-    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=bundle.threshold_range[0], candidates=0)).decide(obs)
+    lowest = RuntimeConfig(proposals=n, seed=seed, threshold=bundle.threshold_range[0], candidates=0)
+    none_pass = Runtime(bundle, lowest).decide(obs)
     assert none_pass.mode is Mode.UNSAFE and none_pass.q_safe == pytest.approx(float(q_safe.min()), abs=1e-5)
 
 

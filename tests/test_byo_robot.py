@@ -136,9 +136,9 @@ def test_controller_started_with_only_the_bundle_runs_the_robots_topics(rover, r
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import LaserScan
+    from test_ros_nodes import spin_until
 
     from safefql_ros.controller import COMMAND_QOS
-    from test_ros_nodes import spin_until
 
     probe = Node("rover_probe")
     commands: list[tuple[float, float]] = []

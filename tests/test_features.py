@@ -46,7 +46,8 @@ def test_laserscan_sectors_follow_rep_117():
 def test_joint_entries_are_found_by_name_whatever_their_order():
     msg = NS(name=["wrist", "elbow"], position=[0.1, -0.7], velocity=[], effort=[2.0, 3.0])
     assert Joint("elbow").values(msg) == [-0.7] and Joint("wrist", "effort").values(msg) == [2.0]
-    with pytest.raises(TaskSpecError, match=r"joint 'knee' is not in this SimpleNamespace, which has \['wrist', 'elbow'\]"):
+    with pytest.raises(TaskSpecError,
+                       match=r"joint 'knee' is not in this SimpleNamespace, which has \['wrist', 'elbow'\]"):
         Joint("knee").values(msg)
     with pytest.raises(TaskSpecError, match="has 0 velocity value"):
         Joint("elbow", "velocity").values(msg)

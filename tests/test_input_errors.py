@@ -10,8 +10,8 @@ from dataclasses import fields
 import h5py
 import numpy as np
 import pytest
-
 from conftest import make_dataset
+
 from offline_train import collect, convert, fit
 from offline_train.cli import parse_override
 from safefql_core.agent import SafeFQLConfig

@@ -41,9 +41,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from safefql_core.bundle import load_bundle  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
-from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
-
 from safefql_core.runtime import Decision, Mode  # noqa: E402
+from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_ros.controller import COMMAND_QOS, LATCHED_QOS, Controller  # noqa: E402
 from safefql_ros.episode_monitor import EpisodeMonitor  # noqa: E402

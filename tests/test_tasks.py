@@ -118,8 +118,8 @@ def test_reward_from_a_topic_is_an_input_that_only_the_reward_reads():
     assert set(spec.topic_streams()) == {"state", "command", "reward"}
     assert spec.state_inputs() == ["state"] and spec.obs_dim == 2  # aligned as a signal, not observed
     full = spec.to_dict()
-    assert full["reward"] == "reward" and full["inputs"]["reward"] == {"topic": "/boat/reward",
-                                                                      "type": "std_msgs/msg/Float64", "stamp": "receive"}
+    assert full["reward"] == "reward"
+    assert full["inputs"]["reward"] == {"topic": "/boat/reward", "type": "std_msgs/msg/Float64", "stamp": "receive"}
     assert {"name": "reward", "input": "reward", "field": "data", "observe": False} in full["features"]
     reward, _ = spec.signals({"state": np.zeros((2, 2)), "reward": np.array([[3.0], [-1.0]])})
     np.testing.assert_array_equal(reward, [3.0, -1.0])
