@@ -60,7 +60,7 @@ def test_reward_is_minus_the_pre_step_goal_distance_and_episodes_time_out():
 
 def test_lidar_ranges_follow_the_laserscan_convention():
     env = diffdrive.DiffDriveEnv(1, seed=0)
-    readings = env.reset(np.array([[0.5, 2.7, 0.0]]))  # facing east along an open corridor
+    readings = env.reset(np.array([[0.5, 0.5, np.pi / 2]]))  # facing north along the open west side
     ranges, w = readings.ranges[0], diffdrive.world()
     forward = np.abs(w.beam_angles) < np.radians(10)
     assert np.isposinf(ranges[forward]).all()  # nothing within range_max: +inf, not range_max
