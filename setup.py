@@ -45,6 +45,7 @@ setup(
             'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',
             'boat_sim = safefql_ros.boat_sim:main',
+            'diffdrive_sim = safefql_ros.diffdrive_sim:main',
             'safefql_recorder = safefql_ros.recorder:main',
             'safefql_player = safefql_ros.player:main',
             'episode_monitor = safefql_ros.episode_monitor:main',
