@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     attrs = {"task": "boat", "seed": args.seed, "episodes": episodes, "control_period": boat.DT,
              "observation_fields": ["x", "y"], "action_fields": ["heading_x", "heading_y"],
              "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
-             "behaviour_mix": boat_behaviour.MIX, "source": "offline_train.collect (boat simulator)"}
+             "behaviour_mix": boat_behaviour.MIX, "source": "offline_train.collect (boat simulator)",
+             # the ROS interface these episodes have on the robot (and in `--format bag`): its bundles run on the node
+             "task_spec": TaskSpec.builtin("boat").to_dict()}
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
     per_episode_cost = data.costs.reshape(episodes, -1).sum(axis=1)

@@ -1,48 +1,97 @@
-"""`python -m offline_train.convert`: a rosbag2 -> an HDF5 dataset, through the task spec.
+"""`python -m offline_train.convert`: rosbag2 recordings -> an HDF5 dataset, through the task spec.
 
 The task spec (config YAML `spec:` section; the built-in boat spec by default) says which
-topics and fields to read; `safefql_core.alignment` puts them on the control grid.
+topics and fields to read; `safefql_core.alignment` puts them on the control grid. `--bag`
+takes rosbag2 directories, bare .mcap/.db3 files and folders of them; each bag is aligned
+on its own, so no episode is joined across two bags, and the transitions of all of them
+make one dataset.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from offline_train.bags import DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, read_series
-from safefql_core.alignment import NONFINITE_POLICIES, AlignmentError, AlignmentReport, build_transitions
+import numpy as np
+
+from offline_train.bags import DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, read_series, typestore
+from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
+                                    build_transitions)
 from safefql_core.data import Dataset, DatasetError, save_dataset, validate
 from safefql_core.tasks import TaskSpec, TaskSpecError
 
 ERRORS = (BagError, TaskSpecError, AlignmentError, DatasetError)
 
 
+@dataclass(frozen=True)
+class BagOptions:
+    """How bags are read and aligned: the options `add_bag_arguments` declares."""
+
+    typestore: str = DEFAULT_TYPESTORE
+    msg: tuple[str, ...] = ()
+    on_nonfinite: str = "refuse"
+    on_duplicate: str = "refuse"
+    allow_partial: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BagOptions:
+        return cls(args.typestore, tuple(args.msg), args.on_nonfinite, args.on_duplicate, args.allow_partial)
+
+
 @dataclass
 class Conversion:
     out: Path
     spec: TaskSpec
-    source: BagSource
+    sources: list[BagSource]
     report: AlignmentReport
-    on_nonfinite: str
+    options: BagOptions
+
+    @property
+    def content_hash(self) -> str:
+        """One bag's content hash, or a hash of the bags' hashes in the order given."""
+        if len(self.sources) == 1:
+            return self.sources[0].content_hash
+        return hashlib.sha256("".join(s.content_hash for s in self.sources).encode()).hexdigest()[:16]
 
     def summary(self) -> str:
-        """What a user needs to trust the dataset: sizes, and every drop with its reason."""
-        r, ms = self.report, self.spec.max_age * 1e3
+        """What a user needs to trust the dataset: sizes, every drop and repair with its reason."""
+        r, ms = self.report, self.spec.max_age_of("state") * 1e3
         dropped = ", ".join(f"{n:,} {why}" for why, n in r.dropped.items()) or "none"
-        lines = [
-            f"converted {self.source.path} ({self.source.storage}, {self.source.messages:,} messages, "
-            f"content hash {self.source.content_hash}) -> {self.out}",
+        messages = sum(s.messages for s in self.sources)
+        if len(self.sources) == 1:
+            s = self.sources[0]
+            lines = [f"converted {s.path} ({s.storage}, {messages:,} messages, content hash {s.content_hash}) "
+                     f"-> {self.out}"]
+        else:
+            lines = [f"converted {len(self.sources)} bags ({messages:,} messages, content hash {self.content_hash}; "
+                     f"episodes never joined across bags) -> {self.out}"]
+            lines += [f"  {s.path} ({s.storage}, {s.messages:,} messages, content hash {s.content_hash})"
+                      for s in self.sources]
+        lines += [
             f"  {r.episodes} episode(s) (split where {self.spec.state.topic} is silent > {ms:g} ms), "
             f"{r.ticks:,} ticks every {self.spec.control_period * 1e3:g} ms",
             f"  {r.transitions:,} transitions, {r.timeouts:,} time-outs, 0 terminals (a bag has no terminal signal)",
             f"  ticks dropped: {dropped}",
         ]
-        if r.nonfinite_samples:
-            counts = ", ".join(f"{n:,} {role}" for role, n in r.nonfinite_samples.items())
-            lines.append(f"  non-finite samples: {counts} (--on-nonfinite {self.on_nonfinite})")
+        for what, counts, note in (
+                ("non-finite samples", r.nonfinite_samples, f"--on-nonfinite {self.options.on_nonfinite}"),
+                ("samples sharing a stamp with a different value", r.ambiguous_samples,
+                 f"--on-duplicate {self.options.on_duplicate}"),
+                ("exact duplicate samples", r.duplicate_samples, "dropped"),
+                ("samples stamped before an earlier one", r.reordered_samples, "sorted by stamp"),
+                ("held states", r.held_states, "transitions whose next state is the same sample as their state")):
+            if counts:
+                lines.append(f"  {what}: {', '.join(f'{n:,} {name}' for name, n in counts.items())} ({note})")
         if r.clipped_actions:
             lines.append(f"  {r.clipped_actions:,} commands outside the spec's bounds were clipped to them")
+        for s in self.sources:
+            if s.partial:
+                counts = "; ".join(f"{t}: {n:,} of {m:,}" for t, (n, m) in s.partial.items())
+                lines.append(f"  WARNING: {s.path} is damaged and was read only in part ({counts} messages "
+                             "its metadata lists; --allow-partial)")
         return "\n".join(lines)
 
 
@@ -51,11 +100,34 @@ def load_spec(config: str | None) -> TaskSpec:
     return TaskSpec.load(config) if config else TaskSpec.builtin("boat")
 
 
-def convert(bag: str | Path, spec: TaskSpec, out: str | Path, typestore: str = DEFAULT_TYPESTORE,
-            on_nonfinite: str = "refuse", progress: bool = True) -> Conversion:
-    """Read, align, validate and save; the dataset's attributes record spec and source."""
-    series, source = read_series(bag, spec, typestore, progress)
-    arrays, report = build_transitions(spec, series, on_nonfinite)
+def read_aligned(bags: str | Path | Sequence[str | Path], spec: TaskSpec, options: BagOptions = BagOptions(),
+                 progress: bool = True) -> tuple[dict[str, np.ndarray], AlignmentReport, list[BagSource]]:
+    """Read and align each bag on its own; their transitions concatenated, reports merged."""
+    store = typestore(options.typestore, options.msg)
+    paths = bag_paths([bags] if isinstance(bags, (str, Path)) else bags)
+    parts, report, sources = [], AlignmentReport(), []
+    for path in paths:
+        series, source = read_series(path, spec, store, options.allow_partial, progress)
+        twin = next((s for s in sources if s.content_hash == source.content_hash), None)
+        if twin is not None:
+            raise BagError(f"{path} and {twin.path} hold the same recording (content hash {source.content_hash}); "
+                           "pass each recording once")
+        try:
+            arrays, part = build_transitions(spec, series, options.on_nonfinite, options.on_duplicate)
+        except AlignmentError as exc:
+            raise AlignmentError(f"{path}: {exc}" if len(paths) > 1 else str(exc)) from None
+        parts.append(arrays)
+        report = report.merge(part)
+        sources.append(source)
+    arrays = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return arrays, report, sources
+
+
+def convert(bags: str | Path | Sequence[str | Path], spec: TaskSpec, out: str | Path,
+            options: BagOptions = BagOptions(), progress: bool = True) -> Conversion:
+    """Read, align, validate and save; the dataset's attributes record spec and sources."""
+    arrays, report, sources = read_aligned(bags, spec, options, progress)
+    result = Conversion(Path(out), spec, sources, report, options)
     attrs = {
         "task": spec.name,
         "task_spec": spec.to_dict(),
@@ -66,37 +138,48 @@ def convert(bag: str | Path, spec: TaskSpec, out: str | Path, typestore: str = D
         "control_period": spec.control_period,
         "max_age": spec.max_age,
         "source": "offline_train.convert (rosbag2)",
-        "bag": str(Path(bag).resolve()),
-        "bag_content_hash": source.content_hash,
-        "bag_storage": source.storage,
-        "typestore": typestore,
+        "bag": ", ".join(str(Path(s.path).resolve()) for s in sources),
+        "bag_content_hash": result.content_hash,
+        "bag_storage": ", ".join(sorted({s.storage for s in sources})),
+        "bags": [{**asdict(s), "path": str(Path(s.path).resolve())} for s in sources],
+        "typestore": options.typestore,
+        "msg_definitions": list(options.msg),
         "alignment": asdict(report),
     }
     data = Dataset(**arrays, attrs=attrs)
-    validate(data, str(bag))
+    validate(data, attrs["bag"])
     save_dataset(out, data)
-    return Conversion(Path(out), spec, source, report, on_nonfinite)
+    return result
 
 
 def add_bag_arguments(p: argparse.ArgumentParser) -> None:
-    """The conversion options, shared by `convert` and `fit --bag`."""
+    """The conversion options, shared by `convert`, `fit --bag` and `replay`."""
     p.add_argument("--typestore", default=DEFAULT_TYPESTORE, choices=sorted(TYPESTORES),
                    help="message definitions for bags that do not store their own (default: %(default)s)")
+    p.add_argument("--msg", action="append", default=[], metavar="PATH",
+                   help="custom message definitions for bags that store none (Humble and older): a "
+                        "<package>/msg/<Name>.msg file or a folder of them; repeatable")
     p.add_argument("--on-nonfinite", default="refuse", choices=NONFINITE_POLICIES,
                    help="NaN/inf in a used field: refuse (default) or drop the ticks that use it")
+    p.add_argument("--on-duplicate", default="refuse", choices=DUPLICATE_POLICIES,
+                   help="samples of one topic sharing a stamp with different values: refuse (default) or "
+                        "drop the ticks that use them")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="convert a damaged bag's readable messages instead of refusing it (the summary warns)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bag", required=True, help="rosbag2 directory (mcap or sqlite3)")
+    p.add_argument("--bag", required=True, nargs="+",
+                   help="rosbag2 directories (mcap or sqlite3), bare .mcap/.db3 files, or folders of them")
     p.add_argument("--config", help="task YAML with a `spec:` section (default: built-in boat spec)")
     p.add_argument("--out", required=True, help="output HDF5 path, e.g. data/boat_bag.h5")
     add_bag_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        result = convert(args.bag, load_spec(args.config), args.out, args.typestore, args.on_nonfinite,
+        result = convert(args.bag, load_spec(args.config), args.out, BagOptions.from_args(args),
                          progress=not args.no_progress)
     except ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

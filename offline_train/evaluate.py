@@ -19,7 +19,7 @@ from offline_train.cli import add_threads_argument, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
-from safefql_core.bundle import BundleError
+from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
 from safefql_core.training import RunError, load_run
@@ -45,14 +45,22 @@ def load_initial_states(path: str | None, episodes: int) -> np.ndarray:
     return states[:episodes]
 
 
+def bundle_task(bundle: str, task: str | None) -> str:
+    """The task a bundle was trained on (it records it); --task may only repeat it."""
+    recorded = load_bundle(bundle, check=False).meta["task"]["name"]
+    if task is not None and task != recorded:
+        raise RunError(f"--task {task} contradicts the bundle, trained on task '{recorded}'; leave --task out")
+    return recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.evaluate", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory written by offline_train.fit (the raw actor)")
     source.add_argument("--bundle", help="policy bundle: evaluate the deployed decision (actor + "
                                          "calibrated check + fallback candidates), as the robot runs it")
-    p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the run's training task; "
-                                  "boat for a bundle)")
+    p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the task the run or bundle was "
+                                  "trained on; a bundle's task cannot be changed)")
     p.add_argument("--episodes", type=int, help="boat: how many of the fixed initial states (default 500); "
                                                f"Safety Gymnasium: episodes (default {GYM_EPISODES})")
     p.add_argument("--init-states", help="boat: (N, 2) .npy of initial states (default: the fixed set)")
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             recorded = task_description(meta)  # what its bundle would record about the task
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
-            task = args.task or "boat"
+            task = bundle_task(args.bundle, args.task)
             fallbacks = BOAT_FALLBACKS if task == "boat" else []
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
                                                               fallback_actions=fallbacks, proposals=args.proposals,

@@ -10,15 +10,28 @@ import numpy as np
 
 from offline_train.calibrate import CALIBRATION_FILE
 from safefql_core.bundle import BundleError, export_bundle, load_bundle
+from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_core.training import RunError, load_run
 
 
 def task_description(meta: dict) -> dict:
-    """What the bundle records about the task: name, period (and action repeat), bounds, field names, spec."""
+    """What the bundle records about the task: name, period (and action repeat), bounds, field
+    names, and the exact task spec the dataset was converted with (`spec`), which the node,
+    replay and evaluate deploy the bundle with. Refuses a spec that does not fit the networks."""
     attrs = meta.get("dataset_attrs") or {}
-    keys = ("control_period", "action_repeat", "action_low", "action_high", "observation_fields",
-            "action_fields", "spec")
-    return {"name": meta["task"], **{k: attrs[k] for k in keys if k in attrs}}
+    keys = ("control_period", "action_repeat", "action_low", "action_high", "observation_fields", "action_fields")
+    task = {"name": meta["task"], **{k: attrs[k] for k in keys if k in attrs}}
+    if attrs.get("task_spec"):
+        try:
+            spec = TaskSpec.from_dict(attrs["task_spec"], meta["task"])
+        except TaskSpecError as exc:
+            raise RunError(f"the run's dataset records a task spec that does not load ({exc}); convert the bag "
+                           "again with this version of safefql") from None
+        if (spec.obs_dim, spec.act_dim) != (meta["obs_dim"], meta["act_dim"]):
+            raise RunError(f"the run's dataset records a task spec of {spec.obs_dim} observation / {spec.act_dim} "
+                           f"action values, but the run was trained on {meta['obs_dim']} / {meta['act_dim']}")
+        task["spec"] = spec.to_dict()
+    return task
 
 
 def export_run(run: str, out: str, seed: int = 0) -> dict:

@@ -11,7 +11,7 @@ import yaml
 
 from offline_train import calibrate, export
 from offline_train.cli import add_set_argument, add_threads_argument, parse_override, set_threads
-from offline_train.convert import add_bag_arguments, convert, load_spec
+from offline_train.convert import BagOptions, add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
 from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.fit", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset HDF5 (offline_train.collect, or DSRL layout)")
-    source.add_argument("--bag", help="rosbag2 directory, converted through the config's task spec")
+    source.add_argument("--bag", nargs="+", help="rosbag2 directories, bare .mcap/.db3 files or folders of them, "
+                                                 "converted through the config's task spec into one dataset")
     p.add_argument("--config", help="task YAML with per-algorithm settings (e.g. config/boat.yaml)")
     p.add_argument("--task", help="boat or a Safety Gymnasium id, e.g. SafetyPointCircle1-v0: trains with "
                                   "config/<task>.yaml unless --config is given (default: the config's task, boat)")
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data
         if args.bag is not None:
             data = str(Path(args.out) / DATASET)
-            print(convert(args.bag, load_spec(args.config), data, args.typestore, args.on_nonfinite,
+            print(convert(args.bag, load_spec(args.config), data, BagOptions.from_args(args),
                           progress=not args.no_progress).summary())
         if args.bag is None:
             check_dataset_task(data, task)

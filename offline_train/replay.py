@@ -28,14 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import read_series
 from offline_train.convert import ERRORS as CONVERT_ERRORS
-from offline_train.convert import add_bag_arguments
+from offline_train.convert import BagOptions, add_bag_arguments, read_aligned
 from safefql_core import replay
-from safefql_core.alignment import build_transitions
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
-from safefql_core.tasks import TaskSpec
+from safefql_core.tasks import TaskSpec, resolve_spec
 
 ERRORS = (*CONVERT_ERRORS, BundleError, replay.ReplayError)
 SAFETY_PLOT_EPISODES = 4  # episodes with violations first, then the first ones
@@ -45,10 +43,11 @@ MAP_EPISODES = 20         # more trajectories than this make the map unreadable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bag", required=True, help="rosbag2 directory (mcap or sqlite3)")
+    p.add_argument("--bag", required=True, help="rosbag2 directory (mcap or sqlite3) or a bare .mcap/.db3 file")
     p.add_argument("--bundle", required=True, help="policy bundle directory (python -m offline_train.export)")
     p.add_argument("--out", required=True, help="report directory, e.g. report/")
-    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records)")
+    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records); "
+                                    "refused unless it matches that spec (it may rename topics)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runtime's candidate sampler (default 0)")
     p.add_argument("--episodes", type=int, help="replay only the first N recorded episodes")
     p.add_argument("--no-closed-loop", action="store_true", help="skip the simulator re-runs")
@@ -69,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict:
     """Load, replay both ways, write the report files; returns replay.json's content."""
     bundle = load_bundle(args.bundle)
-    spec = TaskSpec.load(args.config) if args.config else TaskSpec.of_task(bundle.meta["task"])
+    spec = resolve_spec(bundle.meta, TaskSpec.load(args.config) if args.config else None)
     replay.check_compatible(bundle, spec)
-    series, source = read_series(args.bag, spec, args.typestore, progress=not args.no_progress)
-    arrays, alignment = build_transitions(spec, series, args.on_nonfinite)
+    arrays, alignment, sources = read_aligned(args.bag, spec, BagOptions.from_args(args), not args.no_progress)
     episodes = replay.segments(arrays["timeouts"])[:args.episodes]
     fresh = lambda: Runtime(bundle, RuntimeConfig(seed=args.seed))  # noqa: E731
     threshold = bundle.threshold  # RuntimeConfig(threshold=None): the runtime uses the bundle's δ*
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
-        "bag": str(Path(args.bag).resolve()), "bag_content_hash": source.content_hash,
+        "bag": str(Path(args.bag).resolve()), "bag_content_hash": sources[0].content_hash,
         "bundle": str(Path(args.bundle).resolve()), "algo": bundle.algo, "task": spec.name,
         "threshold": threshold, "seed": args.seed, "control_period": spec.control_period,
         "alignment": {"episodes": alignment.episodes, "ticks": alignment.ticks,

@@ -176,16 +176,19 @@ class Stream:
     `stamp` says which time a sample belongs to: `header` (the message's header.stamp: the
     measurement time, preferred when the type has one) or `receive` (when the bag
     recorded it / the node received it: the only choice for headerless types like Twist).
+    `max_age` (seconds, optional key) is how old this stream's sample may be where it is
+    used; None: the spec's `max_age`. A command stream's hold is the spec's `command.hold`.
     """
 
     topic: str
     type: str
     fields: tuple[FieldPath, ...]
     stamp: str = "receive"
+    max_age: float | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
-        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp"} | set(extra))
+        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "max_age"} | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec '{where}.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -198,11 +201,12 @@ class Stream:
         stamp = d.get("stamp", "receive")
         if stamp not in STAMP_SOURCES:
             raise TaskSpecError(f"spec '{where}.stamp' must be one of {list(STAMP_SOURCES)}, got {stamp!r}")
-        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp)
+        max_age = _positive(d, "max_age", f"{where}.") if "max_age" in d else None
+        return cls(str(d["topic"]), str(d["type"]), tuple(FieldPath(str(f)) for f in fields), stamp, max_age)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "type": self.type, "stamp": self.stamp,
-                "fields": [f.path for f in self.fields]}
+        d = {"topic": self.topic, "type": self.type, "stamp": self.stamp, "fields": [f.path for f in self.fields]}
+        return d if self.max_age is None else {**d, "max_age": self.max_age}
 
     @property
     def names(self) -> list[str]:
@@ -252,7 +256,7 @@ class Signal:
             named_function(d["function"])  # unknown names fail at load time
             return cls(function=str(d["function"]))
         if isinstance(d, Mapping) and "field" in d:
-            _check_keys(d, where, {"topic", "type", "field"}, {"stamp"})
+            _check_keys(d, where, {"topic", "type", "field"}, {"stamp", "max_age"})
             return cls(stream=Stream.from_dict({**{k: v for k, v in d.items() if k != "field"},
                                                 "fields": [d["field"]]}, where))
         raise TaskSpecError(f"spec '{where}' must be {{function: <name>}} (one of {sorted(FUNCTIONS)}) "
@@ -287,6 +291,7 @@ class TaskSpec:
     action_high: tuple[float, ...]
     reward: Signal
     margin: Signal
+    hold: float | None = None  # the command's hold (`command.hold`); None: max_age
 
     @classmethod
     def load(cls, path: str | Path) -> TaskSpec:
@@ -311,11 +316,38 @@ class TaskSpec:
 
     @classmethod
     def of_task(cls, task: Mapping[str, Any]) -> TaskSpec:
-        """The spec a bundle's `task` entry records, or the built-in spec of its task (bundles
-        trained on simulator datasets record only the task name)."""
+        """The spec a bundle's (or run's) `task` entry records: the exact spec `convert` used.
+
+        Bundles exported before the spec travelled with the model record only a task name;
+        for the boat that is its built-in spec, for any other task nothing is known.
+        """
         if task.get("spec"):
             return cls.from_dict(task["spec"], name=task["name"])
+        if task["name"] not in BUILTIN:
+            raise TaskSpecError(
+                f"the bundle records no task spec, and task '{task['name']}' has no built-in one: it was "
+                "trained on a dataset without ROS topics (a simulator's HDF5, a DSRL file). Train from a bag "
+                "(python -m offline_train.fit --bag BAG --config TASK.yaml) to get a bundle a robot can run")
         return cls.builtin(task["name"])
+
+    def interface(self) -> dict[str, Any]:
+        """What the policy depends on: the observation's and action's definitions, bounds and
+        period. Topic names, stamps, ages, reward and margin may differ between deployments."""
+        d = self.to_dict()
+        return {"task": self.name, "control_period": d["control_period"],
+                "state": {k: d["state"][k] for k in ("type", "fields")},
+                "command": {k: d["command"][k] for k in ("type", "fields", "low", "high")}}
+
+    def check_matches(self, other: TaskSpec, mine: str, theirs: str) -> None:
+        """Refuse `other` as a stand-in for this spec unless it has the same interface; the
+        error shows both sides of every difference."""
+        a, b = _flatten(self.interface()), _flatten(other.interface())
+        diffs = [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
+                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        if diffs:
+            raise TaskSpecError(f"{theirs} does not match the spec {mine} was trained with: " + "; ".join(diffs)
+                                + f". Use the spec {mine} records (leave {theirs} out), or only change topic "
+                                "names, stamps, ages, reward or margin in it")
 
     @classmethod
     def from_dict(cls, d: Any, name: str) -> TaskSpec:
@@ -324,15 +356,33 @@ class TaskSpec:
         if max_age < period:
             raise TaskSpecError(f"spec max_age ({max_age}) is shorter than control_period ({period}): a state "
                                 "sent every period would be stale between ticks; use at least one period")
-        command = Stream.from_dict(d["command"], "command", extra={"low", "high"})
+        command = Stream.from_dict(d["command"], "command", extra={"low", "high", "hold"})
+        if command.max_age is not None:
+            raise TaskSpecError("spec 'command.max_age' is not a key: a command's age limit is its `hold` "
+                                "(how long a command stays in force), e.g. command: {hold: 0.5, ...}")
+        hold = _positive(d["command"], "hold", "command.") if "hold" in d["command"] else None
         low, high = (_bounds(d["command"], key, len(command.fields)) for key in ("low", "high"))
         empty = [f"{n}: low {lo} >= high {hi}" for n, lo, hi in zip(command.names, low, high) if lo >= hi]
         if empty:
             raise TaskSpecError(f"spec command bounds are empty: {empty}; every low must be below its high")
         spec = cls(name, period, max_age, Stream.from_dict(d["state"], "state"), command,
-                   low, high, Signal.from_dict(d["reward"], "reward"), Signal.from_dict(d["margin"], "margin"))
+                   low, high, Signal.from_dict(d["reward"], "reward"), Signal.from_dict(d["margin"], "margin"), hold)
         spec._check_functions()
+        for role in spec.topic_streams():
+            if spec.max_age_of(role) < period:
+                key = "command.hold" if role == "command" else f"{role}.max_age"
+                raise TaskSpecError(f"spec {key} ({spec.max_age_of(role)}) is shorter than control_period "
+                                    f"({period}): a sample sent every period would be stale between ticks; "
+                                    "use at least one period")
         return spec
+
+    def max_age_of(self, role: str) -> float:
+        """How old the sample of topic stream `role` may be where it is used (seconds): the
+        stream's own `max_age`, the command's `hold`, or else the spec's `max_age`."""
+        if role == "command":
+            return self.hold if self.hold is not None else self.max_age
+        own = self.topic_streams()[role].max_age
+        return own if own is not None else self.max_age
 
     def _check_functions(self) -> None:
         for role, signal in (("reward", self.reward), ("margin", self.margin)):
@@ -346,7 +396,8 @@ class TaskSpec:
         """The `spec:` mapping (from_dict's inverse): stored in datasets and bundles."""
         return {"control_period": self.control_period, "max_age": self.max_age,
                 "state": self.state.to_dict(),
-                "command": {**self.command.to_dict(), "low": list(self.action_low), "high": list(self.action_high)},
+                "command": {**self.command.to_dict(), "low": list(self.action_low), "high": list(self.action_high),
+                            **({} if self.hold is None else {"hold": self.hold})},
                 "reward": self.reward.to_dict(), "margin": self.margin.to_dict()}
 
     @property
@@ -400,13 +451,40 @@ class TaskSpec:
         return self.command.write(msg, self.unscale_action(action))
 
 
-def _positive(d: Mapping, key: str) -> float:
+def resolve_spec(bundle_meta: Mapping[str, Any], given: TaskSpec | None = None,
+                 given_as: str = "--config") -> TaskSpec:
+    """The spec to deploy a bundle with (`bundle_meta`: its bundle.json): the one it records, or
+    `given` (a --config, a node parameter) when that matches it, e.g. the same robot under
+    other topic names. Either must fit the networks' input and output sizes."""
+    task = bundle_meta["task"]
+    spec = given or TaskSpec.of_task(task)
+    if given is not None and (task.get("spec") or task["name"] in BUILTIN):
+        TaskSpec.of_task(task).check_matches(given, "the bundle", given_as)
+    sizes = (bundle_meta["obs_dim"], bundle_meta["act_dim"])
+    if (spec.obs_dim, spec.act_dim) != sizes:
+        raise TaskSpecError(f"{given_as if given else 'the spec'} reads {spec.obs_dim} observation values "
+                            f"{spec.state.names} and writes {spec.act_dim} action values, but the bundle's "
+                            f"networks take {sizes[0]} and give {sizes[1]}; use the spec it was trained with")
+    return spec
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _positive(d: Mapping, key: str, where: str = "") -> float:
     try:
         value = float(d[key])
     except (TypeError, ValueError):
-        raise TaskSpecError(f"spec '{key}' must be a number of seconds, got {d[key]!r}") from None
+        raise TaskSpecError(f"spec '{where}{key}' must be a number of seconds, got {d[key]!r}") from None
     if not value > 0 or not np.isfinite(value):
-        raise TaskSpecError(f"spec '{key}' must be a positive number of seconds, got {value}")
+        raise TaskSpecError(f"spec '{where}{key}' must be a positive number of seconds, got {value}")
     return value
 
 

@@ -39,7 +39,7 @@ from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
-from safefql_core.tasks import TaskSpec, TaskSpecError
+from safefql_core.tasks import TaskSpec, TaskSpecError, resolve_spec
 from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
 
@@ -57,9 +57,13 @@ class Controller(Node):
             description="Policy bundle directory (python -m offline_train.export)", read_only=True)).value
         if not path:
             raise BundleError("parameter 'bundle' is not set; pass --ros-args -p bundle:=<bundle dir>")
+        task_config = self.declare_parameter("task_config", "", ParameterDescriptor(
+            description="Task YAML whose spec replaces the one the bundle records, e.g. to rename topics; "
+                        "refused unless it matches that spec (empty: the bundle's spec)", read_only=True)).value
         bundle = load_bundle(path)
         self.act_dim = bundle.act_dim
-        self.spec = TaskSpec.of_task(bundle.meta["task"])
+        self.spec = resolve_spec(bundle.meta, TaskSpec.load(task_config) if task_config else None,
+                                 "parameter task_config")
         # A policy trained on `collect --action-repeat K` data decides every K control periods.
         self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period) \
             * bundle.meta["task"].get("action_repeat", 1)
@@ -69,10 +73,6 @@ class Controller(Node):
             threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period,
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
             candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"]))
-        if self.spec.obs_dim != bundle.obs_dim:
-            self.get_logger().error(
-                f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
-                f"expects {bundle.obs_dim}: every state will be rejected and the stop action sent")
         rate = p["control_rate_hz"] or 1.0 / self.period
         if p["control_rate_hz"]:
             self.get_logger().warning(

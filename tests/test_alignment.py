@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from safefql_core.alignment import (AlignmentError, TimeSeries, build_transitions, control_grid,
+from safefql_core.alignment import (AlignmentError, TimeSeries, Track, align, build_transitions, control_grid,
                                     episode_bounds, latest_at_or_before)
 from safefql_core.tasks import TaskSpec
 from test_tasks import boat_dict
@@ -40,7 +40,7 @@ def test_gaps_split_episodes_and_each_gets_its_own_grid():
     stamps = np.array([0, 10, 20, 31, 100, 110], dtype=np.int64)
     bounds = episode_bounds(stamps, max_gap=25)
     np.testing.assert_array_equal(bounds, [[0, 3], [4, 5]])
-    ticks, episode = control_grid(stamps, bounds, period=10)
+    ticks, episode = control_grid(stamps[bounds], period=10)
     np.testing.assert_array_equal(ticks, [0, 10, 20, 30, 100, 110])
     np.testing.assert_array_equal(episode, [0, 0, 0, 0, 1, 1])
 
@@ -75,7 +75,7 @@ def test_stale_command_drops_ticks_and_cuts_the_trajectory_with_a_time_out():
     # old at tick 4), ticks 4 and 5 have none within 25 ms of their successor
     cmd = commands([0, 10, 20, 60, 70, 80])
     arrays, report = build_transitions(SPEC, {"state": states(t), "command": cmd})
-    assert report.dropped == {"no command within max_age": 2}
+    assert report.dropped == {"no command within hold": 2}
     assert report.transitions == 7 and report.timeouts == 2
     np.testing.assert_allclose(arrays["observations"][:, 0] * 100, [0, 1, 2, 3, 6, 7, 8], atol=1e-5)
     np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 0, 1, 0, 0, 1])
@@ -124,8 +124,55 @@ def test_out_of_bounds_commands_are_clipped_and_counted():
 
 @pytest.mark.parametrize("state_ms, command_ms, message", [
     ([], [0], r"no samples on /boat/odom \(state\)"),
-    ([0, 10, 20], [500], "no transition survived"),
+    ([0, 10, 20], [20], "no transition survived"),
 ])
 def test_unusable_recordings_are_refused(state_ms, command_ms, message):
     with pytest.raises(AlignmentError, match=message):
         build_transitions(SPEC, {"state": states(state_ms), "command": commands(command_ms)})
+
+
+def test_each_state_track_has_its_own_max_age_and_an_episode_needs_all_of_them():
+    # odometry every 10 ms (max age 25 ms), a lidar every 50 ms (max age 120 ms) that is
+    # silent from 200 to 400 ms: the episode is cut there although odometry runs on.
+    odom_ms = np.arange(0, 601, 10)
+    scan_ms = np.r_[np.arange(0, 201, 50), np.arange(400, 601, 50)]
+    scan = series(scan_ms, np.arange(len(scan_ms), dtype=np.float64)[:, None])
+    aligned = align([Track("odom", states(odom_ms), 0.025), Track("scan", scan, 0.12)],
+                    Track("command", commands(odom_ms), 0.025), control_period=0.01)
+    r = aligned.report
+    assert r.episodes == 2 and r.dropped == {} and r.transitions == 20 + 20
+    ticks_ms = np.round(aligned.at("odom")[:, 0] * 1000).astype(int)  # odom k sits at 10 k ms
+    np.testing.assert_array_equal(aligned.at("scan")[:, 0], np.searchsorted(scan_ms, ticks_ms, side="right") - 1)
+    np.testing.assert_array_equal(aligned.timeouts.nonzero()[0], [19, 39])
+    # the lidar changes every 5th tick: 4 of 5 transitions hold its sample; odometry never
+    assert r.held_states == {"scan": 32}
+
+
+def test_sparse_commands_are_held_for_the_hold_not_the_state_max_age():
+    t = np.arange(0, 1001, 10)
+    planner = commands([0, 500])  # a 2 Hz planner
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": planner})
+    assert report.dropped == {"no command within hold": 100 - 2 - 2}  # 2 ticks after each command
+    held = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, **{"command.hold": 0.5}), "boat")
+    arrays, report = build_transitions(held, {"state": states(t), "command": planner})
+    assert report.dropped == {} and report.transitions == 100
+    np.testing.assert_allclose(arrays["actions"][:, 0], np.where(np.arange(100) < 50, 0.0, 0.01), atol=1e-7)
+    # the state's max age is not loosened by the hold
+    late = states(np.r_[t[:50], t[53:]])
+    assert build_transitions(held, {"state": late, "command": planner})[1].episodes == 2
+
+
+def test_streams_on_different_clocks_are_named():
+    sim = states(np.arange(0, 101, 10))  # header stamps in sim time: 0 to 0.1 s
+    wall = series(1_796_000_000_000 + np.arange(0, 101, 10), np.zeros((11, 2)))  # receive times, 2026
+    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, **{"state.stamp": "header"}), "boat")
+    with pytest.raises(AlignmentError) as error:
+        build_transitions(spec, {"state": sim, "command": wall})
+    message = str(error.value)
+    assert "/boat/cmd_vel (command) (receive stamps, 2026-11-30 00:53:20 to 2026-11-30 00:53:20 UTC: wall time)" in message
+    assert "/boat/odom (state) (header stamps, 0.000 s to 0.100 s since zero: sim time)" in message
+    assert "different clocks" in message and "`stamp: receive` on both" in message and "use_sim_time" in message
+    with pytest.raises(AlignmentError, match=r"the stamps of scan \(0.500 s to 0.600 s since zero: sim time\) "
+                                             r"never overlap those of odom"):
+        align([Track("odom", sim, 0.025), Track("scan", states([500, 600]), 0.025)],
+              Track("command", commands(np.arange(0, 101, 10)), 0.025), control_period=0.01)

@@ -1,4 +1,5 @@
 """The bag workflow: collect --format bag -> convert -> fit --bag, and errors that name the fix."""
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -8,10 +9,11 @@ import pytest
 import yaml
 
 from offline_train import collect, convert, fit
-from offline_train.bags import BagError, default_message, read_series, typestore, write_bag, write_episodes
+from offline_train.bags import (SIM_EPOCH_NS, BagError, default_message, episode_messages, read_series, typestore,
+                                write_bag, write_episodes)
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
-from safefql_core.tasks import TaskSpec, TaskSpecError
+from safefql_core.tasks import NS, TaskSpec, TaskSpecError
 from test_tasks import boat_dict
 
 SEED, EPISODES = 5, 3
@@ -133,9 +135,48 @@ def test_truncated_bag_is_refused(recorded, tmp_path, capsys, storage, suffix):
     assert not (tmp_path / "d.h5").exists()
 
 
+def scrambled(bag: Path, out: Path, seed: int) -> Path:
+    """A copy of an mcap bag with 2 KB of random bytes in the middle of its .mcap file (issue 26 item 6)."""
+    bag = Path(shutil.copytree(bag, out))
+    data = next(bag.glob("*.mcap"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 2048] = np.random.default_rng(seed).bytes(2048)
+    data.write_bytes(bytes(raw))
+    return bag
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_corrupt_mcap_is_refused_unless_partial_is_allowed(recorded, tmp_path, capsys, bare):
+    """The metadata's counts (metadata.yaml, or a bare file's mcap summary) are checked against
+    the messages read: rosbags reads past a scrambled chunk without a word."""
+    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=0)
+    bag = next(bag.glob("*.mcap")) if bare else bag
+    code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "d.h5").exists()
+    read = re.search(r"is corrupt: its metadata lists 2,403 messages on the task's topics, ([\d,]+) could be "
+                     r"read \(/boat/odom: [\d,]+ of 1,203; /boat/cmd_vel: [\d,]+ of 1,200\)", err)
+    assert read and "Re-copy or re-record it; --allow-partial converts the messages that were read" in err
+    code, out, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", "--allow-partial")
+    assert code == 0, err
+    assert f"WARNING: {bag} is damaged and was read only in part (/boat/odom: " in out
+    assert f"converted {bag} (mcap, {read[1]} messages" in out
+    data = load_dataset(tmp_path / "d.h5")
+    assert 0 < len(data) < EPISODES * 400
+    partial = data.attrs["bags"][0]["partial"]
+    assert partial["/boat/odom"][1] == 1203 and sum(n for n, _ in partial.values()) == int(read[1].replace(",", ""))
+
+
+def test_unreadable_mcap_names_the_damage_even_with_allow_partial(recorded, tmp_path, capsys):
+    bag = scrambled(recorded["mcap"], tmp_path / "bag", seed=4)  # scrambles a record length: nothing reads
+    for flags in ([], ["--allow-partial"]):
+        code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", *flags)
+        assert code == 2 and "Traceback" not in err
+        assert "cannot be read after 0 messages (OverflowError" in err and "truncated or corrupt" in err
+
+
 def test_not_a_bag_directory(tmp_path, capsys):
     code, _, err = run_convert(capsys, "--bag", tmp_path, "--out", tmp_path / "d.h5")
-    assert code == 2 and "not a rosbag2 directory (no metadata.yaml)" in err
+    assert code == 2 and "is neither a bag nor a folder of bags: no metadata.yaml, .mcap or .db3 in it" in err
 
 
 def test_non_finite_values_are_refused_or_dropped_by_flag(tmp_path, capsys):
@@ -182,3 +223,128 @@ def test_collect_refuses_to_overwrite_a_bag(recorded, capsys):
 def test_fit_bag_errors_are_reported_not_raised(tmp_path, capsys):
     assert fit.main(["--bag", str(tmp_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_bare_mcap_file_converts_like_its_bag_directory(recorded, tmp_path, capsys):
+    bare = next(recorded["mcap"].glob("*.mcap"))
+    code, out, err = run_convert(capsys, "--bag", bare, "--out", tmp_path / "bare.h5")
+    assert code == 0, err
+    assert f"converted {bare} (mcap, 2,403 messages" in out and "1,200 transitions" in out
+    assert run_convert(capsys, "--bag", recorded["mcap"], "--out", tmp_path / "dir.h5")[0] == 0
+    bare_data, dir_data = load_dataset(tmp_path / "bare.h5"), load_dataset(tmp_path / "dir.h5")
+    np.testing.assert_array_equal(bare_data.observations, dir_data.observations)
+    assert bare_data.attrs["bag_content_hash"] == dir_data.attrs["bag_content_hash"]
+
+
+def test_a_folder_of_bags_becomes_one_dataset_without_joining_episodes(tmp_path, capsys):
+    """Three recordings over the same time span (a simulator restarted for each): a bag
+    directory in mcap, one in sqlite3 and a bare .mcap file, in one folder."""
+    folder = tmp_path / "bags"
+    runs = [np.linspace([x, 0.0], [x + 0.04, 0.0], 5) for x in (0.0, 1.0, -1.0)]
+    small_bag(folder / "a", BOAT, runs[0])
+    small_bag(folder / "b", BOAT, runs[1], storage="sqlite3")
+    next(small_bag(tmp_path / "c", BOAT, runs[2]).glob("*.mcap")).rename(folder / "c.mcap")
+    code, out, err = run_convert(capsys, "--bag", folder, "--out", tmp_path / "d.h5")
+    assert code == 0, err
+    assert "converted 3 bags (27 messages, content hash " in out and "episodes never joined across bags" in out
+    assert f"  {folder / 'b'} (sqlite3, 9 messages" in out and "3 episode(s)" in out and "12 transitions" in out
+    data = load_dataset(tmp_path / "d.h5")
+    np.testing.assert_array_equal(data.timeouts.nonzero()[0], [3, 7, 11])
+    np.testing.assert_allclose(data.observations[:, 0], np.concatenate([r[:-1, 0] for r in runs]), atol=1e-6)
+    np.testing.assert_allclose(data.next_observations[:, 0], np.concatenate([r[1:, 0] for r in runs]), atol=1e-6)
+    assert [Path(b["path"]).name for b in data.attrs["bags"]] == ["a", "b", "c.mcap"]
+    # the same bags named one by one give the same dataset
+    code, _, _ = run_convert(capsys, "--bag", folder / "a", folder / "b", folder / "c.mcap", "--out", tmp_path / "e.h5")
+    assert code == 0 and load_dataset(tmp_path / "e.h5").attrs["bag_content_hash"] == data.attrs["bag_content_hash"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (lambda r: [r["mcap"], r["sqlite3"]], "hold the same recording (content hash "),
+    (lambda r: [r["mcap"], r["mcap"]], "is named twice"),
+    (lambda r: [r["mcap"] / "missing"], "missing does not exist; pass a rosbag2 directory, a .mcap or .db3 file"),
+])
+def test_bag_lists_that_would_repeat_or_miss_data_are_refused(recorded, tmp_path, capsys, args, message):
+    code, _, err = run_convert(capsys, "--bag", *args(recorded), "--out", tmp_path / "d.h5")
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+POSE_MSG = "float32 x\nfloat32 y\nfloat32 theta\n\nfloat32 linear_velocity\nfloat32 angular_velocity\n"
+TURTLE = boat_dict(**{"state.topic": "/turtle1/pose", "state.type": "turtlesim/msg/Pose", "state.stamp": "receive",
+                      "state.fields": ["x", "y"]})
+
+
+def turtlesim_bag(path: Path, msg_dir: Path) -> Path:
+    """A Humble-style sqlite3 bag of a custom type (turtlesim/msg/Pose) with no stored definitions."""
+    pose = msg_dir / "turtlesim" / "msg" / "Pose.msg"
+    pose.parent.mkdir(parents=True)
+    pose.write_text(POSE_MSG)
+    store = typestore("humble", [pose])
+    twist = default_message(store, "geometry_msgs/msg/Twist")
+    messages = []
+    for k in range(6):
+        t = SIM_EPOCH_NS + k * 5_000_000
+        messages.append(("/turtle1/pose", t, store.types["turtlesim/msg/Pose"](0.1 * k, -0.1 * k, 0.0, 0.0, 0.0)))
+        messages.append(("/boat/cmd_vel", t, twist))
+    write_bag(path, {"/turtle1/pose": "turtlesim/msg/Pose", "/boat/cmd_vel": "geometry_msgs/msg/Twist"},
+              messages, store, storage="sqlite3")
+    with sqlite3.connect(next(path.glob("*.db3"))) as db:
+        db.execute("DELETE FROM message_definitions")
+        db.execute("UPDATE topics SET type_description_hash = ''")
+    return path
+
+
+def test_custom_types_of_bags_without_definitions_come_from_msg_files(tmp_path, capsys):
+    bag = turtlesim_bag(tmp_path / "bag", tmp_path / "msgs")
+    config = tmp_path / "turtle.yaml"
+    config.write_text(yaml.safe_dump({"task": "turtle", "spec": TURTLE}))
+    common = ["--bag", bag, "--config", config, "--typestore", "humble"]
+    code, _, err = run_convert(capsys, *common, "--out", tmp_path / "d.h5")
+    assert code == 2 and "Traceback" not in err and "KeyError" not in err
+    assert ("stores no definition of turtlesim/msg/Pose (used by state topic /turtle1/pose), and the --typestore "
+            "release does not have it either") in err
+    assert "--msg path/to/turtlesim/msg/Pose.msg, or --msg a folder holding <package>/msg/*.msg" in err
+    for msg in (tmp_path / "msgs", tmp_path / "msgs" / "turtlesim" / "msg" / "Pose.msg"):
+        code, out, err = run_convert(capsys, *common, "--msg", msg, "--out", tmp_path / "d.h5")
+        assert code == 0, err
+        assert "5 transitions" in out
+        np.testing.assert_allclose(load_dataset(tmp_path / "d.h5").observations[:, 1], -0.1 * np.arange(5), atol=1e-6)
+
+
+def test_msg_files_must_say_their_package(tmp_path, capsys):
+    (tmp_path / "Pose.msg").write_text(POSE_MSG)
+    (tmp_path / "bad" / "turtlesim" / "msg").mkdir(parents=True)
+    (tmp_path / "bad" / "turtlesim" / "msg" / "Pose.msg").write_text("float32 x\nint32[ y\n")
+    for msg, message in ((tmp_path / "Pose.msg", "cannot tell the type of"),
+                         (tmp_path / "bad", "is not a valid .msg definition"),
+                         (tmp_path / "nothing", "--msg " + str(tmp_path / "nothing") + ": no .msg file there")):
+        code, _, err = run_convert(capsys, "--bag", tmp_path, "--msg", msg, "--out", tmp_path / "d.h5")
+        assert code == 2 and message in err, err
+
+
+def test_header_stamps_in_sim_time_against_receive_times_are_named(tmp_path, capsys):
+    """The simulator stamps odometry from /clock (0 s onwards); the bag records wall time."""
+    def sim_stamped():
+        for topic, t, msg in episode_messages(BOAT, typestore("kilted"), np.zeros((1, 4, 2)), np.zeros((1, 3, 2))):
+            if topic == BOAT.state.topic:
+                BOAT.state.set_stamp(msg, t - SIM_EPOCH_NS)
+            yield topic, t, msg
+    write_bag(tmp_path / "bag", {BOAT.state.topic: BOAT.state.type, BOAT.command.topic: BOAT.command.type},
+              sim_stamped(), typestore("kilted"))
+    code, _, err = run_convert(capsys, "--bag", tmp_path / "bag", "--out", tmp_path / "d.h5")
+    assert code == 2 and "no transition survived" not in err
+    assert ("the stamps of /boat/cmd_vel (command) (receive stamps, 2023-11-14 22:13:20 to 2023-11-14 22:13:20 UTC: "
+            "wall time) never overlap those of /boat/odom (state) (header stamps, 0.000 s to 0.015 s since zero: "
+            "sim time)") in err
+    assert "`stamp: receive` on both" in err
+
+
+def test_held_states_are_counted_in_the_summary(recorded, tmp_path, capsys):
+    """States every 5 ms on a 2.5 ms grid: every other transition holds its state."""
+    config = tmp_path / "fast.yaml"
+    config.write_text(yaml.safe_dump({"task": "boat", "spec": boat_dict(control_period=0.0025)}))
+    code, out, err = run_convert(capsys, "--bag", recorded["mcap"], "--config", config, "--out", tmp_path / "d.h5")
+    assert code == 0, err
+    data = load_dataset(tmp_path / "d.h5")
+    held = int((data.observations == data.next_observations).all(axis=1).sum())
+    assert held == len(data) // 2
+    assert f"held states: {held:,} state (transitions whose next state is the same sample as their state)" in out

@@ -8,9 +8,7 @@ recognisable among policy commands.
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -37,7 +36,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from safefql_core.bundle import load_bundle  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
+from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
 
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
@@ -175,25 +176,26 @@ def test_no_state_and_nan_state_are_rejected(bundle, loop):
     node._record(Decision(np.zeros(2), Mode.REJECTED, "test", -1.0, -1.0, 0.0, 0.1))
 
 
-def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
-    """A bundle whose task spec reads 3 state fields for a 2-input policy: every state fails
-    the runtime's size check, so the node only ever sends the stop action."""
-    bad = tmp_path / "bundle"
-    shutil.copytree(bundle, bad)
-    meta = json.loads((bad / "bundle.json").read_text())
-    topic_signal = {"topic": "/boat/margin", "type": "std_msgs/msg/Float64", "field": "data"}
-    meta["task"]["spec"] = {
-        "control_period": 0.005, "max_age": 0.0125,
-        "state": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header",
-                  "fields": ["pose.pose.position.x", "pose.pose.position.y", "pose.pose.position.z"]},
-        "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "fields": ["linear.x", "linear.y"],
-                    "low": [-1.0, -1.0], "high": [1.0, 1.0]},
-        "reward": topic_signal, "margin": topic_signal}
-    (bad / "bundle.json").write_text(json.dumps(meta))
+def test_task_config_may_rename_topics_but_not_change_the_policys_inputs(bundle, loop, tmp_path):
+    """`task_config` replaces the spec the bundle records only where it matches: the same robot
+    under other topic names runs; a config that reads other fields is refused at start-up,
+    showing the bundle's value and the config's."""
+    recorded = TaskSpec.of_task(load_bundle(bundle, check=False).meta["task"]).to_dict()
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(yaml.safe_dump({"task": "boat", "spec": {
+        **recorded, "state": {**recorded["state"], "topic": "/other/odom"},
+        "command": {**recorded["command"], "topic": "/other/cmd_vel"}}}))
     executor, probe, add = loop
-    add(controller(bad, diagnostics_rate_hz=10.0))
-    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
-    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    add(controller(bundle, task_config=str(renamed)))
+    assert spin_until(executor, lambda: probe.count_subscribers("/other/odom") == 1
+                      and probe.count_publishers("/other/cmd_vel") == 1, 8.0), "not on the renamed topics"
+    assert probe.count_subscribers("/boat/odom") == 0
+    wider = tmp_path / "wider.yaml"  # the same fields, but commands scaled to twice the range
+    wider.write_text(yaml.safe_dump({"task": "boat", "spec": {
+        **recorded, "command": {**recorded["command"], "low": [-2.0, -2.0], "high": [2.0, 2.0]}}}))
+    with pytest.raises(TaskSpecError, match=r"command.high: the bundle \[1.0, 1.0\], parameter task_config "
+                                            r"\[2.0, 2.0\]; command.low: the bundle \[-1.0, -1.0\]"):
+        controller(bundle, task_config=str(wider))
 
 
 def test_state_trigger_decides_on_arrival(bundle, loop):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from safefql_core.envs import boat
-from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError
+from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError, resolve_spec
 
 BOAT_YAML = Path(__file__).resolve().parents[1] / "config" / "boat.yaml"
 
@@ -103,6 +103,16 @@ def test_reward_from_a_topic_is_not_computed_from_the_observation():
         spec.reward(np.zeros((1, 2)))
 
 
+def test_stream_max_age_and_command_hold_default_to_max_age_and_round_trip():
+    spec = TaskSpec.builtin("boat")
+    assert spec.max_age_of("state") == spec.max_age_of("command") == spec.max_age
+    assert "hold" not in spec.to_dict()["command"] and "max_age" not in spec.to_dict()["state"]
+    timed = TaskSpec.from_dict(boat_dict(**{"state.max_age": 0.02, "command.hold": 0.6}), "boat")
+    assert (timed.max_age_of("state"), timed.max_age_of("command")) == (0.02, 0.6)
+    assert timed.to_dict()["command"]["hold"] == 0.6 and timed.to_dict()["state"]["max_age"] == 0.02
+    assert TaskSpec.from_dict(timed.to_dict(), "boat") == timed
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"reward": {"function": "boat.rewrd"}}, r"unknown function 'boat.rewrd'; registered functions: \['boat.margin'"),
     ({"command.low": [1.0, -1.0]}, r"bounds are empty: \['linear.x: low 1.0 >= high 1.0'\]"),
@@ -115,6 +125,11 @@ def test_reward_from_a_topic_is_not_computed_from_the_observation():
     ({"state.topic": "boat/odom"}, "absolute topic name"),
     ({"state.frame": "map"}, r"'state' has unknown key\(s\) \['frame'\]"),
     ({"max_age": 0.001}, "shorter than control_period"),
+    ({"command.hold": 0.001}, r"spec command.hold \(0.001\) is shorter than control_period"),
+    ({"state.max_age": 0.001}, r"spec state.max_age \(0.001\) is shorter than control_period"),
+    ({"state.max_age": "soon"}, r"spec 'state.max_age' must be a number of seconds"),
+    ({"command.hold": -1}, r"spec 'command.hold' must be a positive number"),
+    ({"command.max_age": 0.5}, r"'command.max_age' is not a key: a command's age limit is its `hold`"),
     ({"control_period": -0.005}, "positive number of seconds"),
     ({"margin": None}, r"'spec' lacks key\(s\) \['margin'\]"),
     ({"margin": {"value": 1}}, "must be {function: <name>}"),
@@ -156,3 +171,23 @@ def test_core_modules_import_neither_rosbags_nor_rclpy():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rosbags', 'rclpy'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_bundle_without_a_spec_is_refused_unless_its_task_has_a_builtin_one():
+    assert TaskSpec.of_task({"name": "boat"}) == TaskSpec.builtin("boat")  # bundles exported before specs travelled
+    with pytest.raises(TaskSpecError, match="records no task spec, and task 'point_goal' has no built-in one"):
+        TaskSpec.of_task({"name": "point_goal"})
+
+
+def test_resolve_spec_takes_a_matching_config_and_refuses_a_conflict_showing_both():
+    spec = TaskSpec.builtin("boat")
+    meta = {"task": {"name": "boat", "spec": spec.to_dict()}, "obs_dim": 2, "act_dim": 2}
+    assert resolve_spec(meta) == spec
+    renamed = TaskSpec.from_dict(boat_dict(**{"state.topic": "/b2/odom", "max_age": 0.02}), "boat")
+    assert resolve_spec(meta, renamed) == renamed
+    slower = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025), "boat")
+    with pytest.raises(TaskSpecError, match=r"^--config does not match .*: control_period: the bundle 0.005, "
+                                            r"--config 0.01\."):
+        resolve_spec(meta, slower)
+    with pytest.raises(TaskSpecError, match="networks take 3 and give 2"):
+        resolve_spec({**meta, "obs_dim": 3})
