@@ -30,6 +30,7 @@ import numpy as np
 from safefql_core.envs import diffdrive
 
 MIX = {"obstacle_aware": 0.35, "goal_noisy": 0.25, "random": 0.125, "reckless": 0.125, "switching": 0.15}
+DEFAULT_EPISODES = 1000     # offline_train.collect's default: ~100k transitions (collisions end episodes early)
 CHUNK = 256                 # robots simulated in lockstep (bounds memory; results do not depend on it)
 ARC_SPEEDS = (-0.25, 0.0, 0.25, 0.5)    # m/s: the planner's candidate linear velocities
 ARC_TURNS = 7                           # candidate angular velocities over [-w_max, w_max]

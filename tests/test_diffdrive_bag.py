@@ -1,0 +1,82 @@
+"""`collect --task diffdrive --format bag`: behaviour episodes as a real rosbag2 of standard messages."""
+import json
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+
+from offline_train import collect
+from safefql_core.envs import diffdrive
+
+
+def read(bag) -> dict[str, list]:
+    out: dict[str, list] = {}
+    with AnyReader([bag]) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+        for connection, t, raw in reader.messages():
+            out.setdefault(connection.topic, []).append((t, reader.deserialize(raw, connection.msgtype)))
+    return types, out
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffdrive_bag")
+    argv = ["--task", "diffdrive", "--format", "bag", "--episodes", "3", "--seed", "1", "--no-progress"]
+    assert collect.main([*argv, "--out", str(root / "a")]) == 0
+    return root, argv
+
+
+def test_bag_holds_odometry_scan_and_twist_stamped_per_episode(recorded):
+    root, _ = recorded
+    types, msgs = read(root / "a")
+    assert types == {"/diffdrive/odom": "nav_msgs/msg/Odometry", "/diffdrive/scan": "sensor_msgs/msg/LaserScan",
+                     "/diffdrive/cmd_vel": "geometry_msgs/msg/TwistStamped"}
+    odom, scan, cmd = (msgs[f"/diffdrive/{n}"] for n in ("odom", "scan", "cmd_vel"))
+    # one odometry and one scan per tick, a command on every tick but each episode's last
+    stamps = np.array([t for t, _ in odom])
+    gaps = np.flatnonzero(np.diff(stamps) > 0.5e9)
+    assert len(gaps) == 2 and [t for t, _ in scan] == stamps.tolist()
+    assert len(cmd) == len(odom) - 3
+    for t, m in odom[:3]:
+        assert m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == t
+        assert (m.header.frame_id, m.child_frame_id) == ("odom", "base_link")
+    assert np.diff(stamps[:gaps[0] + 1]).tolist() == [round(diffdrive.DT * 1e9)] * gaps[0]
+    # poses, yaw quaternions, ranges (with +inf kept) and commands within the robot's limits
+    poses = np.array([[m.pose.pose.position.x, m.pose.pose.position.y,
+                       2 * np.arctan2(m.pose.pose.orientation.z, m.pose.pose.orientation.w)] for _, m in odom])
+    ranges = np.stack([m.ranges for _, m in scan])
+    assert ranges.shape[1] == diffdrive.world().beams and np.isposinf(ranges).any()
+    v = np.array([[m.twist.linear.x, m.twist.angular.z] for _, m in cmd])
+    assert (np.abs(v) <= diffdrive.world().command_high + 1e-9).all()
+    # an episode that collided ends with its pose in contact; the others ran to the time-out
+    ends = np.append(gaps, len(odom) - 1)
+    starts = np.insert(gaps + 1, 0, 0)
+    assert (diffdrive.clearance(poses[starts, :2]) >= 0.2 + diffdrive.START_CLEARANCE).all()
+    collided = diffdrive.margin(poses[ends, :2]) >= -1e-9
+    lengths = ends - starts
+    assert (lengths[~collided] == diffdrive.EPISODE_STEPS).all() and (lengths[collided] < diffdrive.EPISODE_STEPS).all()
+
+
+def test_same_seed_same_bag_and_hdf5_is_refused(recorded, tmp_path, capsys):
+    root, argv = recorded
+    assert collect.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    a, b = read(root / "a")[1], read(tmp_path / "b")[1]
+    assert a.keys() == b.keys()
+    for topic in a:
+        assert [t for t, _ in a[topic]] == [t for t, _ in b[topic]]
+    assert [m.twist.angular.z for _, m in a["/diffdrive/cmd_vel"]] == [m.twist.angular.z for _, m in b["/diffdrive/cmd_vel"]]
+    with pytest.raises(SystemExit):
+        collect.main(["--task", "diffdrive", "--out", str(tmp_path / "c.h5")])
+    assert "--format bag" in capsys.readouterr().err
+
+
+def test_the_printed_rates_are_those_of_the_recorded_episodes(tmp_path, capsys):
+    assert collect.main(["--task", "diffdrive", "--format", "bag", "--episodes", "2", "--seed", "5", "--no-progress",
+                         "--out", str(tmp_path / "bag")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["behaviour"]
+    _, msgs = read(tmp_path / "bag")
+    stamps = np.array([t for t, _ in msgs["/diffdrive/odom"]])
+    ends = np.append(np.flatnonzero(np.diff(stamps) > 0.5e9), len(stamps) - 1)
+    last = np.array([[m.pose.pose.position.x, m.pose.pose.position.y] for _, m in msgs["/diffdrive/odom"]])[ends]
+    assert summary["episodes"] == 2
+    assert summary["zero_collision_rate"] == pytest.approx(np.mean(diffdrive.margin(last) < -1e-9))
