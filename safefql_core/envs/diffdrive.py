@@ -163,8 +163,9 @@ class Readings:
     velocity: np.ndarray   # [B, 2] v (m/s), w (rad/s) the robot moved with this step
     ranges: np.ndarray     # [B, beams] m
 
-    def __getitem__(self, i: int) -> Readings:
-        return Readings(self.pose[i:i + 1], self.velocity[i:i + 1], self.ranges[i:i + 1])
+    def rows(self, index: np.ndarray) -> Readings:
+        """The readings of some robots only."""
+        return Readings(self.pose[index], self.velocity[index], self.ranges[index])
 
 
 def scan_ranges(lidar: Any) -> np.ndarray:
