@@ -33,6 +33,7 @@ from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 
 DEFAULT_TRANSITIONS = 1_000_000
+DIFFDRIVE_STARTS = {"validation": diffdrive.validation_starts, "evaluation": diffdrive.evaluation_starts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="Safety Gymnasium: the stored safety margin. distance: signed distance to the "
                         "failure set, from the simulator (hazards, Circle's walls; the default where the task "
                         "has one); cost: +25 / -1 from the 0/1 cost, as a DSRL file has it (the default elsewhere)")
+    p.add_argument("--starts", choices=["sampled", *DIFFDRIVE_STARTS], default="sampled",
+                   help="diffdrive only: start poses, sampled from --seed (default), or the fixed validation / "
+                        "evaluation set (all of it, or its first --episodes), to measure the behaviour mix on the "
+                        "starts policies are scored on")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.policies and args.task not in velocity_behaviour.TASKS:
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--action-repeat must be at least 1, got {args.action_repeat}")
     if args.task == "diffdrive":
         return collect_diffdrive(p, args)
+    if args.starts != "sampled":
+        p.error("--starts only applies to --task diffdrive")
     if args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
@@ -181,10 +188,13 @@ def collect_diffdrive(p: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if args.max_episode_steps or args.action_repeat != 1 or args.margin:
         p.error("--max-episode-steps, --action-repeat and --margin do not apply to --task diffdrive")
     steps = diffdrive.EPISODE_STEPS
-    episodes = args.episodes or (-(-args.transitions // steps) if args.transitions else diffdrive_behaviour.DEFAULT_EPISODES)
-    if episodes <= 0:
-        p.error("--episodes / --transitions must be positive")
-    data = diffdrive_behaviour.collect(episodes, args.seed, progress=not args.no_progress)
+    starts = DIFFDRIVE_STARTS[args.starts]() if args.starts != "sampled" else None
+    default = diffdrive_behaviour.DEFAULT_EPISODES if starts is None else len(starts)
+    episodes = args.episodes or (-(-args.transitions // steps) if args.transitions else default)
+    if episodes <= 0 or (starts is not None and episodes > len(starts)):
+        p.error(f"--episodes / --transitions must be positive{'' if starts is None else f' and at most {len(starts)}'}")
+    data = diffdrive_behaviour.collect(episodes, args.seed, None if starts is None else starts[:episodes],
+                                       progress=not args.no_progress)
     storage = args.storage or "mcap"
     try:
         count = diffdrive_bag.write_episodes(args.out, data, storage)

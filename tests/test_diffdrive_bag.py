@@ -80,3 +80,18 @@ def test_the_printed_rates_are_those_of_the_recorded_episodes(tmp_path, capsys):
     last = np.array([[m.pose.pose.position.x, m.pose.pose.position.y] for _, m in msgs["/diffdrive/odom"]])[ends]
     assert summary["episodes"] == 2
     assert summary["zero_collision_rate"] == pytest.approx(np.mean(diffdrive.margin(last) < -1e-9))
+
+
+def test_starts_from_the_fixed_evaluation_set(tmp_path, capsys):
+    assert collect.main(["--task", "diffdrive", "--format", "bag", "--starts", "evaluation", "--episodes", "2",
+                         "--no-progress", "--out", str(tmp_path / "bag")]) == 0
+    _, msgs = read(tmp_path / "bag")
+    odom = msgs["/diffdrive/odom"]
+    stamps = np.array([t for t, _ in odom])
+    first = [0, int(np.flatnonzero(np.diff(stamps) > 0.5e9)[0]) + 1]
+    xy = np.array([[odom[i][1].pose.pose.position.x, odom[i][1].pose.pose.position.y] for i in first])
+    assert xy == pytest.approx(diffdrive.evaluation_starts()[:2, :2])
+    with pytest.raises(SystemExit):
+        collect.main(["--task", "diffdrive", "--format", "bag", "--starts", "validation", "--episodes", "101",
+                      "--out", str(tmp_path / "too_many")])
+    assert "at most 100" in capsys.readouterr().err
