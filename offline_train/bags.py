@@ -164,7 +164,8 @@ def _check_topics(reader: AnyReader, path: Path, streams: dict[str, Stream]) -> 
                            "Fix the topic in the task spec (or remap when recording)")
         if info.msgtype != stream.type:
             raise BagError(f"{role} topic {stream.topic} in {path} has type {info.msgtype}, the task spec "
-                           f"says {stream.type}; fix `{role}.type` (and its field paths) in the spec")
+                           f"says {stream.type}; fix `{'command' if role == 'command' else 'inputs.' + role}.type` "
+                           "(and its field paths) in the spec")
         if info.msgcount == 0:
             raise BagError(f"{role} topic {stream.topic} has no messages in {path}; the bag has: {have}")
         missing = _missing_types(reader.typestore, stream.type)

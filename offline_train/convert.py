@@ -58,7 +58,9 @@ class Conversion:
 
     def summary(self) -> str:
         """What a user needs to trust the dataset: sizes, every drop and repair with its reason."""
-        r, ms = self.report, self.spec.max_age_of("state") * 1e3
+        r = self.report
+        silent = ", ".join(f"{self.spec.topic_streams()[n].topic} > {self.spec.max_age_of(n) * 1e3:g} ms"
+                           for n in self.spec.state_inputs())
         dropped = ", ".join(f"{n:,} {why}" for why, n in r.dropped.items()) or "none"
         messages = sum(s.messages for s in self.sources)
         if len(self.sources) == 1:
@@ -71,7 +73,7 @@ class Conversion:
             lines += [f"  {s.path} ({s.storage}, {s.messages:,} messages, content hash {s.content_hash})"
                       for s in self.sources]
         lines += [
-            f"  {r.episodes} episode(s) (split where {self.spec.state.topic} is silent > {ms:g} ms), "
+            f"  {r.episodes} episode(s) (split where a state input is silent: {silent}), "
             f"{r.ticks:,} ticks every {self.spec.control_period * 1e3:g} ms",
             f"  {r.transitions:,} transitions, {r.timeouts:,} time-outs, 0 terminals (a bag has no terminal signal)",
             f"  ticks dropped: {dropped}",
@@ -131,7 +133,7 @@ def convert(bags: str | Path | Sequence[str | Path], spec: TaskSpec, out: str | 
     attrs = {
         "task": spec.name,
         "task_spec": spec.to_dict(),
-        "observation_fields": spec.state.names,
+        "observation_fields": spec.observation_names,
         "action_fields": spec.command.names,
         "action_low": list(spec.action_low),
         "action_high": list(spec.action_high),

@@ -136,7 +136,7 @@ def write_ticks(path: Path, spec: TaskSpec, arrays: dict[str, np.ndarray], episo
                 opened: list[replay.OpenLoop]) -> None:
     """One row per open-loop tick, for a spreadsheet or pandas; actions in the policy's [-1, 1] scale."""
     acts = spec.command.names
-    header = (["episode", "tick", "time_s", *spec.state.names, *(f"logged.{a}" for a in acts),
+    header = (["episode", "tick", "time_s", *spec.observation_names, *(f"logged.{a}" for a in acts),
                *(f"policy.{a}" for a in acts), "q_logged", "q_safe", "v_safe", "margin_to_threshold",
                "l", "mode", "reason"])
     with path.open("w", newline="") as f:

@@ -40,7 +40,7 @@ def check_compatible(bundle: Bundle, spec: TaskSpec) -> None:
     task = bundle.meta["task"].get("name")
     problems = [f"task '{task}' vs '{spec.name}'"] if task != spec.name else []
     problems += [f"{what} size {got} vs {want} ({names})" for what, got, want, names in (
-        ("observation", bundle.obs_dim, spec.obs_dim, spec.state.names),
+        ("observation", bundle.obs_dim, spec.obs_dim, spec.observation_names),
         ("action", bundle.act_dim, spec.act_dim, spec.command.names)) if got != want]
     if problems:
         raise ReplayError(f"bundle {bundle.path} does not fit the bag's task spec: {'; '.join(problems)} "

@@ -78,9 +78,12 @@ class Controller(Node):
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
         self.hardware_id = f"{self.spec.name}:{bundle.path.name}"
-        self.state_cls, self.command_cls = message_class(self.spec.state.type), message_class(self.spec.command.type)
+        self.command_cls = message_class(self.spec.command.type)
+        # Only the inputs the observation needs (reward/margin inputs are for training).
+        self.inputs = {name: self.spec.topic_streams()[name] for name in self.spec.state_inputs()}
+        self.rows: dict[str, tuple[np.ndarray, int]] = {}  # input -> (raw values, stamp ns) of its latest message
 
-        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns)
+        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns of its oldest input)
         self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
         self.cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = float("nan")
@@ -90,7 +93,9 @@ class Controller(Node):
         self.interventions = 0
         self.slow_ticks = 0
 
-        self.create_subscription(self.state_cls, self.spec.state.topic, self._on_state, qos_profile_sensor_data)
+        for name, stream in self.inputs.items():
+            self.create_subscription(message_class(stream.type), stream.topic,
+                                     lambda msg, name=name: self._on_state(name, msg), qos_profile_sensor_data)
         self.cmd_pub = self.create_publisher(self.command_cls, self.spec.command.topic, COMMAND_QOS)
         self.float_pubs = {name: self.create_publisher(Float64, f"~/{name}", 10)
                            for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms",
@@ -107,7 +112,8 @@ class Controller(Node):
         self.catch_up.cancel()
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
         self.get_logger().info(
-            f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): {self.spec.state.topic} -> "
+            f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): "
+            f"{', '.join(s.topic for s in self.inputs.values())} -> "
             f"{self.spec.command.topic} at {rate:g} Hz, state_timeout {self.runtime.cfg.state_timeout * 1e3:.1f} ms")
 
     # ---- parameters ----------------------------------------------------------------------------
@@ -179,14 +185,25 @@ class Controller(Node):
         return ""
 
     # ---- state and tick ------------------------------------------------------------------------
-    def _on_state(self, msg: Any) -> None:
-        """Cache the state; the tick does the work. With trigger 'state' the tick runs now, or,
-        if one ran less than a quarter period ago, once that much time has passed (a burst of
-        states never queues decisions)."""
-        self.received_ns = time.monotonic_ns()
+    def _on_state(self, name: str, msg: Any) -> None:
+        """Cache the input's values (the spec's feature extraction, the converter's code); once
+        every input has spoken, the observation and the stamp of its oldest input, so the
+        state's age is that of its stalest part. The tick does the work. With trigger 'state'
+        a message of the first input runs the tick now, or, if one ran less than a quarter
+        period ago, once that much time has passed (a burst of states never queues decisions)."""
         now_ns = self.get_clock().now().nanoseconds
-        self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
-        if self.trigger != "state":
+        stream = self.inputs[name]
+        try:
+            self.rows[name] = (stream.read(msg), stream.stamp_ns(msg, now_ns))
+        except TaskSpecError as exc:  # e.g. a JointState without the joint: no state, so the stop action
+            self.get_logger().error(f"{stream.topic}: {exc}", throttle_duration_sec=1.0)
+            return
+        if len(self.rows) < len(self.inputs):
+            return
+        self.received_ns = time.monotonic_ns()
+        observation = self.spec.observations({n: row[None] for n, (row, _) in self.rows.items()})[0]
+        self.latest = (observation, min(stamp for _, stamp in self.rows.values()))
+        if self.trigger != "state" or name != next(iter(self.inputs)):
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
             self._decide_now()

@@ -183,7 +183,7 @@ def test_task_config_may_rename_topics_but_not_change_the_policys_inputs(bundle,
     recorded = TaskSpec.of_task(load_bundle(bundle, check=False).meta["task"]).to_dict()
     renamed = tmp_path / "renamed.yaml"
     renamed.write_text(yaml.safe_dump({"task": "boat", "spec": {
-        **recorded, "state": {**recorded["state"], "topic": "/other/odom"},
+        **recorded, "inputs": {"odom": {**recorded["inputs"]["odom"], "topic": "/other/odom"}},
         "command": {**recorded["command"], "topic": "/other/cmd_vel"}}}))
     executor, probe, add = loop
     add(controller(bundle, task_config=str(renamed)))
