@@ -224,7 +224,7 @@ def _read(reader: AnyReader, path: Path, streams: dict[str, Stream], allow_parti
                        f"topics, {sum(read.values()):,} could be read ({counts}). Re-copy or re-record it; "
                        "--allow-partial converts the messages that were read (the summary says so)")
     series = {role: TimeSeries(np.asarray(stamps[role], dtype=np.int64),
-                               np.asarray(values[role], dtype=np.float64).reshape(-1, len(streams[role].fields)))
+                               np.asarray(values[role], dtype=np.float64).reshape(-1, streams[role].width))
               for role in streams}
     # Per-topic hashes combined in name order: independent of the storage plugin and of how
     # it interleaves topics, so the same recording in mcap or sqlite3 has the same hash.

@@ -6,7 +6,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from offline_train import collect
-from safefql_core.envs import diffdrive
+from safefql_core.envs import diffdrive, diffdrive_behaviour as behaviour
 
 
 def read(bag) -> dict[str, list]:
@@ -48,13 +48,15 @@ def test_bag_holds_odometry_scan_and_twist_stamped_per_episode(recorded):
     assert ranges.shape[1] == diffdrive.world().beams and np.isposinf(ranges).any()
     v = np.array([[m.twist.linear.x, m.twist.angular.z] for _, m in cmd])
     assert (np.abs(v) <= diffdrive.world().command_high + 1e-9).all()
-    # an episode that collided ends with its pose in contact; the others ran to the time-out
+    # an episode that collided ends stopped in contact (CONTACT_STEPS after the bump); the others ran to the time-out
     ends = np.append(gaps, len(odom) - 1)
     starts = np.insert(gaps + 1, 0, 0)
     assert (diffdrive.clearance(poses[starts, :2]) >= 0.2 + diffdrive.START_CLEARANCE).all()
     collided = diffdrive.margin(poses[ends, :2]) >= -1e-9
     lengths = ends - starts
-    assert (lengths[~collided] == diffdrive.EPISODE_STEPS).all() and (lengths[collided] < diffdrive.EPISODE_STEPS).all()
+    assert (lengths[~collided] == diffdrive.EPISODE_STEPS).all()
+    for end in ends[collided]:
+        assert (poses[end - behaviour.CONTACT_STEPS:end + 1] == poses[end]).all()
 
 
 def test_same_seed_same_bag_and_hdf5_is_refused(recorded, tmp_path, capsys):

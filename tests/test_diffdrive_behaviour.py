@@ -35,10 +35,16 @@ def test_collection_is_deterministic_and_records_whole_episodes():
     assert a.commands.shape == (6, diffdrive.EPISODE_STEPS, 2) and a.pose.shape[1] == diffdrive.EPISODE_STEPS + 1
     low, high = diffdrive.world().command_low, diffdrive.world().command_high
     assert ((a.commands >= low) & (a.commands <= high)).all()
-    # an episode that collided ends there: its last reading touches an obstacle; the others ran to the time-out
-    last = a.pose[np.arange(6), a.lengths, :2]
-    assert np.array_equal(a.collided, diffdrive.margin(last) >= -1e-9)  # touching counts (IR-SIM)
-    assert (a.lengths[~a.collided] == diffdrive.EPISODE_STEPS).all() and (a.lengths[a.collided] < diffdrive.EPISODE_STEPS).all()
+    # an episode that collided records CONTACT_STEPS more steps stopped in contact; the others run to the time-out
+    assert a.collided.any() and not a.collided.all()
+    contact = diffdrive.margin(a.pose[:, :, :2]) >= -1e-9          # touching counts as a collision (IR-SIM)
+    for e in range(6):
+        first = np.argmax(contact[e]) if contact[e].any() else None
+        assert (first is not None) == a.collided[e]
+        expected = min(first + behaviour.CONTACT_STEPS, diffdrive.EPISODE_STEPS) if a.collided[e] else diffdrive.EPISODE_STEPS
+        assert a.lengths[e] == expected
+        if a.collided[e]:
+            assert contact[e, first:a.lengths[e] + 1].all() and (a.pose[e, first:a.lengths[e] + 1] == a.pose[e, first]).all()
     c = behaviour.collect(6, seed=4, starts=starts, progress=False)
     assert not np.array_equal(a.commands, c.commands)
 

@@ -39,6 +39,7 @@ ESCAPE_STEPS = 20                       # the escape looks 2 s ahead
 SAFETY_BUFFER = 0.05                    # m kept between robot and lidar returns by the planner
 STOP_RADIUS = 0.2                       # m: goal-seeking families stop this close to the goal
 RANDOM_HOLD_STEPS = 10
+CONTACT_STEPS = 10                      # 1 s recorded in contact after a collision (see Episodes)
 GRID = 0.1                              # m: cells of the planner's cost-to-go map
 SWITCH_SEGMENT_STEPS = (5, 30)
 
@@ -47,8 +48,11 @@ SWITCH_SEGMENT_STEPS = (5, 30)
 class Episodes:
     """Behaviour episodes, padded to the longest: what a bag of them holds.
 
-    Episode e has `lengths[e]` commands and `lengths[e] + 1` readings (the last one after
-    its last command: the collision, or the time-out).
+    Episode e has `lengths[e]` commands and `lengths[e] + 1` readings. An episode that
+    collided goes on for CONTACT_STEPS more steps with the robot stopped in contact (as a
+    recording of a real robot goes on after a bump): without transitions *from* unsafe states
+    the data would never show a positive safety margin, and the safety critic would only
+    ever extrapolate to them.
     """
 
     pose: np.ndarray        # [E, T+1, 3]
@@ -228,7 +232,7 @@ def _collect_chunk(family: np.ndarray, starts: np.ndarray, rng: np.random.Genera
     readings = env.reset(starts)
     pose, velocity, ranges = [readings.pose], [readings.velocity], [readings.ranges]
     commands = []
-    lengths = np.zeros(n, dtype=np.int64)
+    steps_before_contact = np.zeros(n, dtype=np.int64)
     collided = np.zeros(n, dtype=bool)
     returns = np.zeros(n)
     reached = diffdrive.goal_distance(readings.pose) <= diffdrive.GOAL_RADIUS
@@ -253,10 +257,11 @@ def _collect_chunk(family: np.ndarray, starts: np.ndarray, rng: np.random.Genera
         readings, reward, _, terminated, *_ = env.step(command)
         collided |= terminated
         returns += reward
-        lengths += active
+        steps_before_contact += active
         reached |= active & (diffdrive.goal_distance(readings.pose) <= diffdrive.GOAL_RADIUS)
         commands.append(command)
         pose.append(readings.pose), velocity.append(readings.velocity), ranges.append(readings.ranges)
     stack = lambda xs: np.swapaxes(np.stack(xs), 0, 1)  # noqa: E731  [T, B, ...] -> [B, T, ...]
     return Episodes(pose=stack(pose), velocity=stack(velocity), ranges=stack(ranges), commands=stack(commands),
-                    lengths=lengths, family=family, collided=collided, goal_reached=reached, returns=returns)
+                    lengths=np.where(collided, np.minimum(steps_before_contact + CONTACT_STEPS, steps), steps),
+                    family=family, collided=collided, goal_reached=reached, returns=returns)
