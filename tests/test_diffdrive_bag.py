@@ -1,5 +1,6 @@
 """`collect --task diffdrive --format bag`: behaviour episodes as a real rosbag2 of standard messages."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +8,9 @@ from rosbags.highlevel import AnyReader
 
 from offline_train import collect
 from safefql_core.envs import diffdrive, diffdrive_behaviour as behaviour
+
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "diffdrive.yaml"
 
 
 def read(bag) -> dict[str, list]:
@@ -97,3 +101,30 @@ def test_starts_from_the_fixed_evaluation_set(tmp_path, capsys):
         collect.main(["--task", "diffdrive", "--format", "bag", "--starts", "validation", "--episodes", "101",
                       "--out", str(tmp_path / "too_many")])
     assert "at most 100" in capsys.readouterr().err
+
+
+def test_config_diffdrive_converts_the_bag_into_its_features_reward_and_margin(recorded):
+    from offline_train.convert import read_aligned
+    from safefql_core.tasks import TaskSpec
+
+    root, _ = recorded
+    spec = TaskSpec.load(CONFIG)
+    arrays, report, _ = read_aligned(root / "a", spec, progress=False)
+    _, msgs = read(root / "a")
+    assert report.episodes == 3 and len(arrays["observations"]) == len(msgs["/diffdrive/cmd_vel"])
+    obs, w = arrays["observations"], diffdrive.world()
+    assert spec.observation_names[:4] == ["x", "y", "yaw_sin", "yaw_cos"] and obs.shape[1] == 16
+    # the first tick is the first odometry and scan of the bag, through the spec's features
+    odom, scan = msgs["/diffdrive/odom"][0][1], msgs["/diffdrive/scan"][0][1]
+    yaw = 2 * np.arctan2(odom.pose.pose.orientation.z, odom.pose.pose.orientation.w)
+    ranges = np.where(np.isposinf(scan.ranges), w.range_max, scan.ranges)   # +inf: nothing within range_max
+    sectors = ranges.reshape(12, 3).min(axis=1)
+    assert obs[0] == pytest.approx([odom.pose.pose.position.x, odom.pose.pose.position.y, np.sin(yaw), np.cos(yaw),
+                                    *sectors], abs=1e-5)
+    # margin = radius - closest return: positive exactly on the transitions recorded in contact
+    assert arrays["margins"] == pytest.approx(0.2 - obs[:, 4:].min(axis=1), abs=1e-5)
+    contact = diffdrive.margin(obs[:, :2]) >= -1e-9
+    assert contact.any() and np.array_equal(arrays["margins"] > -1e-6, contact)
+    assert arrays["rewards"] == pytest.approx(-np.hypot(obs[:, 0] - 5.0, obs[:, 1] - 5.0), abs=1e-5)
+    v = np.array([[m.twist.linear.x, m.twist.angular.z] for _, m in msgs["/diffdrive/cmd_vel"]])
+    assert arrays["actions"] == pytest.approx(v / w.command_high, abs=1e-6)
