@@ -128,3 +128,40 @@ def test_config_diffdrive_converts_the_bag_into_its_features_reward_and_margin(r
     assert arrays["rewards"] == pytest.approx(-np.hypot(obs[:, 0] - 5.0, obs[:, 1] - 5.0), abs=1e-5)
     v = np.array([[m.twist.linear.x, m.twist.angular.z] for _, m in msgs["/diffdrive/cmd_vel"]])
     assert arrays["actions"] == pytest.approx(v / w.command_high, abs=1e-6)
+
+
+def test_evaluation_observes_and_commands_exactly_as_the_converted_bag(recorded):
+    from offline_train.convert import read_aligned
+    from offline_train.diffdrive_evaluate import commander, observer
+    from safefql_core.tasks import TaskSpec
+
+    root, _ = recorded
+    spec = TaskSpec.load(CONFIG)
+    arrays, _, _ = read_aligned(root / "a", spec, progress=False)
+    episodes = behaviour.collect(3, seed=1, progress=False)   # what `collect --episodes 3 --seed 1` recorded
+    observe = observer(spec)
+    seen = np.concatenate([observe(diffdrive.Readings(episodes.pose[e, :n], episodes.velocity[e, :n],
+                                                      episodes.ranges[e, :n]))
+                           for e, n in enumerate(episodes.lengths)])
+    assert seen == pytest.approx(arrays["observations"], abs=1e-5)
+    sent = commander(spec)(arrays["actions"])
+    assert sent == pytest.approx(np.concatenate([episodes.commands[e, :n] for e, n in enumerate(episodes.lengths)]),
+                                 abs=1e-5)
+
+
+def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp_path):
+    from offline_train import evaluate, fit
+
+    root, _ = recorded
+    run = tmp_path / "run"
+    assert fit.main(["--bag", str(root / "a"), "--config", str(CONFIG), "--out", str(run), "--steps", "20",
+                     "--set", "critic_hidden=[32, 32]", "flow_hidden=[32, 32]", "batch_size=64", "flow_steps=3",
+                     "--no-progress"]) == 0
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "validation", "--episodes", "3",
+                          "--steps", "30", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert (summary["task"], summary["count"], summary["starts"], summary["steps"]) == ("diffdrive", 3, "validation", 30)
+    assert 0 <= summary["zero_collision_rate"] <= 1 and 0 <= summary["goal_reached_rate"] <= 1
+    assert sum(summary["decision_modes"].values()) > 0
+    assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "nowhere"]) == 2
