@@ -33,7 +33,6 @@ from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 
 DEFAULT_TRANSITIONS = 1_000_000
-DIFFDRIVE_STARTS = {"validation": diffdrive.validation_starts, "evaluation": diffdrive.evaluation_starts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Safety Gymnasium: the stored safety margin. distance: signed distance to the "
                         "failure set, from the simulator (hazards, Circle's walls; the default where the task "
                         "has one); cost: +25 / -1 from the 0/1 cost, as a DSRL file has it (the default elsewhere)")
-    p.add_argument("--starts", choices=["sampled", *DIFFDRIVE_STARTS], default="sampled",
+    p.add_argument("--starts", choices=["sampled", *diffdrive.START_SETS], default="sampled",
                    help="diffdrive only: start poses, sampled from --seed (default), or the fixed validation / "
                         "evaluation set (all of it, or its first --episodes), to measure the behaviour mix on the "
                         "starts policies are scored on")
@@ -188,7 +187,7 @@ def collect_diffdrive(p: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if args.max_episode_steps or args.action_repeat != 1 or args.margin:
         p.error("--max-episode-steps, --action-repeat and --margin do not apply to --task diffdrive")
     steps = diffdrive.EPISODE_STEPS
-    starts = DIFFDRIVE_STARTS[args.starts]() if args.starts != "sampled" else None
+    starts = diffdrive.START_SETS[args.starts]() if args.starts != "sampled" else None
     default = diffdrive_behaviour.DEFAULT_EPISODES if starts is None else len(starts)
     episodes = args.episodes or (-(-args.transitions // steps) if args.transitions else default)
     if episodes <= 0 or (starts is not None and episodes > len(starts)):

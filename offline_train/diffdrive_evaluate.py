@@ -26,19 +26,18 @@ from safefql_core.tasks import TaskSpec
 from safefql_core.training import RunError
 
 TASK = "diffdrive"
-START_SETS = {"evaluation": diffdrive.evaluation_starts, "validation": diffdrive.validation_starts}
 # The deployed decision's fallback candidates ([-1, 1] units of v, w): stop (always safe for a
 # kinematic base that stops at once), turn in place either way, back off slowly.
 FALLBACKS = [[0.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-0.5, 0.0]]
 
 
 def load_starts(choice: str | None, episodes: int | None) -> np.ndarray:
-    if choice is None or choice in START_SETS:
-        starts = START_SETS[choice or "evaluation"]()
+    if choice is None or choice in diffdrive.START_SETS:
+        starts = diffdrive.START_SETS[choice or "evaluation"]()
     else:
         file = Path(choice)
         if not file.is_file():
-            raise RunError(f"--init-states: {choice} is neither {' nor '.join(START_SETS)} nor a .npy file")
+            raise RunError(f"--init-states: {choice} is neither {' nor '.join(diffdrive.START_SETS)} nor a .npy file")
         starts = np.load(file)
         if starts.ndim != 2 or starts.shape[1] != 3 or not np.isfinite(starts).all():
             raise RunError(f"--init-states {choice}: expected a finite (N, 3) array of x, y, yaw; got {starts.shape}")

@@ -8,6 +8,10 @@ Pure Python on purpose — no rclpy, no launch imports — so a launch file can 
 Setups:
 - `boat`: the boat simulator and the controller, optionally an episode monitor that ends the
   run after N episodes (it needs the simulator started paused, see boat_sim's `start_paused`).
+- `diffdrive`: the IR-SIM diff-drive robot (safefql_core.envs.diffdrive) and the controller,
+  both in the robot's namespace (default /diffdrive): the simulator's relative `odom`, `scan`,
+  `cmd_vel` are the topics config/diffdrive.yaml names. Node parameters from
+  config/diffdrive_nodes.yaml.
 - `replay`: bag player (publishes /clock, leaves the recorded command out) → controller on
   sim time (the bag's stamps are old: against the wall clock every state would be stale) →
   recorder of the controller's outputs. The run ends when the player is done.
@@ -27,9 +31,12 @@ from safefql_core.tasks import TaskSpec
 
 PACKAGE = "safefql_ros"
 PARAMS_FILE = "boat_nodes.yaml"
+DIFFDRIVE_PARAMS_FILE = "diffdrive_nodes.yaml"
+DIFFDRIVE_NAMESPACE = "/diffdrive"  # safefql_core.envs.diffdrive_messages.NAMESPACE, the bags' and YAML's
 # Executable (console script, setup.py) == node name -> python module.
 MODULES = {
     "boat_sim": "safefql_ros.boat_sim",
+    "diffdrive_sim": "safefql_ros.diffdrive_sim",
     "safefql_controller": "safefql_ros.controller",
     "episode_monitor": "safefql_ros.episode_monitor",
     "safefql_player": "safefql_ros.player",
@@ -87,16 +94,16 @@ class NodeDescription:
                 "parameters": [*self.params_files, dict(self.parameters)], "output": "screen"}
 
 
-def default_params_file() -> Path:
-    """config/boat_nodes.yaml from the package's share directory when the ament index has the
-    package (a colcon install, or the venv after `make setup`), else from this repository."""
+def default_params_file(name: str = PARAMS_FILE) -> Path:
+    """config/<name> (boat_nodes.yaml) from the package's share directory when the ament index
+    has the package (a colcon install, or the venv after `make setup`), else from this repository."""
     if os.environ.get("AMENT_PREFIX_PATH"):
         try:
             from ament_index_python.packages import get_package_share_directory
-            return Path(get_package_share_directory(PACKAGE)) / "config" / PARAMS_FILE
+            return Path(get_package_share_directory(PACKAGE)) / "config" / name
         except (ImportError, LookupError):
             pass
-    return Path(__file__).resolve().parents[1] / "config" / PARAMS_FILE
+    return Path(__file__).resolve().parents[1] / "config" / name
 
 
 def normalize_namespace(namespace: str) -> str:
@@ -164,6 +171,23 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
             {"ends_run": True, "signals_ready": True}))
     specs.append((CONTROLLER, controller, {"starts_last": episodes is not None}))
     return _nodes(specs, params_file, namespace, use_sim_time)
+
+
+def diffdrive(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
+              namespace: str = DIFFDRIVE_NAMESPACE, init_states: list[float] | None = None,
+              episode_steps: int | None = None, seed: int | None = None) -> list[NodeDescription]:
+    """Diff-drive simulator + controller in the robot's namespace. None leaves a parameter to
+    the params file (config/diffdrive_nodes.yaml by default) / the node's default."""
+    sim: dict[str, Any] = {}
+    if init_states is not None:
+        sim["initial_states"] = [float(v) for v in init_states]
+    if episode_steps is not None:
+        sim["episode_steps"] = int(episode_steps)
+    controller: dict[str, Any] = {"bundle": _path(bundle)}
+    if seed is not None:
+        sim["seed"] = controller["seed"] = int(seed)
+    return _nodes([("diffdrive_sim", sim, {}), (CONTROLLER, controller, {})],
+                  params_file or default_params_file(DIFFDRIVE_PARAMS_FILE), namespace, use_sim_time)
 
 
 def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.PathLike,

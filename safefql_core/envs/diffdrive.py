@@ -151,6 +151,10 @@ def validation_starts() -> np.ndarray:
     return sample_starts(np.random.default_rng(VALIDATION_SET_SEED), VALIDATION_SET_SIZE)
 
 
+# The fixed start sets by name (CLI choices of collect, evaluate and safefql-launch).
+START_SETS = {"evaluation": evaluation_starts, "validation": validation_starts}
+
+
 @dataclass
 class Readings:
     """What the robots sense after a step, batched: the content of their Odometry and LaserScan.
