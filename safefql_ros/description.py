@@ -144,12 +144,10 @@ def _nodes(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], params_file
             for name, params, flags in specs]
 
 
-def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
-         namespace: str = "", episodes: int | None = None, init_states: list[float] | None = None,
-         episode_steps: int | None = None, seed: int | None = None, summary_json: str = "",
-         report_dir: str = "", timeout_s: float = 0.0) -> list[NodeDescription]:
-    """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
-    parameter to the params file / the node's default."""
+def _simulation(bundle: str | os.PathLike, init_states: list[float] | None, episode_steps: int | None,
+                seed: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of a simulator and its controller that a setup sets (None: left to the
+    params file / the node's default); one seed for the simulator's starts and the controller."""
     sim: dict[str, Any] = {}
     if init_states is not None:
         sim["initial_states"] = [float(v) for v in init_states]
@@ -158,6 +156,16 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     controller: dict[str, Any] = {"bundle": _path(bundle)}
     if seed is not None:
         sim["seed"] = controller["seed"] = int(seed)
+    return sim, controller
+
+
+def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
+         namespace: str = "", episodes: int | None = None, init_states: list[float] | None = None,
+         episode_steps: int | None = None, seed: int | None = None, summary_json: str = "",
+         report_dir: str = "", timeout_s: float = 0.0) -> list[NodeDescription]:
+    """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
+    parameter to the params file / the node's default."""
+    sim, controller = _simulation(bundle, init_states, episode_steps, seed)
     specs = [("boat_sim", sim, {})]
     if episodes is not None:
         # The first episode waits for the controller's first command, and the controller starts
@@ -178,14 +186,7 @@ def diffdrive(bundle: str | os.PathLike, params_file: str | os.PathLike | None =
               episode_steps: int | None = None, seed: int | None = None) -> list[NodeDescription]:
     """Diff-drive simulator + controller in the robot's namespace. None leaves a parameter to
     the params file (config/diffdrive_nodes.yaml by default) / the node's default."""
-    sim: dict[str, Any] = {}
-    if init_states is not None:
-        sim["initial_states"] = [float(v) for v in init_states]
-    if episode_steps is not None:
-        sim["episode_steps"] = int(episode_steps)
-    controller: dict[str, Any] = {"bundle": _path(bundle)}
-    if seed is not None:
-        sim["seed"] = controller["seed"] = int(seed)
+    sim, controller = _simulation(bundle, init_states, episode_steps, seed)
     return _nodes([("diffdrive_sim", sim, {}), (CONTROLLER, controller, {})],
                   params_file or default_params_file(DIFFDRIVE_PARAMS_FILE), namespace, use_sim_time)
 
