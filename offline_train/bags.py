@@ -59,6 +59,13 @@ class BagSource:
     partial: dict[str, list[int]] = field(default_factory=dict)
 
 
+def content_hash(sources: Sequence[BagSource]) -> str:
+    """One bag's content hash, or a hash of the bags' hashes in the order given."""
+    if len(sources) == 1:
+        return sources[0].content_hash
+    return hashlib.sha256("".join(s.content_hash for s in sources).encode()).hexdigest()[:16]
+
+
 def typestore(name: str, msg_paths: Sequence[str | Path] = ()) -> Typestore:
     """The named release's message definitions, plus custom types from .msg files.
 
@@ -105,7 +112,8 @@ def bag_paths(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_dir() and (inside := sorted(p for p in path.iterdir() if _is_bag(p))):
             bags += inside
         elif not path.exists():
-            raise BagError(f"{path} does not exist; pass a rosbag2 directory, a .mcap or .db3 file, or a folder of them")
+            raise BagError(f"{path} does not exist; pass a rosbag2 directory, a .mcap or .db3 file, "
+                           "or a folder of them")
         else:
             raise BagError(f"{path} is neither a bag nor a folder of bags: no metadata.yaml, .mcap or .db3 in it; "
                            "pass the directory that `ros2 bag record` (or offline_train.collect --format bag) "

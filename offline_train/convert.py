@@ -9,7 +9,6 @@ make one dataset.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, read_series, typestore
+from offline_train.bags import (DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSource, bag_paths, content_hash,
+                                read_series, typestore)
 from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
                                     build_transitions)
 from safefql_core.data import Dataset, DatasetError, save_dataset, validate
@@ -48,13 +48,11 @@ class Conversion:
     sources: list[BagSource]
     report: AlignmentReport
     options: BagOptions
+    unsafe: int = 0  # transitions whose safety margin is > 0
 
     @property
     def content_hash(self) -> str:
-        """One bag's content hash, or a hash of the bags' hashes in the order given."""
-        if len(self.sources) == 1:
-            return self.sources[0].content_hash
-        return hashlib.sha256("".join(s.content_hash for s in self.sources).encode()).hexdigest()[:16]
+        return content_hash(self.sources)
 
     def summary(self) -> str:
         """What a user needs to trust the dataset: sizes, every drop and repair with its reason."""
@@ -89,12 +87,28 @@ class Conversion:
                 lines.append(f"  {what}: {', '.join(f'{n:,} {name}' for name, n in counts.items())} ({note})")
         if r.clipped_actions:
             lines.append(f"  {r.clipped_actions:,} commands outside the spec's bounds were clipped to them")
+        lines.append(f"  safety margin > 0 (unsafe) on {self.unsafe:,} of {r.transitions:,} transitions "
+                     f"({self.unsafe / max(r.transitions, 1):.1%})")
+        warning = margin_warning(self.unsafe, r.transitions)
+        if warning:
+            lines.append(f"  WARNING: {warning}")
         for s in self.sources:
             if s.partial:
                 counts = "; ".join(f"{t}: {n:,} of {m:,}" for t, (n, m) in s.partial.items())
                 lines.append(f"  WARNING: {s.path} is damaged and was read only in part ({counts} messages "
                              "its metadata lists; --allow-partial)")
         return "\n".join(lines)
+
+
+def margin_warning(unsafe: int, transitions: int) -> str | None:
+    """Why a margin that never or always flags a state is probably a mistake in the spec."""
+    if unsafe == transitions:
+        return ("the margin is positive on every transition: every state counts as unsafe, so the safety critic "
+                "cannot tell safe from unsafe. Check its sign (l > 0 means unsafe: write -clearance, not clearance)")
+    if unsafe == 0:
+        return ("the margin is never positive: the data holds no unsafe state, so the safety critic only learns "
+                "what the behaviour happened to avoid. Check its sign and offsets, or record some unsafe behaviour")
+    return None
 
 
 def load_spec(config: str | None) -> TaskSpec:
@@ -129,7 +143,7 @@ def convert(bags: str | Path | Sequence[str | Path], spec: TaskSpec, out: str | 
             options: BagOptions = BagOptions(), progress: bool = True) -> Conversion:
     """Read, align, validate and save; the dataset's attributes record spec and sources."""
     arrays, report, sources = read_aligned(bags, spec, options, progress)
-    result = Conversion(Path(out), spec, sources, report, options)
+    result = Conversion(Path(out), spec, sources, report, options, int((arrays["margins"] > 0).sum()))
     attrs = {
         "task": spec.name,
         "task_spec": spec.to_dict(),

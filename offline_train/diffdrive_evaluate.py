@@ -69,10 +69,21 @@ def observer(spec: TaskSpec) -> Observe:
 
 
 def commander(spec: TaskSpec):
-    """[-1, 1] actions -> (v, w), through the spec's command message, as the robot receives it."""
+    """[-1, 1] actions -> (v, w), through the spec's command message, as the robot receives it.
+
+    Only a spec of this robot is evaluated here (its observation may be any features of its
+    messages): the command type, its bounds (the robot's limits) and the period must be its.
+    """
+    w = diffdrive.world()
     if spec.command.type != messages.TYPES[messages.CMD_VEL]:
         raise RunError(f"the spec commands {spec.command.type}; the diff-drive robot takes "
                        f"{messages.TYPES[messages.CMD_VEL]}")
+    if (spec.action_low, spec.action_high) != (tuple(w.command_low), tuple(w.command_high)) \
+            or not np.isclose(spec.control_period, diffdrive.DT):
+        raise RunError(f"the spec is not the diff-drive robot's: command bounds {spec.action_low} .. "
+                       f"{spec.action_high} every {spec.control_period} s, the robot's are {tuple(w.command_low)} .. "
+                       f"{tuple(w.command_high)} every {diffdrive.DT} s; a bundle of another robot is not evaluated "
+                       "in this simulator")
     msg = default_message(typestore(DEFAULT_TYPESTORE), spec.command.type)
     return lambda actions: np.stack([messages.command_of(spec.fill_command(msg, a)) for a in actions])
 

@@ -23,7 +23,7 @@ from safefql_core.envs import boat
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
-from safefql_core.tasks import TaskSpec
+from safefql_core.tasks import TaskSpec, simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
@@ -106,12 +106,20 @@ def main(argv: list[str] | None = None) -> int:
             recorded = runtime.bundle.meta["task"]
             policy, modes = evaluation.runtime_policy(runtime)
             threshold = runtime.threshold
-        if task == diffdrive_evaluate.TASK:
+        if task == diffdrive_evaluate.TASK:  # its own simulator, for any spec of its messages (it checks)
             if args.plot:
                 raise RunError("--plot is boat-only")
             write_json(args.json, diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), args,
                                                               header(args, meta, task), modes, threshold))
             return 0
+        no_simulator = simulator_mismatch(task, recorded.get("spec"))
+        if no_simulator:
+            bundle = args.bundle or f"{args.run}/bundle"
+            raise RunError(f"{no_simulator}: there is nothing to roll out in closed loop. What can be done instead "
+                           "is an open-loop replay of a recording through the deployed decision: python -m "
+                           f"offline_train.replay --bag BAG --bundle {bundle} --out REPORT_DIR (per recorded state: "
+                           "the logged and the policy's action, Q_safe, interventions, and the warning lead before "
+                           "each logged violation)")
         if task != "boat":
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")

@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
-            source = "sim" if task == "boat" else "data"
-            print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))
+            print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed)))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
     except (DatasetError, RunError, BundleError, ValueError) as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from offline_train.bags import content_hash
 from offline_train.convert import ERRORS as CONVERT_ERRORS
 from offline_train.convert import BagOptions, add_bag_arguments, read_aligned
 from safefql_core import replay
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
-        "bag": str(Path(args.bag).resolve()), "bag_content_hash": sources[0].content_hash,
+        "bag": str(Path(args.bag).resolve()), "bag_content_hash": content_hash(sources),
         "bundle": str(Path(args.bundle).resolve()), "algo": bundle.algo, "task": spec.name,
         "threshold": threshold, "seed": args.seed, "control_period": spec.control_period,
         "alignment": {"episodes": alignment.episodes, "ticks": alignment.ticks,

@@ -127,12 +127,6 @@ def _check(node: ast.AST, text: str) -> None:
         if len(node.args) < low or (high is not None and len(node.args) > high):
             count = str(low) if low == high else f"at least {low}" if high is None else f"{low} to {high}"
             raise ExpressionError(f"'{text}': {name}() takes {count} argument(s), got {len(node.args)}")
-    if isinstance(node, ast.Name) and node.id in FUNCTIONS and not _is_called(node, text):
-        pass  # a bare function name is caught as an unknown value when evaluated
-
-
-def _is_called(node: ast.Name, text: str) -> bool:
-    return True
 
 
 def _eval(node: ast.AST, values: Mapping[str, np.ndarray]) -> np.ndarray | float:

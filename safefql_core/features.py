@@ -34,7 +34,7 @@ class TaskSpecError(ValueError):
     """A task spec that cannot be used, or a message that does not fit it; says what to fix."""
 
 
-def _check_keys(d: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> None:
+def check_keys(d: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> None:
     if not isinstance(d, Mapping):
         raise TaskSpecError(f"spec '{where}' must be a mapping, got {type(d).__name__}")
     missing = sorted(required - set(d))
@@ -162,7 +162,7 @@ class Stream:
 
     @classmethod
     def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
-        _check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "max_age"} | set(extra))
+        check_keys(d, where, {"topic", "type", "fields"}, {"stamp", "max_age"} | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec '{where}.fields' must be a non-empty list of field paths, got {fields!r}")

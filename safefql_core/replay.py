@@ -25,7 +25,7 @@ import numpy as np
 from safefql_core.bundle import Bundle
 from safefql_core.envs import boat
 from safefql_core.runtime import Mode, Runtime
-from safefql_core.tasks import TaskSpec
+from safefql_core.tasks import TaskSpec, simulator_mismatch
 
 INTERVENTIONS = (Mode.INTERVENE.value, Mode.UNSAFE.value)  # the runtime did not send the actor's action
 Tick = Callable[[], object]  # progress callback, called once per decision
@@ -48,12 +48,12 @@ def check_compatible(bundle: Bundle, spec: TaskSpec) -> None:
 
 
 def simulator_missing(bundle: Bundle, spec: TaskSpec) -> str | None:
-    """Why the closed loop cannot run for this task, or None when the boat simulator fits."""
-    if bundle.meta["task"].get("name") != "boat":
-        return f"closed loop needs a simulator; task '{bundle.meta['task'].get('name')}' has none (only 'boat' does)"
-    if not np.isclose(spec.control_period, boat.DT):
-        return f"the spec's control period {spec.control_period} s differs from the boat simulator's {boat.DT} s"
-    return None
+    """Why the closed loop cannot run for this task and spec, or None when the boat simulator
+    is its robot (tasks.simulator_mismatch: never another task's simulator)."""
+    task = bundle.meta["task"].get("name")
+    why = simulator_mismatch(task, spec.to_dict()) or (None if task == "boat" else
+                                                       f"task '{task}' has no simulator here (only 'boat' does)")
+    return None if why is None else f"closed loop needs a simulator; {why}"
 
 
 def segments(timeouts: np.ndarray) -> list[slice]:

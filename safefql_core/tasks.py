@@ -1,10 +1,12 @@
-"""Task spec: which message fields make the observation and the action (ARCHITECTURE.md, principle 2).
+"""Task spec: what a robot's topics mean to the policy (ARCHITECTURE.md, principles 2 and 5).
 
-A task's YAML (`spec:` section of e.g. config/boat.yaml) names the state and command
-topics, their message types and field paths, the action bounds, how reward and safety
-margin are obtained, the control period and the maximum state age. The bag converter and
-the ROS node both go through `TaskSpec`, so the features the policy trains on are exactly
-the features it sees on the robot.
+A task's YAML (`spec:` section; every key in docs/BRING_YOUR_OWN_ROBOT.md) names the state
+inputs (topics, each with its stamp source and maximum age), the named features read from
+them (features.py) or computed from each other, ready-made terms (terms.py), the command
+and its bounds, reward and safety margin as expressions (expressions.py), the control period
+and the ages. The bag converter and the ROS node both go through `TaskSpec`, so the features
+the policy trains on are exactly the features it sees on the robot; the spec travels in the
+dataset and the bundle, and a deployment may only rename what the policy does not depend on.
 
 This module imports neither rosbags nor rclpy: it works on any message object with
 attribute access, which both rosbags' deserialised dataclasses and rclpy messages are.
@@ -21,9 +23,17 @@ import numpy as np
 import yaml
 
 from safefql_core.envs import boat
+from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
+from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
+from safefql_core.expressions import Expression, ExpressionError
+from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
+    JOINT_VALUES, NS, STAMP_SOURCES, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, check_keys,
+    positive_seconds)
+from safefql_core.terms import Term, TermError, build_term
 
-STAMP_SOURCES = ("header", "receive")
-NS = 1_000_000_000  # stamps are integer nanoseconds, as in ROS 2 and rosbag2
+ENCODINGS = ("angle", "sincos")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+FUNCTIONS_AND_CONSTANTS = set(EXPRESSION_FUNCTIONS) | set(EXPRESSION_CONSTANTS)  # not usable as names
 
 
 @dataclass(frozen=True)
@@ -65,24 +75,14 @@ BUILTIN: dict[str, dict[str, Any]] = {
     },
 }
 
-from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
-from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
-from safefql_core.expressions import Expression, ExpressionError
-from safefql_core.features import (  # noqa: F401 (re-exported: the spec's message vocabulary)
-    JOINT_VALUES, NS, STAMP_SOURCES, Field, FieldPath, Joint, Sectors, Stream, TaskSpecError, Yaw, _check_keys,
-    positive_seconds)
-from safefql_core.terms import Term, TermError, build_term
-
-ENCODINGS = ("angle", "sincos")
-_NAME = re.compile(r"[A-Za-z_]\w*")
 
 def named_function(name: str) -> ObservationFunction:
     """The registered reward/margin function called `name`."""
     try:
         return FUNCTIONS[name]
     except KeyError:
-        raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)} "
-                            "(add yours to safefql_core.tasks.FUNCTIONS, or read the value from a topic)") from None
+        raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)}. Write reward "
+                            "and margin as expressions over named features instead (docs/BRING_YOUR_OWN_ROBOT.md)") from None
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Signal:
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Signal:
         if isinstance(d, Mapping) and "function" in d:
-            _check_keys(d, where, {"function"})
+            check_keys(d, where, {"function"})
             named_function(d["function"])  # unknown names fail at load time
             return cls(function=str(d["function"]))
         try:
@@ -133,7 +133,7 @@ class Feature:
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Feature:
         kinds = ("field", "yaw", "joint", "sectors", "expr")
-        _check_keys(d, where, {"name"}, {"input", "observe", "encode", "wrap", "value", *kinds})
+        check_keys(d, where, {"name"}, {"input", "observe", "encode", "wrap", "value", *kinds})
         name, given = d["name"], [k for k in kinds if k in d]
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name in FUNCTIONS_AND_CONSTANTS:
             raise TaskSpecError(f"spec '{where}.name' must be an identifier (letters, digits, _) that is not a "
@@ -173,9 +173,6 @@ class Feature:
             d.update(input=self.input, **self.reader.to_dict())
         return {**d, **({} if self.observe else {"observe": False}),
                 **({"encode": self.encode} if self.encode != "angle" else {})}
-
-
-FUNCTIONS_AND_CONSTANTS = set(EXPRESSION_FUNCTIONS) | set(EXPRESSION_CONSTANTS)
 
 
 def _reader(d: Mapping, kind: str, where: str) -> Any:
@@ -255,12 +252,16 @@ class TaskSpec:
                 "(python -m offline_train.fit --bag BAG --config TASK.yaml) to get a bundle a robot can run")
         return cls.builtin(task["name"])
 
+    def differences(self, other: TaskSpec, mine: str, theirs: str) -> list[str]:
+        """Every difference between the two interfaces, both sides shown."""
+        a, b = _flatten(self.interface()), _flatten(other.interface())
+        return [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
+                for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
     def check_matches(self, other: TaskSpec, mine: str, theirs: str) -> None:
         """Refuse `other` as a stand-in for this spec unless it has the same interface; the
         error shows both sides of every difference."""
-        a, b = _flatten(self.interface()), _flatten(other.interface())
-        diffs = [f"{key}: {mine} {a.get(key)!r}, {theirs} {b.get(key)!r}"
-                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        diffs = self.differences(other, mine, theirs)
         if diffs:
             raise TaskSpecError(f"{theirs} does not match the spec {mine} was trained with: " + "; ".join(diffs)
                                 + f". Use the spec {mine} records (leave {theirs} out), or only change topic "
@@ -269,7 +270,7 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, d: Any, name: str) -> TaskSpec:
         d = _canonical(d)
-        _check_keys(d, "spec", {"control_period", "max_age", "inputs", "features", "command", "reward", "margin"},
+        check_keys(d, "spec", {"control_period", "max_age", "inputs", "features", "command", "reward", "margin"},
                     {"terms"})
         period, max_age = positive_seconds(d, "control_period"), positive_seconds(d, "max_age")
         if max_age < period:
@@ -324,10 +325,10 @@ class TaskSpec:
             else:
                 _evaluate(signal.expression, values, role)
 
-    def values(self, raw: Mapping[str, np.ndarray], where: str = "") -> dict[str, np.ndarray]:
-        """Every feature, column and term by name, from each input's raw values [N, width]
-        (`Stream.read` of its messages, aligned). Features of inputs missing from `raw` and
-        what depends on them are left out (the next state needs no reward inputs)."""
+    def values(self, raw: Mapping[str, np.ndarray], where: str = "", terms: bool = True) -> dict[str, np.ndarray]:
+        """Every feature, column and (with `terms`) term by name, from each input's raw values
+        [N, width] (`Stream.read` of its messages, aligned). Features of inputs missing from
+        `raw` and what depends on them are left out (the next state needs no reward inputs)."""
         values: dict[str, np.ndarray] = {}
         offsets = {name: 0 for name, _ in self.inputs}
         for f in self.features:
@@ -346,14 +347,15 @@ class TaskSpec:
                 values.update({c: values[f.name][:, i] for i, c in enumerate(f.columns)})
             elif f.encode == "sincos":
                 values[f"{f.name}_sin"], values[f"{f.name}_cos"] = np.sin(values[f.name]), np.cos(values[f.name])
-        for name, term in self.terms:
+        for name, term in self.terms if terms else ():
             if set(term.inputs) <= set(values):
                 values[name] = _evaluate(term, values, f"term {name}", where)
         return values
 
     def observations(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The observation vectors [N, obs_dim] of the state inputs' raw values."""
-        values = self.values(raw)
+        """The observation vectors [N, obs_dim] of the state inputs' raw values (the node calls
+        this once per state message: no terms are computed)."""
+        values = self.values(raw, terms=False)
         return np.column_stack([values[c] for c in self.observation_names])
 
     def signals(self, raw: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -392,12 +394,15 @@ class TaskSpec:
 
     def interface(self) -> dict[str, Any]:
         """What the policy depends on: the observation's and action's definitions, bounds and
-        period. Topic names, stamps, ages, terms, reward and margin may differ between deployments."""
-        d = self.to_dict()
+        period. Names, topic names, stamps, ages, terms, reward and margin may differ between
+        deployments (the same robot in a namespace, a short-form spec of the same fields)."""
+        d, states = self.to_dict(), self.state_inputs()
+        inputs = dict(self.inputs)
         return {"task": self.name, "control_period": d["control_period"],
-                "inputs": {name: stream.type for name, stream in self.inputs if name in self.state_inputs()},
-                "observation": self.observation_names,
-                "features": [f.to_dict() for f in self.features if f.input is None or f.input in self.state_inputs()],
+                "inputs": [inputs[name].type for name in states],
+                "features": [{k: v for k, v in f.to_dict().items() if k not in ("name", "input")}
+                             | ({"input": states.index(f.input)} if f.input is not None else {})
+                             for f in self.features if f.input is None or f.input in states],
                 "command": {k: d["command"][k] for k in ("type", "fields", "low", "high")}}
     def max_age_of(self, role: str) -> float:
         """How old the sample of topic stream `role` may be where it is used (seconds): the
@@ -515,7 +520,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
             raise TaskSpecError("spec has `state:` and `inputs:`/`features:`; use one form (state: is the short "
                                 "form of a single input whose features are raw fields)")
         state = d.pop("state")
-        _check_keys(state, "state", {"topic", "type", "fields"}, {"stamp", "max_age"})
+        check_keys(state, "state", {"topic", "type", "fields"}, {"stamp", "max_age"})
         fields = state["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
             raise TaskSpecError(f"spec 'state.fields' must be a non-empty list of field paths, got {fields!r}")
@@ -524,7 +529,7 @@ def _canonical(d: Any) -> Mapping[str, Any]:
     for role in ("reward", "margin"):
         signal = d.get(role)
         if isinstance(signal, Mapping) and "field" in signal:
-            _check_keys(signal, role, {"topic", "type", "field"}, {"stamp", "max_age"})
+            check_keys(signal, role, {"topic", "type", "field"}, {"stamp", "max_age"})
             if not isinstance(d.get("inputs"), Mapping) or not isinstance(d.get("features"), list):
                 raise TaskSpecError(f"spec lacks `inputs:` and `features:` (or the `state:` short form)")
             d["inputs"] = {**d["inputs"], role: {k: v for k, v in signal.items() if k != "field"}}
@@ -551,7 +556,7 @@ def _inputs(d: Any, features: tuple[Feature, ...]) -> tuple[tuple[str, Stream], 
     for name, topic in d.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise TaskSpecError(f"spec input name {name!r} must be an identifier (letters, digits, _)")
-        _check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
+        check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
         readers = tuple(f.reader for f in features if f.input == name)
         if not readers:
             raise TaskSpecError(f"spec input '{name}' is read by no feature; add one or remove the input")
@@ -571,6 +576,45 @@ def _terms(d: Any) -> tuple[tuple[str, Term], ...]:
         except TermError as exc:
             raise TaskSpecError(f"spec {exc}") from None
     return tuple(terms)
+
+
+# Tasks with a simulator here, by name: the spec of the robot each simulator simulates. A task
+# whose simulator is added to the project registers it here, so calibrate, evaluate and replay
+# accept it exactly where a recorded spec is that robot's.
+SIMULATED: dict[str, Callable[[], TaskSpec]] = {"boat": lambda: TaskSpec.builtin("boat")}
+
+
+def simulator_mismatch(task: str, spec: Mapping[str, Any] | None) -> str | None:
+    """Why no simulator here stands for the robot of `task` as its recorded `spec` defines it
+    (None: one does). A task without a spec (a simulator's own dataset: the boat's, Safety
+    Gymnasium's) is its simulator's. A task defined by a spec has one only when the spec is
+    its simulator's robot (`SIMULATED`): a spec called 'boat' that reads other topics or
+    fields, or has other bounds, period, reward or margin, is another robot, and nothing
+    trained for it is ever calibrated or evaluated in the boat's simulator."""
+    if not spec:
+        return None
+    if task not in SIMULATED:
+        return f"task '{task}' is defined by its spec alone and has no simulator here (only {sorted(SIMULATED)} do)"
+    robot, sim = TaskSpec.from_dict(spec, task), SIMULATED[task]()
+    diffs = sim.differences(robot, "simulator", "spec")
+    topics = lambda s: [s.topic_streams()[n].topic for n in s.state_inputs()] + [s.command.topic]  # noqa: E731
+    if topics(sim) != topics(robot):
+        diffs.append(f"topics: simulator {topics(sim)}, spec {topics(robot)}")
+    if not diffs:  # the same inputs in the same order: compare reward and margin on the same raw values
+        rng = np.random.default_rng(0)
+        raw = [rng.uniform(-3.0, 3.0, (256, sim.topic_streams()[n].width)) for n in sim.state_inputs()]
+        try:
+            same = all(np.allclose(a, b) for a, b in zip(sim.signals(dict(zip(sim.state_inputs(), raw))),
+                                                         robot.signals(dict(zip(robot.state_inputs(), raw)))))
+        except TaskSpecError:
+            same = False
+        if not same:
+            diffs.append(f"reward or margin: simulator {sim.reward.to_dict()} / {sim.margin.to_dict()}, "
+                         f"spec {robot.reward.to_dict()} / {robot.margin.to_dict()}")
+    if diffs:
+        return (f"task '{task}' records a spec that is not its simulator's robot ({'; '.join(diffs)}), so it "
+                "counts as a task without a simulator")
+    return None
 
 
 def resolve_spec(bundle_meta: Mapping[str, Any], given: TaskSpec | None = None,

@@ -134,7 +134,7 @@ def _stack(*columns: np.ndarray) -> np.ndarray:
     """Feature columns [N] (or one group [N, k]) as one [N, k] array."""
     if len(columns) == 1 and columns[0].ndim == 2:
         return columns[0]
-    return np.stack([np.broadcast_to(c, np.broadcast(*columns).shape) for c in columns], axis=-1)
+    return np.stack(np.broadcast_arrays(*columns), axis=-1)
 
 
 def _position(d: Mapping, where: str) -> tuple[str, ...]:
@@ -152,7 +152,10 @@ def _clearance(d: Mapping, where: str) -> Term:
     if not isinstance(shapes, list) or not shapes:
         raise TermError(f"{where}.shapes must be a non-empty list of shapes, got {shapes!r}")
     sdfs = [shape_sdf(s, f"{where}.shapes[{i}]") for i, s in enumerate(shapes)]
-    return Term(dict(d), _position(d, where), lambda x, y: np.min([f(_stack(x, y)) for f in sdfs], axis=0))
+    def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        p = _stack(x, y)
+        return np.min([f(p) for f in sdfs], axis=0)
+    return Term(dict(d), _position(d, where), fn)
 
 
 def _geofence(d: Mapping, where: str) -> Term:

@@ -82,8 +82,11 @@ class Controller(Node):
         # Only the inputs the observation needs (reward/margin inputs are for training).
         self.inputs = {name: self.spec.topic_streams()[name] for name in self.spec.state_inputs()}
         self.rows: dict[str, tuple[np.ndarray, int]] = {}  # input -> (raw values, stamp ns) of its latest message
+        # An input with its own max_age in the spec (a slower lidar) may be that much older than
+        # state_timeout allows the others: its stamp counts this much later.
+        self.allowance_ns = {name: round((self.spec.max_age_of(name) - self.spec.max_age) * 1e9) for name in self.inputs}
 
-        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns of its oldest input)
+        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns of its stalest input)
         self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
         self.cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = float("nan")
@@ -187,8 +190,9 @@ class Controller(Node):
     # ---- state and tick ------------------------------------------------------------------------
     def _on_state(self, name: str, msg: Any) -> None:
         """Cache the input's values (the spec's feature extraction, the converter's code); once
-        every input has spoken, the observation and the stamp of its oldest input, so the
-        state's age is that of its stalest part. The tick does the work. With trigger 'state'
+        every input has spoken, the observation and the stamp of its stalest input (stamps
+        shifted by each input's extra max_age in the spec), so the state is stale as soon as
+        one part is. The tick does the work. With trigger 'state'
         a message of the first input runs the tick now, or, if one ran less than a quarter
         period ago, once that much time has passed (a burst of states never queues decisions)."""
         now_ns = self.get_clock().now().nanoseconds
@@ -202,7 +206,7 @@ class Controller(Node):
             return
         self.received_ns = time.monotonic_ns()
         observation = self.spec.observations({n: row[None] for n, (row, _) in self.rows.items()})[0]
-        self.latest = (observation, min(stamp for _, stamp in self.rows.values()))
+        self.latest = (observation, min(stamp + self.allowance_ns[n] for n, (_, stamp) in self.rows.items()))
         if self.trigger != "state" or name != next(iter(self.inputs)):
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:

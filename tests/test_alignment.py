@@ -170,10 +170,119 @@ def test_streams_on_different_clocks_are_named():
     with pytest.raises(AlignmentError) as error:
         build_transitions(spec, {"state": sim, "command": wall})
     message = str(error.value)
-    assert "/boat/cmd_vel (command) (receive stamps, 2026-11-30 00:53:20 to 2026-11-30 00:53:20 UTC: wall time)" in message
+    assert ("/boat/cmd_vel (command) (receive stamps, 2026-11-30 00:53:20 to 2026-11-30 00:53:20 UTC: "
+            "wall time)") in message
     assert "/boat/odom (state) (header stamps, 0.000 s to 0.100 s since zero: sim time)" in message
     assert "different clocks" in message and "`stamp: receive` on both" in message and "use_sim_time" in message
     with pytest.raises(AlignmentError, match=r"the stamps of scan \(0.500 s to 0.600 s since zero: sim time\) "
                                              r"never overlap those of odom"):
         align([Track("odom", sim, 0.025), Track("scan", states([500, 600]), 0.025)],
               Track("command", commands(np.arange(0, 101, 10)), 0.025), control_period=0.01)
+
+
+def test_state_tracks_that_never_run_together_are_refused():
+    odom = states(np.r_[np.arange(0, 101, 10), np.arange(300, 401, 10)])
+    scan = states(np.arange(150, 251, 10))  # only while odometry is silent
+    with pytest.raises(AlignmentError, match=r"the state tracks \['odom', 'scan'\] are never all running at once"):
+        align([Track("odom", odom, 0.025), Track("scan", scan, 0.025)], Track("command", commands([0]), 0.5),
+              control_period=0.01)
+    with pytest.raises(AlignmentError, match="unique track names"):
+        align([Track("state", odom, 0.025)], Track("state", commands([0]), 0.5), control_period=0.01)
+
+
+# Time going backwards and duplicate stamps (issue 26 item 9): detected, counted, refused
+# or handled explicitly, never collapsed silently.
+
+def test_time_going_backwards_beyond_max_age_is_refused_with_the_fix():
+    # one topic holding two runs over the same span: header stamps restart at 0
+    restarted = states([0, 10, 20, 30, 0, 10, 20, 30])
+    with pytest.raises(AlignmentError) as error:
+        build_transitions(SPEC, {"state": restarted, "command": commands(np.arange(8) * 10)})
+    assert ("time goes backwards on /boat/odom (state): 3 sample(s) stamped before an earlier one, by up to "
+            "0.030 s (more than its max_age 0.025 s)") in str(error.value)
+    assert "into its own bag" in str(error.value) and "`stamp: receive`" in str(error.value)
+
+
+def test_samples_out_of_order_within_max_age_are_sorted_and_counted():
+    # state 2 (20 ms) arrives before state 1 (10 ms); commands too. Unsorted, tick 10 would
+    # find no state at all, and tick 20 state 1.
+    s = states([0, 10, 20, 30])
+    shuffled = TimeSeries(s.stamps[[0, 2, 1, 3]], s.values[[0, 2, 1, 3]])
+    c = commands([0, 10, 20])
+    arrays, report = build_transitions(SPEC, {"state": shuffled, "command": TimeSeries(c.stamps[[1, 0, 2]],
+                                                                                        c.values[[1, 0, 2]])})
+    assert report.reordered_samples == {"state": 1, "command": 1} and report.dropped == {}
+    np.testing.assert_allclose(arrays["observations"][:, 0], [0.0, 0.01, 0.02], atol=1e-7)
+    np.testing.assert_allclose(arrays["next_observations"][:, 0], [0.01, 0.02, 0.03], atol=1e-7)
+    np.testing.assert_allclose(arrays["actions"][:, 0], [0.0, 0.01, 0.02], atol=1e-7)
+
+
+def test_exact_duplicate_samples_are_dropped_and_counted():
+    s = states([0, 10, 20, 30])
+    twice = TimeSeries(s.stamps[[0, 1, 1, 2, 3]], s.values[[0, 1, 1, 2, 3]])  # sample 1 recorded twice
+    arrays, report = build_transitions(SPEC, {"state": twice, "command": commands([0, 10, 20])})
+    assert report.duplicate_samples == {"state": 1} and report.transitions == 3 and report.held_states == {}
+    assert not (arrays["observations"] == arrays["next_observations"]).all(axis=1).any()
+
+
+def test_duplicate_stamps_with_different_values_are_refused_or_their_ticks_dropped():
+    s = states([0, 10, 20, 30, 40])
+    s.stamps[2] = 10 * MS  # samples 1 and 2 share 10 ms: which held at ticks 10 and 20 is unknown
+    with pytest.raises(AlignmentError, match=r"samples that share a stamp with a different value: 2 on "
+                                             r"/boat/odom \(state\); .* pass --on-duplicate drop"):
+        build_transitions(SPEC, {"state": s, "command": commands(np.arange(5) * 10)})
+    arrays, report = build_transitions(SPEC, {"state": s, "command": commands(np.arange(5) * 10)},
+                                       on_duplicate="drop")
+    assert report.ambiguous_samples == {"state": 2}
+    # tick 10 and tick 20 (holding the 10 ms sample) use an ambiguous sample: transitions
+    # 0-10, 10-20 and 20-30 go; 30-40 stays
+    assert report.dropped == {"duplicate-stamp next state": 1, "duplicate-stamp state": 2}
+    assert report.transitions == 1 and not (arrays["observations"] == arrays["next_observations"]).all(axis=1).any()
+
+
+# Boundaries of every comparison in the alignment (issue 32 item 2).
+
+@pytest.mark.parametrize("age_ns, fresh", [(25 * MS - 1, True), (25 * MS, True), (25 * MS + 1, False)])
+def test_a_sample_exactly_max_age_old_is_fresh_and_one_ns_older_is_not(age_ns, fresh):
+    """Within an episode every state is fresh by construction (a longer silence cuts it), so
+    the age limit bites on the command (its hold) and on signals read from topics."""
+    assert bool(latest_at_or_before(np.array([0]), np.array([age_ns]), 25 * MS)[0] == 0) == fresh
+    t = np.arange(6) * 10
+    # the command of 40 ms - age is the latest before tick 40: transition 30 -> 40 uses it at
+    # exactly `age_ns`; transition 40 -> 50 (35 ms or more) never has a command
+    cmd = TimeSeries(np.array([0, 40 * MS - age_ns], dtype=np.int64), np.zeros((2, 2)))
+    _, report = build_transitions(SPEC, {"state": states(t), "command": cmd})
+    assert report.dropped == {"no command within hold": 1 if fresh else 2}
+    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, reward={
+        "topic": "/boat/reward", "type": "std_msgs/msg/Float64", "field": "data"}), "boat")
+    reward = TimeSeries(np.array([0, 30 * MS - age_ns], dtype=np.int64), np.ones((2, 1)))
+    _, report = build_transitions(spec, {"state": states(t[:5]), "command": commands(t[:4]), "reward": reward})
+    # ticks 0-20 hold fresh rewards whatever the age; tick 30 is at the boundary
+    assert report.dropped == ({} if fresh else {"no reward within max_age": 1})
+
+
+def test_a_command_stamped_exactly_at_the_next_tick_answers_that_tick_not_this_one():
+    t = np.arange(3) * 10
+    late = TimeSeries(np.array([10 * MS, 20 * MS - 1], dtype=np.int64), np.array([[0.5, 0.5], [0.7, 0.7]]))
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": late})
+    # tick 0 -> 10: the command at exactly 10 ms is not yet in force; tick 10 -> 20: the one 1 ns before 20 is
+    assert report.dropped == {"no command within hold": 1}
+    np.testing.assert_allclose(arrays["actions"][:, 0], [0.7], atol=1e-6)
+
+
+@pytest.mark.parametrize("gap_ms, episodes", [(24, 1), (25, 1), (26, 2)])
+def test_a_silence_of_exactly_max_age_does_not_cut_the_episode(gap_ms, episodes):
+    np.testing.assert_array_equal(len(episode_bounds(np.array([0, 10, 10 + gap_ms]) * MS, 25 * MS)), episodes)
+    t = np.array([0, 10, 10 + gap_ms, 20 + gap_ms])
+    _, report = build_transitions(SPEC, {"state": states(t), "command": commands(np.arange(0, 50, 5))})
+    assert report.episodes == episodes
+
+
+def test_cost_is_one_only_for_a_strictly_positive_margin():
+    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, margin={
+        "topic": "/boat/margin", "type": "std_msgs/msg/Float64", "field": "data"}), "boat")
+    t = np.arange(4) * 10
+    margin = series(t, [[-1.0], [0.0], [1e-9], [5.0]])
+    arrays, _ = build_transitions(spec, {"state": states(t), "command": commands(t), "margin": margin})
+    np.testing.assert_array_equal(arrays["costs"], [0, 0, 1])
+    np.testing.assert_array_equal(arrays["margins"], np.float32([-1.0, 0.0, 1e-9]))

@@ -348,3 +348,57 @@ def test_held_states_are_counted_in_the_summary(recorded, tmp_path, capsys):
     held = int((data.observations == data.next_observations).all(axis=1).sum())
     assert held == len(data) // 2
     assert f"held states: {held:,} state (transitions whose next state is the same sample as their state)" in out
+
+
+def write_odom_bag(path: Path, restamp, states: np.ndarray) -> Path:
+    """A boat bag of episodes `states` [E, T+1, 2] whose odometry header stamps `restamp(t)` changes."""
+    store = typestore("kilted")
+
+    def messages():
+        for topic, t, msg in episode_messages(BOAT, store, states, np.zeros((len(states), states.shape[1] - 1, 2))):
+            if topic == BOAT.state.topic:
+                BOAT.state.set_stamp(msg, restamp(t))
+            yield topic, t, msg
+    write_bag(path, {BOAT.state.topic: BOAT.state.type, BOAT.command.topic: BOAT.command.type}, messages(), store)
+    return path
+
+
+def test_one_bag_holding_runs_over_the_same_time_span_is_refused(tmp_path, capsys):
+    """A simulator reset between episodes restarts its clock: header stamps go back to zero."""
+    episode_ns = 11 * 5_000_000 + NS  # 11 states 5 ms apart, then the writer's 1 s pause
+    bag = write_odom_bag(tmp_path / "bag", lambda t: (t - SIM_EPOCH_NS) % episode_ns, np.zeros((3, 11, 2)))
+    code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
+    assert code == 2 and "ticks dropped: none" not in err
+    assert ("time goes backwards on /boat/odom (odom): 20 sample(s) stamped before an earlier one, by up to "
+            "0.050 s (more than its max_age 0.0125 s)") in err
+    assert "Record each run into its own bag" in err and "`stamp: receive`" in err
+
+
+def test_duplicate_stamps_with_different_values_are_refused_or_dropped_by_flag(tmp_path, capsys):
+    # states 4 and 5 are stamped like state 3 (a stamp not set per message): three values for one time
+    bag = write_odom_bag(tmp_path / "bag", lambda t: min(t, SIM_EPOCH_NS + 15_000_000),
+                         np.linspace([0.0, 0.0], [0.1, 0.1], 6)[None])
+    code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
+    assert code == 2 and "samples that share a stamp with a different value: 3 on /boat/odom (odom)" in err
+    assert "pass --on-duplicate drop" in err
+    code, out, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", "--on-duplicate", "drop")
+    assert code == 0, err
+    assert "samples sharing a stamp with a different value: 3 odom (--on-duplicate drop)" in out
+    assert "ticks dropped: 1 duplicate-stamp next odom state" in out and "2 transitions" in out
+    data = load_dataset(tmp_path / "d.h5")
+    assert not (data.observations == data.next_observations).all(axis=1).any()  # never s' = s from duplicates
+
+
+@pytest.mark.parametrize("margin, share, warning", [
+    ("-obstacle_clearance", "(0.0%)", "the margin is never positive"),      # the states stay far from the discs
+    ("obstacle_clearance", "(100.0%)", "the margin is positive on every transition"),  # the sign flipped
+    ("x - 0.045", "on 5 of 10 transitions (50.0%)", None),
+])
+def test_convert_prints_the_unsafe_share_and_warns_when_the_margin_never_or_always_flags(
+        margin, share, warning, tmp_path, capsys):
+    bag = small_bag(tmp_path / "bag", BOAT, np.linspace([0.0, 0.0], [0.1, 0.1], 11))
+    config = tmp_path / "boat.yaml"
+    config.write_text(yaml.safe_dump({"task": "boat", "spec": {**BOAT.to_dict(), "margin": margin}}))
+    code, out, _ = run_convert(capsys, "--bag", bag, "--config", config, "--out", tmp_path / "d.h5")
+    assert code == 0 and "safety margin > 0 (unsafe) on" in out and share in out
+    assert (f"WARNING: {warning}" in out) if warning else "WARNING" not in out

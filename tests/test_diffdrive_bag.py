@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rosbags.highlevel import AnyReader
 
 from offline_train import collect
@@ -165,3 +166,15 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
     assert 0 <= summary["zero_collision_rate"] <= 1 and 0 <= summary["goal_reached_rate"] <= 1
     assert sum(summary["decision_modes"].values()) > 0
     assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "nowhere"]) == 2
+
+
+def test_a_spec_of_another_robot_is_not_evaluated_in_the_simulator():
+    from offline_train.diffdrive_evaluate import commander
+    from safefql_core.tasks import TaskSpec
+    from safefql_core.training import RunError
+
+    doc = yaml.safe_load(CONFIG.read_text())["spec"]
+    commander(TaskSpec.from_dict(doc, "diffdrive"))
+    doc["command"]["high"] = [0.26, 1.82]   # a TurtleBot3 Waffle's limits: another robot
+    with pytest.raises(RunError, match="not the diff-drive robot's"):
+        commander(TaskSpec.from_dict(doc, "diffdrive"))

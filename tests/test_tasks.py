@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from safefql_core.envs import boat
-from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError, resolve_spec
+from safefql_core.tasks import BUILTIN, FieldPath, TaskSpec, TaskSpecError, resolve_spec, simulator_mismatch
 
 BOAT_YAML = Path(__file__).resolve().parents[1] / "config" / "boat.yaml"
 
@@ -217,3 +217,18 @@ def test_resolve_spec_takes_a_matching_config_and_refuses_a_conflict_showing_bot
         resolve_spec(meta, slower)
     with pytest.raises(TaskSpecError, match="networks take 3 and give 2"):
         resolve_spec({**meta, "obs_dim": 3})
+
+
+@pytest.mark.parametrize("task, spec, reason", [
+    ("boat", None, None),                                       # a simulator's own dataset records no spec
+    ("boat", TaskSpec.builtin("boat").to_dict(), None),
+    ("boat", boat_dict(), None),                                # the short form: other names, same robot
+    ("boat", boat_dict(**{"state.topic": "/other/odom"}), "topics: simulator ['/boat/odom', '/boat/cmd_vel'], "
+                                                          "spec ['/other/odom', '/boat/cmd_vel']"),
+    ("boat", boat_dict(**{"command.high": [2.0, 2.0]}), "command.high: simulator [1.0, 1.0], spec [2.0, 2.0]"),
+    ("boat", {**BUILTIN["boat"], "reward": "-2 * goal_distance"}, "reward or margin: simulator -goal_distance"),
+    ("rover", TaskSpec.builtin("boat").to_dict(), "task 'rover' is defined by its spec alone"),
+])
+def test_only_the_simulators_own_robot_counts_as_simulated(task, spec, reason):
+    got = simulator_mismatch(task, spec)
+    assert (got is None) if reason is None else (reason in got)
