@@ -1,9 +1,6 @@
 """diffdrive_sim with real rclpy pub/sub: Odometry and LaserScan out, TwistStamped in, under a namespace."""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
@@ -21,18 +18,10 @@ from std_msgs.msg import Bool  # noqa: E402
 from safefql_core.envs import diffdrive  # noqa: E402
 from safefql_ros.diffdrive_sim import DiffDriveSim  # noqa: E402
 from safefql_ros.qos import LATCHED_QOS  # noqa: E402
+from test_ros_nodes import spin_until  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 NS = "/dd_test"
-
-
-def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.01)
-    return predicate()
 
 
 class Robot(Node):
