@@ -307,14 +307,21 @@ class TaskSpec:
             clash = sorted({f.name, *f.columns} & seen)
             if clash:
                 raise TaskSpecError(f"spec features: the name(s) {clash} are used twice; give each feature its own name")
+            unknown = sorted(f.expr.names - seen) if f.expr is not None else []
+            if unknown:
+                raise TaskSpecError(f"spec feature '{f.name}': its expr uses {unknown}, which no feature before it "
+                                    f"defines (known: {sorted(seen)}); an expr may only use earlier features")
             seen |= {f.name, *f.columns}
-        clash = sorted(seen & {name for name, _ in self.terms})
-        if clash or "command" in dict(self.inputs):
-            raise TaskSpecError(f"spec: term name(s) {clash or ['command']} clash with a feature or reserved name")
+        for name, term in self.terms:
+            if name in seen:
+                raise TaskSpecError(f"spec term '{name}' has the name of a feature; rename one of them")
+            unknown = sorted(set(term.inputs) - seen)
+            if unknown:
+                raise TaskSpecError(f"spec term '{name}' reads {unknown}, which no feature defines (known: {sorted(seen)})")
         if not self.observation_names:
             raise TaskSpecError("spec features: nothing is observed (every feature has observe: false)")
         zeros = {name: np.zeros((2, stream.width)) for name, stream in self.inputs}
-        values = self.values(zeros, where="the spec")
+        values = self.values(zeros)
         for role, signal in (("reward", self.reward), ("margin", self.margin)):
             if signal.function is not None:
                 if named_function(signal.function).obs_dim != self.obs_dim:
@@ -325,7 +332,7 @@ class TaskSpec:
             else:
                 _evaluate(signal.expression, values, role)
 
-    def values(self, raw: Mapping[str, np.ndarray], where: str = "", terms: bool = True) -> dict[str, np.ndarray]:
+    def values(self, raw: Mapping[str, np.ndarray], terms: bool = True) -> dict[str, np.ndarray]:
         """Every feature, column and (with `terms`) term by name, from each input's raw values
         [N, width] (`Stream.read` of its messages, aligned). Features of inputs missing from
         `raw` and what depends on them are left out (the next state needs no reward inputs)."""
@@ -340,7 +347,7 @@ class TaskSpec:
                 block = np.asarray(raw[f.input], dtype=np.float64)[:, start:start + f.reader.width]
                 values[f.name] = block if isinstance(f.reader, Sectors) else block[:, 0]
             elif f.expr.names <= set(values):
-                values[f.name] = _evaluate(f.expr, values, f"feature {f.name}", where)
+                values[f.name] = _evaluate(f.expr, values, f"feature {f.name}")
             else:
                 continue
             if isinstance(f.reader, Sectors):
@@ -349,7 +356,7 @@ class TaskSpec:
                 values[f"{f.name}_sin"], values[f"{f.name}_cos"] = np.sin(values[f.name]), np.cos(values[f.name])
         for name, term in self.terms if terms else ():
             if set(term.inputs) <= set(values):
-                values[name] = _evaluate(term, values, f"term {name}", where)
+                values[name] = _evaluate(term, values, f"term {name}")
         return values
 
     def observations(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -465,12 +472,12 @@ class TaskSpec:
     def fill_state(self, msg: Any, observation: np.ndarray) -> Any:
         """Write an observation into a message of the one state input the caller constructed
         (simulators publish states this way); only a plain field per observed value can be written."""
-        stream, names = self.state, self.state_inputs()
-        plain = [f for f in self.features if f.input == names[0]]
-        if not all(isinstance(f.reader, Field) and not f.reader.wrap and f.observe and f.encode == "angle"
-                   for f in plain) or len(plain) != self.obs_dim:
-            raise TaskSpecError(f"task '{self.name}': its observation is not one plain field per value, so it "
-                                "cannot be written back into a message")
+        states = self.state_inputs()
+        plain = [f for f in self.features if f.input in states]
+        if len(states) != 1 or len(plain) != self.obs_dim or not all(
+                isinstance(f.reader, Field) and not f.reader.wrap and f.observe and f.encode == "angle" for f in plain):
+            raise TaskSpecError(f"task '{self.name}': its observation is not one plain field per value of one "
+                                "input, so it cannot be written back into a message")
         for f, v in zip(plain, np.asarray(observation, dtype=np.float64).reshape(-1)):
             f.reader.path.set(msg, v)
         return msg
@@ -486,18 +493,16 @@ class TaskSpec:
         return self.command.write(msg, self.unscale_action(action))
 
 
-def _evaluate(fn: Any, values: Mapping[str, np.ndarray], what: str, where: str = "") -> np.ndarray:
+def _evaluate(fn: Any, values: Mapping[str, np.ndarray], what: str) -> np.ndarray:
     """An expression or term over `values`: one value per tick [N], or a TaskSpecError saying why not."""
     n = len(next(iter(values.values()))) if values else 1
     try:
         with np.errstate(all="ignore"):
             out = np.asarray(fn(values), dtype=np.float64)
-    except (ExpressionError, TermError, KeyError) as exc:
-        raise TaskSpecError(f"{where or 'spec'} {what}: {exc}".replace("  ", " ")) from None
-    except ValueError as exc:  # numpy: shapes that do not broadcast
-        raise TaskSpecError(f"{where or 'spec'} {what}: {exc}") from None
+    except ValueError as exc:  # ExpressionError, or numpy: shapes that do not broadcast
+        raise TaskSpecError(f"spec {what}: {exc}") from None
     if out.ndim > 1 or (out.ndim == 1 and len(out) != n):
-        raise TaskSpecError(f"{where or 'spec'} {what} gives {out.shape[-1]} values per tick, not one; reduce a "
+        raise TaskSpecError(f"spec {what} gives {out.shape[-1]} values per tick, not one; reduce a "
                             "group such as LaserScan sectors with min(...) or max(...)")
     return np.broadcast_to(out, (n,)).astype(np.float64)
 
@@ -554,8 +559,9 @@ def _inputs(d: Any, features: tuple[Feature, ...]) -> tuple[tuple[str, Stream], 
         raise TaskSpecError(f"spec features read input(s) {unknown} that `inputs:` does not declare (have {sorted(d)})")
     inputs = []
     for name, topic in d.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise TaskSpecError(f"spec input name {name!r} must be an identifier (letters, digits, _)")
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "command":
+            raise TaskSpecError(f"spec input name {name!r} must be an identifier (letters, digits, _) other than "
+                                "'command'")
         check_keys(topic, f"inputs.{name}", {"topic", "type"}, {"stamp", "max_age"})
         readers = tuple(f.reader for f in features if f.input == name)
         if not readers:

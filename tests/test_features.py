@@ -107,6 +107,12 @@ def test_a_spec_with_three_inputs_reads_names_and_round_trips():
     ({"margin": "-min(clear, nope)"}, r"unknown name\(s\) \['nope'\]"),
     ({"terms": {"clear": {"kind": "lidar_clearance", "ranges": "lidar"}}}, r"lacks \['radius'\]"),
     ({"features": [{"name": "lidar", "input": "scan", "sectors": 0}]}, "must be a positive whole number"),
+    ({"features": [{"name": "d", "expr": "x + 1"}, *ROBOT["features"]]},
+     r"feature 'd': its expr uses \['x'\], which no feature before it defines"),
+    ({"terms": {"clear": {"kind": "lidar_clearance", "ranges": "sonar", "radius": 0.2}}},
+     r"term 'clear' reads \['sonar'\], which no feature defines"),
+    ({"terms": {"pan": {"kind": "speed_above", "velocity": "x", "limit": 1}}}, "term 'pan' has the name of a feature"),
+    ({"inputs": {**ROBOT["inputs"], "command": ROBOT["inputs"]["odom"]}}, "other than 'command'"),
 ])
 def test_bad_inputs_and_features_are_refused_with_the_fix(change, message):
     with pytest.raises(TaskSpecError, match=message):
@@ -127,3 +133,8 @@ def test_features_read_rclpy_messages_the_same_way():
     np.testing.assert_allclose(dict(spec.inputs)["scan"].read(msg), [1.0, 0.3, 0.9], rtol=1e-6)
     joints = sensor_msgs.JointState(name=["tilt", "pan"], position=[0.0, 0.25])
     assert dict(spec.inputs)["joints"].read(joints).tolist() == [0.25]
+
+
+def test_only_plain_fields_of_one_input_can_be_written_back():
+    with pytest.raises(TaskSpecError, match="not one plain field per value of one input"):
+        TaskSpec.from_dict(ROBOT, "rover").fill_state(NS(), np.zeros(9))
