@@ -15,7 +15,7 @@ setup(
     python_requires='>=3.10',
     # safefql_core, offline_train and safefql_ros (tests are not installed).
     packages=find_packages(exclude=['tests', 'tests.*']),
-    package_data={'safefql_core': ['envs/*.npy']},
+    package_data={'safefql_core': ['envs/*.npy', 'envs/*.yaml']},
     include_package_data=False,
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
@@ -46,6 +46,7 @@ setup(
             'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',
             'boat_sim = safefql_ros.boat_sim:main',
+            'diffdrive_sim = safefql_ros.diffdrive_sim:main',
             'safefql_recorder = safefql_ros.recorder:main',
             'safefql_player = safefql_ros.player:main',
             'episode_monitor = safefql_ros.episode_monitor:main',

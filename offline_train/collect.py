@@ -11,18 +11,26 @@ snapshots are trained first (~15-20 min on one core for the default 100k steps) 
 `--format bag` writes the same episodes as a rosbag2 on the task spec's topics instead
 (offline_train.bags: episodes separated by a 1 s silence, which offline_train.convert
 splits on), to exercise the bag workflow without a robot.
+
+`--task diffdrive` runs the IR-SIM diff-drive robot's behaviour mix
+(safefql_core.envs.diffdrive_behaviour) and records it as a robot would: Odometry,
+LaserScan and TwistStamped under /diffdrive (offline_train.diffdrive_bag); `--format bag`
+only, since config/diffdrive.yaml picks the observation from those messages at conversion.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import numpy as np
 
+from offline_train import diffdrive_bag
 from offline_train.bags import STORAGES, BagError, write_episodes
 from offline_train.cli import at_least
 from safefql_core.data import Dataset, DatasetError, check_output, save_dataset
-from safefql_core.envs import boat, boat_behaviour, safety_gym_behaviour, velocity_behaviour
+from safefql_core.envs import (boat, boat_behaviour, diffdrive, diffdrive_behaviour, safety_gym_behaviour,
+                               velocity_behaviour)
 from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 
@@ -31,7 +39,8 @@ DEFAULT_TRANSITIONS = 1_000_000
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.collect", description=__doc__)
-    p.add_argument("--task", default="boat", choices=["boat", *safety_gym_behaviour.TASKS, *velocity_behaviour.TASKS],
+    p.add_argument("--task", default="boat",
+                   choices=["boat", "diffdrive", *safety_gym_behaviour.TASKS, *velocity_behaviour.TASKS],
                    help="built-in task")
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True,
@@ -57,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="Safety Gymnasium: the stored safety margin. distance: signed distance to the "
                         "failure set, from the simulator (hazards, Circle's walls; the default where the task "
                         "has one); cost: +25 / -1 from the 0/1 cost, as a DSRL file has it (the default elsewhere)")
+    p.add_argument("--starts", choices=["sampled", *diffdrive.START_SETS], default="sampled",
+                   help="diffdrive only: start poses, sampled from --seed (default), or the fixed validation / "
+                        "evaluation set (all of it, or its first --episodes), to measure the behaviour mix on the "
+                        "starts policies are scored on")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.policies and args.task not in velocity_behaviour.TASKS:
@@ -65,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args.out, directory=args.format == "bag")
     except DatasetError as exc:
         p.error(str(exc))
+    if args.task == "diffdrive":
+        return collect_diffdrive(p, args)
+    if args.starts != "sampled":
+        p.error("--starts only applies to --task diffdrive")
     if args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
@@ -158,6 +175,36 @@ def behaviour_families(args: argparse.Namespace) -> tuple[dict[str, safety_gym_b
                                       progress=not args.no_progress)
     return (velocity_behaviour.families(args.task, policies),
             f"SAC snapshots from {policies}, {args.rl_timesteps} steps, stable-baselines3")
+
+
+def collect_diffdrive(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The diff-drive robot's behaviour mix as a rosbag2 (Odometry, LaserScan, TwistStamped)."""
+    if args.format != "bag":
+        p.error("--task diffdrive records a bag (--format bag): its observation features are chosen from the "
+                "Odometry and LaserScan messages by config/diffdrive.yaml when the bag is converted "
+                "(fit --bag BAG --config config/diffdrive.yaml)")
+    if args.max_episode_steps or args.action_repeat != 1 or args.margin:
+        p.error("--max-episode-steps, --action-repeat and --margin do not apply to --task diffdrive")
+    steps = diffdrive.EPISODE_STEPS
+    starts = diffdrive.START_SETS[args.starts]() if args.starts != "sampled" else None
+    default = diffdrive_behaviour.DEFAULT_EPISODES if starts is None else len(starts)
+    episodes = args.episodes or (-(-args.transitions // steps) if args.transitions else default)
+    if episodes <= 0 or (starts is not None and episodes > len(starts)):
+        p.error(f"--episodes / --transitions must be positive{'' if starts is None else f' and at most {len(starts)}'}")
+    data = diffdrive_behaviour.collect(episodes, args.seed, None if starts is None else starts[:episodes],
+                                       progress=not args.no_progress)
+    storage = args.storage or "mcap"
+    try:
+        count = diffdrive_bag.write_episodes(args.out, data, storage)
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = data.summary()
+    print(f"wrote {args.out}: rosbag2 ({storage}), {count:,} messages, {episodes} episodes of <= {steps} steps "
+          f"({int(data.lengths.sum()):,} commands), {summary['zero_collision_rate']:.1%} without collision, "
+          f"{summary['goal_reached_rate']:.1%} reached the goal")
+    print(json.dumps({"behaviour": summary}))
+    return 0
 
 
 def save_bag(out: str, task: str, arrays: dict[str, np.ndarray], episodes: int, storage: str) -> int:

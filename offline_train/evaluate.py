@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offline_train import diffdrive_evaluate
 from offline_train.cli import (
     add_allow_partial_argument,
     add_threads_argument,
@@ -28,7 +29,7 @@ from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.envs import boat
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
-from safefql_core.tasks import simulator_mismatch
+from safefql_core.tasks import TaskSpec, simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "trained on; a bundle's task cannot be changed)")
     p.add_argument("--episodes", type=int, help="boat: how many of the fixed initial states (default 500); "
                                                f"Safety Gymnasium: episodes (default {GYM_EPISODES})")
-    p.add_argument("--init-states", help="boat: (N, 2) .npy of initial states (default: the fixed set)")
+    p.add_argument("--init-states", help="boat: (N, 2) .npy of initial states (default: the fixed set); diffdrive: "
+                                         "evaluation (default), validation or an (N, 3) .npy of x, y, yaw")
     p.add_argument("--steps", type=int, help=f"episode length (boat default {boat.EPISODE_STEPS}, the "
                                             "training horizon; Safety Gymnasium: the task's own limit)")
     p.add_argument("--json", help="write the summary here")
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
             task = bundle_task(args.bundle, args.task)
-            fallbacks = BOAT_FALLBACKS if task == "boat" else []
+            fallbacks = {"boat": BOAT_FALLBACKS, diffdrive_evaluate.TASK: diffdrive_evaluate.FALLBACKS}.get(task, [])
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
                                                               fallback_actions=fallbacks, proposals=args.proposals,
                                                               threshold=args.threshold,
@@ -110,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             recorded = runtime.bundle.meta["task"]
             policy, modes = evaluation.runtime_policy(runtime)
             threshold = runtime.threshold
+        if task == diffdrive_evaluate.TASK:  # its own simulator, for any spec of its messages (it checks)
+            if args.plot:
+                raise RunError("--plot is boat-only")
+            write_json(args.json, diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), args,
+                                                              header(args, meta, task), modes, threshold))
+            return 0
         no_simulator = simulator_mismatch(task, recorded.get("spec"))
         if no_simulator:
             bundle = args.bundle or f"{args.run}/bundle"

@@ -8,6 +8,10 @@ Pure Python on purpose — no rclpy, no launch imports — so a launch file can 
 Setups:
 - `boat`: the boat simulator and the controller, optionally an episode monitor that ends the
   run after N episodes (it needs the simulator started paused, see boat_sim's `start_paused`).
+- `diffdrive`: the IR-SIM diff-drive robot (safefql_core.envs.diffdrive) and the controller,
+  both in the robot's namespace (default /diffdrive): the simulator's relative `odom`, `scan`,
+  `cmd_vel` are the topics config/diffdrive.yaml names. Node parameters from
+  config/diffdrive_nodes.yaml.
 - `replay`: bag player (publishes /clock, leaves the recorded command out) → controller on
   sim time (the bag's stamps are old: against the wall clock every state would be stale) →
   recorder of the controller's outputs. The run ends when the player is done.
@@ -32,9 +36,12 @@ from safefql_core.tasks import TaskSpec
 
 PACKAGE = "safefql_ros"
 PARAMS_FILE = "boat_nodes.yaml"
+DIFFDRIVE_PARAMS_FILE = "diffdrive_nodes.yaml"
+DIFFDRIVE_NAMESPACE = "/diffdrive"  # safefql_core.envs.diffdrive_messages.NAMESPACE, the bags' and YAML's
 # Executable (console script, setup.py) == node name -> python module.
 MODULES = {
     "boat_sim": "safefql_ros.boat_sim",
+    "diffdrive_sim": "safefql_ros.diffdrive_sim",
     "safefql_controller": "safefql_ros.controller",
     "episode_monitor": "safefql_ros.episode_monitor",
     "safefql_player": "safefql_ros.player",
@@ -86,16 +93,16 @@ class NodeDescription:
                 "remappings": list(self.remappings), "output": "screen"}
 
 
-def default_params_file() -> Path:
-    """config/boat_nodes.yaml from the package's share directory when the ament index has the
-    package (a colcon install, or the venv after `make setup`), else from this repository."""
+def default_params_file(name: str = PARAMS_FILE) -> Path:
+    """config/<name> (boat_nodes.yaml) from the package's share directory when the ament index
+    has the package (a colcon install, or the venv after `make setup`), else from this repository."""
     if os.environ.get("AMENT_PREFIX_PATH"):
         try:
             from ament_index_python.packages import get_package_share_directory
-            return Path(get_package_share_directory(PACKAGE)) / "config" / PARAMS_FILE
+            return Path(get_package_share_directory(PACKAGE)) / "config" / name
         except (ImportError, LookupError):
             pass
-    return Path(__file__).resolve().parents[1] / "config" / PARAMS_FILE
+    return Path(__file__).resolve().parents[1] / "config" / name
 
 
 def normalize_namespace(namespace: str) -> str:
@@ -155,13 +162,10 @@ def _nodes(specs: list[tuple[str, dict[str, Any], dict[str, bool]]], params_file
             for name, params, flags in specs]
 
 
-def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
-         namespace: str = "", episodes: int | None = None, init_states: list[float] | None = None,
-         episode_steps: int | None = None, seed: int | None = None, summary_json: str = "",
-         report_dir: str = "", timeout_s: float = 0.0, autostart: bool = True,
-         remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
-    """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
-    parameter to the params file / the node's default."""
+def _simulation(bundle: str | os.PathLike, init_states: list[float] | None, episode_steps: int | None,
+                seed: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of a simulator and its controller that a setup sets (None: left to the
+    params file / the node's default); one seed for the simulator's starts and the controller."""
     sim: dict[str, Any] = {}
     if init_states is not None:
         sim["initial_states"] = [float(v) for v in init_states]
@@ -170,6 +174,17 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     controller: dict[str, Any] = {"bundle": _path(bundle)}
     if seed is not None:
         sim["seed"] = controller["seed"] = int(seed)
+    return sim, controller
+
+
+def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
+         namespace: str = "", episodes: int | None = None, init_states: list[float] | None = None,
+         episode_steps: int | None = None, seed: int | None = None, summary_json: str = "",
+         report_dir: str = "", timeout_s: float = 0.0, autostart: bool = True,
+         remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
+    """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
+    parameter to the params file / the node's default."""
+    sim, controller = _simulation(bundle, init_states, episode_steps, seed)
     specs = [("boat_sim", sim, {})]
     managed: tuple[str, ...] = (CONTROLLER,)
     if episodes is not None:
@@ -186,6 +201,18 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
         managed = ("episode_monitor", CONTROLLER)
     specs.append((CONTROLLER, controller, {}))
     return _nodes(_managed(specs, autostart, managed), params_file, namespace, use_sim_time, remappings)
+
+
+def diffdrive(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
+              namespace: str = DIFFDRIVE_NAMESPACE, init_states: list[float] | None = None,
+              episode_steps: int | None = None, seed: int | None = None, autostart: bool = True,
+              remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
+    """Diff-drive simulator + controller (brought up by the lifecycle manager) in the robot's
+    namespace. None leaves a parameter to the params file (config/diffdrive_nodes.yaml by
+    default) / the node's default."""
+    sim, controller = _simulation(bundle, init_states, episode_steps, seed)
+    return _nodes(_managed([("diffdrive_sim", sim, {}), (CONTROLLER, controller, {})], autostart),
+                  params_file or default_params_file(DIFFDRIVE_PARAMS_FILE), namespace, use_sim_time, remappings)
 
 
 def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.PathLike,
@@ -205,7 +232,8 @@ def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.P
         (CONTROLLER, {"bundle": _path(bundle)}, {}),
         # The player is the clock: it plays on the wall clock whatever use_sim_time says.
         ("safefql_player", {"bag": _path(bag), "rate": float(rate), "publish_clock": True,
-                            "exclude_topics": [command], "wait_for": [spec.state.topic, command],
+                            "exclude_topics": [command],
+                            "wait_for": [*(spec.topic_streams()[n].topic for n in spec.state_inputs()), command],
                             "use_sim_time": False},
          {"ends_run": True, "starts_last": True}),
     ], autostart), params_file, namespace, use_sim_time, remappings)

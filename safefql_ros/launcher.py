@@ -1,6 +1,7 @@
 """`safefql-launch`: start a setup's nodes where `ros2 launch` is not installed (pip-only).
 
     safefql-launch boat --bundle bundle/ --episodes 10 --init-states evaluation
+    safefql-launch diffdrive --bundle runs/diffdrive/bundle
     safefql-launch replay --bag run1_bag/ --bundle bundle/ --output run1_replayed/
 
 The nodes, names and parameters come from `safefql_ros.description`, the description the
@@ -34,7 +35,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from safefql_core.envs import boat
+from safefql_core.envs import boat, diffdrive
 from safefql_core.tasks import TaskSpecError
 from safefql_ros import description
 from safefql_ros.description import LAUNCHER_PID_ENV, NodeDescription
@@ -275,6 +276,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--report-dir", default="", help="with --episodes: write a trajectory map and episodes.json here")
     b.add_argument("--timeout", type=_positive(float), help="with --episodes: give up after this many seconds "
                    "(partial summary, exit status 2)")
+    d = setups.add_parser("diffdrive", parents=[common], epilog=epilog,
+                          help="IR-SIM diff-drive robot + controller, in the robot's namespace (default "
+                               f"{description.DIFFDRIVE_NAMESPACE})")
+    d.add_argument("--use-sim-time", action="store_true", help="all nodes on /clock (something must publish it)")
+    d.add_argument("--init-states", choices=["sampled", *diffdrive.START_SETS], default="sampled",
+                   help="episode start poses: sampled safe starts (default) or a fixed set, in order")
+    d.add_argument("--episode-steps", type=_positive(int), help="steps per episode (default: params file)")
+    d.add_argument("--seed", type=int, help="seed of the sampled starts and the controller's sampler")
     r = setups.add_parser("replay", parents=[common], epilog=epilog,
                           help="bag player -> controller (sim time) -> recorder; ends when the bag is played")
     r.add_argument("--bag", required=True, help="rosbag2 directory to play")
@@ -293,6 +302,11 @@ def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
     """The description's nodes for parsed arguments."""
     common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace,
               "autostart": args.autostart, "remappings": description.parse_remappings(args.remap)}
+    if args.setup == "diffdrive":
+        starts = None if args.init_states == "sampled" else diffdrive.START_SETS[args.init_states]().reshape(-1).tolist()
+        return description.diffdrive(use_sim_time=args.use_sim_time, init_states=starts,
+                                     episode_steps=args.episode_steps, seed=args.seed,
+                                     **{**common, "namespace": args.namespace or description.DIFFDRIVE_NAMESPACE})
     if args.setup == "replay":
         return description.replay(bag=args.bag, output=args.output, rate=args.rate, **common)
     return description.boat(use_sim_time=args.use_sim_time, episodes=args.episodes,
