@@ -29,8 +29,14 @@ from offline_train import diffdrive_bag
 from offline_train.bags import STORAGES, BagError, write_episodes
 from offline_train.cli import at_least
 from safefql_core.data import Dataset, DatasetError, check_output, save_dataset
-from safefql_core.envs import (boat, boat_behaviour, diffdrive, diffdrive_behaviour, safety_gym_behaviour,
-                               velocity_behaviour)
+from safefql_core.envs import (
+    boat,
+    boat_behaviour,
+    diffdrive,
+    diffdrive_behaviour,
+    safety_gym_behaviour,
+    velocity_behaviour,
+)
 from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
 

@@ -19,8 +19,15 @@ from typing import Any
 
 from rosbags.typesys.store import Typestore
 
-from offline_train.bags import (DEFAULT_TYPESTORE, NS, SIM_EPISODE_GAP_NS, SIM_EPOCH_NS, default_message, typestore,
-                                write_bag)
+from offline_train.bags import (
+    DEFAULT_TYPESTORE,
+    NS,
+    SIM_EPISODE_GAP_NS,
+    SIM_EPOCH_NS,
+    default_message,
+    typestore,
+    write_bag,
+)
 from safefql_core.envs import diffdrive
 from safefql_core.envs import diffdrive_messages as messages
 from safefql_core.envs.diffdrive_behaviour import Episodes

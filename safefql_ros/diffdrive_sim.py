@@ -112,7 +112,8 @@ class DiffDriveSim(Node):
         """The latest command if it is fresh and finite, else stop."""
         if self.command is not None:
             command, stamp = self.command
-            if (self.get_clock().now().nanoseconds - stamp) * 1e-9 <= self.command_timeout and np.isfinite(command).all():
+            fresh = (self.get_clock().now().nanoseconds - stamp) * 1e-9 <= self.command_timeout
+            if fresh and np.isfinite(command).all():
                 return command
         return np.zeros(2)
 

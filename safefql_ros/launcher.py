@@ -303,7 +303,8 @@ def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
     common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace,
               "autostart": args.autostart, "remappings": description.parse_remappings(args.remap)}
     if args.setup == "diffdrive":
-        starts = None if args.init_states == "sampled" else diffdrive.START_SETS[args.init_states]().reshape(-1).tolist()
+        starts = (None if args.init_states == "sampled"
+                  else diffdrive.START_SETS[args.init_states]().reshape(-1).tolist())
         return description.diffdrive(use_sim_time=args.use_sim_time, init_states=starts,
                                      episode_steps=args.episode_steps, seed=args.seed,
                                      **{**common, "namespace": args.namespace or description.DIFFDRIVE_NAMESPACE})

@@ -8,8 +8,8 @@ import yaml
 from rosbags.highlevel import AnyReader
 
 from offline_train import collect
-from safefql_core.envs import diffdrive, diffdrive_behaviour as behaviour
-
+from safefql_core.envs import diffdrive
+from safefql_core.envs import diffdrive_behaviour as behaviour
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "diffdrive.yaml"
 
@@ -71,7 +71,8 @@ def test_same_seed_same_bag_and_hdf5_is_refused(recorded, tmp_path, capsys):
     assert a.keys() == b.keys()
     for topic in a:
         assert [t for t, _ in a[topic]] == [t for t, _ in b[topic]]
-    assert [m.twist.angular.z for _, m in a["/diffdrive/cmd_vel"]] == [m.twist.angular.z for _, m in b["/diffdrive/cmd_vel"]]
+    turn_rates = [[m.twist.angular.z for _, m in bag["/diffdrive/cmd_vel"]] for bag in (a, b)]
+    assert turn_rates[0] == turn_rates[1]
     with pytest.raises(SystemExit):
         collect.main(["--task", "diffdrive", "--out", str(tmp_path / "c.h5")])
     assert "--format bag" in capsys.readouterr().err
@@ -162,7 +163,8 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
     assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "validation", "--episodes", "3",
                           "--steps", "30", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
-    assert (summary["task"], summary["count"], summary["starts"], summary["steps"]) == ("diffdrive", 3, "validation", 30)
+    assert (summary["task"], summary["count"], summary["starts"], summary["steps"]) == \
+        ("diffdrive", 3, "validation", 30)
     assert 0 <= summary["zero_collision_rate"] <= 1 and 0 <= summary["goal_reached_rate"] <= 1
     assert sum(summary["decision_modes"].values()) > 0
     assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "nowhere"]) == 2

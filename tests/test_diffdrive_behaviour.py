@@ -1,7 +1,8 @@
 """The diff-drive behaviour mix: deterministic, and covering both sides of the safety boundary."""
 import numpy as np
 
-from safefql_core.envs import diffdrive, diffdrive_behaviour as behaviour
+from safefql_core.envs import diffdrive
+from safefql_core.envs import diffdrive_behaviour as behaviour
 
 
 def drive(policy, starts: np.ndarray, steps: int = diffdrive.EPISODE_STEPS):
@@ -41,10 +42,12 @@ def test_collection_is_deterministic_and_records_whole_episodes():
     for e in range(6):
         first = np.argmax(contact[e]) if contact[e].any() else None
         assert (first is not None) == a.collided[e]
-        expected = min(first + behaviour.CONTACT_STEPS, diffdrive.EPISODE_STEPS) if a.collided[e] else diffdrive.EPISODE_STEPS
+        expected = (min(first + behaviour.CONTACT_STEPS, diffdrive.EPISODE_STEPS) if a.collided[e]
+                    else diffdrive.EPISODE_STEPS)
         assert a.lengths[e] == expected
         if a.collided[e]:
-            assert contact[e, first:a.lengths[e] + 1].all() and (a.pose[e, first:a.lengths[e] + 1] == a.pose[e, first]).all()
+            held = slice(first, a.lengths[e] + 1)
+            assert contact[e, held].all() and (a.pose[e, held] == a.pose[e, first]).all()
     c = behaviour.collect(6, seed=4, starts=starts, progress=False)
     assert not np.array_equal(a.commands, c.commands)
 

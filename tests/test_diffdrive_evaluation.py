@@ -1,7 +1,8 @@
 """Closed-loop evaluation on the diff-drive robot: rates, and only running robots are asked to act."""
 import numpy as np
 
-from safefql_core.envs import diffdrive, diffdrive_behaviour as behaviour
+from safefql_core.envs import diffdrive
+from safefql_core.envs import diffdrive_behaviour as behaviour
 from safefql_core.envs.diffdrive_evaluation import rollout, summarize
 
 HIGH = diffdrive.world().command_high

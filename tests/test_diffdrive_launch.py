@@ -16,12 +16,11 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from test_launch import (assert_no_children_left, from_command, from_launch, launch_file_nodes,  # noqa: E402
-                         run_launcher)
+from test_launch import assert_no_children_left, from_command, from_launch, launch_file_nodes, run_launcher  # noqa: E402
 
 from offline_train import collect, fit  # noqa: E402
 from offline_train.diffdrive_evaluate import FALLBACKS  # noqa: E402
-from safefql_ros import description, launcher  # noqa: E402
+from safefql_ros import launcher  # noqa: E402
 from safefql_ros.diffdrive_sim import DiffDriveSim  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]

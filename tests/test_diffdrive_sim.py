@@ -14,11 +14,11 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
+from test_ros_nodes import spin_until  # noqa: E402
 
 from safefql_core.envs import diffdrive  # noqa: E402
 from safefql_ros.diffdrive_sim import DiffDriveSim  # noqa: E402
 from safefql_ros.qos import LATCHED_QOS  # noqa: E402
-from test_ros_nodes import spin_until  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]
 NS = "/dd_test"

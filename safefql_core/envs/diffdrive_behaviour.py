@@ -7,13 +7,14 @@ acts on what the robot senses (pose, lidar ranges in LaserScan convention) and t
 as a real robot's would; the planner also has a map of the arena (a cost-to-go grid), as a
 navigation stack's global planner has.
 
-| family         | share | what it does                                                              |
-|----------------|-------|---------------------------------------------------------------------------|
-| obstacle_aware | 35 %  | a navigation stack in small: dynamic-window arcs checked against the lidar, the one ending cheapest on a global cost-to-go map of the arena; noise sd ~ U[0, 0.3] |
-| goal_noisy     | 25 %  | turns towards the goal and drives, ignores obstacles; noise sd ~ U[0.1, 0.6] |
-| random         | 12.5 %| a random (v, w), redrawn every ~1 s                                       |
-| reckless       | 12.5 %| turns towards the closest lidar return and drives into it                 |
-| switching      | 15 %  | alternates goal-seeking (or reckless) driving with an escape (the arc of most clearance), segments 0.5-3 s |
+Families and their shares:
+- obstacle_aware (35 %): a navigation stack in small: dynamic-window arcs checked against the
+  lidar, the one ending cheapest on a global cost-to-go map of the arena; noise sd ~ U[0, 0.3].
+- goal_noisy (25 %): turns towards the goal and drives, ignores obstacles; noise sd ~ U[0.1, 0.6].
+- random (12.5 %): a random (v, w), redrawn every ~1 s.
+- reckless (12.5 %): turns towards the closest lidar return and drives into it.
+- switching (15 %): alternates goal-seeking (or reckless) driving with an escape (the arc of most
+  clearance), segments 0.5-3 s.
 
 Noise is added to the action scaled to [-1, 1] and clipped there, so every command is
 within the robot's limits. Each episode runs one family from a start pose for

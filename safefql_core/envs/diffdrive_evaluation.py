@@ -36,7 +36,8 @@ def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_comman
         readings, reward, _, terminated, _, _ = env.step(commands)
         returns += reward
         collided |= terminated
-        closest = np.where(env.active | terminated, np.minimum(closest, diffdrive.goal_distance(readings.pose)), closest)
+        closest = np.where(env.active | terminated, np.minimum(closest, diffdrive.goal_distance(readings.pose)),
+                           closest)
     return {"returns": returns, "collided": collided, "goal_reached": closest <= diffdrive.GOAL_RADIUS,
             "closest_goal_distance": closest}
 
