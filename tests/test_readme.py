@@ -155,11 +155,16 @@ def test_command_parses(doc, command, monkeypatch):
 
 
 def referenced_paths(text: str) -> set[str]:
-    """Repository paths the text names in `code`, in (links), and any *.md: a folder/file.ext shape."""
+    """Repository paths the text names in `code`, in (links), and any *.md: a file.ext, or a
+    folder path under one of the repository's top-level folders. Other slashed names are ROS
+    names (a topic `boat/reset`, a type `geometry_msgs/TwistStamped`) or paths of an install
+    (`lib/safefql_ros`), not files of this repository."""
     candidates = (re.findall(r"`([\w./<>-]+)`", text) + re.findall(r"\]\(([\w./-]+)\)", text)
                   + re.findall(r"[\w./-]+\.md\b", text))  # any document named, quoted or not
+    top = {p.name for p in ROOT.iterdir() if p.is_dir()}
     return {c for c in candidates
-            if re.fullmatch(r"[\w.-]+(/[\w.-]+)*/?", c) and ("/" in c or re.search(r"\.(md|py|yaml|txt)$", c))
+            if re.fullmatch(r"[\w.-]+(/[\w.-]+)*/?", c)
+            and (re.search(r"\.(md|py|yaml|txt)$", c) or ("/" in c and c.split("/")[0] in top))
             and not c.startswith(OUTPUT_DIRS) and not c.startswith(("/", "."))}
 
 
