@@ -69,6 +69,9 @@ def check_dataset_task(data: str, task: str) -> None:
                        f"pass --task {stored} (or the config of that task)")
 
 
+CURVE_STATES = "validation"  # fit --eval-every's initial states (safefql_core.envs.boat.STATE_SETS)
+
+
 def boat_evaluator(task: str, eval_every: int):
     """The learning-curve evaluator for --eval-every (boat only: it needs the simulator)."""
     if not eval_every:
@@ -78,7 +81,7 @@ def boat_evaluator(task: str, eval_every: int):
     from safefql_core.envs import boat
     from safefql_core.envs.boat_reference import feasible_mask
     from safefql_core.evaluation import learning_curve_evaluator
-    states = boat.evaluation_states()
+    states = boat.initial_states(CURVE_STATES)   # a curve picks steps and settings: tune on validation
     return learning_curve_evaluator(states, feasible_mask(states))
 
 
@@ -101,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="boat: every N steps, roll out the actor from the 500 fixed evaluation states "
-                        "and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
+                   help=f"boat: every N steps, roll out the actor from the {CURVE_STATES} set's initial states "
+                        "(the tuning set, never the test set) and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_every:
             from safefql_core.evaluation import plot_learning_curve
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
-            print(f"learning curve: {Path(out) / 'eval.png'}")
+            print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
             source = "sim" if task == "boat" else "data"
             print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))

@@ -118,6 +118,24 @@ def generate_initial_states(name: str) -> np.ndarray:
     return sample_safe_states(np.random.default_rng(spec.seed), spec.size)
 
 
+def load_initial_states(choice: str) -> np.ndarray:
+    """`--init-states CHOICE` of every boat command: a set named in STATE_SETS, or an (N, 2)
+    .npy file of x, y states. One reader, so each command accepts the same choices and gives
+    the same error for a bad one (a ValueError naming the choice and the fix)."""
+    if choice in STATE_SETS:
+        return initial_states(choice)
+    hint = f"give {', '.join(STATE_SETS)} or an (N, {OBS_DIM}) .npy file of x, y states"
+    try:
+        states = np.load(choice)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--init-states {choice}: not a named set, and cannot read it as .npy ({exc}); {hint}") from None
+    if not isinstance(states, np.ndarray) or states.ndim != 2 or states.shape[1] != OBS_DIM or not len(states) \
+            or not np.isfinite(states).all():
+        raise ValueError(f"--init-states {choice}: expected a non-empty (N, {OBS_DIM}) array of finite x, y states, "
+                         f"got shape {getattr(states, 'shape', None)}; {hint}")
+    return np.asarray(states, dtype=np.float64)
+
+
 def evaluation_states() -> np.ndarray:
     """The old fixed 500 evaluation states (sessions 1-17): tuned on, so not held out."""
     return initial_states("evaluation")
