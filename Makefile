@@ -3,7 +3,7 @@
 #   make test       run the test suite in .venv on a private ROS 2 domain
 #   make demo       record a boat bag, train SafeFQL from it (fit --bag), run simulator + controller
 #                   through DDS for 10 episodes; the last line printed is a JSON summary
-#   make clean      remove data/ and runs/ (keeps .venv)
+#   make clean      remove what the README's commands write: data/ runs/ bags/ results/ (keeps .venv)
 #   make distclean  clean + remove .venv
 # Override variables on the command line, e.g. `make demo SEED=3 RUN=runs/boat3`.
 
@@ -109,7 +109,7 @@ demo: setup $(BAG)/metadata.yaml
 	@$(PY) -c "import json; print(json.dumps(json.load(open('$(RUN)/demo_summary.json'))))"
 
 clean:
-	rm -rf runs data
+	rm -rf data runs bags results
 
 distclean: clean
 	rm -rf $(VENV) build *.egg-info

@@ -29,7 +29,7 @@ setup(
     install_requires=[],
     # 'rl': the velocity tasks' behaviour data (offline_train.collect trains SAC snapshots);
     # 2.3.2 is the last stable-baselines3 release that accepts gymnasium 0.28.1.
-    extras_require={'test': ['pytest', 'pytest-timeout'], 'rl': ['stable-baselines3==2.3.2']},
+    extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis'], 'rl': ['stable-baselines3==2.3.2']},
     zip_safe=False,
     entry_points={
         'console_scripts': [
@@ -42,6 +42,7 @@ setup(
             'safefql-bench = offline_train.bench:main',
             'safefql-benchmark = offline_train.benchmark:main',
             'safefql-replay = offline_train.replay:main',
+            'safefql-reference = offline_train.reference:main',
             'safefql-launch = safefql_ros.launcher:main',
             'safefql_controller = safefql_ros.controller:main',
             'boat_sim = safefql_ros.boat_sim:main',

@@ -130,6 +130,28 @@ def _is_bag(path: Path) -> bool:
     return (path / "metadata.yaml").is_file() if path.is_dir() else path.suffix in STORAGE_SUFFIXES and path.is_file()
 
 
+def existing_bag(bag: str | Path) -> Path:
+    """A bag to read: a rosbag2 directory (with its metadata.yaml) or a bare .mcap/.db3 file,
+    else BagError with the fix."""
+    path = Path(bag)
+    if not _is_bag(path):
+        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml) nor a .mcap or .db3 file; pass the "
+                       "directory that `ros2 bag record` (or offline_train.collect --format bag, or safefql_recorder) "
+                       "wrote, or its .mcap/.db3 file")
+    return path
+
+
+def new_bag(bag: str | Path) -> Path:
+    """A bag to write: a directory that does not exist yet, in one that does; else BagError."""
+    path = Path(bag)
+    if path.exists():
+        raise BagError(f"output {path} already exists; a bag is never overwritten: choose a new directory or "
+                       "remove the old one")
+    if not path.parent.is_dir():
+        raise BagError(f"the parent directory of output {path} does not exist; create it first")
+    return path
+
+
 def read_series(bag: str | Path, spec: TaskSpec, store: Typestore | None = None, allow_partial: bool = False,
                 progress: bool = True) -> tuple[dict[str, TimeSeries], BagSource]:
     """Stamps and field values of each of the spec's topic streams, in the bag's order, and
@@ -140,10 +162,7 @@ def read_series(bag: str | Path, spec: TaskSpec, store: Typestore | None = None,
     messages read are checked against the counts the bag's metadata lists: a corrupt file is
     refused, or with `allow_partial` read up to what can be read and marked partial.
     """
-    path = Path(bag)
-    if not _is_bag(path):
-        raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml) nor a .mcap or .db3 file; pass the "
-                       "directory that `ros2 bag record` (or offline_train.collect --format bag) wrote")
+    path = existing_bag(bag)
     streams = spec.topic_streams()
     try:
         with AnyReader([path], default_typestore=store or typestore(DEFAULT_TYPESTORE)) as reader:
@@ -172,7 +191,8 @@ def _check_topics(reader: AnyReader, path: Path, streams: dict[str, Stream]) -> 
                            "Fix the topic in the task spec (or remap when recording)")
         if info.msgtype != stream.type:
             raise BagError(f"{role} topic {stream.topic} in {path} has type {info.msgtype}, the task spec "
-                           f"says {stream.type}; fix `{role}.type` (and its field paths) in the spec")
+                           f"says {stream.type}; fix `{'command' if role == 'command' else 'inputs.' + role}.type` "
+                           "(and its field paths) in the spec")
         if info.msgcount == 0:
             raise BagError(f"{role} topic {stream.topic} has no messages in {path}; the bag has: {have}")
         missing = _missing_types(reader.typestore, stream.type)
@@ -231,7 +251,7 @@ def _read(reader: AnyReader, path: Path, streams: dict[str, Stream], allow_parti
                        f"topics, {sum(read.values()):,} could be read ({counts}). Re-copy or re-record it; "
                        "--allow-partial converts the messages that were read (the summary says so)")
     series = {role: TimeSeries(np.asarray(stamps[role], dtype=np.int64),
-                               np.asarray(values[role], dtype=np.float64).reshape(-1, len(streams[role].fields)))
+                               np.asarray(values[role], dtype=np.float64).reshape(-1, streams[role].width))
               for role in streams}
     # Per-topic hashes combined in name order: independent of the storage plugin and of how
     # it interleaves topics, so the same recording in mcap or sqlite3 has the same hash.

@@ -9,13 +9,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from offline_train.cli import add_threads_argument, set_threads
+from offline_train.cli import add_threads_argument, prepare_output_file, set_threads
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.training import RunError
@@ -121,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--json")
     args = p.parse_args(argv)
     try:
+        json_path = prepare_output_file(args.json, "--json")
         result = latency(args)
     except (BundleError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"   ({paths})" if paths else ""))
     if "speedup" in result:
         print(f"speedup (FISOR-style median / SafeFQL ORT median): {result['speedup']:.1f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
     return 0
 
 

@@ -50,6 +50,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -279,20 +280,25 @@ def data_path(args: argparse.Namespace, task: str) -> str:
     return str(Path(args.data or default).resolve())
 
 
-def ensure_data(path: str, task: str, transitions: int | None) -> None:
-    """A task's standard dataset (`offline_train.collect --seed 0`), generated once."""
+def ensure_data(path: str, task: str, transitions: int | None, progress: bool = True) -> None:
+    """A task's standard dataset (`offline_train.collect --seed 0`), generated once, with a
+    progress bar: the boat's 1M transitions take about a minute before the first cell."""
     if Path(path).is_file():
         return
-    print(f"generating the standard {task} dataset into {path} (offline_train.collect --seed 0)")
+    count = transitions or collect.DEFAULT_TRANSITIONS
+    print(f"generating the standard {task} dataset ({count:,} transitions) into {path} before the first cell "
+          "(offline_train.collect --seed 0; once, reused by later runs with this --out)", flush=True)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     size = [] if transitions is None else ["--transitions", str(transitions)]
-    if collect.main(["--task", task, "--seed", "0", "--out", path, "--no-progress", *size]) != 0:
+    quiet = [] if progress else ["--no-progress"]
+    if collect.main(["--task", task, "--seed", "0", "--out", path, *quiet, *size]) != 0:
         raise DatasetError(f"could not generate {path}; pass an existing dataset with --data")
 
 
 # ---- running on Ray --------------------------------------------------------------------------
 def start_ray(args: argparse.Namespace) -> bool:
     """Connect to --ray-address, or start an embedded local Ray; True if we started it."""
+    quiet_ray()
     import ray
     if ray.is_initialized():  # e.g. a test or notebook already holds one
         return False
@@ -301,6 +307,14 @@ def start_ray(args: argparse.Namespace) -> bool:
     else:
         ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
     return True
+
+
+def quiet_ray() -> None:
+    """Keep Ray's noise out of the benchmark's output: no colour codes around the cells' lines
+    (they end up in log files; RAY_COLOR_PREFIX=1 brings them back) and no warning that the
+    embedded cluster uses token authentication (it still does: only the notice is dropped)."""
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def run_cells(cells: list[Cell], max_parallel: int | None, progress: bool) -> dict[str, float]:
@@ -459,20 +473,33 @@ def task_table(rows: list[dict[str, Any]], task: str) -> list[str]:
     return lines
 
 
+# Per-task panels: (column, y label, colour); each label says which direction is better.
+PANELS = [("mean_return", "return ↑ (higher is better)", "tab:blue"),
+          ("mean_violations", "violating steps / episode ↓ (lower is better)", "tab:red")]
+GYM_PANELS = [("normalized_cost", "normalised cost (κ 10) ↓\n≤ 1 is within budget", "tab:orange")]
+
+
 def plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Per task: return and violating steps per method, std over seeds as error bars (paper-style)."""
+    """Per task: return, violating steps and (Safety Gymnasium) DSRL-normalised cost per
+    method, std over seeds as error bars (paper-style)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    width = max(7.0, 1.5 * max(sum(r["task"] == t for r in rows) for t in tasks))
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(width, 3.8 * len(tasks)), squeeze=False)
-    for task, (ax_return, ax_cost) in zip(tasks, axes):
+    columns = len(PANELS) + (len(GYM_PANELS) if any(t != "boat" for t in tasks) else 0)
+    width = max(3.5 * columns, 0.75 * columns * max(sum(r["task"] == t for r in rows) for t in tasks))
+    fig, axes = plt.subplots(len(tasks), columns, figsize=(width, 3.8 * len(tasks)), squeeze=False)
+    for task, row_axes in zip(tasks, axes):
         task_rows = [r for r in rows if r["task"] == task]
-        where = "feasible states" if task == "boat" else task
-        for ax, col, label, colour in ((ax_return, "mean_return", f"return ({where})", "tab:blue"),
-                                       (ax_cost, "mean_violations", "violating steps / episode", "tab:red")):
+        panels = PANELS if task == "boat" else PANELS + GYM_PANELS
+        for ax, (col, label, colour) in zip(row_axes, panels):
             _bars(ax, task_rows, col, label, colour)
+            ax.set_title(f"{task}" + (", feasible starts" if task == "boat" and col == "mean_return" else ""),
+                         fontsize=8)
+        for ax in row_axes[len(panels):]:
+            ax.set_visible(False)
+        if task != "boat":
+            row_axes[len(PANELS)].axhline(1.0, color="k", ls="--", lw=0.8)  # the cost budget
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -552,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = plan(args)
         if args.data is None:
             for task, data in dict.fromkeys((c.task, c.data) for c in cells):
-                ensure_data(data, task, SUITES[args.suite]["transitions"])
+                ensure_data(data, task, SUITES[args.suite]["transitions"], not args.no_progress)
         elif not Path(args.data).is_file():
             raise DatasetError(f"--data {args.data} does not exist; leave --data out to generate the "
                                f"standard dataset into {Path(args.out) / 'data.h5'}")

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offline_train.cli import add_allow_partial_argument, at_least, prepare_output_file
 from safefql_core import calibration as cal
 from safefql_core import evaluation
 from safefql_core.data import DatasetError, load_dataset
 from safefql_core.envs import boat
+from safefql_core.tasks import simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 CALIBRATION_FILE = "calibration.json"
@@ -48,19 +50,64 @@ def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int,
     return y, v_hat
 
 
-def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
-                  beta: float = 0.05, source: str = "sim", seed: int = 0, plot: str | None = None,
-                  horizon: int | None = None) -> dict:
-    """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up)."""
+SOURCES = ("auto", "sim", "data")
+LOGGED = "logged episodes (behaviour policy outcomes; weaker statement)"
+
+
+def simulator_missing(meta: dict) -> str | None:
+    """Why a run cannot be calibrated in a simulator (None: the boat simulator is its robot's)."""
+    why = simulator_mismatch(meta["task"], (meta.get("dataset_attrs") or {}).get("task_spec"))
+    if why is None and meta["task"] != "boat":
+        why = f"task '{meta['task']}' has no simulator for calibration here (only the boat's)"
+    return why
+
+
+def check_settings(epsilon: float, n: int, beta: float, horizon: int | None) -> None:
+    """Refuse settings outside their range before minutes of rollouts are spent on them."""
+    if not 0.0 < epsilon < 1.0:
+        raise RunError(f"--epsilon is the allowed violation probability, in (0, 1), e.g. 0.05; got {epsilon:g}")
+    if not 0.0 < beta < 1.0:
+        raise RunError(f"--beta is 1 - the confidence, in (0, 1), e.g. 0.05; got {beta:g}")
+    if n < 1:
+        raise RunError(f"--n must be at least 1 held-out state, got {n}")
     if horizon is not None and horizon < 1:
         raise RunError(f"--horizon must be at least 1 tick, got {horizon}")
-    learner, meta = load_run(run)
+
+
+def replacing_note(run: str) -> str | None:
+    """What a new calibration of `run` replaces, if it had one: said before it is overwritten."""
+    file = Path(run) / CALIBRATION_FILE
+    if not file.is_file():
+        return None
+    old = json.loads(file.read_text())
+    return (f"note: replacing the previous calibration in {file} (δ* = {old.get('delta', float('nan')):.4f}, "
+            f"{old.get('method', 'method not recorded')}, ε={old.get('epsilon')}, n={old.get('n')}); "
+            "bundles exported before keep their δ*")
+
+
+def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
+                  beta: float = 0.05, source: str = "auto", seed: int = 0, plot: str | None = None,
+                  horizon: int | None = None, allow_partial: bool = False) -> dict:
+    """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up); prints
+    what it replaces and the files it writes.
+
+    `source` auto: policy rollouts in the simulator where the run's robot has one, logged
+    episodes otherwise (the weaker statement, said in the result). Never another task's
+    simulator: `sim` for a task without one is refused with the reason."""
+    check_settings(epsilon, n, beta, horizon)
+    plot_path = prepare_output_file(plot or Path(run) / "calibration_scores.png", "--plot")
+    learner, meta = load_run(run, allow_partial=allow_partial)
     if meta["algo"] == "bc":
         raise RunError("a bc run has no safety critic to calibrate")
+    if source not in SOURCES:
+        raise RunError(f"--source must be one of {SOURCES}, got {source!r}")
+    no_simulator = simulator_missing(meta)
+    if source == "sim" and no_simulator:
+        raise RunError(f"--source sim: {no_simulator}; calibrate on its logged episodes with --source data "
+                       "(the weaker statement)")
+    source = ("data" if no_simulator else "sim") if source == "auto" else source
     rng = np.random.default_rng(seed)
     if source == "sim":
-        if meta["task"] != "boat":
-            raise RunError(f"task '{meta['task']}' has no simulator here; use --source data")
         y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
         y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
     else:
@@ -69,24 +116,42 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     fit = cal.split_conformal(y, v, epsilon) if method == "split" else cal.beta_threshold(y, v, epsilon, beta)
     result = {
         "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
-        "source": "simulated policy rollouts" if source == "sim" else
-                  "logged episodes (behaviour policy outcomes; weaker statement)",
+        "source": "simulated policy rollouts" if source == "sim" else LOGGED,
+        "no_simulator": no_simulator,
         "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False),
         **cal.coverage(y2, v2, fit["delta"], beta),
     }
+    note = replacing_note(run)
+    if note:
+        print(note)
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
-    cal.score_histogram(plot or str(Path(run) / "calibration_scores.png"), y - v,
-                        fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    cal.score_histogram(str(plot_path), y - v, fit.get("q_hat", -fit["delta"]), f"{method} conformal, ε={epsilon}, n={n}")
+    print(f"wrote {Path(run) / CALIBRATION_FILE} and {plot_path}")
     return result
 
 
 def describe(result: dict) -> str:
+    """The result as printed by `calibrate` and `fit --bag`: a logged-data source and a
+    fallback threshold are said in words, not only stored in the JSON."""
     horizon = "rest of episode" if result["horizon"] is None else f"{result['horizon']} ticks"
-    return (f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
-            f"outcome over {horizon}); "
-            f"held-out: {result['certified']} certified, {result['violations_among_certified']} violated, "
-            f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
-            f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence")
+    lines = [f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
+             f"outcome over {horizon}); "
+             f"held-out: {result['certified']} of {result['n']} certified ({result['certified_fraction']:.1%}), "
+             f"{result['violations_among_certified']} of them violated, "
+             f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
+             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence"]
+    if result["source"] == LOGGED:
+        lines.append("note: calibrated on logged episodes" + (f" ({result['no_simulator']})"
+                     if result.get("no_simulator") else "") + ": the weaker statement, and no conformal guarantee. Ticks of one logged "
+                     "episode are correlated, not exchangeable; the result bounds what the logged behaviour did "
+                     "after states the check certified, not what this policy will do, and those episodes were "
+                     "also seen in training. Check the deployed decision on a held-out recording "
+                     "(offline_train.replay) before trusting it on the robot")
+    if result["fell_back"]:
+        lines.append("WARNING: no threshold certified states at violation rate <= ε; δ* is the grid's most "
+                     "conservative point, not a measured one. If episodes are much longer than the safety "
+                     "critic's horizon, calibrate over that horizon (--horizon 100 for gamma_c 0.99)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,31 +164,31 @@ def main(argv: list[str] | None = None) -> int:
                    "confidence 1 - beta; split: SAFEFQL.md's split-conformal step on R = y - V̂, which also "
                    "pays for V̂'s optimism in states far from any obstacle (docs/DESIGN.md)")
     p.add_argument("--beta", type=float, default=0.05, help="1 - confidence (beta method, coverage bounds)")
-    p.add_argument("--source", choices=["sim", "data"], default="sim",
-                   help="sim: policy rollouts in the simulator; data: logged episodes (weaker)")
+    p.add_argument("--source", choices=SOURCES, default="auto",
+                   help="sim: policy rollouts in the task's simulator; data: logged episodes (weaker); auto "
+                        "(default): sim where the run's robot has a simulator (the boat), data otherwise")
     p.add_argument("--horizon", type=int,
                    help="ticks over which the realised outcome y = max margin is taken (default: the rest of "
                         "the episode; boat sim: its 400 ticks). With episodes much longer than the safety "
                         "critic's horizon 1/(1 - gamma_c), set it to that horizon (Safety Gymnasium: 100), or "
                         "almost every logged state has a violation somewhere ahead (docs/DESIGN.md). Counted in "
                         "transitions: with `collect --action-repeat K` data one is K steps, so 100 / K")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
+    add_allow_partial_argument(p)
     args = p.parse_args(argv)
     try:
+        json_path = prepare_output_file(args.json, "--json")
         result = calibrate_run(args.run, args.epsilon, args.n, args.method, args.beta, args.source,
-                               args.seed, args.plot, args.horizon)
+                               args.seed, args.plot, args.horizon, args.allow_partial)
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"{describe(result)} -> {Path(args.run) / CALIBRATION_FILE}")
-    if result["fell_back"]:
-        print("warning: no threshold certified states at violation rate <= ε; δ* is the grid's most "
-              "conservative point, not a measured one. If episodes are much longer than the safety "
-              "critic's horizon, calibrate over that horizon (--horizon 100 for gamma_c 0.99)", file=sys.stderr)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
+    print(describe(result))
     return 0
 
 

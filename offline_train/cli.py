@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,4 +43,43 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, eq, value = item.partition("=")
     if not eq or not key:
         raise RunError(f"--set expects KEY=VALUE, got '{item}'")
-    return key, yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads 3e-4 (no dot) as a string; a number is meant
+        try:
+            return key, float(parsed)
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def prepare_output_file(path: str | Path | None, flag: str) -> Path | None:
+    """Check an output file's path before the work that fills it: create its folder, refuse
+    a directory. A command that finds out only when it writes has spent its minutes in vain."""
+    if path is None:
+        return None
+    file = Path(path)
+    if file.is_dir():
+        raise RunError(f"{flag} {file} is a directory; give the name of a file to write (inside it, or elsewhere)")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return file
+
+
+def add_allow_partial_argument(p: argparse.ArgumentParser) -> None:
+    """--allow-partial, for the commands that read a run `fit` may not have finished."""
+    p.add_argument("--allow-partial", action="store_true",
+                   help="use a run whose training has not finished (fit still running, or stopped) at its "
+                        "last checkpoint; without it such a run is refused")
+
+
+def at_least(low: int):
+    """An argparse `type`: an integer >= low, refused by argparse with the flag's name
+    (a negative seed or zero episodes would otherwise fail deep inside, or silently)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse

@@ -20,7 +20,8 @@ import sys
 import numpy as np
 
 from offline_train.bags import STORAGES, BagError, write_episodes
-from safefql_core.data import Dataset, save_dataset
+from offline_train.cli import at_least
+from safefql_core.data import Dataset, DatasetError, check_output, save_dataset
 from safefql_core.envs import boat, boat_behaviour, safety_gym_behaviour, velocity_behaviour
 from safefql_core.envs.safety_gym import make_env, margin_from_cost
 from safefql_core.tasks import TaskSpec
@@ -32,24 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.collect", description=__doc__)
     p.add_argument("--task", default="boat", choices=["boat", *safety_gym_behaviour.TASKS, *velocity_behaviour.TASKS],
                    help="built-in task")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True,
                    help="output HDF5 path, e.g. data/boat.h5 (a new directory for --format bag)")
     p.add_argument("--format", default="hdf5", choices=["hdf5", "bag"],
                    help="hdf5 dataset (default) or rosbag2 on the task spec's topics")
     p.add_argument("--storage", choices=sorted(STORAGES), help="rosbag2 storage plugin for --format bag (default mcap)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--transitions", type=int, help=f"dataset size (default {DEFAULT_TRANSITIONS:,})")
-    size.add_argument("--episodes", type=int, help="number of episodes (boat: 400 steps each)")
-    p.add_argument("--max-episode-steps", type=int,
+    size.add_argument("--transitions", type=at_least(1), help=f"dataset size (default {DEFAULT_TRANSITIONS:,})")
+    size.add_argument("--episodes", type=at_least(1), help="number of episodes (boat: 400 steps each)")
+    p.add_argument("--max-episode-steps", type=at_least(1),
                    help="Safety Gymnasium only: cut episodes shorter than the task's own limit")
-    p.add_argument("--action-repeat", type=int, default=1, metavar="K",
+    p.add_argument("--action-repeat", type=at_least(1), default=1, metavar="K",
                    help="Safety Gymnasium only: the behaviour decides every K steps and holds its action in "
                         "between; one transition per decision (default 1: every step, as DSRL files are). "
                         "Policies trained on the data act every K steps too (docs/DESIGN.md, \"Action repeat\")")
     p.add_argument("--policies", help="velocity tasks: directory of the SAC behaviour snapshots "
                    "(trained there if absent; default <out>.policies)")
-    p.add_argument("--rl-timesteps", type=int, default=velocity_behaviour.DEFAULT_TIMESTEPS,
+    p.add_argument("--rl-timesteps", type=at_least(1), default=velocity_behaviour.DEFAULT_TIMESTEPS,
                    help="velocity tasks: SAC environment steps when the snapshots are trained "
                    f"(default {velocity_behaviour.DEFAULT_TIMESTEPS:,})")
     p.add_argument("--margin", choices=["distance", "cost"],
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.policies and args.task not in velocity_behaviour.TASKS:
         p.error(f"--policies only applies to {', '.join(velocity_behaviour.TASKS)}")
-    if args.action_repeat < 1:
-        p.error(f"--action-repeat must be at least 1, got {args.action_repeat}")
+    try:  # before the work: a directory or an unwritable place as --out must not cost a collection
+        check_output(args.out, directory=args.format == "bag")
+    except DatasetError as exc:
+        p.error(str(exc))
     if args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
@@ -70,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--max-episode-steps and --action-repeat only apply to Safety Gymnasium tasks")
 
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // boat.EPISODE_STEPS)
-    if episodes <= 0:
-        p.error("--episodes / --transitions must be positive")
     if args.storage and args.format != "bag":
         p.error("--storage only applies to --format bag")
     arrays = boat_behaviour.collect(episodes, args.seed, progress=not args.no_progress)
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     attrs = {"task": "boat", "seed": args.seed, "episodes": episodes, "control_period": boat.DT,
              "observation_fields": ["x", "y"], "action_fields": ["heading_x", "heading_y"],
              "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
-             "behaviour_mix": boat_behaviour.MIX, "source": "offline_train.collect (boat simulator)"}
+             "behaviour_mix": boat_behaviour.MIX, "source": "offline_train.collect (boat simulator)",
+             # the ROS interface these episodes have on the robot (and in `--format bag`): its bundles run on the node
+             "task_spec": TaskSpec.builtin("boat").to_dict()}
     data = Dataset(**arrays, attrs=attrs)
     save_dataset(args.out, data)
     per_episode_cost = data.costs.reshape(episodes, -1).sum(axis=1)
@@ -111,9 +114,6 @@ def collect_safety_gym(args: argparse.Namespace) -> int:
         return 2
     episode_steps = probe.max_episode_steps
     episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // episode_steps)
-    if episodes <= 0:
-        print("error: --episodes / --transitions must be positive", file=sys.stderr)
-        return 2
     try:
         families, behaviour = behaviour_families(args)
     except (ImportError, ValueError) as exc:

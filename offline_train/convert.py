@@ -20,7 +20,7 @@ from offline_train.bags import (DEFAULT_TYPESTORE, TYPESTORES, BagError, BagSour
                                 read_series, typestore)
 from safefql_core.alignment import (DUPLICATE_POLICIES, NONFINITE_POLICIES, AlignmentError, AlignmentReport,
                                     build_transitions)
-from safefql_core.data import Dataset, DatasetError, save_dataset, validate
+from safefql_core.data import Dataset, DatasetError, check_output, save_dataset, validate
 from safefql_core.tasks import TaskSpec, TaskSpecError
 
 ERRORS = (BagError, TaskSpecError, AlignmentError, DatasetError)
@@ -48,6 +48,7 @@ class Conversion:
     sources: list[BagSource]
     report: AlignmentReport
     options: BagOptions
+    unsafe: int = 0  # transitions whose safety margin is > 0
 
     @property
     def content_hash(self) -> str:
@@ -55,7 +56,9 @@ class Conversion:
 
     def summary(self) -> str:
         """What a user needs to trust the dataset: sizes, every drop and repair with its reason."""
-        r, ms = self.report, self.spec.max_age_of("state") * 1e3
+        r = self.report
+        silent = ", ".join(f"{self.spec.topic_streams()[n].topic} > {self.spec.max_age_of(n) * 1e3:g} ms"
+                           for n in self.spec.state_inputs())
         dropped = ", ".join(f"{n:,} {why}" for why, n in r.dropped.items()) or "none"
         messages = sum(s.messages for s in self.sources)
         if len(self.sources) == 1:
@@ -68,7 +71,7 @@ class Conversion:
             lines += [f"  {s.path} ({s.storage}, {s.messages:,} messages, content hash {s.content_hash})"
                       for s in self.sources]
         lines += [
-            f"  {r.episodes} episode(s) (split where {self.spec.state.topic} is silent > {ms:g} ms), "
+            f"  {r.episodes} episode(s) (split where a state input is silent: {silent}), "
             f"{r.ticks:,} ticks every {self.spec.control_period * 1e3:g} ms",
             f"  {r.transitions:,} transitions, {r.timeouts:,} time-outs, 0 terminals (a bag has no terminal signal)",
             f"  ticks dropped: {dropped}",
@@ -84,12 +87,28 @@ class Conversion:
                 lines.append(f"  {what}: {', '.join(f'{n:,} {name}' for name, n in counts.items())} ({note})")
         if r.clipped_actions:
             lines.append(f"  {r.clipped_actions:,} commands outside the spec's bounds were clipped to them")
+        lines.append(f"  safety margin > 0 (unsafe) on {self.unsafe:,} of {r.transitions:,} transitions "
+                     f"({self.unsafe / max(r.transitions, 1):.1%})")
+        warning = margin_warning(self.unsafe, r.transitions)
+        if warning:
+            lines.append(f"  WARNING: {warning}")
         for s in self.sources:
             if s.partial:
                 counts = "; ".join(f"{t}: {n:,} of {m:,}" for t, (n, m) in s.partial.items())
                 lines.append(f"  WARNING: {s.path} is damaged and was read only in part ({counts} messages "
                              "its metadata lists; --allow-partial)")
         return "\n".join(lines)
+
+
+def margin_warning(unsafe: int, transitions: int) -> str | None:
+    """Why a margin that never or always flags a state is probably a mistake in the spec."""
+    if unsafe == transitions:
+        return ("the margin is positive on every transition: every state counts as unsafe, so the safety critic "
+                "cannot tell safe from unsafe. Check its sign (l > 0 means unsafe: write -clearance, not clearance)")
+    if unsafe == 0:
+        return ("the margin is never positive: the data holds no unsafe state, so the safety critic only learns "
+                "what the behaviour happened to avoid. Check its sign and offsets, or record some unsafe behaviour")
+    return None
 
 
 def load_spec(config: str | None) -> TaskSpec:
@@ -124,11 +143,11 @@ def convert(bags: str | Path | Sequence[str | Path], spec: TaskSpec, out: str | 
             options: BagOptions = BagOptions(), progress: bool = True) -> Conversion:
     """Read, align, validate and save; the dataset's attributes record spec and sources."""
     arrays, report, sources = read_aligned(bags, spec, options, progress)
-    result = Conversion(Path(out), spec, sources, report, options)
+    result = Conversion(Path(out), spec, sources, report, options, int((arrays["margins"] > 0).sum()))
     attrs = {
         "task": spec.name,
         "task_spec": spec.to_dict(),
-        "observation_fields": spec.state.names,
+        "observation_fields": spec.observation_names,
         "action_fields": spec.command.names,
         "action_low": list(spec.action_low),
         "action_high": list(spec.action_high),
@@ -176,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
+        check_output(args.out)  # before reading the bag
         result = convert(args.bag, load_spec(args.config), args.out, BagOptions.from_args(args),
                          progress=not args.no_progress)
     except ERRORS as exc:

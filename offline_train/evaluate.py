@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from offline_train.cli import add_threads_argument, set_threads
+from offline_train.cli import add_allow_partial_argument, add_threads_argument, at_least, prepare_output_file, set_threads
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
 from safefql_core.envs import boat
-from safefql_core.bundle import BundleError
+from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.runtime import RuntimeConfig, load_runtime
+from safefql_core.tasks import simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
@@ -39,14 +40,22 @@ def load_initial_states(choice: str, episodes: int | None) -> np.ndarray:
     return states[:episodes]
 
 
+def bundle_task(bundle: str, task: str | None) -> str:
+    """The task a bundle was trained on (it records it); --task may only repeat it."""
+    recorded = load_bundle(bundle, check=False).meta["task"]["name"]
+    if task is not None and task != recorded:
+        raise RunError(f"--task {task} contradicts the bundle, trained on task '{recorded}'; leave --task out")
+    return recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.evaluate", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory written by offline_train.fit (the raw actor)")
     source.add_argument("--bundle", help="policy bundle: evaluate the deployed decision (actor + "
                                          "calibrated check + fallback candidates), as the robot runs it")
-    p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the run's training task; "
-                                  "boat for a bundle)")
+    p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the task the run or bundle was "
+                                  "trained on; a bundle's task cannot be changed)")
     p.add_argument("--episodes", type=int, help="boat: how many of the initial states (default: all); "
                                                f"Safety Gymnasium: episodes (default {GYM_EPISODES})")
     p.add_argument("--init-states", help=f"boat: a named set ({', '.join(boat.STATE_SETS)}; default test, the "
@@ -63,40 +72,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float,
                    help="--bundle only: use this δ* instead of the bundle's calibrated one, to see what a "
                         "threshold would do before calibrating for it (offline_train.calibrate)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled noise (and of FISOR's candidates); "
+    p.add_argument("--out-of-range", choices=["reject", "warn"], default="reject",
+                   help="--bundle only: a state outside the trained observation range is rejected (stop action, "
+                        "the deployed default) or decided on anyway (warn)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the sampled noise (and of FISOR's candidates); "
                                                        "Safety Gymnasium: also the first reset seed")
     add_threads_argument(p)
+    add_allow_partial_argument(p)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)  # FISOR's candidate sampling draws from the global generator
     modes, threshold = None, None   # both only for a --bundle's deployed decision
     try:
         set_threads(args.threads)
+        json_path = prepare_output_file(args.json, "--json")
         if args.run:
-            if args.proposals != 1 or args.threshold is not None:
-                raise RunError("--proposals and --threshold are settings of the deployed decision: evaluate a "
+            if args.proposals != 1 or args.threshold is not None or args.out_of_range != "reject":
+                raise RunError("--proposals, --threshold and --out-of-range are settings of the deployed decision: evaluate a "
                                "--bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
-            learner, meta = load_run(args.run)
+            learner, meta = load_run(args.run, allow_partial=args.allow_partial)
             task = args.task or meta.get("task", "boat")
             recorded = task_description(meta)  # what its bundle would record about the task
             policy = evaluation.torch_policy(learner, args.noise, args.seed)
         else:
-            task = args.task or "boat"
+            task = bundle_task(args.bundle, args.task)
             fallbacks = BOAT_FALLBACKS if task == "boat" else []
             runtime = load_runtime(args.bundle, RuntimeConfig(noise=args.noise, seed=args.seed, threads=args.threads,
                                                               fallback_actions=fallbacks, proposals=args.proposals,
-                                                              threshold=args.threshold))
+                                                              threshold=args.threshold,
+                                                              out_of_range=args.out_of_range))
             meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
                     "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
             recorded = runtime.bundle.meta["task"]
             policy, modes = evaluation.runtime_policy(runtime)
             threshold = runtime.threshold
+        no_simulator = simulator_mismatch(task, recorded.get("spec"))
+        if no_simulator:
+            bundle = args.bundle or f"{args.run}/bundle"
+            raise RunError(f"{no_simulator}: there is nothing to roll out in closed loop. What can be done instead "
+                           "is an open-loop replay of a recording through the deployed decision: python -m "
+                           f"offline_train.replay --bag BAG --bundle {bundle} --out REPORT_DIR (per recorded state: "
+                           "the logged and the policy's action, Q_safe, interventions, and the warning lead before "
+                           "each logged violation)")
         if task != "boat":
             if args.init_states or args.plot:
                 raise RunError("--init-states and --plot are boat-only")
             return evaluate_safety_gym(policy, task, args, meta, modes, threshold,
-                                       recorded.get("action_repeat", 1))
+                                       recorded.get("action_repeat", 1), json_path)
         init_states = args.init_states or "test"
         states = load_initial_states(init_states, args.episodes)
+        plot_path = prepare_output_file(args.plot, "--plot")
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
           f"return {f.get('mean_return', float('nan')):.1f}, zero-violation {f.get('zero_violation_rate', float('nan')):.1%} "
           f"| doomed: {summary['doomed']['count']}"
           + (f" | decisions {dict(modes)}" if modes is not None else ""))
-    write_json(args.json, summary)
-    if args.plot:
-        evaluation.plot_trajectories(args.plot, result["trajectories"], result["violations"], feasible,
+    write_json(json_path, summary)
+    if plot_path:
+        evaluation.plot_trajectories(str(plot_path), result["trajectories"], result["violations"], feasible,
                                      f"{name} seed {meta['seed']}: return {summary['mean_return']:.1f}, "
                                      f"zero-violation {summary['zero_violation_rate']:.1%}")
+        print(f"wrote {plot_path}")
     return 0
 
 
@@ -134,14 +159,14 @@ def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
             "noise": args.noise, "proposals": args.proposals}
 
 
-def write_json(path: str | None, summary: dict) -> None:
+def write_json(path: Path | None, summary: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=2))
+        path.write_text(json.dumps(summary, indent=2))
+        print(f"wrote {path}")
 
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,
-                        modes, threshold: float | None, action_repeat: int) -> int:
+                        modes, threshold: float | None, action_repeat: int, json_path: Path | None) -> int:
     """Episodes with reset seeds --seed.. on a Safety Gymnasium task, raw and DSRL-normalised;
     the policy acts every `action_repeat` steps, its training data's decision period."""
     result = gym_evaluation.rollout(policy, task, args.episodes or GYM_EPISODES, args.seed, args.steps,
@@ -153,7 +178,7 @@ def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Nam
         summary["threshold"] = threshold
     print(f"{summary['variant']} seed {meta['seed']} on {task}: {gym_evaluation.describe(summary)}"
           + (f" | δ*={threshold:.3f}, decisions {dict(modes)}" if modes is not None else ""))
-    write_json(args.json, summary)
+    write_json(json_path, summary)
     return 0
 
 

@@ -4,17 +4,20 @@ calibrate -> export to <out>/bundle)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from offline_train import calibrate, export
-from offline_train.cli import add_set_argument, add_threads_argument, parse_override, set_threads
+from offline_train.cli import add_set_argument, add_threads_argument, at_least, parse_override, set_threads
 from offline_train.convert import BagOptions, add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learner_name, train
+from safefql_core.training import (ALGOS, RunError, TrainingInterrupted, TrainOptions, check_resumable, get_algo,
+                                   learner_name, train)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
@@ -69,6 +72,22 @@ def check_dataset_task(data: str, task: str) -> None:
                        f"pass --task {stored} (or the config of that task)")
 
 
+def convert_into_run(args: argparse.Namespace, opts: TrainOptions) -> str:
+    """--bag: convert into a staging file beside the run's dataset, check that the run (if it
+    has a checkpoint) may resume on it, then rename it over the dataset; a refused resume
+    leaves the run's own dataset as it was, and no staging file behind."""
+    data = Path(args.out) / DATASET
+    staged = data.with_name(DATASET + ".converting")
+    try:
+        print(convert(args.bag, load_spec(args.config), staged, BagOptions.from_args(args),
+                      progress=not args.no_progress).summary())
+        check_resumable(replace(opts, data=str(staged)))
+        os.replace(staged, data)
+    finally:
+        staged.unlink(missing_ok=True)
+    return str(data)
+
+
 CURVE_STATES = "validation"  # fit --eval-every's initial states (safefql_core.envs.boat.STATE_SETS)
 
 
@@ -96,16 +115,19 @@ def main(argv: list[str] | None = None) -> int:
                                   "config/<task>.yaml unless --config is given (default: the config's task, boat)")
     add_bag_arguments(p)
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="override the number of gradient steps")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--steps", type=at_least(1), help="override the number of gradient steps")
     p.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_threads_argument(p)
     add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
+    p.add_argument("--log-every", type=at_least(1), default=500, metavar="N",
+                   help="a metrics.csv row (mean losses) every N steps (default 500)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help=f"boat: every N steps, roll out the actor from the {CURVE_STATES} set's initial states "
-                        "(the tuning set, never the test set) and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
+                   help=f"boat: every N steps, roll out the actor from the feasible ones of the {CURVE_STATES} "
+                        "set's initial states (the tuning set, never the test set) and log return / zero-violation "
+                        "rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -114,27 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None:
             overrides["steps"] = args.steps
         set_threads(args.threads)
-        data = args.data
+        opts = TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed, overrides=overrides,
+                            task=task, device=args.device, tensorboard=args.tensorboard, log_every=args.log_every,
+                            progress=not args.no_progress, eval_every=args.eval_every,
+                            evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:
-            data = str(Path(args.out) / DATASET)
-            print(convert(args.bag, load_spec(args.config), data, BagOptions.from_args(args),
-                          progress=not args.no_progress).summary())
-        if args.bag is None:
-            check_dataset_task(data, task)
-        out = train(TrainOptions(data=data, out=args.out, algo=args.algo, seed=args.seed,
-                                 overrides=overrides, task=task, device=args.device,
-                                 tensorboard=args.tensorboard, progress=not args.no_progress,
-                                 eval_every=args.eval_every, evaluator=boat_evaluator(task, args.eval_every)))
+            opts.data = convert_into_run(args, opts)
+        else:
+            check_dataset_task(opts.data, task)
+        out = train(opts)
         print(f"trained run in {out}")
         if args.eval_every:
             from safefql_core.evaluation import plot_learning_curve
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
-            source = "sim" if task == "boat" else "data"
-            print(calibrate.describe(calibrate.calibrate_run(str(out), source=source, seed=args.seed)))
+            print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed)))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
+    except TrainingInterrupted as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 130  # the shell's code for a run ended by SIGINT
     except (DatasetError, RunError, BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from safefql_core.envs.boat import STATE_SETS, load_initial_states, sample_safe_states
+from offline_train.cli import prepare_output_file
 from safefql_core.envs.boat_reference import optimal_reference
+from safefql_core.training import RunError
 
 SUPPORTED_TASKS = ("boat",)
 
@@ -78,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         states, source = load_states(args)
-    except ValueError as exc:
+        json_path = prepare_output_file(args.json, "--json")
+    except (ValueError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = {"task": args.task, "states": source, **summarise(states)}
     text = json.dumps(summary, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+        print(f"wrote {json_path}")
     return 0
 
 

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bag", required=True, help="rosbag2 directory (mcap or sqlite3) or a bare .mcap/.db3 file")
     p.add_argument("--bundle", required=True, help="policy bundle directory (python -m offline_train.export)")
     p.add_argument("--out", required=True, help="report directory, e.g. report/")
-    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records)")
+    p.add_argument("--config", help="task YAML with a `spec:` section (default: the spec the bundle records); "
+                                    "refused unless it matches that spec (it may rename topics)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runtime's candidate sampler (default 0)")
     p.add_argument("--episodes", type=int, help="replay only the first N recorded episodes")
     p.add_argument("--no-closed-loop", action="store_true", help="skip the simulator re-runs")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict:
     """Load, replay both ways, write the report files; returns replay.json's content."""
     bundle = load_bundle(args.bundle)
-    spec = TaskSpec.load(args.config) if args.config else TaskSpec.of_task(bundle.meta["task"])
+    spec = bundle.task_spec(TaskSpec.load(args.config) if args.config else None)
     replay.check_compatible(bundle, spec)
     arrays, alignment, sources = read_aligned(args.bag, spec, BagOptions.from_args(args), not args.no_progress)
     episodes = replay.segments(arrays["timeouts"])[:args.episodes]
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     shown = sorted(sorted(range(len(episodes)), key=lambda i: open_rows[i]["violating_ticks"] == 0)
                    [:SAFETY_PLOT_EPISODES])
     replay.plot_safety(str(out / "safety.png"), [(i, opened[i], arrays["margins"][episodes[i]]) for i in shown],
-                       threshold, spec.control_period)
+                       threshold, spec.control_period, len(episodes))
     if not no_simulator:  # the map is the boat's
         replay.plot_map(str(out / "map.png"), logged[:MAP_EPISODES], [r.intervened for r in opened[:MAP_EPISODES]],
                         closed and closed[:MAP_EPISODES], map_title(report, len(logged)))
@@ -136,7 +137,7 @@ def write_ticks(path: Path, spec: TaskSpec, arrays: dict[str, np.ndarray], episo
                 opened: list[replay.OpenLoop]) -> None:
     """One row per open-loop tick, for a spreadsheet or pandas; actions in the policy's [-1, 1] scale."""
     acts = spec.command.names
-    header = (["episode", "tick", "time_s", *spec.state.names, *(f"logged.{a}" for a in acts),
+    header = (["episode", "tick", "time_s", *spec.observation_names, *(f"logged.{a}" for a in acts),
                *(f"policy.{a}" for a in acts), "q_logged", "q_safe", "v_safe", "margin_to_threshold",
                "l", "mode", "reason"])
     with path.open("w", newline="") as f:

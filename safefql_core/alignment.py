@@ -366,43 +366,42 @@ def _timeouts(kept: np.ndarray, episode: np.ndarray) -> np.ndarray:
 
 
 def spec_tracks(spec: TaskSpec, series: Mapping[str, TimeSeries]) -> tuple[list[Track], Track, list[Track]]:
-    """(states, command, signals) of `spec`'s topic streams, each with its own max age or hold."""
+    """(states, command, signals) of `spec`'s topic streams, each with its own max age or hold:
+    the inputs the observation needs are states (they cut episodes and are read at k and
+    k+1); inputs that only feed reward or margin are signals (read at k)."""
     streams = spec.topic_streams()
     track = lambda role: Track(role, series[role], spec.max_age_of(role),  # noqa: E731
                                streams[role].topic, streams[role].stamp)
-    return [track("state")], track("command"), [track(role) for role in ("reward", "margin") if role in streams]
+    states = spec.state_inputs()
+    return ([track(role) for role in states], track("command"),
+            [track(role) for role in streams if role not in states and role != "command"])
 
 
 def build_transitions(spec: TaskSpec, series: dict[str, TimeSeries], on_nonfinite: str = "refuse",
                       on_duplicate: str = "refuse") -> tuple[dict[str, np.ndarray], AlignmentReport]:
     """Dataset arrays (data.Dataset fields) from the spec's topic streams, and a report.
 
-    `series` holds one TimeSeries per role of `spec.topic_streams()`, in arrival order.
+    `series` holds one TimeSeries per role of `spec.topic_streams()` (the raw values of
+    `Stream.read`), in arrival order; the spec turns the aligned raw values into
+    observations, reward and margin, through the same code the node uses.
     """
     states, command, signals = spec_tracks(spec, series)
     aligned = align(states, command, signals, control_period=spec.control_period,
                     on_nonfinite=on_nonfinite, on_duplicate=on_duplicate)
     report = aligned.report
-    observations = aligned.at("state")
+    now = {t.name: aligned.at(t.name) for t in (*states, *signals)}
     raw_actions = spec.scale_action(aligned.series["command"].values[aligned.command])
     actions = np.clip(raw_actions, -1.0, 1.0)
     report.clipped_actions = int((actions != raw_actions).any(axis=1).sum())
-    margins = _signal(spec, "margin", aligned, observations)
+    rewards, margins = spec.signals(now)
     arrays = {
-        "observations": observations,
-        "next_observations": aligned.after("state"),
+        "observations": spec.observations(now),
+        "next_observations": spec.observations({t.name: aligned.after(t.name) for t in states}),
         "actions": actions,
-        "rewards": _signal(spec, "reward", aligned, observations),
+        "rewards": rewards,
         "costs": (margins > 0).astype(np.float64),
         "margins": margins,
         "terminals": np.zeros(len(aligned.timeouts)),
         "timeouts": aligned.timeouts,
     }
     return {k: v.astype(np.float32) for k, v in arrays.items()}, report
-
-
-def _signal(spec: TaskSpec, role: str, aligned: Alignment, observations: np.ndarray) -> np.ndarray:
-    """Reward or margin of each kept tick: its topic's aligned value, or the named function."""
-    if role in aligned.now:
-        return aligned.at(role)[:, 0]
-    return getattr(spec, role)(observations)

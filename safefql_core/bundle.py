@@ -3,28 +3,25 @@
 A directory with ONNX graphs, the learner's weights for the torch debug backend,
 `bundle.json` (everything needed to run and to audit the policy) and `MODEL_CARD.md`.
 Normalisation and clipping are inside the graphs, so a consumer feeds raw observations
-and gets actions in [-1, 1]. Export checks torch against onnxruntime on stored example
-inputs, and loading repeats that check: a bundle that does not reproduce its own examples
-is refused rather than run.
+and gets actions in [-1, 1]. Export (`safefql_core.bundle_export`) checks torch against
+onnxruntime on stored example inputs, and loading repeats that check: a bundle that does not
+reproduce its own examples is refused rather than run. This module is what a robot loads: it
+imports no torch (numpy, onnxruntime), so the node starts in a fraction of a second.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import platform
-import warnings
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from safefql_core.folding import fold
-
-SCHEMA_VERSION = 1
+# 2: observation_range and margin_range (the runtime's range check and δ*'s bounds), exact files.
+SCHEMA_VERSION = 2
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
 # float32 agreement between onnxruntime and torch, relative to max(1, |value|): Q values on
@@ -33,77 +30,13 @@ WEIGHTS = "weights.pt"
 # to ~2e-6; Safety Gymnasium's 256-wide ones on 60-d inputs to ~1.1e-5 (other summation
 # orders). 1e-4 passes both; a corrupt or mismatched graph is off by orders more.
 PARITY_TOL = 1e-4
-EXAMPLES = 8
 
 
 class BundleError(ValueError):
     """A bundle that cannot be trusted; the message names the problem and the fix."""
 
 
-# ---- the exported graphs -------------------------------------------------------------------
-class ActorGraph(nn.Module):
-    """(observation, noise) -> action = clip(mu(normalise(s), z))."""
-
-    def __init__(self, learner: nn.Module) -> None:
-        super().__init__()
-        self.normalizer, self.actor = learner.normalizer, learner.actor
-
-    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.normalizer(observation), noise).clamp(-1.0, 1.0)
-
-
-class SafetyGraph(nn.Module):
-    """(observation, action) -> (pessimistic Q_safe = max over the ensemble, V_safe)."""
-
-    def __init__(self, learner: nn.Module) -> None:
-        super().__init__()
-        self.normalizer, self.qc, self.vc = learner.normalizer, learner.qc, learner.vc
-
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        o = self.normalizer(observation)
-        return self.qc.pessimistic(o, action), self.vc(o)
-
-
-class PolicyGraph(nn.Module):
-    """(observation, noise) -> (action, Q_safe, V_safe) in one graph: the nominal decision is
-    one onnxruntime call instead of two (per-call overhead dominates at batch 1), and a
-    batch of noises scores all actor candidates of an intervention in one call too."""
-
-    def __init__(self, learner: nn.Module) -> None:
-        super().__init__()
-        self.actor, self.safety = ActorGraph(learner), SafetyGraph(learner)
-
-    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        action = self.actor(observation, noise)
-        return (action, *self.safety(observation, action))
-
-
-class ProposalsGraph(nn.Module):
-    """(observation, noise) -> (action, Q_reward, Q_safe, V_safe) for a batch of actor noises:
-    what the runtime needs to keep the proposal of highest conservative reward value
-    (min over the ensemble) among those that pass the safety check (RuntimeConfig.proposals).
-    A graph of its own, so the nominal path of a single proposal carries no reward critic."""
-
-    def __init__(self, learner: nn.Module) -> None:
-        super().__init__()
-        self.policy, self.normalizer, self.q = PolicyGraph(learner), learner.normalizer, learner.q
-
-    def forward(self, observation: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        action, q_safe, v_safe = self.policy(observation, noise)
-        return action, self.q.conservative(self.normalizer(observation), action), q_safe, v_safe
-
-
-class DenoiserGraph(nn.Module):
-    """FISOR: (observation, x_t, t) -> predicted noise; the sampler loop runs outside."""
-
-    def __init__(self, learner: nn.Module) -> None:
-        super().__init__()
-        self.normalizer, self.denoiser = learner.normalizer, learner.denoiser
-
-    def forward(self, observation: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(self.normalizer(observation), x, t)
-
-
+# ---- the graphs a bundle holds ---------------------------------------------------------------
 @dataclass(frozen=True)
 class GraphSpec:
     file: str
@@ -119,41 +52,11 @@ GRAPHS = {
     "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
 }
 GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy", "proposals"), "fisor": ("denoiser", "safety")}
-NETWORKS_BY_ALGO = {"safefql": ("actor", "q", "qc", "vc"), "fisor": ("denoiser", "qc", "vc")}  # what the graphs use
-GRAPH_MODULES = {"actor": ActorGraph, "safety": SafetyGraph, "policy": PolicyGraph, "proposals": ProposalsGraph,
-                 "denoiser": DenoiserGraph}
 
 
-def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
-    if algo not in GRAPHS_BY_ALGO:
-        raise BundleError(f"algorithm '{algo}' has no deployable bundle; export a safefql or fisor run")
-    return {name: GRAPH_MODULES[name](learner).eval() for name in GRAPHS_BY_ALGO[algo]}
-
-
-def example_inputs(name: str, obs: np.ndarray, act_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    n = len(obs)
-    draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
-    if name in ("actor", "policy", "proposals"):
-        return {"observation": obs, "noise": draw(n, act_dim)}
-    if name == "safety":
-        return {"observation": obs, "action": np.clip(draw(n, act_dim), -1, 1)}
-    return {"observation": obs, "x": draw(n, act_dim), "t": rng.uniform(0, 1, (n, 1)).astype(np.float32)}
-
-
-# ---- export --------------------------------------------------------------------------------
+# ---- files and sessions --------------------------------------------------------------------------------
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def onnx_bytes(module: nn.Module, inputs: dict[str, np.ndarray], spec: GraphSpec) -> bytes:
-    buf = io.BytesIO()
-    args = tuple(torch.as_tensor(v) for v in inputs.values())
-    dynamic = {n: {0: "batch"} for n in (*spec.inputs, *spec.outputs)}
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact and fast
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, input_names=list(spec.inputs), output_names=list(spec.outputs),
-                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
-    return buf.getvalue()
 
 
 def ort_session(model: bytes | str, threads: int = 1):
@@ -166,108 +69,42 @@ def ort_session(model: bytes | str, threads: int = 1):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(model, opts, providers=providers)
+    try:
+        return ort.InferenceSession(model, opts, providers=providers)
+    except ort_errors() as exc:
+        where = model if isinstance(model, str) else "the exported graph"
+        raise BundleError(f"{where} is not an ONNX graph onnxruntime can load ({exc}); re-export the bundle "
+                          "with offline_train.export") from None
+
+
+def ort_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a bad model or bad inputs: its own types, which derive from
+    Exception only (not from ValueError or RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf, state.NoSuchFile,
+            state.RuntimeException, state.NotImplemented)
 
 
 def check_parity(session, examples: dict[str, Any], name: str) -> float:
     """The worst difference between onnxruntime and the stored torch outputs, relative to
     max(1, |torch output|); raises above PARITY_TOL."""
     feeds = {k: np.asarray(v, dtype=np.float32) for k, v in examples["inputs"].items()}
+    expected = [np.asarray(e, dtype=np.float32) for e in examples["outputs"]]
+    if not all(np.isfinite(e).all() for e in expected):
+        raise BundleError(f"{name}: the stored example outputs are not finite: the network's weights are NaN or "
+                          "infinite (training diverged); retrain — offline_train.fit stops on a non-finite loss")
     got = session.run(None, feeds)
-    worst = 0.0
-    for g, e in zip(got, examples["outputs"]):
-        e = np.asarray(e, dtype=np.float32)
-        worst = max(worst, float((np.abs(np.asarray(g) - e) / np.maximum(1.0, np.abs(e))).max()))
+    if len(got) != len(expected):
+        raise BundleError(f"{name}: the graph has {len(got)} outputs, the stored examples {len(expected)}; "
+                          "re-export the bundle with offline_train.export")
+    # np.max, not Python's max: max(0.0, nan) is 0.0, which would pass a NaN output as exact.
+    worst = float(np.max([np.max(np.abs(g - e) / np.maximum(1.0, np.abs(e))) for g, e in zip(got, expected)]))
     if not worst <= PARITY_TOL:
         raise BundleError(f"{name}: onnxruntime output differs from the stored torch output by {worst:.3g} "
                           f"(relative to max(1, |value|); tolerance {PARITY_TOL}); the graph is corrupt or "
                           "was built for another runtime version — re-export with offline_train.export")
     return worst
 
-
-def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observations: np.ndarray,
-                  calibration: dict[str, Any] | None, task: dict[str, Any]) -> dict[str, Any]:
-    """Write the bundle for a trained learner; return bundle.json's content.
-
-    `observations` are typical inputs; EXAMPLES of them become the stored parity examples.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    learner = learner.cpu().eval()
-    rng = np.random.default_rng(0)
-    obs = observations[rng.choice(len(observations), EXAMPLES, replace=False)].astype(np.float32)
-    files, examples, parity = {}, {}, {}
-    # The examples come from the learner as trained; the graphs from its folded form, so the
-    # parity check below also proves the folding exact.
-    modules = graph_modules(learner, meta["algo"])
-    folded = graph_modules(fold(learner, NETWORKS_BY_ALGO[meta["algo"]]), meta["algo"])
-    for name, module in modules.items():
-        spec = GRAPHS[name]
-        inputs = example_inputs(name, obs, meta["act_dim"], rng)
-        with torch.no_grad():
-            outputs = module(*(torch.as_tensor(v) for v in inputs.values()))
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        examples[name] = {"inputs": {k: v.tolist() for k, v in inputs.items()},
-                          "outputs": [o.numpy().tolist() for o in outputs]}
-        model = onnx_bytes(folded[name], inputs, spec)
-        (out / spec.file).write_bytes(model)
-        parity[name] = check_parity(ort_session(model), examples[name], name)
-        files[spec.file] = sha256(out / spec.file)
-    torch.save(learner.state_dict(), out / WEIGHTS)
-    files[WEIGHTS] = sha256(out / WEIGHTS)
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "algo": meta["algo"],
-        "obs_dim": meta["obs_dim"],
-        "act_dim": meta["act_dim"],
-        "task": task,
-        "observation_normalisation": {"mean": meta["obs_mean"], "std": meta["obs_std"]},
-        "action_scaling": {"low": task.get("action_low", [-1.0] * meta["act_dim"]),
-                           "high": task.get("action_high", [1.0] * meta["act_dim"])},
-        "control_period": task.get("control_period"),
-        "calibration": calibration,
-        "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
-                          "outputs": list(GRAPHS[name].outputs)} for name in examples},
-        "examples": examples,
-        "export_parity_max_rel_diff": parity,
-        "files": files,
-        "dataset_fingerprint": meta["dataset_fingerprint"],
-        "training": {"seed": meta["seed"], "steps": meta["trained_steps"], "config": meta["config"]},
-        "versions": _versions(),
-    }
-    (out / BUNDLE_JSON).write_text(json.dumps(doc, indent=1))
-    (out / "MODEL_CARD.md").write_text(model_card(doc))
-    return doc
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-
-
-def model_card(doc: dict[str, Any]) -> str:
-    cal = doc["calibration"]
-    cal_text = ("not calibrated: the run-time threshold is 0 (the paper's gate); run "
-                "offline_train.calibrate before export" if cal is None else
-                f"δ* = {cal['delta']:.4f} ({cal['method']}, ε = {cal['epsilon']}, n = {cal['n']}, "
-                f"source: {cal['source']}); coverage on a second held-out set: {cal['coverage']:.3f}")
-    repeat = doc["task"].get("action_repeat", 1)
-    repeat_text = (f" **Acts every {repeat} steps** (trained on `collect --action-repeat {repeat}` data: "
-                   "hold each action for that many steps)." if repeat > 1 else "")
-    return f"""# Model card — {doc['task'].get('name', 'task')} / {doc['algo']}
-
-- **What it does:** maps an observation ({doc['obs_dim']} values) to an action ({doc['act_dim']} values
-  in [-1, 1]); `safety.onnx` scores (observation, action) with a pessimistic learned
-  Hamilton–Jacobi safety value — Q_safe < 0 means predicted safe now and later.
-- **Control period:** {doc['control_period']} s. **Trained:** {doc['training']['steps']} steps, seed
-  {doc['training']['seed']}, on dataset {doc['dataset_fingerprint']}.{repeat_text}
-- **Safety threshold:** {cal_text}.
-- **Intended use:** the per-tick decision of `safefql_core.runtime` — actor proposal, calibrated
-  check, fallback candidates, stop action on untrusted input. Not a certificate outside the
-  state distribution of the training data.
-- **Files:** {', '.join(sorted(doc['files']))} (sha256 in bundle.json); versions {doc['versions']}.
-"""
 
 
 # ---- load ----------------------------------------------------------------------------------
@@ -294,6 +131,46 @@ class Bundle:
         cal = self.meta.get("calibration")
         return float(cal["delta"]) if cal else 0.0
 
+    @property
+    def threshold_range(self) -> tuple[float, float]:
+        """The δ* values that keep the safety check meaningful. Every learned Q_safe lies in the
+        training margin range [lo, hi] (its targets combine margin values), so a threshold above
+        hi passes every action and one below lo fails all; conformal calibration can reach
+        lo − (hi − lo) at most (δ* = −q̂, scores y − V̂ ≤ hi − lo). 0, the paper's gate, is always
+        allowed."""
+        lo, hi = self.meta["margin_range"]
+        return min(lo - (hi - lo), 0.0), max(hi, 0.0)
+
+    def check_threshold(self, value: Any, what: str, fix: str) -> float:
+        """`value` as a float when it is a finite threshold in `threshold_range`, else BundleError."""
+        lo, hi = self.threshold_range
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+            raise BundleError(f"{self.path}: {what} = {value!r} is not a threshold in [{lo:.4g}, {hi:.4g}] "
+                              f"(safety values of this policy lie in its training margin range "
+                              f"{self.meta['margin_range']}); {fix}")
+        return float(value)
+
+    @property
+    def decision_period(self) -> float | None:
+        """Seconds between decisions: the control period times the action repeat (a policy
+        trained on `collect --action-repeat K` data decides every K periods); None when the
+        bundle records no period (a dataset without one)."""
+        task = self.meta["task"]
+        period = task.get("control_period")
+        return None if period is None else float(period) * task.get("action_repeat", 1)
+
+    def task_spec(self, given=None, given_as: str = "--config"):
+        """The task spec to deploy the policy with: the one it records (or its task's built-in
+        one), or `given` (a --config, a node parameter) where that matches it
+        (`tasks.resolve_spec`). A spec that reads another number of state or command values
+        would have every state rejected, so it is refused here, at start."""
+        from safefql_core.tasks import resolve_spec
+        try:
+            return resolve_spec(self.meta, given, given_as)
+        except (KeyError, TypeError, AttributeError) as exc:  # a spec edited into another shape
+            raise BundleError(f"{self.path}: the task entry of {BUNDLE_JSON} is not a task spec ({exc!r}); "
+                              "re-export the bundle") from None
+
     def file(self, graph: str) -> Path:
         return self.path / GRAPHS[graph].file
 
@@ -306,11 +183,9 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
                           "`python -m offline_train.export --run runs/boat --out bundle/`")
     try:
         meta = json.loads((path / BUNDLE_JSON).read_text())
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path / BUNDLE_JSON} is not valid JSON ({exc}); re-export the bundle") from exc
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
-                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
+    _check_meta(path, meta)
     for name, digest in meta["files"].items():
         file = path / name
         if not file.is_file():
@@ -324,6 +199,82 @@ def load_bundle(path: str | Path, check: bool = True) -> Bundle:
     return bundle
 
 
+# bundle.json's top-level entries and their JSON types; `calibration` may also be null.
+FIELDS = {"schema_version": int, "algo": str, "obs_dim": int, "act_dim": int, "task": dict,
+          "observation_normalisation": dict, "observation_range": dict, "margin_range": list, "calibration": dict, "graphs": dict,
+          "examples": dict, "files": dict, "training": dict}
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """bundle.json's structure and values, before anything is read from it: each failure
+    names the entry (a hand-edited or truncated file must not surface as a KeyError)."""
+    where = f"{path / BUNDLE_JSON}"
+    if not isinstance(meta, dict):
+        raise BundleError(f"{where} holds a JSON {type(meta).__name__}, not an object; re-export the bundle")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
+                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
+    for key, kind in FIELDS.items():
+        if key not in meta:
+            raise BundleError(f"{where} lacks '{key}'; re-export the bundle with offline_train.export")
+        value = meta[key]
+        if (key != "calibration" or value is not None) and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise BundleError(f"{where}: '{key}' must be a JSON {_json_type(kind)}, got {value!r:.80}; "
+                              "re-export the bundle")
+    box = meta["observation_range"]
+    low, high = box.get("low"), box.get("high")
+    if not (isinstance(low, list) and isinstance(high, list) and len(low) == len(high) == meta["obs_dim"]
+            and all(_finite(v) for v in low + high) and all(lo <= hi for lo, hi in zip(low, high))):
+        raise BundleError(f"{where}: 'observation_range' needs 'low' <= 'high', {meta['obs_dim']} finite numbers "
+                          "each; re-export the bundle")
+    margin = meta["margin_range"]
+    if not (len(margin) == 2 and all(_finite(v) for v in margin) and margin[0] <= margin[1]):
+        raise BundleError(f"{where}: 'margin_range' must be [min, max] of finite numbers, got {margin!r:.80}")
+    _check_contents(where, meta)
+    task = meta["task"]
+    period, repeat = task.get("control_period"), task.get("action_repeat", 1)
+    if period is not None and not (_finite(period) and period > 0):
+        raise BundleError(f"{where}: task control_period must be a positive number of seconds, got {period!r}; "
+                          "fix the dataset's control_period and re-export")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise BundleError(f"{where}: task action_repeat must be an integer >= 1, got {repeat!r}; re-export")
+    if meta["calibration"] is not None:
+        Bundle(path, meta).check_threshold(meta["calibration"].get("delta"), "calibration δ*",
+                                           "recalibrate with offline_train.calibrate and re-export")
+
+
+def _check_contents(where: str, meta: dict[str, Any]) -> None:
+    """Exactly the graphs and files of the bundle's algorithm, each file by a plain name: a
+    missing entry would skip its checksum, and a path could point outside the bundle."""
+    algo = meta["algo"]
+    if algo not in GRAPHS_BY_ALGO:
+        raise BundleError(f"{where}: algorithm '{algo}' has no deployable bundle (have {sorted(GRAPHS_BY_ALGO)})")
+    graphs = sorted(GRAPHS_BY_ALGO[algo])
+    for key in ("graphs", "examples"):
+        if sorted(meta[key]) != graphs:
+            raise BundleError(f"{where}: '{key}' lists {sorted(meta[key])}; a {algo} bundle has exactly {graphs} — "
+                              "re-export it with offline_train.export")
+    names = list(meta["files"])
+    outside = [n for n in names if "/" in n or "\\" in n or ".." in n or not n]
+    if outside:
+        raise BundleError(f"{where}: 'files' names {outside}, which are not plain file names inside the bundle; "
+                          "a bundle lists only its own files — re-export it")
+    expected = sorted([GRAPHS[g].file for g in graphs] + [WEIGHTS])
+    if sorted(names) != expected:
+        raise BundleError(f"{where}: 'files' lists {sorted(names)}; a {algo} bundle has exactly {expected}, each "
+                          "with its sha256 — re-export it with offline_train.export")
+    if not all(isinstance(d, str) and len(d) == 64 for d in meta["files"].values()):
+        raise BundleError(f"{where}: every 'files' entry needs a sha256 hex digest; re-export the bundle")
+
+
+def _json_type(kind: type) -> str:
+    return {int: "integer", str: "string", dict: "object", list: "array"}[kind]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def verify_graphs(bundle: Bundle) -> None:
     """Graph input sizes must match the declared dims, and the examples must reproduce."""
     for name in bundle.meta["graphs"]:
@@ -334,4 +285,11 @@ def verify_graphs(bundle: Bundle) -> None:
             if width != expected:
                 raise BundleError(f"{bundle.path}: {GRAPHS[name].file} input '{inp.name}' has width {width}, "
                                   f"{BUNDLE_JSON} declares {expected}; the bundle was assembled from different runs")
-        check_parity(session, bundle.meta["examples"][name], f"{bundle.path}/{GRAPHS[name].file}")
+        where = f"{bundle.path}/{GRAPHS[name].file}"
+        try:
+            check_parity(session, bundle.meta["examples"][name], where)
+        except BundleError:
+            raise
+        except (*ort_errors(), KeyError, TypeError, ValueError, AttributeError) as exc:  # malformed examples
+            raise BundleError(f"{where}: the stored examples in {BUNDLE_JSON} do not fit the graph ({exc}); "
+                              "re-export the bundle") from None

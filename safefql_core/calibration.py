@@ -118,11 +118,21 @@ def score_histogram(path: str, scores: np.ndarray, q_hat: float, title: str) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
     ax.hist(scores, bins=60, color="tab:blue", alpha=0.8)
     if np.isfinite(q_hat):
-        ax.axvline(q_hat, color="tab:red", lw=2, label=f"q̂ = {q_hat:.3f}  (δ* = {min(0.0, -q_hat):.3f})")
-        ax.legend()
+        # A state is certified when V̂(s) < δ* = -q̂; it can then violate (y > 0) only with R > q̂.
+        q_hat += 0.0  # -0.0 reads as a different number
+        left, right = ax.get_xlim()
+        left, right = min(left, q_hat - 0.05 * (right - left)), max(right, q_hat + 0.05 * (right - left))
+        ax.axvspan(left, q_hat, color="tab:green", alpha=0.10,
+                   label="R ≤ q̂: a certified state here (V̂ < δ*) cannot violate")
+        ax.axvspan(q_hat, right, color="tab:red", alpha=0.10,
+                   label="R > q̂: a certified state here may violate (ε bounds how often)")
+        ax.axvline(q_hat, color="tab:red", lw=2, label=f"q̂ = {q_hat:.3f}  (δ* = {min(0.0, -q_hat) + 0.0:.3f})")
+        ax.set_xlim(left, right)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.45)  # headroom for the legend
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_xlabel("score R = y − V̂(s)   (realised max margin − predicted)")
     ax.set_ylabel("held-out states")
     ax.set_title(title, fontsize=9)

@@ -82,18 +82,41 @@ def violation_free_episodes(data: Dataset) -> Dataset:
     return Dataset(**arrays, attrs=dict(data.attrs))
 
 
-def save_dataset(path: str | Path, data: Dataset) -> None:
+def check_output(path: str | Path, directory: bool = False) -> Path:
+    """Refuse an output path before the work that fills it: an existing directory where a file
+    goes, or a place that cannot be written (probed by creating and removing a file there)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not directory and path.is_dir():
+        raise DatasetError(f"output {path} is a directory; give a file path, e.g. {path / 'data.h5'}")
+    probe = path.parent / f".{path.name}.probe"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise DatasetError(f"cannot write output {path} ({exc.strerror or exc}); choose a writable location") from None
+    return path
+
+
+def save_dataset(path: str | Path, data: Dataset) -> None:
+    """Write the file whole or not at all: a temporary beside it, renamed at the end, removed
+    on any failure (DatasetError for an unwritable place)."""
+    path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for key in REQUIRED_KEYS + OPTIONAL_KEYS:
-            value = getattr(data, key)
-            if value is not None:
-                f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
-        for key, value in data.attrs.items():
-            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-    tmp.replace(path)  # never leave a half-written file under the final name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "w") as f:
+            for key in REQUIRED_KEYS + OPTIONAL_KEYS:
+                value = getattr(data, key)
+                if value is not None:
+                    f.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+            for key, value in data.attrs.items():
+                f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        tmp.replace(path)  # never leave a half-written file under the final name
+    except OSError as exc:
+        raise DatasetError(f"cannot write {path} ({exc}); choose a writable location") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -118,8 +141,13 @@ def load_dataset(path: str | Path) -> Dataset:
                 f"{path} lacks required key(s) {missing}; a dataset needs {list(REQUIRED_KEYS)} "
                 f"(DSRL layout) and may have 'margins'. Keys found: {sorted(f.keys())}"
             )
-        arrays = {k: f[k][()] for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in f}
-        attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        try:
+            arrays = {k: _read_array(f, k, path) for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in f}
+            attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        except DatasetError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # a damaged chunk, an unreadable attribute
+            raise DatasetError(f"{path} cannot be read ({exc}); it may be damaged — regenerate it") from None
     data = Dataset(**{k: _as_array(k, v) for k, v in arrays.items()}, attrs=attrs)
     validate(data, str(path))
     return data
@@ -136,11 +164,23 @@ def _decode_attr(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _read_array(f: h5py.File, key: str, path: Path) -> np.ndarray:
+    """One key's array: an HDF5 dataset of at least one dimension, not a group or a scalar."""
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise DatasetError(f"{path}: '{key}' is an HDF5 {type(node).__name__.lower()}, not an array; store it as a "
+                           "dataset of shape [N] or [N, dim]")
+    if node.ndim == 0:
+        raise DatasetError(f"{path}: '{key}' is a scalar, not an array of shape [N] or [N, dim]")
+    return node[()]
+
+
 def _as_array(key: str, value: np.ndarray) -> np.ndarray:
-    if key in ("terminals", "timeouts"):
-        return np.asarray(value).astype(np.float32)
-    if not np.issubdtype(np.asarray(value).dtype, np.number):
-        raise DatasetError(f"'{key}' has non-numeric dtype {value.dtype}; store it as float32")
+    """float32, from real numbers only (flags may be bools): a complex value would lose its
+    imaginary part silently, a string has no number in it."""
+    kinds = "biuf" if key in ("terminals", "timeouts") else "iuf"
+    if np.asarray(value).dtype.kind not in kinds:
+        raise DatasetError(f"'{key}' has dtype {value.dtype}, not real numbers; store it as float32")
     return np.asarray(value, dtype=np.float32)
 
 

@@ -109,17 +109,28 @@ def summarize(result: dict[str, np.ndarray], feasible: np.ndarray) -> dict:
 
 def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarray,
                       feasible: np.ndarray, title: str) -> None:
-    """Map of the task with every trajectory: green safe, red violating, grey doomed start."""
+    """Map of the task with every trajectory: green safe, red violating, a dot at each start
+    (a purple cross where the start is doomed); the legend says so, with counts."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 5.6))
+    fig, ax = plt.subplots(figsize=(9.6, 5.6))
     draw_boat_map(ax)
     for traj, v, ok in zip(trajectories, violations, feasible):
         colour = "tab:red" if v > 0 else "tab:green"
         ax.plot(traj[:, 0], traj[:, 1], color=colour, lw=0.6, alpha=0.5 if v == 0 else 0.9)
-        ax.plot(*traj[0], marker="o" if ok else "x", ms=2.5, color="k" if ok else "tab:purple")
+        ax.plot(*traj[0], marker="o" if ok else "x", ms=2.5 if ok else 6, mew=1.5, color="k" if ok else "tab:purple")
+    violating, doomed = int((np.asarray(violations) > 0).sum()), int((~np.asarray(feasible, bool)).sum())
+    keys = [Line2D([], [], color="tab:green", lw=1.2, label=f"no violation ({len(violations) - violating})"),
+            Line2D([], [], color="tab:red", lw=1.2, label=f"entered an obstacle ({violating})"),
+            Line2D([], [], ls="", marker="o", ms=4, color="k", label="start")]
+    if doomed:
+        keys.append(Line2D([], [], ls="", marker="x", ms=5, color="tab:purple",
+                           label=f"doomed start ({doomed}): no action avoids a collision"))
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -157,10 +168,11 @@ def draw_boat_map(ax) -> None:
     that counts as reaching it (boat.GOAL_RADIUS), the box; shared by every boat map plot."""
     import matplotlib.pyplot as plt
 
-    for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII):
-        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6))
-    ax.add_patch(plt.Circle(boat.GOAL, boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod"))
-    ax.plot(*boat.GOAL, marker="*", ms=16, color="gold", mec="k")
+    for i, (c, r) in enumerate(zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)):
+        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None))
+    ax.add_patch(plt.Circle(boat.GOAL, boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
+                            label=f"goal region (within {boat.GOAL_RADIUS:g} of the goal)"))
+    ax.plot(*boat.GOAL, ls="", marker="*", ms=16, color="gold", mec="k", label="goal", zorder=5)  # above the paths
     ax.set_xlim(boat.LOW[0], boat.HIGH[0])
     ax.set_ylim(boat.LOW[1], boat.HIGH[1])
     ax.set_aspect("equal")

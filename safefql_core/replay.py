@@ -25,7 +25,7 @@ import numpy as np
 from safefql_core.bundle import Bundle
 from safefql_core.envs import boat
 from safefql_core.runtime import Mode, Runtime
-from safefql_core.tasks import TaskSpec
+from safefql_core.tasks import TaskSpec, simulator_mismatch
 
 INTERVENTIONS = (Mode.INTERVENE.value, Mode.UNSAFE.value)  # the runtime did not send the actor's action
 Tick = Callable[[], object]  # progress callback, called once per decision
@@ -40,7 +40,7 @@ def check_compatible(bundle: Bundle, spec: TaskSpec) -> None:
     task = bundle.meta["task"].get("name")
     problems = [f"task '{task}' vs '{spec.name}'"] if task != spec.name else []
     problems += [f"{what} size {got} vs {want} ({names})" for what, got, want, names in (
-        ("observation", bundle.obs_dim, spec.obs_dim, spec.state.names),
+        ("observation", bundle.obs_dim, spec.obs_dim, spec.observation_names),
         ("action", bundle.act_dim, spec.act_dim, spec.command.names)) if got != want]
     if problems:
         raise ReplayError(f"bundle {bundle.path} does not fit the bag's task spec: {'; '.join(problems)} "
@@ -48,12 +48,12 @@ def check_compatible(bundle: Bundle, spec: TaskSpec) -> None:
 
 
 def simulator_missing(bundle: Bundle, spec: TaskSpec) -> str | None:
-    """Why the closed loop cannot run for this task, or None when the boat simulator fits."""
-    if bundle.meta["task"].get("name") != "boat":
-        return f"closed loop needs a simulator; task '{bundle.meta['task'].get('name')}' has none (only 'boat' does)"
-    if not np.isclose(spec.control_period, boat.DT):
-        return f"the spec's control period {spec.control_period} s differs from the boat simulator's {boat.DT} s"
-    return None
+    """Why the closed loop cannot run for this task and spec, or None when the boat simulator
+    is its robot (tasks.simulator_mismatch: never another task's simulator)."""
+    task = bundle.meta["task"].get("name")
+    why = simulator_mismatch(task, spec.to_dict()) or (None if task == "boat" else
+                                                       f"task '{task}' has no simulator here (only 'boat' does)")
+    return None if why is None else f"closed loop needs a simulator; {why}"
 
 
 def segments(timeouts: np.ndarray) -> list[slice]:
@@ -189,11 +189,11 @@ def plot_map(path: str, logged: list[np.ndarray], logged_flags: list[np.ndarray]
     would have intervened at a logged state, • where it intervened in the closed loop."""
     from safefql_core.evaluation import draw_boat_map
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5.6))
+    fig, ax = plt.subplots(figsize=(9.6, 5.6))
     draw_boat_map(ax)
     for i, (traj, flags) in enumerate(zip(logged, logged_flags)):
         ax.plot(traj[:, 0], traj[:, 1], color="tab:blue", lw=0.9, label="logged" if i == 0 else None)
-        ax.plot(*traj[0], "ko", ms=3)
+        ax.plot(*traj[0], "ko", ms=3, label="start" if i == 0 else None)
         ax.plot(traj[:-1][flags, 0], traj[:-1][flags, 1], "x", color="tab:red", ms=3,
                 label="would intervene (open loop)" if i == 0 else None)
     for i, run in enumerate(closed or []):
@@ -201,7 +201,7 @@ def plot_map(path: str, logged: list[np.ndarray], logged_flags: list[np.ndarray]
         ax.plot(s[:, 0], s[:, 1], "--", color="tab:orange", lw=0.9, label="closed loop" if i == 0 else None)
         ax.plot(s[:-1][flags, 0], s[:-1][flags, 1], ".", color="tab:purple", ms=3,
                 label="intervened (closed loop)" if i == 0 else None)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -209,11 +209,12 @@ def plot_map(path: str, logged: list[np.ndarray], logged_flags: list[np.ndarray]
 
 
 def plot_safety(path: str, episodes: list[tuple[int, OpenLoop, np.ndarray]], threshold: float,
-                period: float) -> None:
+                period: float, total: int) -> None:
     """Per episode over time: Q_safe of the sent and of the logged action against δ*, the true
-    margin l(s), and the ticks where the decision intervened (shaded)."""
+    margin l(s), and the ticks where the decision intervened (shaded). The title says how many
+    of the `total` episodes are shown."""
     plt = _pyplot()
-    height = 2.4 * len(episodes) + 0.4  # 0.4 in on top for the shared legend
+    height = 2.4 * len(episodes) + 0.7  # 0.7 in on top for the title and the shared legend
     fig, axes = plt.subplots(len(episodes), 1, figsize=(8, height), sharex=True, squeeze=False)
     for ax, (index, result, margins) in zip(axes[:, 0], episodes):
         t = np.arange(len(margins)) * period
@@ -224,8 +225,13 @@ def plot_safety(path: str, episodes: list[tuple[int, OpenLoop, np.ndarray]], thr
         ax.fill_between(t, 0, 1, where=result.intervened, transform=ax.get_xaxis_transform(),
                         color="tab:purple", alpha=0.15, lw=0, label="intervention")
         ax.set_title(f"episode {index}", fontsize=8)
+        ax.set_ylabel("safety value\n(> 0 unsafe)", fontsize=8)
     axes[-1, 0].set_xlabel("time in episode (s)")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=5, fontsize=7)
+    shown = (f"all {total} episodes" if len(episodes) == total else
+             f"{len(episodes)} of {total} episodes: those with violations first, then the first ones")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / height))
+    fig.suptitle(f"Q_safe above δ* is refused; {shown}", fontsize=9, y=1 - 0.08 / height, va="top")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=5, fontsize=7,
+               bbox_to_anchor=(0.5, 1 - 0.32 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,14 +18,14 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from safefql_core.bundle import Bundle, BundleError, graph_modules, load_bundle, ort_session
+from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
 
 
 class Mode(str, Enum):
     NOMINAL = "NOMINAL"      # the actor's action passed the calibrated check
     INTERVENE = "INTERVENE"  # the actor's action failed; a safer candidate passed
     UNSAFE = "UNSAFE"        # no candidate passed; the safest one is sent anyway
-    REJECTED = "REJECTED"    # the state cannot be trusted; the stop action is sent
+    REJECTED = "REJECTED"    # the state (or the networks' output on it) cannot be trusted; the stop action is sent
 
 
 class Decision(NamedTuple):
@@ -51,6 +51,10 @@ class RuntimeConfig:
     backend: str = "onnxruntime"        # or "torch"
     threads: int = 1
     state_timeout: float | None = None  # seconds; None: the caller does not track age
+    # How far in the future a state's stamp may lie (clock skew between the sender's clock and
+    # the node's; NTP keeps machines within a few ms). Beyond it the stamp is wrong and the
+    # state rejected: a future stamp would otherwise read as fresh for as long as it is ahead.
+    future_tolerance: float = 0.005
     stop_action: list[float] | None = None  # default: zeros (boat: no thrust)
     fallback_actions: list[list[float]] = field(default_factory=list)
     candidates: int = 8                 # extra actor noise samples scored on intervention
@@ -58,6 +62,16 @@ class RuntimeConfig:
     proposals: int = 1                  # actor noises per tick; >1: keep the best certified one
     seed: int = 0
     threshold: float | None = None      # override δ*; default: the bundle's calibration
+    period: float | None = None         # seconds between the caller's decisions; default: the bundle's
+    # A state outside the bundle's observation_range (the trained range, widened): 'reject'
+    # sends the stop action; 'warn' decides anyway and says so in the reason.
+    out_of_range: str = "reject"
+
+
+# state_timeout and future_tolerance may not exceed this many decision periods: a longer
+# timeout would let the robot act on a state from the past for that long (docs/DESIGN.md,
+# "Failure behaviour").
+MAX_TIMEOUT_PERIODS = 10
 
 
 class BoundCall(Protocol):
@@ -127,6 +141,7 @@ class TorchGraphs:
 
     def __init__(self, bundle: Bundle, threads: int) -> None:
         import torch
+        from safefql_core.bundle_export import graph_modules
         from safefql_core.training import build_learner
         torch.set_num_threads(threads)
         m = bundle.meta
@@ -150,16 +165,16 @@ class TorchGraphs:
 class Runtime:
     def __init__(self, bundle: Bundle, cfg: RuntimeConfig | None = None) -> None:
         self.bundle, self.cfg = bundle, cfg or RuntimeConfig()
-        if self.cfg.backend not in ("onnxruntime", "torch"):
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{self.cfg.backend}'")
-        if self.cfg.noise not in ("zero", "sample"):
-            raise ValueError(f"noise must be 'zero' or 'sample', got '{self.cfg.noise}'")
-        self._check_proposals(bundle)
+        self._check_config(bundle)
         self._proposed = "every actor proposal" if self.cfg.proposals > 1 else "actor action"  # for reasons
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
-        self.threshold = bundle.threshold if self.cfg.threshold is None else float(self.cfg.threshold)
+        box = bundle.meta["observation_range"]
+        self._bounds = list(zip(box["low"], box["high"]))
+        self._warn_out_of_range = self.cfg.out_of_range == "warn"
+        self.threshold = bundle.threshold if self.cfg.threshold is None else bundle.check_threshold(
+            self.cfg.threshold, "RuntimeConfig.threshold", "pass a value in that range, or None for the bundle's δ*")
         self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
         self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -180,16 +195,47 @@ class Runtime:
                 self._policy = self._bind_policy(1)
             self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
 
+    def _check_config(self, bundle: Bundle) -> None:
+        """Refuse a configuration that would weaken the decision, naming the value and its range."""
+        cfg = self.cfg
+        if cfg.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{cfg.backend}'")
+        if cfg.noise not in ("zero", "sample"):
+            raise ValueError(f"noise must be 'zero' or 'sample', got '{cfg.noise}'")
+        if cfg.out_of_range not in ("reject", "warn"):
+            raise ValueError(f"out_of_range must be 'reject' or 'warn', got {cfg.out_of_range!r}")
+        for name, low in (("threads", 1), ("candidates", 0), ("seed", 0), ("proposals", 1)):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        period = bundle.decision_period if cfg.period is None else cfg.period
+        if period is not None and not (_real(period) and 0 < period < math.inf):
+            raise ValueError(f"period must be a positive number of seconds, got {period!r}")
+        self.timeout_limit = math.inf if period is None else MAX_TIMEOUT_PERIODS * period
+        if cfg.state_timeout is not None:
+            self._check_time("state_timeout", cfg.state_timeout, positive=True)
+        self._check_time("future_tolerance", cfg.future_tolerance, positive=False)
+        self._check_proposals(bundle)
+
+    def _check_time(self, name: str, value: float, positive: bool) -> None:
+        """A time limit must be finite, > 0 (or >= 0) and at most MAX_TIMEOUT_PERIODS periods."""
+        if not (_real(value) and math.isfinite(value) and (value > 0 if positive else value >= 0)
+                and value <= self.timeout_limit):
+            raise ValueError(f"{name} must be a number of seconds {'>' if positive else '>='} 0 and at most "
+                             f"{MAX_TIMEOUT_PERIODS} decision periods ({self.timeout_limit:g} s), got {value!r}")
+
+    def set_state_timeout(self, value: float) -> float:
+        """Change state_timeout while running, within the bounds of construction (ValueError
+        otherwise); returns the old value. The node logs and reports every change."""
+        self._check_time("state_timeout", value, positive=True)
+        old, self.cfg.state_timeout = self.cfg.state_timeout, float(value)
+        return old
+
     def _check_proposals(self, bundle: Bundle) -> None:
         n = self.cfg.proposals
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"proposals must be an integer >= 1, got {n!r}")
         if n > 1 and bundle.algo != "safefql":
             raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
                              f"this one is '{bundle.algo}', which samples its own candidates")
-        if n > 1 and "proposals" not in bundle.meta["graphs"]:
-            raise BundleError(f"{bundle.path}: no proposals graph (exported by an older safefql); "
-                              "re-export it with offline_train.export, or run with proposals 1")
 
     def _bind_policy(self, n: int) -> BoundCall:
         return self.graphs.bind("policy", {"observation": (n, self.obs_dim), "noise": (n, self.act_dim)})
@@ -205,29 +251,68 @@ class Runtime:
         return arr
 
     # ---- validation --------------------------------------------------------------------------
-    def validate(self, obs: np.ndarray | None, age: float | None) -> tuple[np.ndarray | None, str]:
-        """(observation as float32 [1, obs_dim], "") or (None, why it is rejected)."""
+    def validate(self, obs: np.ndarray | None, age: float | None,
+                 received_age: float | None = None) -> tuple[np.ndarray | None, str]:
+        """(observation as float32 [1, obs_dim], "" or a warning) or (None, why it is rejected).
+
+        `age` is now − the state's stamp (its sender's clock), `received_age` the time since
+        the node received it (a monotonic clock). Both must be within state_timeout: the stamp
+        alone would let a state stamped in the future, or a clock that jumps, freeze a state as
+        fresh; the receipt alone would trust a message that was already old when it came.
+        """
         if obs is None:
             return None, "no state received yet"
-        timeout = self.cfg.state_timeout
-        if timeout is not None and age is not None and age > timeout:
-            return None, f"state is stale: {age * 1e3:.1f} ms old > state_timeout {timeout * 1e3:.1f} ms"
-        o = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        why = self._age_problem(age, "stamp") or self._age_problem(received_age, "receipt")
+        if why:
+            return None, why
+        try:
+            o = np.asarray(obs)
+        except (TypeError, ValueError) as exc:  # ragged nesting
+            return None, f"state is not an array of numbers ({exc})"
+        if o.dtype.kind not in "iuf":
+            return None, f"state is not real numbers (dtype {o.dtype})"
+        o = o.astype(np.float32).reshape(1, -1)
         if o.shape[1] != self.obs_dim:
             return None, f"state has {o.shape[1]} values, the policy expects {self.obs_dim}"
-        # math.isfinite over a list: ~4x cheaper than np.isfinite(o).all() for a few values,
-        # and this runs every tick; the indices are computed on the (rare) failure path only.
-        if not all(map(math.isfinite, o[0].tolist())):
+        # Python over a list: ~4x cheaper than numpy's reductions for a few values, and this
+        # runs every tick; the indices are computed on the (rare) failure path only.
+        values = o[0].tolist()
+        if not all(map(math.isfinite, values)):
             return None, f"state has non-finite values at indices {np.flatnonzero(~np.isfinite(o[0])).tolist()}"
+        if not all(lo <= x <= hi for x, (lo, hi) in zip(values, self._bounds)):
+            outside = [i for i, (x, (lo, hi)) in enumerate(zip(values, self._bounds)) if not lo <= x <= hi]
+            why = (f"state is outside the trained observation range at indices {outside} "
+                   f"(values {[values[i] for i in outside]}, range {[list(self._bounds[i]) for i in outside]})")
+            return (o, f"warning: {why}") if self._warn_out_of_range else (None, why)
         return o, ""
 
+    def _age_problem(self, age: float | None, clock: str) -> str:
+        """Why an age (by the state's `clock`: its stamp or its receipt) makes it untrusted; ""
+        when it does not. None means the caller does not track that age."""
+        if age is None:
+            return ""
+        if not _real(age):
+            return f"state age by its {clock} is {age!r}, not a number of seconds"
+        age = float(age)
+        if not math.isfinite(age):
+            return f"state age by its {clock} is {age}: the clock or the stamp is broken"
+        if age < -self.cfg.future_tolerance:
+            return (f"state {clock} lies {-age * 1e3:.1f} ms in the future (tolerance "
+                    f"{self.cfg.future_tolerance * 1e3:.1f} ms): the sender's clock is ahead of the node's")
+        timeout = self.cfg.state_timeout
+        if timeout is not None and age > timeout:
+            old = "old" if clock == "stamp" else "since receipt"
+            return f"state is stale: {age * 1e3:.1f} ms {old} > state_timeout {timeout * 1e3:.1f} ms"
+        return ""
+
     # ---- the decision ------------------------------------------------------------------------
-    def decide(self, obs: np.ndarray | None, age: float | None = None) -> Decision:
+    def decide(self, obs: np.ndarray | None, age: float | None = None,
+               received_age: float | None = None) -> Decision:
+        """The tick's decision; `age` and `received_age` as in `validate`."""
         start = time.perf_counter()
-        o, why = self.validate(obs, age)
+        o, why = self.validate(obs, age, received_age)
         if o is None:
-            return Decision(self.stop_action.copy(), Mode.REJECTED, why, float("nan"), float("nan"),
-                            self.threshold, (time.perf_counter() - start) * 1e3)
+            return self._stop(why, start)
         action, q, v = self.propose(o)
         if q < self.threshold:
             mode, reason = Mode.NOMINAL, ""
@@ -237,7 +322,18 @@ class Runtime:
                 mode, reason = Mode.INTERVENE, f"{self._proposed} had Q_safe above δ*={self.threshold:.3f}"
             else:
                 mode, reason = Mode.UNSAFE, f"no candidate has Q_safe below δ*={self.threshold:.3f}; sent the safest"
+        if why:  # a warning (out_of_range 'warn')
+            reason = f"{reason}; {why}" if reason else why
+        # A NaN fails every comparison above without raising: without this check a NaN action
+        # (weights gone NaN, or an input that overflows the first layer) would be sent.
+        if not (math.isfinite(q) and math.isfinite(v) and all(map(math.isfinite, action.tolist()))):
+            return self._stop(f"the networks' output is non-finite (action {action.tolist()}, Q_safe {q}, "
+                              f"V_safe {v}); sent the stop action", start, q, v)
         return Decision(action, mode, reason, q, v, self.threshold, (time.perf_counter() - start) * 1e3)
+
+    def _stop(self, why: str, start: float, q: float = math.nan, v: float = math.nan) -> Decision:
+        return Decision(self.stop_action.copy(), Mode.REJECTED, why, q, v, self.threshold,
+                        (time.perf_counter() - start) * 1e3)
 
     def score(self, o: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Q_safe, V_safe) of any number of actions at one validated state, in one call (for
@@ -327,6 +423,11 @@ class Runtime:
 
     def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
         return _safest(*self._policy_samples(o))
+
+
+def _real(value) -> bool:
+    """A real number (not a bool, a string or a complex)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _safest(actions: np.ndarray, q: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float, float]:

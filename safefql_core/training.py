@@ -13,10 +13,17 @@ run is rebuilt, calibrated and exported under — and the resolved config with t
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
+import pickle
+import signal
+import threading
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -28,8 +35,9 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
-from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset, violation_free_episodes
+from safefql_core.data import DEFAULT_COST_SCALE, Dataset, DatasetError, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
+from safefql_core.tasks import BUILTIN, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
+class TrainingInterrupted(RunError):
+    """SIGINT / SIGTERM during training: the checkpoint of the last finished step was saved."""
+
+
 @dataclass
 class TrainOptions:
     data: str
@@ -95,6 +107,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda", "auto") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise RunError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -143,8 +157,33 @@ def training_data(opts: TrainOptions) -> Dataset:
     return data if data_filter is None else data_filter(data)
 
 
+def _check_task_dims(opts: TrainOptions, data: Dataset) -> None:
+    """Data whose widths differ from its task's spec (the one it was converted with, else the
+    task's built-in one) would train and export, then fail in calibration or on the robot."""
+    recorded = data.attrs.get("task_spec")
+    if recorded:
+        spec = TaskSpec.from_dict(recorded, opts.task)
+    elif opts.task in BUILTIN:
+        spec = TaskSpec.builtin(opts.task)
+    else:
+        return
+    if (spec.obs_dim, spec.act_dim) != (data.obs_dim, data.act_dim):
+        raise RunError(f"{opts.data} has {data.obs_dim}-D observations and {data.act_dim}-D actions, but task "
+                       f"{opts.task!r} reads {spec.obs_dim} state values {spec.observation_names} and {spec.act_dim} "
+                       "command fields; train it as the task it was recorded for (--task / --config)")
+
+
 def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
+    _check_task_dims(opts, data)
     data_filter = get_algo(opts.algo).data_filter
+    config = resolve_config(opts.algo, opts.overrides)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name
+        mean, std = data.observations.mean(axis=0), data.observations.std(axis=0)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise DatasetError(
+            f"{opts.data}: the observations' mean or standard deviation is not finite in float32 (|obs| up to "
+            f"{float(np.abs(data.observations).max()):.3g}): the networks cannot normalise them; rescale the "
+            "observations (or the spec's fields) to a sensible range")
     return {
         "algo": learner_name(opts.algo),
         "variant": opts.algo,
@@ -156,11 +195,23 @@ def _resolved_config(opts: TrainOptions, data: Dataset) -> dict[str, Any]:
         "transitions": len(data),
         "obs_dim": data.obs_dim,
         "act_dim": data.act_dim,
-        "obs_mean": data.observations.mean(axis=0).tolist(),
-        "obs_std": data.observations.std(axis=0).tolist(),
+        "obs_mean": mean.tolist(),
+        "obs_std": std.tolist(),
+        # What the runtime checks a deployed decision against: the observation range the
+        # networks saw, and the margin range that bounds every safety value (and so δ*).
+        "obs_min": data.observations.min(axis=0).tolist(),
+        "obs_max": data.observations.max(axis=0).tolist(),
+        "margin_range": _margin_range(data, config),
         "dataset_attrs": _plain(data.attrs),
-        "config": resolve_config(opts.algo, opts.overrides),
+        "config": config,
     }
+
+
+def _margin_range(data: Dataset, config: dict[str, Any]) -> list[float]:
+    """[min, max] of the margin signal l(s) the safety critic learns from. Its targets are
+    combinations of l values, so every Q_safe and V_safe it learns lies in this range."""
+    margins = data.margin_signal(config.get("cost_scale", DEFAULT_COST_SCALE))
+    return [float(margins.min()), float(margins.max())]
 
 
 def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -181,8 +232,7 @@ def train(opts: TrainOptions) -> Path:
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         _check_resumable(out, resolved)
-    else:
-        (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    _write_atomic(out / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
 
     seed_everything(opts.seed)
     device = resolve_device(opts.device)
@@ -199,6 +249,8 @@ def train(opts: TrainOptions) -> Path:
         if start >= cfg.steps:
             print(f"{out}: already trained for {start} steps; nothing to do")
             return out
+    for log in ("metrics.csv", "eval.csv"):  # rows logged after the checkpoint are trained again
+        _drop_rows_after(out / log, start)
 
     writer = _tensorboard(out) if opts.tensorboard else None
     log_file = (out / "metrics.csv").open("a", newline="")
@@ -214,29 +266,37 @@ def train(opts: TrainOptions) -> Path:
         steps = tqdm(steps, initial=start, total=cfg.steps, desc=f"fit {opts.algo}", unit="step",
                      mininterval=2.0)
     t0 = time.perf_counter() - elapsed
-    for step in steps:
-        for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
-            sums[k] += v
-        count += 1
-        done = step + 1
-        if done % opts.log_every == 0 or done == cfg.steps:
-            row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
-                   **{k: v / count for k, v in sums.items()}}
-            csv_writer.writerow(row)
-            log_file.flush()
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, done)
-            sums.clear()
-            count = 0
-        if opts.eval_every and (done % opts.eval_every == 0 or done == cfg.steps):
-            curve = _log_eval(out, done, opts.evaluator(learner), writer)
-            if opts.progress:
-                steps.set_postfix(curve, refresh=False)
-        if done % opts.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
-    log_file.close()
+    with _stop_on_signals() as stop, log_file:
+        for step in steps:
+            if stop.is_set():
+                _save_checkpoint(ckpt_path, learner, batches, step, time.perf_counter() - t0)
+                raise TrainingInterrupted(f"{out}: interrupted at step {step} of {cfg.steps}; {CHECKPOINT} saved — "
+                                          "run the same command again to resume from it")
+            done = step + 1
+            for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
+                if not math.isfinite(v):
+                    raise RunError(f"{out}: training diverged at step {done}: {k} = {v}. Nothing of this step was "
+                                   f"saved ({CHECKPOINT} holds the last good state, if any); lower lr, raise "
+                                   "batch_size, or rescale the data, then train into a new --out")
+                sums[k] += v
+            count += 1
+            if done % opts.log_every == 0 or done == cfg.steps:
+                row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
+                       **{k: v / count for k, v in sums.items()}}
+                csv_writer.writerow(row)
+                log_file.flush()
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, done)
+                sums.clear()
+                count = 0
+            if opts.eval_every and (done % opts.eval_every == 0 or done == cfg.steps):
+                curve = _log_eval(out, done, opts.evaluator(learner), writer)
+                if opts.progress:
+                    steps.set_postfix(curve, refresh=False)
+            if done % opts.checkpoint_every == 0 or done == cfg.steps:
+                _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
     if writer is not None:
         writer.close()
     return out
@@ -267,6 +327,14 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
+def check_resumable(opts: TrainOptions) -> None:
+    """Raise RunError if `opts.out` holds a checkpoint of another experiment than `opts`
+    would train: what `fit --bag` checks on a freshly converted dataset before it replaces the
+    run's own (a refused resume must not have overwritten the run's data)."""
+    if (Path(opts.out) / CHECKPOINT).exists():
+        _check_resumable(Path(opts.out), _resolved_config(opts, training_data(opts)))
+
+
 def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     """Refuse to resume a different experiment; a larger `steps` (extending a run) is fine.
 
@@ -274,7 +342,7 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
     what the run was trained with (TRAINED_BEFORE_KEY, else the key's default), and its
     variant is its algo.
     """
-    saved = yaml.safe_load((out / CONFIG).read_text())
+    saved = _read_config(out)
     saved.setdefault("variant", saved.get("algo"))
     saved["config"] = {**get_algo(resolved["variant"]).config().to_dict(), **_as_trained(saved.get("config") or {}, resolved["variant"])}
     strip = lambda cfg: {k: v for k, v in (cfg or {}).items() if k != "steps"}  # noqa: E731
@@ -285,7 +353,81 @@ def _check_resumable(out: Path, resolved: dict[str, Any]) -> None:
                 f"{out} holds a run with a different {key} ({saved.get(key)!r} vs {resolved[key]!r}); "
                 "resuming it would mix two experiments — pass a new --out or delete the directory"
             )
-    (out / CONFIG).write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while training: the loop finishes its step, saves a
+    checkpoint and stops, instead of losing everything since the last periodic checkpoint.
+    The previous handlers come back afterwards. Python delivers signals to the main thread
+    only; elsewhere (a Ray worker's thread) the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Keep a log's header and its rows up to `step`: a resumed run logs the later steps again."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    if step == 0:
+        path.unlink()
+    elif len(kept) < len(rows):
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        _write_atomic(path, buf.getvalue())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a crash mid-write must not leave half a config)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunError(f"cannot write {path} ({exc}); {path.name} was left as it was") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    """A run's config.yaml, or RunError naming the damage (truncated, edited, not YAML)."""
+    try:
+        config = yaml.safe_load((run / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"{run / CONFIG} cannot be read ({exc}); the run directory is damaged — "
+                       "train into a new --out") from None
+    missing = [k for k in ("algo", "seed", "obs_dim", "act_dim", "obs_mean", "obs_std", "config")
+               if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise RunError(f"{run / CONFIG} is truncated or not a run's config (lacks {missing}); the run directory "
+                       "is damaged — train into a new --out")
+    return config
+
+
+def _read_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state, or RunError when it is truncated or not a checkpoint."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise RunError(f"{path} cannot be read ({str(exc).splitlines()[0]}): it is truncated or not a checkpoint; "
+                       "train into a new --out, or delete it to train this run from the start") from None
+    if not isinstance(state, dict) or not {"step", "elapsed", "model"} <= set(state):
+        raise RunError(f"{path} is not a training checkpoint (a dict with step, elapsed, model, ...); "
+                       "train into a new --out")
+    return state
 
 
 def _as_trained(config: dict[str, Any], algo: str) -> dict[str, Any]:
@@ -311,7 +453,7 @@ def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, ste
 
 
 def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(path)
     learner.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
@@ -319,20 +461,35 @@ def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> 
     return int(state["step"]), float(state["elapsed"])
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained learner from its run directory (for evaluation and export)."""
+def load_run(run_dir: str | Path, device: str = "cpu",
+             allow_partial: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained learner from its run directory (for evaluation and export).
+
+    A run whose last checkpoint is short of its configured steps is refused unless
+    `allow_partial`: its `fit` is still running (or was stopped), and numbers from, or a
+    bundle of, 5,000 of 6,000 steps must not pass for the finished run's.
+    """
     run = Path(run_dir)
     if not (run / CONFIG).is_file() or not (run / CHECKPOINT).is_file():
         raise RunError(
             f"{run} is not a trained run (needs {CONFIG} and {CHECKPOINT}); train one with "
             f"`python -m offline_train.fit --data data/boat.h5 --out {run}`"
         )
-    meta = yaml.safe_load((run / CONFIG).read_text())
+    meta = _read_config(run)
     meta["config"] = _as_trained(meta["config"], meta["algo"])
     learner = build_learner(meta["algo"], meta["config"], meta["obs_dim"], meta["act_dim"],
                             np.array(meta["obs_mean"]), np.array(meta["obs_std"]))
-    state = torch.load(run / CHECKPOINT, map_location=device, weights_only=True)
-    learner.load_state_dict(state["model"])
+    state = _read_checkpoint(run / CHECKPOINT, device)
+    try:
+        learner.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run / CHECKPOINT} does not fit the networks {CONFIG} describes ({str(exc).splitlines()[0]}); "
+                       "the run directory mixes two runs — train into a new --out") from None
     meta["trained_steps"] = int(state["step"])
     meta["train_seconds"] = float(state["elapsed"])
+    planned = int(meta["config"].get("steps", meta["trained_steps"]))
+    if meta["trained_steps"] < planned and not allow_partial:
+        raise RunError(f"{run} has trained {meta['trained_steps']:,} of its {planned:,} steps: its fit is still "
+                       "running, or was stopped. Wait for it to finish (or run the same fit command again to "
+                       "resume it), or pass --allow-partial to use its last checkpoint")
     return learner.to(device).eval(), meta

@@ -38,7 +38,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Float64, String
 
 from safefql_core.bundle import BundleError, load_bundle
-from safefql_core.runtime import Decision, Mode, Runtime, RuntimeConfig
+from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Decision, Mode, Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, run_node
 from safefql_ros.qos import LATCHED_QOS
@@ -57,30 +57,38 @@ class Controller(Node):
             description="Policy bundle directory (python -m offline_train.export)", read_only=True)).value
         if not path:
             raise BundleError("parameter 'bundle' is not set; pass --ros-args -p bundle:=<bundle dir>")
+        task_config = self.declare_parameter("task_config", "", ParameterDescriptor(
+            description="Task YAML whose spec replaces the one the bundle records, e.g. to rename topics; "
+                        "refused unless it matches that spec (empty: the bundle's spec)", read_only=True)).value
         bundle = load_bundle(path)
         self.act_dim = bundle.act_dim
-        self.spec = TaskSpec.of_task(bundle.meta["task"])
+        self.spec = bundle.task_spec(TaskSpec.load(task_config) if task_config else None, "parameter task_config")
         # A policy trained on `collect --action-repeat K` data decides every K control periods.
         self.period = float(bundle.meta["task"].get("control_period") or self.spec.control_period) \
             * bundle.meta["task"].get("action_repeat", 1)
+        self.parameter_changes: list[str] = []  # every run-time change of a safety parameter
         self._declare_parameters()
         p = self._params()
-        self.runtime = Runtime(bundle, RuntimeConfig(
-            threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period,
-            stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
-            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"]))
-        if self.spec.obs_dim != bundle.obs_dim:
-            self.get_logger().error(
-                f"task spec state has {self.spec.obs_dim} fields {self.spec.state.names} but the policy "
-                f"expects {bundle.obs_dim}: every state will be rejected and the stop action sent")
         rate = p["control_rate_hz"] or 1.0 / self.period
+        self.runtime = Runtime(bundle, RuntimeConfig(
+            threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period, period=1.0 / rate,
+            stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
+            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"],
+            out_of_range=p["out_of_range"]))
         if p["control_rate_hz"]:
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
         self.hardware_id = f"{self.spec.name}:{bundle.path.name}"
-        self.state_cls, self.command_cls = message_class(self.spec.state.type), message_class(self.spec.command.type)
+        self.command_cls = message_class(self.spec.command.type)
+        # Only the inputs the observation needs (reward/margin inputs are for training).
+        self.inputs = {name: self.spec.topic_streams()[name] for name in self.spec.state_inputs()}
+        self.rows: dict[str, tuple[np.ndarray, int, int]] = {}  # input -> (raw values, stamp ns, receipt ns)
+        # An input with its own max_age in the spec (a slower lidar) may be that much older than
+        # state_timeout allows the others: its stamp counts this much later.
+        self.allowance_ns = {name: round((self.spec.max_age_of(name) - self.spec.max_age) * 1e9) for name in self.inputs}
 
-        self.latest: tuple[np.ndarray, int] | None = None  # (observation, stamp ns)
+        # (observation, stamp ns, receipt ns) on the node clock, each of the stalest input
+        self.latest: tuple[np.ndarray, int, int] | None = None
         self.received_ns: int | None = None  # monotonic receive time of `latest`, until first used
         self.cpu_mark = (time.monotonic(), time.process_time())
         self.cpu_percent = float("nan")
@@ -90,7 +98,9 @@ class Controller(Node):
         self.interventions = 0
         self.slow_ticks = 0
 
-        self.create_subscription(self.state_cls, self.spec.state.topic, self._on_state, qos_profile_sensor_data)
+        for name, stream in self.inputs.items():
+            self.create_subscription(message_class(stream.type), stream.topic,
+                                     lambda msg, name=name: self._on_state(name, msg), qos_profile_sensor_data)
         self.cmd_pub = self.create_publisher(self.command_cls, self.spec.command.topic, COMMAND_QOS)
         self.float_pubs = {name: self.create_publisher(Float64, f"~/{name}", 10)
                            for name in ("safety/q_value", "safety/v_value", "safety/margin", "inference_ms",
@@ -107,7 +117,8 @@ class Controller(Node):
         self.catch_up.cancel()
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
         self.get_logger().info(
-            f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): {self.spec.state.topic} -> "
+            f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): "
+            f"{', '.join(s.topic for s in self.inputs.values())} -> "
             f"{self.spec.command.topic} at {rate:g} Hz, state_timeout {self.runtime.cfg.state_timeout * 1e3:.1f} ms")
 
     # ---- parameters ----------------------------------------------------------------------------
@@ -117,14 +128,20 @@ class Controller(Node):
         self.declare_parameter("control_rate_hz", 0.0, ParameterDescriptor(
             description="Decision rate; 0 = 1 / the bundle's control period (overriding it logs a warning)",
             floating_point_range=float_range(0.0, 1000.0), **ro))
+        rate = self.get_parameter("control_rate_hz").value or 1.0 / self.period
         self.declare_parameter("state_timeout", 0.0, ParameterDescriptor(
-            description="A state older than this (s, node clock) is stale -> stop; 0 = 2.5 control periods",
-            floating_point_range=float_range(0.0, 10.0)))
+            description="A state older than this (s, node clock; by stamp and by receipt) is stale -> stop; "
+                        f"0 = 2.5 control periods; at most {MAX_TIMEOUT_PERIODS} decision periods. "
+                        "Every change at run time is logged at WARN and counted in /diagnostics",
+            floating_point_range=float_range(0.0, MAX_TIMEOUT_PERIODS / rate)))
         self.declare_parameter("stop_action", [0.0] * self.act_dim, ParameterDescriptor(
             description="Action in [-1, 1] sent whenever the state is rejected and on shutdown", **ro))
         self.declare_parameter("trigger", "timer", ParameterDescriptor(
             description="What starts a decision: 'timer' (fixed-rate tick only) or 'state' (a fresh state "
                         "at once; the tick then only fires when states stop coming)", **ro))
+        self.declare_parameter("out_of_range", "reject", ParameterDescriptor(
+            description="A state outside the policy's trained observation range (widened by half its span): "
+                        "'reject' sends the stop action, 'warn' decides anyway and reports WARN", **ro))
         self.declare_parameter("noise", "zero", ParameterDescriptor(
             description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'", **ro))
         self.declare_parameter("seed", 0, ParameterDescriptor(
@@ -144,8 +161,8 @@ class Controller(Node):
             description="Rate of /diagnostics reports", floating_point_range=float_range(0.1, 100.0), **ro))
 
     def _params(self) -> dict[str, Any]:
-        names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "noise", "seed", "candidates",
-                 "proposals", "threads", "diagnostics_rate_hz")
+        names = ("control_rate_hz", "state_timeout", "stop_action", "trigger", "out_of_range", "noise", "seed",
+                 "candidates", "proposals", "threads", "diagnostics_rate_hz")
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = list(values["stop_action"])
         values["fallback_actions"] = optional_array(self, "fallback_actions")
@@ -160,7 +177,13 @@ class Controller(Node):
                 return SetParametersResult(successful=False, reason=f"{p.name}: {why}")
         for p in params:
             if p.name == "state_timeout" and hasattr(self, "runtime"):
-                self.runtime.cfg.state_timeout = p.value or 2.5 * self.period
+                try:
+                    old = self.runtime.set_state_timeout(p.value or 2.5 * self.period)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                change = f"state_timeout {old:g} s -> {self.runtime.cfg.state_timeout:g} s"
+                self.parameter_changes.append(change)
+                self.get_logger().warning(f"safety parameter changed at run time: {change}")
         return SetParametersResult(successful=True)
 
     def _invalid(self, name: str, value: Any) -> str:
@@ -168,6 +191,8 @@ class Controller(Node):
             return f"must be 'zero' or 'sample', got {value!r}"
         if name == "trigger" and value not in ("timer", "state"):
             return f"must be 'timer' or 'state', got {value!r}"
+        if name == "out_of_range" and value not in ("reject", "warn"):
+            return f"must be 'reject' or 'warn', got {value!r}"
         if name in ("stop_action", "fallback_actions") and value is not None:
             values = list(value)
             if name == "stop_action" and len(values) != self.act_dim:
@@ -179,14 +204,28 @@ class Controller(Node):
         return ""
 
     # ---- state and tick ------------------------------------------------------------------------
-    def _on_state(self, msg: Any) -> None:
-        """Cache the state; the tick does the work. With trigger 'state' the tick runs now, or,
-        if one ran less than a quarter period ago, once that much time has passed (a burst of
-        states never queues decisions)."""
-        self.received_ns = time.monotonic_ns()
+    def _on_state(self, name: str, msg: Any) -> None:
+        """Cache the input's values (the spec's feature extraction, the converter's code); once
+        every input has spoken, the observation and the stamp of its stalest input (stamps
+        shifted by each input's extra max_age in the spec), so the state is stale as soon as
+        one part is. The tick does the work. With trigger 'state'
+        a message of the first input runs the tick now, or, if one ran less than a quarter
+        period ago, once that much time has passed (a burst of states never queues decisions)."""
         now_ns = self.get_clock().now().nanoseconds
-        self.latest = (self.spec.observation(msg), self.spec.state.stamp_ns(msg, now_ns))
-        if self.trigger != "state":
+        stream = self.inputs[name]
+        try:
+            self.rows[name] = (stream.read(msg), stream.stamp_ns(msg, now_ns), now_ns)
+        except TaskSpecError as exc:  # e.g. a JointState without the joint: no state, so the stop action
+            self.get_logger().error(f"{stream.topic}: {exc}", throttle_duration_sec=1.0)
+            return
+        if len(self.rows) < len(self.inputs):
+            return
+        self.received_ns = time.monotonic_ns()
+        observation = self.spec.observations({n: row[None] for n, (row, _, _) in self.rows.items()})[0]
+        self.latest = (observation,
+                       min(stamp + self.allowance_ns[n] for n, (_, stamp, _) in self.rows.items()),
+                       min(receipt + self.allowance_ns[n] for n, (_, _, receipt) in self.rows.items()))
+        if self.trigger != "state" or name != next(iter(self.inputs)):
             return
         if self.received_ns - self.last_decision_ns >= self.min_decision_gap_ns:
             self._decide_now()
@@ -208,12 +247,13 @@ class Controller(Node):
 
     def _tick(self) -> None:
         self.last_decision_ns = time.monotonic_ns()
-        obs, age = None, None
+        obs, age, received_age = None, None, None
         if self.latest is not None:
-            obs, stamp = self.latest
-            age = (self.get_clock().now().nanoseconds - stamp) * 1e-9
+            obs, stamp, received = self.latest
+            now_ns = self.get_clock().now().nanoseconds
+            age, received_age = (now_ns - stamp) * 1e-9, (now_ns - received) * 1e-9
         self.state_age = age
-        decision = self.runtime.decide(obs, age)
+        decision = self.runtime.decide(obs, age, received_age)
         try:
             command = self.spec.fill_command(self.command_cls(), decision.action)
         except TaskSpecError as exc:  # a non-finite network output: never sent
@@ -260,6 +300,8 @@ class Controller(Node):
             status.level, status.message = DiagnosticStatus.ERROR, f"{d.mode.value}: {d.reason}"
         elif d.mode == Mode.INTERVENE:
             status.level, status.message = DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
+        elif d.reason:  # a decision sent with a warning (out_of_range 'warn')
+            status.level, status.message = DiagnosticStatus.WARN, f"{d.mode.value}: {d.reason}"
         elif d.inference_ms > slow_ms:
             status.level = DiagnosticStatus.WARN
             status.message = f"inference took {d.inference_ms:.2f} ms > {slow_ms:.2f} ms (50% of the period)"
@@ -268,7 +310,10 @@ class Controller(Node):
         age_ms = float("nan") if self.state_age is None else self.state_age * 1e3
         values = {"q_safe": d.q_safe, "threshold": d.threshold, "margin": d.margin, "state_age_ms": age_ms,
                   "inference_ms": d.inference_ms, "mode": d.mode.value, "interventions": self.interventions,
-                  "slow_ticks": self.slow_ticks, "cpu_percent": self.cpu_percent}
+                  "slow_ticks": self.slow_ticks, "cpu_percent": self.cpu_percent,
+                  "state_timeout_ms": self.runtime.cfg.state_timeout * 1e3,
+                  "parameter_changes": len(self.parameter_changes),
+                  "last_parameter_change": self.parameter_changes[-1] if self.parameter_changes else "none"}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         return status

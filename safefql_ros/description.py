@@ -120,10 +120,9 @@ def bundle_task_spec(bundle: str | os.PathLike) -> TaskSpec:
     loading the graphs; a bundle that cannot be read gives the boat spec (the controller then
     refuses to start with the real reason)."""
     try:
-        task = json.loads((Path(bundle) / "bundle.json").read_text())["task"]
-    except (OSError, ValueError, KeyError):
+        return TaskSpec.of_task(json.loads((Path(bundle) / "bundle.json").read_text())["task"])
+    except (OSError, ValueError, KeyError):  # TaskSpecError is a ValueError
         return TaskSpec.builtin("boat")
-    return TaskSpec.of_task(task)
 
 
 def _path(value: str | os.PathLike) -> str:

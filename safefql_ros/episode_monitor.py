@@ -203,6 +203,7 @@ class EpisodeMonitor(Node):
         if self.summary_json:
             Path(self.summary_json).parent.mkdir(parents=True, exist_ok=True)
             Path(self.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+            self.get_logger().info(f"summary written to {self.summary_json}")
         if self.report_dir and self.episodes:
             out = Path(self.report_dir)
             out.mkdir(parents=True, exist_ok=True)

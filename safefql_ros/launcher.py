@@ -76,7 +76,7 @@ def initial_states(choice: str | None) -> list[float] | None:
     try:
         states = boat.load_initial_states(choice)
     except ValueError as exc:
-        raise LaunchError(f"{exc}, or 'sampled'") from None
+        raise LaunchError(f"{exc} (or 'sampled')") from None
     return states.ravel().tolist()
 
 
@@ -296,9 +296,25 @@ def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
                             timeout_s=args.timeout or 0.0, **common)
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Pre-flight: refuse, before any node starts, what would make one fail after the others
+    are up: a bundle the controller cannot load, a bag the player cannot read, an output bag
+    the recorder would not overwrite."""
+    from offline_train.bags import BagError, existing_bag, new_bag
+    from safefql_core.bundle import BundleError, load_bundle
+    try:
+        load_bundle(args.bundle)
+        if args.setup == "replay":
+            existing_bag(args.bag)
+            new_bag(args.output)
+    except (BundleError, BagError) as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_inputs(args)
         nodes = setup_nodes(args)
     except (LaunchError, TaskSpecError) as exc:
         log(f"error: {exc}")

@@ -19,7 +19,6 @@ import itertools
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -30,7 +29,7 @@ from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from offline_train.bags import READ_ERRORS, DEFAULT_TYPESTORE, BagError, typestore
+from offline_train.bags import READ_ERRORS, DEFAULT_TYPESTORE, BagError, existing_bag, typestore
 from safefql_ros.node_tools import float_range, message_class, optional_array, shutdown, start_node
 from safefql_ros.recorder import matching_qos
 
@@ -62,10 +61,7 @@ class Player(Node):
             floating_point_range=float_range(0.0, 60.0), **ro)).value
         if not bag:
             raise BagError("parameter 'bag' is not set; pass --ros-args -p bag:=<bag directory>")
-        self.path = Path(bag)
-        if not (self.path / "metadata.yaml").is_file():
-            raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the directory that "
-                           "safefql_recorder (or ros2 bag record, or offline_train.collect --format bag) wrote")
+        self.path = existing_bag(bag)
         self.reader = AnyReader([self.path], default_typestore=typestore(DEFAULT_TYPESTORE))
         try:
             self.reader.open()

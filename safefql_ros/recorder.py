@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -32,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Writer, WriterError
 
-from offline_train.bags import DEFAULT_TYPESTORE, STORAGES, BagError, typestore
+from offline_train.bags import DEFAULT_TYPESTORE, STORAGES, BagError, new_bag, typestore
 from safefql_ros.node_tools import MessageTypeError, float_range, message_class, optional_array, run_node
 
 GRAPH_POLL_S = 0.2  # how often the graph is polled for the publishers of missing topics
@@ -90,12 +89,7 @@ class Recorder(Node):
             raise BagError("parameter 'output' is not set; pass --ros-args -p output:=<new bag directory>")
         if not topics:
             raise BagError("parameter 'topics' is not set or empty; pass -p topics:=[/topic_a,/topic_b]")
-        self.output = Path(output)
-        if self.output.exists():
-            raise BagError(f"output {self.output} already exists; the recorder never overwrites a bag: "
-                           "choose a new directory or remove the old one")
-        if not self.output.parent.is_dir():
-            raise BagError(f"the parent directory of output {self.output} does not exist; create it first")
+        self.output = new_bag(output)
         self.store = typestore(DEFAULT_TYPESTORE)
         self.writer = Writer(self.output, version=9, storage_plugin=STORAGES[storage])
         try:

@@ -6,18 +6,27 @@ import os
 import numpy as np
 import pytest
 
-from safefql_core.data import Dataset, save_dataset
-from safefql_core.envs import boat_behaviour
-from safefql_core.training import TrainOptions, train
+from safefql_core.data import Dataset
 
 
 @pytest.fixture(scope="session")
-def tiny_boat_h5(tmp_path_factory) -> str:
-    """A 12-episode (4,800-transition) boat dataset from the real behaviour mix."""
-    arrays = boat_behaviour.collect(12, seed=4, progress=False)  # 4 of its episodes violate
-    arrays.pop("family")
+def tiny_boat_bag(tmp_path_factory) -> str:
+    """12 episodes (4,800 transitions) of the boat's real behaviour mix, recorded as a rosbag2
+    on the boat's topics by `offline_train.collect --format bag`; 4 of the episodes violate."""
+    from offline_train import collect
+    path = tmp_path_factory.mktemp("data") / "tiny_bag"
+    assert collect.main(["--episodes", "12", "--seed", "4", "--format", "bag", "--out", str(path),
+                         "--no-progress"]) == 0
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_boat_h5(tiny_boat_bag, tmp_path_factory) -> str:
+    """`tiny_boat_bag` converted by `offline_train.convert`: the dataset, its attributes and the
+    task spec they record all come from the pipeline a user runs."""
+    from offline_train import convert
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
-    save_dataset(path, Dataset(**arrays, attrs={"task": "boat"}))
+    assert convert.main(["--bag", tiny_boat_bag, "--out", str(path), "--no-progress"]) == 0
     return str(path)
 
 
@@ -35,13 +44,12 @@ def ros():
 
 @pytest.fixture(scope="session")
 def bundle(tiny_boat_h5, tmp_path_factory) -> str:
-    """A real SafeFQL bundle (20 steps, tiny networks): what the node, launcher and replay
-    tests load. Trained once per session."""
-    from offline_train import export
+    """A real SafeFQL bundle (20 steps, tiny networks) made by `fit` and `export` from the
+    converted bag: what the node, launcher and replay tests load. Trained once per session."""
+    from offline_train import export, fit
     root = tmp_path_factory.mktemp("tiny_bundle")
-    train(TrainOptions(data=tiny_boat_h5, out=str(root / "run"), algo="safefql",
-                       overrides={"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_size": 64,
-                                  "flow_steps": 3, "steps": 20}, progress=False))
+    assert fit.main(["--data", tiny_boat_h5, "--out", str(root / "run"), "--steps", "20", "--no-progress",
+                     "--set", "critic_hidden=[32,32]", "flow_hidden=[32,32]", "batch_size=64", "flow_steps=3"]) == 0
     assert export.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
     return str(root / "bundle")
 

@@ -4,6 +4,7 @@ import pytest
 
 from safefql_core.alignment import (AlignmentError, TimeSeries, Track, align, build_transitions, control_grid,
                                     episode_bounds, latest_at_or_before)
+from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
 from test_tasks import boat_dict
 
@@ -57,8 +58,8 @@ def test_transitions_pair_state_with_the_command_in_force_until_the_next_tick():
     np.testing.assert_array_equal(arrays["timeouts"], [0, 0, 0, 0, 1])
     np.testing.assert_array_equal(arrays["terminals"], np.zeros(5))
     obs = arrays["observations"].astype(np.float64)
-    np.testing.assert_allclose(arrays["rewards"], SPEC.reward(obs), rtol=1e-6)
-    np.testing.assert_allclose(arrays["margins"], SPEC.margin(obs), rtol=1e-6)
+    np.testing.assert_allclose(arrays["rewards"], boat.reward(obs), rtol=1e-6)
+    np.testing.assert_allclose(arrays["margins"], boat.margin(obs), rtol=1e-6)
     np.testing.assert_array_equal(arrays["costs"], arrays["margins"] > 0)
 
 

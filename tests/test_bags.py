@@ -53,7 +53,7 @@ def test_bag_round_trip_reproduces_the_direct_dataset(recorded, storage, tmp_pat
                 "terminals", "timeouts"):
         np.testing.assert_allclose(getattr(converted, key), getattr(direct, key), atol=1e-5, err_msg=key)
     assert converted.attrs["task_spec"] == BOAT.to_dict()
-    assert converted.attrs["observation_fields"] == ["pose.pose.position.x", "pose.pose.position.y"]
+    assert converted.attrs["observation_fields"] == ["x", "y"]
     assert converted.attrs["bag_storage"] == storage and converted.attrs["control_period"] == 0.005
 
 
@@ -99,7 +99,7 @@ def test_wrong_message_type_is_named(tmp_path, capsys):
     bag = small_bag(tmp_path / "bag", pose, np.zeros((3, 2)))
     code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
     assert code == 2
-    assert "state topic /boat/odom" in err
+    assert "odom topic /boat/odom" in err and "fix `inputs.odom.type`" in err
     assert "has type geometry_msgs/msg/PoseStamped, the task spec says nav_msgs/msg/Odometry" in err
 
 
@@ -184,11 +184,11 @@ def test_non_finite_values_are_refused_or_dropped_by_flag(tmp_path, capsys):
     states[[3, 7], 0] = np.nan
     bag = small_bag(tmp_path / "bag", BOAT, states)
     code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
-    assert code == 2 and "non-finite values in 2 on /boat/odom (state); pass --on-nonfinite drop" in err
+    assert code == 2 and "non-finite values in 2 on /boat/odom (odom); pass --on-nonfinite drop" in err
     code, out, _ = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", "--on-nonfinite", "drop")
     assert code == 0
-    assert "non-finite samples: 2 state (--on-nonfinite drop)" in out
-    assert "ticks dropped: 2 non-finite state, 2 non-finite next state" in out
+    assert "non-finite samples: 2 odom (--on-nonfinite drop)" in out
+    assert "ticks dropped: 2 non-finite odom state, 2 non-finite next odom state" in out
     data = load_dataset(tmp_path / "d.h5")
     assert len(data) == 6 and data.timeouts.sum() == 3  # transitions 0-1, 4-5, 8-9
 
@@ -333,7 +333,7 @@ def test_header_stamps_in_sim_time_against_receive_times_are_named(tmp_path, cap
     code, _, err = run_convert(capsys, "--bag", tmp_path / "bag", "--out", tmp_path / "d.h5")
     assert code == 2 and "no transition survived" not in err
     assert ("the stamps of /boat/cmd_vel (command) (receive stamps, 2023-11-14 22:13:20 to 2023-11-14 22:13:20 UTC: "
-            "wall time) never overlap those of /boat/odom (state) (header stamps, 0.000 s to 0.015 s since zero: "
+            "wall time) never overlap those of /boat/odom (odom) (header stamps, 0.000 s to 0.015 s since zero: "
             "sim time)") in err
     assert "`stamp: receive` on both" in err
 
@@ -369,7 +369,7 @@ def test_one_bag_holding_runs_over_the_same_time_span_is_refused(tmp_path, capsy
     bag = write_odom_bag(tmp_path / "bag", lambda t: (t - SIM_EPOCH_NS) % episode_ns, np.zeros((3, 11, 2)))
     code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
     assert code == 2 and "ticks dropped: none" not in err
-    assert ("time goes backwards on /boat/odom (state): 20 sample(s) stamped before an earlier one, by up to "
+    assert ("time goes backwards on /boat/odom (odom): 20 sample(s) stamped before an earlier one, by up to "
             "0.050 s (more than its max_age 0.0125 s)") in err
     assert "Record each run into its own bag" in err and "`stamp: receive`" in err
 
@@ -379,11 +379,26 @@ def test_duplicate_stamps_with_different_values_are_refused_or_dropped_by_flag(t
     bag = write_odom_bag(tmp_path / "bag", lambda t: min(t, SIM_EPOCH_NS + 15_000_000),
                          np.linspace([0.0, 0.0], [0.1, 0.1], 6)[None])
     code, _, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5")
-    assert code == 2 and "samples that share a stamp with a different value: 3 on /boat/odom (state)" in err
+    assert code == 2 and "samples that share a stamp with a different value: 3 on /boat/odom (odom)" in err
     assert "pass --on-duplicate drop" in err
     code, out, err = run_convert(capsys, "--bag", bag, "--out", tmp_path / "d.h5", "--on-duplicate", "drop")
     assert code == 0, err
-    assert "samples sharing a stamp with a different value: 3 state (--on-duplicate drop)" in out
-    assert "ticks dropped: 1 duplicate-stamp next state" in out and "2 transitions" in out
+    assert "samples sharing a stamp with a different value: 3 odom (--on-duplicate drop)" in out
+    assert "ticks dropped: 1 duplicate-stamp next odom state" in out and "2 transitions" in out
     data = load_dataset(tmp_path / "d.h5")
     assert not (data.observations == data.next_observations).all(axis=1).any()  # never s' = s from duplicates
+
+
+@pytest.mark.parametrize("margin, share, warning", [
+    ("-obstacle_clearance", "(0.0%)", "the margin is never positive"),      # the states stay far from the discs
+    ("obstacle_clearance", "(100.0%)", "the margin is positive on every transition"),  # the sign flipped
+    ("x - 0.045", "on 5 of 10 transitions (50.0%)", None),
+])
+def test_convert_prints_the_unsafe_share_and_warns_when_the_margin_never_or_always_flags(
+        margin, share, warning, tmp_path, capsys):
+    bag = small_bag(tmp_path / "bag", BOAT, np.linspace([0.0, 0.0], [0.1, 0.1], 11))
+    config = tmp_path / "boat.yaml"
+    config.write_text(yaml.safe_dump({"task": "boat", "spec": {**BOAT.to_dict(), "margin": margin}}))
+    code, out, _ = run_convert(capsys, "--bag", bag, "--config", config, "--out", tmp_path / "d.h5")
+    assert code == 0 and "safety margin > 0 (unsafe) on" in out and share in out
+    assert (f"WARNING: {warning}" in out) if warning else "WARNING" not in out

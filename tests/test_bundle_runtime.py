@@ -33,7 +33,7 @@ def _copy(bundle_dir, tmp_path):
 def test_bundle_contents_and_parity(bundle_dir):
     b = load_bundle(bundle_dir)
     meta = b.meta
-    assert meta["schema_version"] == 1 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
+    assert meta["schema_version"] == 2 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
     assert meta["task"]["name"] == "boat" and meta["calibration"] is None
     assert max(meta["export_parity_max_rel_diff"].values()) <= 1e-5
     assert (bundle_dir / "MODEL_CARD.md").read_text().startswith("# Model card")
@@ -70,7 +70,11 @@ def test_wrong_declared_size_is_refused(bundle_dir, tmp_path):
     b = _copy(bundle_dir, tmp_path)
     meta = json.loads((b / "bundle.json").read_text())
     (b / "bundle.json").write_text(json.dumps({**meta, "obs_dim": 3}))
-    with pytest.raises(BundleError, match="declares 3"):
+    with pytest.raises(BundleError, match="'observation_range' needs 'low' <= 'high', 3 finite numbers each"):
+        load_bundle(b)
+    box = {k: v + v[:1] for k, v in meta["observation_range"].items() if k in ("low", "high")}
+    (b / "bundle.json").write_text(json.dumps({**meta, "obs_dim": 3, "observation_range": box}))
+    with pytest.raises(BundleError, match="declares 3"):   # the graphs were built for 2
         load_bundle(b)
 
 
@@ -88,10 +92,10 @@ def test_corrupt_examples_fail_parity(bundle_dir, tmp_path):
     (None, None, "no state received yet"),
     ([0.0, np.nan], None, "non-finite values at indices \\[1\\]"),
     ([0.0, 0.0, 0.0], None, "has 3 values, the policy expects 2"),
-    ([0.0, 0.0], 0.5, "stale: 500.0 ms old > state_timeout 100.0 ms"),
+    ([0.0, 0.0], 0.5, "stale: 500.0 ms old > state_timeout 40.0 ms"),
 ])
 def test_untrusted_state_commands_stop(bundle_dir, obs, age, reason):
-    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.1, stop_action=[0.0, 0.0]))
+    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.04, stop_action=[0.0, 0.0]))
     d = rt.decide(None if obs is None else np.array(obs), age)
     assert d.mode is Mode.REJECTED
     assert d.action.tolist() == [0.0, 0.0]
@@ -105,7 +109,7 @@ def test_nominal_intervene_unsafe(bundle_dir):
     # find a state where some fallback is strictly safer than the policy's proposal; a fresh
     # runtime per state (same seed) so that a stochastic (FISOR) proposal repeats below
     for obs in np.random.default_rng(0).uniform([-3, -2], [2, 2], (50, 2)):
-        probe = Runtime(bundle, RuntimeConfig(threshold=1e9))
+        probe = Runtime(bundle, RuntimeConfig(threshold=bundle.threshold_range[1]))
         nominal = probe.decide(obs)
         q_fb = probe.score(probe.validate(obs, None)[0], fallbacks)[0]
         if q_fb.min() < nominal.q_safe - 1e-4:
@@ -117,14 +121,14 @@ def test_nominal_intervene_unsafe(bundle_dir):
     rt = Runtime(bundle, RuntimeConfig(threshold=between, fallback_actions=fallbacks.tolist(), candidates=0))
     d = rt.decide(obs)
     assert d.mode is Mode.INTERVENE and d.q_safe == pytest.approx(q_fb.min(), abs=1e-5) and d.margin > 0
-    unsafe = Runtime(bundle, RuntimeConfig(threshold=-1e9, fallback_actions=fallbacks.tolist())).decide(obs)
+    unsafe = Runtime(bundle, RuntimeConfig(threshold=bundle.threshold_range[0], fallback_actions=fallbacks.tolist())).decide(obs)
     assert unsafe.mode is Mode.UNSAFE and unsafe.q_safe <= q_fb.min() + 1e-6
 
 
 def test_torch_backend_matches_onnxruntime(bundle_dir):
     bundle = load_bundle(bundle_dir)
     obs = np.array([0.3, -1.2])
-    cfgs = [RuntimeConfig(backend=b, threshold=1e9, seed=3) for b in ("onnxruntime", "torch")]
+    cfgs = [RuntimeConfig(backend=b, threshold=bundle.threshold_range[1], seed=3) for b in ("onnxruntime", "torch")]
     a, b = (Runtime(bundle, c).decide(obs) for c in cfgs)
     np.testing.assert_allclose(a.action, b.action, atol=1e-5)
     assert a.q_safe == pytest.approx(b.q_safe, abs=1e-5)
@@ -185,7 +189,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     # torch rebuilds the same choice
     t = Runtime(bundle, RuntimeConfig(backend="torch", proposals=n, seed=seed, threshold=threshold)).decide(obs)
     np.testing.assert_allclose(t.action, d.action, atol=1e-5)
-    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=-1e9, candidates=0)).decide(obs)
+    none_pass = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=bundle.threshold_range[0], candidates=0)).decide(obs)
     assert none_pass.mode is Mode.UNSAFE and none_pass.q_safe == pytest.approx(float(q_safe.min()), abs=1e-5)
 
 
@@ -193,12 +197,6 @@ def test_bad_proposals_are_refused(bundle_dir):
     bundle = load_bundle(bundle_dir)
     with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
         Runtime(bundle, RuntimeConfig(proposals=0))
-    if bundle.algo == "safefql":   # a bundle exported before the proposals graph existed
-        graphs = {k: v for k, v in bundle.meta["graphs"].items() if k != "proposals"}
-        old = type(bundle)(bundle.path, {**bundle.meta, "graphs": graphs})
-        with pytest.raises(BundleError, match="no proposals graph.*re-export"):
-            Runtime(old, RuntimeConfig(proposals=4))
-        assert Runtime(old).decide(np.array([0.3, -1.2])).mode is not Mode.REJECTED   # proposals 1 still runs
 
 
 def test_parity_is_relative_to_the_size_of_the_value():
@@ -215,6 +213,15 @@ def test_parity_is_relative_to_the_size_of_the_value():
     assert check_parity(Session([25.0002, 0.5]), examples, "safety") <= 1e-5   # float32 rounding at 25
     with pytest.raises(BundleError, match="relative to max"):
         check_parity(Session([25.0, 0.5005]), examples, "safety")               # 5e-4 at 0.5
+    at_tol = np.float32(1e-4)                       # 9.99999975e-05: within the tolerance
+    zero = {"inputs": {"obs": [[0.0]]}, "outputs": [[0.0]]}
+    assert check_parity(Session([at_tol]), zero, "safety") == pytest.approx(1e-4)
+    with pytest.raises(BundleError, match="relative to max"):
+        check_parity(Session([np.nextafter(at_tol, np.float32(1))]), zero, "safety")   # one float32 ulp above
+    with pytest.raises(BundleError, match="differs from the stored torch output by nan"):
+        check_parity(Session([np.nan, 0.5]), examples, "safety")                # NaN is no match
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        check_parity(Session([np.nan, 0.5]), {**examples, "outputs": [[np.nan, 0.5]]}, "safety")
 
 
 def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):

@@ -1,7 +1,7 @@
 """The folded (export) form of the networks computes what the trained learner computes."""
 import torch
 
-from safefql_core.bundle import NETWORKS_BY_ALGO, graph_modules
+from safefql_core.bundle_export import NETWORKS_BY_ALGO, graph_modules
 from safefql_core.folding import fold
 from safefql_core.training import build_learner, resolve_config
 

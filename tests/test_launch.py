@@ -183,7 +183,7 @@ def test_init_states_choices(tmp_path):
     assert launcher.initial_states(str(good)) == [-2.0, 0.0, -2.5, 1.0]
     with pytest.raises(launcher.LaunchError, match=r"expected a non-empty \(N, 2\) array .* got shape \(3, 3\)"):
         launcher.initial_states(str(bad))
-    with pytest.raises(launcher.LaunchError, match="cannot read it as .npy"):
+    with pytest.raises(launcher.LaunchError, match="no such file"):
         launcher.initial_states(str(tmp_path / "missing.npy"))
 
 
@@ -250,11 +250,16 @@ def test_launcher_runs_boat_for_a_duration(bundle, tmp_path):
     assert_no_children_left(stderr)
 
 
-def test_node_that_cannot_start_fails_the_launch(tmp_path):
-    status, _, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(tmp_path / "no_bundle"), "--duration", "30")
+def test_node_that_cannot_start_fails_the_launch(bundle, tmp_path):
+    # A bad bundle is refused before any node starts (tests/test_errors_before_work.py); a
+    # parameter the controller refuses still ends the launch with the node's own reason.
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/safefql_controller:\n  ros__parameters:\n    trigger: sometimes\n")
+    status, _, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", bundle, "--params-file", str(params),
+                                        "--duration", "30")
     assert status != 0
     assert "error: /safefql_controller exited unexpectedly with status 1" in stderr
-    assert "is not a policy bundle" in stderr  # the node's own reason, passed through
+    assert "must be 'timer' or 'state', got 'sometimes'" in stderr  # the node's own reason, passed through
     assert_no_children_left(stderr)
 
 
@@ -263,10 +268,15 @@ def test_launcher_counts_episodes(bundle, tmp_path):
     report = tmp_path / "report"
     status, stdout, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--episodes", "2",
                                              "--episode-steps", "40", "--init-states", "evaluation",
-                                             "--report-dir", str(report), "--timeout", "60")
+                                             "--report-dir", str(report), "--timeout", "60",
+                                             "--summary-json", str(tmp_path / "summary.json"))
     assert status == 0, stderr[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["complete"] is True
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    # Every file written is announced (issue 33).
+    assert f"summary written to {tmp_path / 'summary.json'}" in stderr
+    assert f"report written to {report}/closed_loop.png and episodes.json" in stderr
     episodes = json.loads((report / "episodes.json").read_text())["episodes"]
     # The controller starts only once the monitor hears the simulator: it counts from episode 0.
     assert [e["episode"] for e in episodes] == [0, 1], episodes

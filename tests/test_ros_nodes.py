@@ -19,12 +19,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -37,7 +39,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from std_msgs.msg import Float64, String, UInt32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from safefql_core.bundle import load_bundle  # noqa: E402
 from safefql_core.envs import boat  # noqa: E402
+from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
 
 from safefql_ros.boat_sim import BoatSim  # noqa: E402
 from safefql_core.runtime import Decision, Mode  # noqa: E402
@@ -158,6 +162,29 @@ def test_stale_state_stops_within_one_tick(bundle, loop):
     assert node.decision.reason.startswith("state is stale")
 
 
+def test_state_stamped_in_the_future_is_rejected(bundle, loop):
+    """One hour ahead: it would read as fresh for an hour; the node sends the stop instead."""
+    executor, probe, add = loop
+    probe.stamp = lambda: (probe.get_clock().now() + Duration(seconds=3600)).to_msg()
+    node = add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert spin_until(executor, lambda: errors_with(probe, "in the future"), 8.0)
+    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    assert node.decision.mode is Mode.REJECTED
+
+
+@pytest.mark.parametrize("policy", ["reject", "warn"])
+def test_a_state_far_outside_the_trained_range(bundle, loop, policy):
+    """reject (the default): the stop action and an ERROR; warn: the policy's command, and the
+    warning in a WARN (or, when its decision is also UNSAFE, ERROR) diagnostic."""
+    executor, probe, add = loop
+    probe.state = (100.0, 0.0)
+    add(controller(bundle, diagnostics_rate_hz=10.0, out_of_range=policy))
+    level = DiagnosticStatus.ERROR if policy == "reject" else DiagnosticStatus.WARN
+    assert spin_until(executor, lambda: any(s.level >= level and "outside the trained observation range" in s.message
+                                            for _, s in probe.diagnostics), 8.0)
+    assert probe.commands and all(is_stop(c) for c in probe.commands) == (policy == "reject")
+
+
 def test_no_state_and_nan_state_are_rejected(bundle, loop):
     executor, probe, add = loop
     probe.feeding = False
@@ -175,9 +202,31 @@ def test_no_state_and_nan_state_are_rejected(bundle, loop):
     node._record(Decision(np.zeros(2), Mode.REJECTED, "test", -1.0, -1.0, 0.0, 0.1))
 
 
-def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
-    """A bundle whose task spec reads 3 state fields for a 2-input policy: every state fails
-    the runtime's size check, so the node only ever sends the stop action."""
+def test_task_config_may_rename_topics_but_not_change_the_policys_inputs(bundle, loop, tmp_path):
+    """`task_config` replaces the spec the bundle records only where it matches: the same robot
+    under other topic names runs; a config that reads other fields is refused at start-up,
+    showing the bundle's value and the config's."""
+    recorded = TaskSpec.of_task(load_bundle(bundle, check=False).meta["task"]).to_dict()
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(yaml.safe_dump({"task": "boat", "spec": {
+        **recorded, "inputs": {"odom": {**recorded["inputs"]["odom"], "topic": "/other/odom"}},
+        "command": {**recorded["command"], "topic": "/other/cmd_vel"}}}))
+    executor, probe, add = loop
+    add(controller(bundle, task_config=str(renamed)))
+    assert spin_until(executor, lambda: probe.count_subscribers("/other/odom") == 1
+                      and probe.count_publishers("/other/cmd_vel") == 1, 8.0), "not on the renamed topics"
+    assert probe.count_subscribers("/boat/odom") == 0
+    wider = tmp_path / "wider.yaml"  # the same fields, but commands scaled to twice the range
+    wider.write_text(yaml.safe_dump({"task": "boat", "spec": {
+        **recorded, "command": {**recorded["command"], "low": [-2.0, -2.0], "high": [2.0, 2.0]}}}))
+    with pytest.raises(TaskSpecError, match=r"command.high: the bundle \[1.0, 1.0\], parameter task_config "
+                                            r"\[2.0, 2.0\]; command.low: the bundle \[-1.0, -1.0\]"):
+        controller(bundle, task_config=str(wider))
+
+
+def test_a_spec_of_another_width_is_refused_at_start(bundle, tmp_path):
+    """A bundle whose task spec reads 3 state fields for a 2-input policy would reject every
+    state forever: the node refuses to start instead, naming both widths."""
     bad = tmp_path / "bundle"
     shutil.copytree(bundle, bad)
     meta = json.loads((bad / "bundle.json").read_text())
@@ -190,10 +239,8 @@ def test_wrong_size_state_is_rejected(bundle, loop, tmp_path):
                     "low": [-1.0, -1.0], "high": [1.0, 1.0]},
         "reward": topic_signal, "margin": topic_signal}
     (bad / "bundle.json").write_text(json.dumps(meta))
-    executor, probe, add = loop
-    add(controller(bad, diagnostics_rate_hz=10.0))
-    assert spin_until(executor, lambda: errors_with(probe, "state has 3 values, the policy expects 2"), 8.0)
-    assert len(probe.commands) > 3 and all(is_stop(c) for c in probe.commands)
+    with pytest.raises(TaskSpecError, match="reads 3 observation values .* the bundle's networks take 2"):
+        controller(bad)
 
 
 def test_state_trigger_decides_on_arrival(bundle, loop):
@@ -243,7 +290,7 @@ def _run_controller(*ros_args: str) -> subprocess.Popen:
 def test_sigterm_publishes_final_stop(bundle, loop):
     executor, probe, _ = loop
     proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
-                           "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.5")
+                           "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.2")
     try:
         assert spin_until(executor, lambda: len(probe.policy_commands()) >= 3 or proc.poll() is not None, 30.0)
         assert proc.poll() is None, proc.communicate()[0]
@@ -377,10 +424,29 @@ def test_parameters_are_validated(bundle, loop):
         controller(bundle, stop_action=[2.0, 0.0])
     node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
     assert node.runtime.fallbacks.shape == (2, 2)
-    assert node.set_parameters([Parameter("state_timeout", value=0.3)])[0].successful
-    assert node.runtime.cfg.state_timeout == 0.3
-    assert not node.set_parameters([Parameter("state_timeout", value=11.0)])[0].successful  # out of range
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
+    assert not node.set_parameters([Parameter("stop_action", value=[0.0, 0.0])])[0].successful  # read-only
+
+
+def test_state_timeout_changes_are_bounded_logged_and_reported(bundle, loop):
+    """At 50 Hz, state_timeout may reach 10 periods (0.2 s) and no more; every accepted change
+    is kept, logged and shown in /diagnostics."""
+    executor, probe, add = loop
+    node = add(controller(bundle, diagnostics_rate_hz=10.0))
+    assert node.set_parameters([Parameter("state_timeout", value=0.2)])[0].successful
+    assert node.runtime.cfg.state_timeout == 0.2
+    for value in (math.nextafter(0.2, 1.0), 10.0):
+        assert not node.set_parameters([Parameter("state_timeout", value=value)])[0].successful
+    assert node.runtime.cfg.state_timeout == 0.2
+    assert node.set_parameters([Parameter("state_timeout", value=0.0)])[0].successful   # back to the default
+    assert node.runtime.cfg.state_timeout == pytest.approx(2.5 * 0.005)
+    assert node.parameter_changes == ["state_timeout 0.2 s -> 0.2 s", "state_timeout 0.2 s -> 0.0125 s"]
+
+    def reported() -> dict[str, str]:
+        return {kv.key: kv.value for kv in probe.diagnostics[-1][1].values} if probe.diagnostics else {}
+    assert spin_until(executor, lambda: reported().get("parameter_changes") == "2", 5.0)
+    assert reported()["last_parameter_change"] == "state_timeout 0.2 s -> 0.0125 s"
+    assert reported()["state_timeout_ms"] == "12.5"
 
 
 def test_controller_sends_the_best_of_its_proposals(bundle, loop):

@@ -13,6 +13,7 @@ if importlib.util.find_spec("safety_gymnasium") is None:  # importorskip would h
     pytest.skip("safety-gymnasium (optional) is not installed", allow_module_level=True)
 
 from offline_train import collect  # noqa: E402
+from safefql_core.bundle import load_bundle  # noqa: E402
 from safefql_core.data import fingerprint, load_dataset  # noqa: E402
 from safefql_core.envs import safety_gym, safety_gym_behaviour  # noqa: E402
 
@@ -244,15 +245,19 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
                           "--steps", "30", "--noise", "sample", "--proposals", "4", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["proposals"] == 4 and sum(summary["decision_modes"].values()) == 2 * 30
-    # a what-if δ*: above every Q_safe each tick is NOMINAL, below every Q_safe none is
-    for threshold, certified in [(1e9, True), (-1e9, False)]:
+    # a what-if δ*: the top of its range (the largest training margin) certifies more ticks than
+    # the bottom; states outside the tiny data's range are decided on too (warn)
+    low, high = load_bundle(bundle).threshold_range
+    nominal = {}
+    for threshold in (high, low):
         assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
-                              "--steps", "30", "--threshold", str(threshold), "--json", str(out)]) == 0
+                              "--steps", "30", "--threshold", str(threshold), "--out-of-range", "warn",
+                              "--json", str(out)]) == 0
         summary = json.loads(out.read_text())
-        assert summary["threshold"] == threshold
-        assert (summary["decision_modes"].get("NOMINAL", 0) == 2 * 30) == certified
-        assert ("NOMINAL" in summary["decision_modes"]) == certified
-    for option in (["--proposals", "4"], ["--threshold", "-0.3"]):
+        assert summary["threshold"] == threshold and "REJECTED" not in summary["decision_modes"]
+        nominal[threshold] = summary["decision_modes"].get("NOMINAL", 0)
+    assert nominal[low] < nominal[high]
+    for option in (["--proposals", "4"], ["--threshold", "-0.3"], ["--out-of-range", "warn"]):
         assert evaluate.main(["--run", str(run), *option, "--episodes", "2", "--steps", "30"]) == 2
         assert "are settings of the deployed decision" in capsys.readouterr().err
 

@@ -146,7 +146,8 @@ def test_evaluate_scores_the_test_set_by_default_and_says_which(tiny_boat_h5, tm
         direct = rollout(torch_policy(learner), boat.initial_states(name)[:3], steps=20)
         assert summary["mean_return"] == pytest.approx(float(direct["returns"].mean()))
     assert evaluate.main(["--run", str(run), "--init-states", "train"]) == 2
-    assert "--init-states train: not a named set" in capsys.readouterr().err   # names the choices, no traceback
+    assert "--init-states train: no such file; give a named set (validation, test, evaluation)" in \
+        capsys.readouterr().err
     assert evaluate.main(["--run", str(run), "--init-states", "validation", "--episodes", "501"]) == 2
     assert "exceeds the 500 states of --init-states validation" in capsys.readouterr().err
 

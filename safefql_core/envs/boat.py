@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -118,22 +119,30 @@ def generate_initial_states(name: str) -> np.ndarray:
     return sample_safe_states(np.random.default_rng(spec.seed), spec.size)
 
 
-def load_initial_states(choice: str) -> np.ndarray:
-    """`--init-states CHOICE` of every boat command: a set named in STATE_SETS, or an (N, 2)
-    .npy file of x, y states. One reader, so each command accepts the same choices and gives
-    the same error for a bad one (a ValueError naming the choice and the fix)."""
-    if choice in STATE_SETS:
-        return initial_states(choice)
-    hint = f"give {', '.join(STATE_SETS)} or an (N, {OBS_DIM}) .npy file of x, y states"
+def load_initial_states(choice: str | Path, flag: str = "--init-states") -> np.ndarray:
+    """`--init-states CHOICE`: a set named in STATE_SETS, or a user's non-empty, finite (N, 2)
+    array of x, y in a .npy file.
+
+    One reader for every command that takes `--init-states` (evaluate, reference, the
+    launcher, benchmark), so each accepts the same choices and refuses the same mistakes (a
+    missing file, an HDF5 dataset or some other file, a wrong shape) with a ValueError naming
+    `flag` and the fix, before any work starts.
+    """
+    if str(choice) in STATE_SETS:
+        return initial_states(str(choice))
+    fix = f"give a named set ({', '.join(STATE_SETS)}) or an (N, {OBS_DIM}) .npy array of x, y states"
+    file = Path(choice)
+    if not file.is_file():
+        raise ValueError(f"{flag} {file}: no such file; {fix}")
     try:
-        states = np.load(choice)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--init-states {choice}: not a named set, and cannot read it as .npy ({exc}); {hint}") from None
-    if not isinstance(states, np.ndarray) or states.ndim != 2 or states.shape[1] != OBS_DIM or not len(states) \
-            or not np.isfinite(states).all():
-        raise ValueError(f"--init-states {choice}: expected a non-empty (N, {OBS_DIM}) array of finite x, y states, "
-                         f"got shape {getattr(states, 'shape', None)}; {hint}")
-    return np.asarray(states, dtype=np.float64)
+        states = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); {fix}, e.g. np.save('states.npy', states)") from None
+    if not isinstance(states, np.ndarray) or states.dtype.kind not in "iuf" or states.ndim != 2 \
+            or states.shape[1] != OBS_DIM or not len(states) or not np.isfinite(states).all():
+        raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite real x, y states, "
+                         f"got shape {getattr(states, 'shape', None)}, dtype {getattr(states, 'dtype', None)}")
+    return states.astype(np.float64)
 
 
 def evaluation_states() -> np.ndarray:

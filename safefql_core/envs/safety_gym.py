@@ -72,12 +72,29 @@ def _array_defaults_as_factories(process_class: Callable[..., type]) -> Callable
     return process
 
 
+def silence_adroit_notice() -> None:
+    """Drop gymnasium-robotics' import-time notice about its AdroitHand rewards, before
+    gymnasium is imported.
+
+    `import gymnasium` loads gymnasium-robotics as a plugin, which prints (to stderr, twice,
+    in every Safety Gymnasium command) a notice about AdroitHand tasks that nothing here
+    uses. It prints whatever farama_notifications lists for its version, so removing that one
+    entry silences it and nothing else.
+    """
+    try:
+        from farama_notifications import notifications
+    except ImportError:
+        return
+    notifications.pop("gymnasium_robotics", None)
+
+
 def import_safety_gymnasium() -> ModuleType:
     """Import safety_gymnasium on Python 3.11; raise ImportError naming the fix if absent."""
     if "safety_gymnasium" in sys.modules:
         return sys.modules["safety_gymnasium"]
     if importlib.util.find_spec("safety_gymnasium") is None:
         raise ImportError(f"Safety Gymnasium tasks need the safety-gymnasium package; {INSTALL_HINT}")
+    silence_adroit_notice()
     original = dataclasses._process_class  # the function @dataclass calls for every class
     dataclasses._process_class = _array_defaults_as_factories(original)
     try:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from safefql_core.envs.safety_gym import SafetyGymEnv, make_env
+from safefql_core.envs.safety_gym import SafetyGymEnv, make_env, silence_adroit_notice
 from safefql_core.envs.safety_gym_behaviour import Draw, Family, Policy, random_actions
 
 TASKS = ("SafetyHalfCheetahVelocity-v1",)
@@ -77,6 +77,7 @@ SB3_HINT = ("velocity tasks train their behaviour policies with stable-baselines
 def _sb3() -> Any:
     if importlib.util.find_spec("stable_baselines3") is None:
         raise ImportError(SB3_HINT)
+    silence_adroit_notice()  # stable-baselines3 imports gymnasium
     import stable_baselines3
     return stable_baselines3
 
@@ -87,6 +88,7 @@ def gymnasium_env(task_id: str, seed: int, max_episode_steps: int | None = None,
 
     With `pace`, the reward loses PACE_PENALTY per m/s of `x_velocity` above it.
     """
+    silence_adroit_notice()
     import gymnasium
 
     class Env(gymnasium.Env):

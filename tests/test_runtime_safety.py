@@ -1,0 +1,293 @@
+"""The runtime's refusals at their boundaries: state ages, non-finite outputs, the trained
+observation range, the threshold. Each case sits exactly at, just inside and just outside the
+limit it tests, with a stop action that differs from the default (zeros)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from safefql_core.bundle import load_bundle
+from safefql_core.runtime import Mode, Runtime, RuntimeConfig
+
+STOP = [0.25, -0.5]
+TIMEOUT = 0.1
+TOLERANCE = 0.005
+STATE = np.array([-2.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def runtime(bundle) -> Runtime:
+    return Runtime(load_bundle(bundle), RuntimeConfig(state_timeout=TIMEOUT, future_tolerance=TOLERANCE,
+                                                      stop_action=STOP, period=0.02))
+
+
+def below(x: float) -> float:
+    return math.nextafter(x, -math.inf)
+
+
+def above(x: float) -> float:
+    return math.nextafter(x, math.inf)
+
+
+def assert_stop(d, reason: str) -> None:
+    assert d.mode is Mode.REJECTED, d
+    assert d.action.tolist() == STOP
+    assert reason in d.reason, d.reason
+
+
+@pytest.mark.parametrize("clock", ["stamp", "receipt"])
+@pytest.mark.parametrize("age", [0.0, TIMEOUT, below(TIMEOUT), -TOLERANCE, above(-TOLERANCE), 0.05])
+def test_ages_within_the_limits_are_fresh(runtime, clock, age):
+    d = runtime.decide(STATE, **{"age" if clock == "stamp" else "received_age": age})
+    assert d.mode is not Mode.REJECTED, d.reason
+
+
+@pytest.mark.parametrize("clock", ["stamp", "receipt"])
+@pytest.mark.parametrize("age, reason", [
+    (above(TIMEOUT), "state is stale"), (0.5, "state is stale"), (3600.0, "state is stale"),
+    (below(-TOLERANCE), "in the future"), (-5.0, "in the future"), (-3600.0, "in the future"),
+    (math.nan, "is nan"), (math.inf, "is inf"), (-math.inf, "is -inf"),
+    ("0.0", "not a number of seconds"), (True, "not a number of seconds"),
+])
+def test_ages_outside_the_limits_send_the_stop(runtime, clock, age, reason):
+    d = runtime.decide(STATE, **{"age" if clock == "stamp" else "received_age": age})
+    assert_stop(d, reason)
+    assert clock in d.reason or reason == "state is stale"
+
+
+def test_a_fresh_stamp_does_not_hide_an_old_receipt(runtime):
+    assert_stop(runtime.decide(STATE, 0.0, above(TIMEOUT)), "since receipt")
+    assert_stop(runtime.decide(STATE, above(TIMEOUT), 0.0), "old")
+
+
+def test_without_a_timeout_only_broken_ages_are_refused(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, period=0.02))
+    assert rt.decide(STATE, 3600.0, 3600.0).mode is not Mode.REJECTED
+    assert_stop(rt.decide(STATE, -1.0), "in the future")
+    assert_stop(rt.decide(STATE, math.nan), "is nan")
+
+
+@pytest.mark.parametrize("obs, reason", [
+    (["a", "b"], "not real numbers"), ({"x": 1.0}, "not real numbers"), ([[0.0], [0.0, 1.0]], "not an array"),
+    (np.array([1 + 2j, 0]), "not real numbers"), (np.array([True, False]), "not real numbers"),
+    ([0.0, 0.0, 0.0], "has 3 values"), ([], "has 0 values"), ([np.inf, 0.0], "non-finite values at indices [0]"),
+])
+def test_states_that_are_not_an_observation_send_the_stop(runtime, obs, reason):
+    assert_stop(runtime.decide(obs, 0.0, 0.0), reason)
+
+
+def test_a_non_finite_network_output_sends_the_stop(bundle):
+    """3e38 is a finite float32 that overflows the first layer: the graphs return NaN, which
+    fails every comparison of the decision without raising (reached with the range check on
+    'warn', which lets such a state through)."""
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    d = rt.decide(np.array([3e38, 3e38], np.float32))
+    assert_stop(d, "the networks' output is non-finite")
+    assert not math.isfinite(d.q_safe)
+
+
+def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
+    import json
+    import shutil
+
+    import torch
+
+    from offline_train.export import task_description
+    from safefql_core.bundle import BundleError
+    from safefql_core.bundle_export import export_bundle
+    from safefql_core.training import load_run
+
+    learner, meta = load_run(Path(bundle).parent / "run")
+    with torch.no_grad():
+        next(learner.qc.parameters()).fill_(float("nan"))
+    obs = np.zeros((16, 2), np.float32)
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        export_bundle(learner, meta, tmp_path / "nan_bundle", obs, None, task_description(meta))
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    doc = json.loads((copy / "bundle.json").read_text())
+    doc["examples"]["safety"]["outputs"][0][0] = float("nan")  # json writes NaN
+    (copy / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="example outputs are not finite"):
+        load_bundle(copy)
+
+
+def _with_meta(bundle, tmp_path, edit) -> Path:
+    import json
+    import shutil
+    copy = tmp_path / "edited"
+    shutil.copytree(bundle, copy)
+    doc = json.loads((copy / "bundle.json").read_text())
+    edit(doc)
+    (copy / "bundle.json").write_text(json.dumps(doc))
+    return copy
+
+
+@pytest.mark.parametrize("delta", [math.inf, math.nan, -1e9, 1e9, "0.1", None, True])
+def test_an_implausible_calibrated_threshold_is_refused(bundle, tmp_path, delta):
+    from safefql_core.bundle import BundleError
+    lo, hi = load_bundle(bundle).threshold_range
+    copy = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": delta}))
+    with pytest.raises(BundleError, match=rf"calibration δ\* = .* is not a threshold in \[{lo:.4g}, {hi:.4g}\]"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("end", [0, 1])
+def test_the_threshold_range_is_closed(bundle, tmp_path, end):
+    from safefql_core.bundle import BundleError
+    edge = load_bundle(bundle).threshold_range[end]
+    inside = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": edge}))
+    assert load_bundle(inside, check=False).threshold == edge
+    outside = math.nextafter(edge, math.inf if end else -math.inf)
+    with pytest.raises(BundleError, match="is not a threshold"):
+        _check = _with_meta(bundle, tmp_path / "out", lambda d: d.update(calibration={"delta": outside}))
+        load_bundle(_check, check=False)
+
+
+def test_the_threshold_range_is_the_margin_range_widened_for_calibration(bundle):
+    b = load_bundle(bundle)
+    lo, hi = b.meta["margin_range"]
+    assert lo < 0 < hi   # the tiny boat data has safe and unsafe states
+    assert b.threshold_range == (lo - (hi - lo), hi)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("threshold", math.inf, "is not a threshold"), ("threshold", math.nan, "is not a threshold"),
+    ("threshold", "0", "is not a threshold"),
+    ("state_timeout", math.nan, "state_timeout must be"), ("state_timeout", 0.0, "state_timeout must be"),
+    ("state_timeout", -0.1, "state_timeout must be"), ("state_timeout", math.inf, "state_timeout must be"),
+    ("state_timeout", above(10 * 0.02), r"at most 10 decision periods \(0.2 s\)"),
+    ("future_tolerance", -1e-9, "future_tolerance must be"), ("future_tolerance", math.nan, "future_tolerance"),
+    ("period", 0.0, "period must be"), ("period", -0.005, "period must be"),
+    ("threads", 0, "threads must be an integer >= 1"), ("candidates", -1, "candidates must be"),
+    ("seed", -1, "seed must be"), ("candidates", 2.5, "candidates must be"),
+])
+def test_runtime_config_outside_its_range_is_refused(bundle, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Runtime(load_bundle(bundle), RuntimeConfig(**{"period": 0.02, field: value}))
+
+
+def test_the_longest_state_timeout_is_accepted(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(period=0.02, state_timeout=0.2, future_tolerance=0.2))
+    assert rt.cfg.state_timeout == 0.2
+
+
+def test_q_safe_exactly_at_the_threshold_is_not_certified(bundle):
+    b = load_bundle(bundle)
+    q = Runtime(b, RuntimeConfig(candidates=0, threshold=b.threshold_range[1])).decide(STATE).q_safe  # the proposal's
+    at = Runtime(b, RuntimeConfig(threshold=q, candidates=0, stop_action=STOP)).decide(STATE)
+    assert at.mode is Mode.UNSAFE and at.q_safe == q and at.margin == 0.0
+    just_above = Runtime(b, RuntimeConfig(threshold=math.nextafter(q, math.inf), candidates=0)).decide(STATE)
+    assert just_above.mode is Mode.NOMINAL and just_above.q_safe == q
+
+
+def test_the_bundle_records_the_trained_observation_range_widened(bundle, tiny_boat_h5):
+    from safefql_core.bundle_export import OBS_RANGE_MARGIN
+    from safefql_core.data import load_dataset
+    obs = load_dataset(tiny_boat_h5).observations
+    lo, hi = obs.min(axis=0).astype(np.float64), obs.max(axis=0).astype(np.float64)
+    box = load_bundle(bundle).meta["observation_range"]
+    assert box["trained_min"] == lo.tolist() and box["trained_max"] == hi.tolist()
+    np.testing.assert_allclose(box["low"], lo - OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
+    np.testing.assert_allclose(box["high"], hi + OBS_RANGE_MARGIN * (hi - lo), rtol=1e-6)
+    card = (Path(bundle) / "MODEL_CARD.md").read_text()
+    assert f"[{box['low'][0]:.4g}, {box['high'][0]:.4g}] × [{box['low'][1]:.4g}, {box['high'][1]:.4g}]" in card
+
+
+@pytest.mark.parametrize("end", [0, 1])
+def test_states_outside_the_trained_range_send_the_stop(runtime, bundle, end):
+    box = load_bundle(bundle).meta["observation_range"]
+    edge = np.array([box["low"][0], box["low"][1]] if end == 0 else [box["high"][0], box["high"][1]], np.float32)
+    assert runtime.decide(edge, 0.0, 0.0).mode is not Mode.REJECTED
+    beyond = edge.copy()
+    beyond[1] = np.nextafter(edge[1], np.float32(np.inf if end else -np.inf))
+    assert_stop(runtime.decide(beyond, 0.0, 0.0), "outside the trained observation range at indices [1]")
+    assert_stop(runtime.decide(np.array([1e30, 0.0]), 0.0, 0.0), "at indices [0]")
+
+
+def test_out_of_range_warn_decides_and_says_so(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    d = rt.decide(np.array([100.0, 0.0]))
+    assert d.mode is not Mode.REJECTED and np.isfinite(d.action).all()
+    assert "warning: state is outside the trained observation range at indices [0]" in d.reason
+    with pytest.raises(ValueError, match="out_of_range must be 'reject' or 'warn'"):
+        Runtime(load_bundle(bundle), RuntimeConfig(out_of_range="ignore"))
+
+
+def _sha(path: str) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(files={}), "'files' lists \\[\\]; a safefql bundle has exactly"),
+    (lambda d: d["files"].pop("weights.pt"), "a safefql bundle has exactly"),
+    (lambda d: d["files"].update({"/etc/passwd": _sha("/etc/passwd")}), "not plain file names"),
+    (lambda d: d["files"].update({"../bundle.json": "0" * 64}), "not plain file names"),
+    (lambda d: d["files"].update({"extra.onnx": "0" * 64}), "a safefql bundle has exactly"),
+    (lambda d: d["files"].update({"actor.onnx": 5}), "sha256 hex digest"),
+    (lambda d: d["graphs"].pop("proposals"), "'graphs' lists"),
+    (lambda d: d["examples"].pop("safety"), "'examples' lists"),
+    (lambda d: d.update(algo="bc"), "algorithm 'bc' has no deployable bundle"),
+])
+def test_the_file_list_is_exactly_the_bundles_own(bundle, tmp_path, edit, message):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=message):
+        load_bundle(_with_meta(bundle, tmp_path, edit))
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"control_period": -0.005}, "control_period must be a positive number of seconds, got -0.005"),
+    ({"control_period": 0}, "control_period must be a positive"), ({"control_period": "fast"}, "control_period"),
+    ({"action_repeat": 0}, "action_repeat must be an integer >= 1, got 0"), ({"action_repeat": 1.5}, "action_repeat"),
+])
+def test_a_bundle_with_an_impossible_period_is_refused(bundle, tmp_path, task, message):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=message):
+        load_bundle(_with_meta(bundle, tmp_path, lambda d: d["task"].update(task)), check=False)
+
+
+def test_loading_and_running_a_bundle_imports_no_torch(bundle):
+    """What a robot runs (the controller node, the runtime, a verified bundle) needs no torch:
+    it costs ~2.5 s and ~190 MB at start-up (docs/BENCHMARKS.md, "Torch-free bundle loading")."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import safefql_ros.controller\n"
+            "from safefql_core.runtime import load_runtime\n"
+            "d = load_runtime(sys.argv[1]).decide([-2.0, 0.0])\n"
+            "assert d.mode.value != 'REJECTED', d\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n")
+    proc = subprocess.run([sys.executable, "-c", code, bundle], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_modified_weights_file_is_refused(bundle, tmp_path):
+    """weights.pt feeds only the torch debug backend, and is checked all the same."""
+    from safefql_core.bundle import BundleError
+    copy = _with_meta(bundle, tmp_path, lambda d: None)
+    raw = bytearray((copy / "weights.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (copy / "weights.pt").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="checksum of weights.pt"):
+        load_bundle(copy)
+
+
+def _nudge_last(doc, graph: str, output: int) -> None:
+    """Move the last stored value of one output of one graph's examples by 1e-2."""
+    values = doc["examples"][graph]["outputs"][output]
+    if isinstance(values[-1], list):
+        values[-1][0] += 1e-2
+    else:
+        values[-1] += 1e-2
+
+
+@pytest.mark.parametrize("graph, output", [("safety", 1), ("policy", 2), ("policy", 0)])
+def test_every_output_of_every_example_is_checked(bundle, tmp_path, graph, output):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match=f"{graph}.onnx: onnxruntime output differs"):
+        load_bundle(_with_meta(bundle, tmp_path, lambda d: _nudge_last(d, graph, output)))
