@@ -3,7 +3,11 @@
 The paper's comparison, reproduced on our data and infrastructure: SafeFQL, its ablations
 and the baselines (the `--algo` names of offline_train.fit) each trained for several seeds,
 evaluated on the boat's fixed initial states with offline_train.evaluate, and their
-deployed decision timed through the runtime. One (method, seed) is a *cell*; cells are
+deployed decision timed through the runtime. The boat's starts are `--init-states`: the
+validation set by default, since a suite is how settings are chosen; `--init-states test` for
+the numbers a report quotes (safefql_core.envs.boat.STATE_SETS). Every output says which set,
+and the boat table has a `dp-reference` row: offline_train.reference (the best certified safe
+controller) on the same starts. One (method, seed) is a *cell*; cells are
 independent Ray tasks, so the same command runs on this machine (embedded Ray, no setup) or
 fans out over a cluster (`--ray-address`).
 
@@ -62,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_train import bench, collect, evaluate, export, fit
+from offline_train import bench, collect, evaluate, export, fit, reference
 from offline_train.cli import add_set_argument, parse_override, set_threads
 from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
 from safefql_core.data import DatasetError
@@ -72,7 +76,7 @@ from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learn
 # Suites: the tasks (each with its standard `offline_train.collect --seed 0` dataset of
 # `transitions`), the methods, and the evaluation episodes per cell.
 SUITES: dict[str, dict[str, Any]] = {
-    "boat": {"tasks": ("boat",), "transitions": None, "episodes": 500,
+    "boat": {"tasks": ("boat",), "transitions": None, "episodes": None,   # None: every start of the set
              "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill", "safefql-paperbackup",
                          "fisor", "bc", "bc-safe")},
     # 250k transitions: a full collection of both tasks takes ~15 min on one core (resets
@@ -82,7 +86,7 @@ SUITES: dict[str, dict[str, Any]] = {
                    "transitions": 250_000,
                    "episodes": 10, "methods": ("safefql", "fisor", "bc", "bc-safe")},
 }
-CELLS, RUN, RESULT, ERROR = "cells", "run", "result.json", "error.json"
+CELLS, RUN, RESULT, ERROR, REFERENCE = "cells", "run", "result.json", "error.json", "reference.json"
 COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "normalized_reward", "normalized_cost",
            "train_seconds", "latency_median_us")
 LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
@@ -101,10 +105,11 @@ class Cell:
     overrides: dict[str, Any]
     data: str
     out: str
-    episodes: int
+    episodes: int | None
     latency_calls: int
     threads: int
     proposals: int = 1
+    init_states: str | None = None   # boat: the --init-states of its evaluation
 
     @property
     def deployed(self) -> bool:
@@ -124,7 +129,8 @@ class Cell:
         """What a stored result must have been computed with to be reused."""
         return {"method": self.method, "seed": self.seed, "overrides": self.overrides, "data": self.data,
                 "episodes": self.episodes, "latency_calls": self.latency_calls,
-                **({"proposals": self.proposals} if self.deployed else {})}
+                **({"proposals": self.proposals} if self.deployed else {}),
+                **({"init_states": self.init_states} if self.init_states else {})}
 
 
 # ---- one cell (runs inside a Ray worker) -----------------------------------------------------
@@ -145,7 +151,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
             export.export_run(str(run), str(bundle), cell.seed)
         scored = ["--bundle", str(bundle), "--task", cell.task, "--proposals", str(cell.proposals)] \
             if cell.deployed else ["--run", str(run)]
-        summary = evaluate_cell(scored, cell.episodes, cell.seed, cell.dir / "eval.json")
+        starts = ["--init-states", cell.init_states] if cell.init_states else []
+        summary = evaluate_cell([*scored, *starts], cell.episodes, cell.seed, cell.dir / "eval.json")
         latency = decision_latency(bundle, cell) if has_bundle and cell.latency_calls > 0 else None
         trained = load_run(run)[1]   # a bundle's evaluation does not know the training time
         result = {"status": "ok", **base, "algo": summary["algo"], "trained_steps": trained["trained_steps"],
@@ -159,12 +166,14 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     return result
 
 
-def evaluate_cell(scored: list[str], episodes: int, seed: int, out: Path) -> dict[str, Any]:
-    """offline_train.evaluate itself on `scored` (--run RUN, or --bundle with its settings): the
-    boat's fixed initial states, or `episodes` resets (seeds seed..) of a Safety Gymnasium task."""
+def evaluate_cell(scored: list[str], episodes: int | None, seed: int, out: Path) -> dict[str, Any]:
+    """offline_train.evaluate itself on `scored` (--run RUN, or --bundle with its settings, and the
+    boat's --init-states): the boat's first `episodes` starts (all: None), or `episodes` resets
+    (seeds seed..) of a Safety Gymnasium task."""
     err = io.StringIO()
+    count = [] if episodes is None else ["--episodes", str(episodes)]
     with contextlib.redirect_stderr(err):
-        code = evaluate.main([*scored, "--episodes", str(episodes), "--seed", str(seed), "--json", str(out)])
+        code = evaluate.main([*scored, *count, "--seed", str(seed), "--json", str(out)])
     if code != 0:
         raise RunError(f"offline_train.evaluate failed on {' '.join(scored)}: {err.getvalue().strip()}")
     return json.loads(out.read_text())
@@ -238,14 +247,15 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     out = str(Path(args.out).resolve())
     episodes = args.episodes or suite["episodes"]
     cells = [Cell(task, m, s, {**fit.load_overrides(None, m, task)[1], **user[m]}, data_path(args, task), out,
-                  episodes, args.latency_calls, args.threads_per_cell, args.proposals)
+                  episodes, args.latency_calls, args.threads_per_cell, args.proposals,
+                  args.init_states if task == "boat" else None)
              for task in tasks for m in methods for s in seeds]
     stale = [c.name for c in cells if (c.dir / RESULT).is_file()
              and json.loads((c.dir / RESULT).read_text()).get("settings") != c.settings()]
     if stale:
         raise RunError(f"{args.out} already holds results for {stale} computed with other settings "
-                       "(overrides, steps, data, episodes, latency calls or proposals); pass a new --out, or delete "
-                       "those cell directories to recompute them")
+                       "(overrides, steps, data, episodes, latency calls, proposals or initial states); pass a new "
+                       "--out, or delete those cell directories to recompute them")
     return cells
 
 
@@ -377,8 +387,9 @@ def aggregate(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, A
         outcomes = [outcome(c) for c in cells if (c.task, c.method) == (task, method)]
         ok = [cell_values(r) for r in outcomes if r["status"] == "ok"]
         failed += [r for r in outcomes if r["status"] != "ok"]
-        row: dict[str, Any] = {"task": task, "method": method, "seeds": len(ok), "failed": len(outcomes) - len(ok),
-                               "episodes": ok[0]["episodes"] if ok else ""}
+        starts = next(c.init_states for c in cells if c.task == task) or ""
+        row: dict[str, Any] = {"task": task, "method": method, "init_states": starts, "seeds": len(ok),
+                               "failed": len(outcomes) - len(ok), "episodes": ok[0]["episodes"] if ok else ""}
         for col in COLUMNS:
             values = np.array([v[col] for v in ok], dtype=float)
             values = values[~np.isnan(values)]
@@ -386,6 +397,33 @@ def aggregate(cells: list[Cell]) -> tuple[list[dict[str, Any]], list[dict[str, A
             row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         rows.append(row)
     return rows, failed
+
+
+def dp_reference(cells: list[Cell], out: Path) -> dict[str, Any] | None:
+    """offline_train.reference's summary on the boat cells' starts (None without boat cells),
+    computed once per --out and kept in reference.json with the starts it was computed on."""
+    cell = next((c for c in cells if c.task == "boat"), None)
+    if cell is None:
+        return None
+    starts = {"init_states": cell.init_states, "episodes": cell.episodes}
+    path = out / REFERENCE
+    if path.is_file() and (stored := json.loads(path.read_text())).get("starts") == starts:
+        return stored
+    doc = {"starts": starts,
+           **reference.summarise(evaluate.load_initial_states(cell.init_states or "test", cell.episodes))}
+    write_json(path, doc)
+    return doc
+
+
+def reference_row(ref: dict[str, Any]) -> dict[str, Any]:
+    """The DP reference as a boat table row: its certified return on the feasible starts, where
+    it has no violation by construction (boat_reference)."""
+    values = {"mean_return": ref["mean_optimal_return_feasible"], "mean_violations": 0.0, "zero_violation_rate": 1.0}
+    row: dict[str, Any] = {"task": "boat", "method": "dp-reference", "init_states": ref["starts"]["init_states"],
+                           "seeds": "", "failed": "", "episodes": ref["count"] - ref["doomed_count"]}
+    for col in COLUMNS:
+        row[col], row[f"{col}_std"] = values.get(col, math.nan), math.nan
+    return row
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -419,8 +457,9 @@ def task_table(rows: list[dict[str, Any]], task: str) -> list[str]:
     """One task's rows: the boat on its feasible starts, a Safety Gymnasium task DSRL-normalised."""
     boat = task == "boat"
     episodes = next((r["episodes"] for r in rows if r["episodes"]), "?")  # from a finished cell
-    head = ("Feasible initial states only (doomed states excluded, as in offline_train.evaluate's "
-            "`feasible` block); mean ± std over the finished seeds." if boat else
+    head = (f"Feasible initial states of the `{rows[0]['init_states']}` set only (doomed states excluded, as in "
+            "offline_train.evaluate's `feasible` block); mean ± std over the finished seeds; `dp-reference`: "
+            "the best certified safe controller on the same starts (offline_train.reference)." if boat else
             f"`{task}`: {episodes} episodes per seed (reset seeds = the training seed + 0..); "
             "normalised as DSRL (cost at κ = 10; ≤ 1 is safe); mean ± std over the finished seeds.")
     gym = "" if boat else " normalized reward | normalized cost (κ 10) |"
@@ -484,6 +523,10 @@ def _bars(ax, rows: list[dict[str, Any]], col: str, label: str, colour: str) -> 
 
 def report(cells: list[Cell], out: Path, title: str) -> tuple[str, int]:
     rows, failed = aggregate(cells)
+    ref = dp_reference(cells, out)
+    if ref is not None:
+        last_boat = max(i for i, r in enumerate(rows) if r["task"] == "boat")
+        rows.insert(last_boat + 1, reference_row(ref))
     write_csv(out / "table.csv", rows)
     table = markdown(rows, failed, title)
     (out / "table.md").write_text(table)
@@ -510,8 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="dataset HDF5 of a one-task suite (default: <out>/data.h5 for the boat, "
                                   "<out>/data/<task>.h5 otherwise, generated with offline_train.collect --seed 0 "
                                   "if missing)")
-    p.add_argument("--episodes", type=int, help="evaluation episodes per cell (boat: of the 500 fixed initial "
-                                               "states, default 500; safety_gym: resets, default 10)")
+    p.add_argument("--episodes", type=int, help="evaluation episodes per cell (boat: the first N starts of "
+                                               "--init-states, default all; safety_gym: resets, default 10)")
+    p.add_argument("--init-states", default="validation",
+                   help="boat: the starts every cell is scored on: validation (default: the suite chooses settings), "
+                        "test (to report), evaluation (the old tuned-on set) or an (N, 2) .npy file")
     p.add_argument("--latency-calls", type=int, default=2000,
                    help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
     p.add_argument("--proposals", type=int, default=1,
@@ -560,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 ray.shutdown()
     wall = time.perf_counter() - t0
     title = f"Benchmark: suite {args.suite}, seeds {sorted({c.seed for c in cells})}" + (
+        f"; boat starts: the {args.init_states} set" if any(c.task == "boat" for c in cells) else "") + (
         f"; SafeFQL scored by its deployed decision, {args.proposals} proposals per tick" if args.proposals > 1 else "")
     table, failures = report(cells, out, title)
     write_json(out / "run.json", {
@@ -567,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": sorted({c.seed for c in cells}), "data": cells[0].data, "started": started,
         "ray": {"address": args.ray_address or "embedded", **resources},
         "threads_per_cell": args.threads_per_cell, "max_parallel": args.max_parallel, "proposals": args.proposals,
+        "init_states": args.init_states,
         "cells": {"total": len(cells), "computed": len(seconds), "skipped": len(cells) - len(todo),
                   "failed": failures},
         "wall_seconds": round(wall, 2),

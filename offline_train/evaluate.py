@@ -1,7 +1,8 @@
 """`python -m offline_train.evaluate`: closed-loop rollouts of a trained run or a bundle.
 
-On the boat (the default task) the episodes start from the fixed evaluation states and
-doomed starts are reported apart. On a Safety Gymnasium task (the run's training task, or
+On the boat (the default task) the episodes start from a fixed set of initial states, by
+default the test set (`--init-states`: test, validation for tuning, the old evaluation set,
+or a .npy file; safefql_core.envs.boat.STATE_SETS), and doomed starts are reported apart. On a Safety Gymnasium task (the run's training task, or
 `--task`) they are resets with seeds --seed, --seed+1, ..., scored raw and DSRL-normalised
 (normalized_reward, normalized_cost at kappa = 10, 20, 40, 80; safefql_core.envs.dsrl).
 """
@@ -37,14 +38,13 @@ GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
 BOAT_FALLBACKS = [[float(np.cos(a)), float(np.sin(a))] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
 
 
-def load_initial_states(path: str | None, episodes: int) -> np.ndarray:
-    if path is None:
-        states = boat.evaluation_states()
-        if episodes > len(states):
-            raise RunError(f"--episodes {episodes} exceeds the {len(states)} fixed evaluation states; "
-                           "pass --init-states for a larger set")
-        return states[:episodes]
-    return boat.load_initial_states(path)[:episodes]
+def load_initial_states(choice: str, episodes: int | None) -> np.ndarray:
+    """The first `episodes` states (all by default) of `--init-states`."""
+    states = boat.load_initial_states(choice)
+    if episodes is not None and episodes > len(states):
+        raise RunError(f"--episodes {episodes} exceeds the {len(states)} states of --init-states {choice}; "
+                       "pass a larger set")
+    return states[:episodes]
 
 
 def bundle_task(bundle: str, task: str | None) -> str:
@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                                          "calibrated check + fallback candidates), as the robot runs it")
     p.add_argument("--task", help="boat or a Safety Gymnasium id (default: the task the run or bundle was "
                                   "trained on; a bundle's task cannot be changed)")
-    p.add_argument("--episodes", type=int, help="boat: how many of the fixed initial states (default 500); "
+    p.add_argument("--episodes", type=int, help="boat: how many of the initial states (default: all); "
                                                f"Safety Gymnasium: episodes (default {GYM_EPISODES})")
-    p.add_argument("--init-states", help="boat: (N, 2) .npy of initial states (default: the fixed set); diffdrive: "
-                                         "evaluation (default), validation or an (N, 3) .npy of x, y, yaw")
+    p.add_argument("--init-states", help=f"boat: a named set ({', '.join(boat.STATE_SETS)}; default test, the "
+                                         "reporting set; tune on validation) or an (N, 2) .npy of x, y states; "
+                                         "diffdrive: evaluation (default), validation or an (N, 3) .npy of x, y, yaw")
     p.add_argument("--steps", type=int, help=f"episode length (boat default {boat.EPISODE_STEPS}, the "
                                             "training horizon; Safety Gymnasium: the task's own limit)")
     p.add_argument("--json", help="write the summary here")
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RunError("--init-states and --plot are boat-only")
             return evaluate_safety_gym(policy, task, args, meta, modes, threshold,
                                        recorded.get("action_repeat", 1), json_path)
-        states = load_initial_states(args.init_states, args.episodes or boat.EVAL_SET_SIZE)
+        init_states = args.init_states or "test"
+        states = load_initial_states(init_states, args.episodes)
         plot_path = prepare_output_file(args.plot, "--plot")
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -139,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluation.rollout(policy, states, keep_trajectories=bool(args.plot),
                                 steps=args.steps or boat.EPISODE_STEPS)
     feasible = feasible_mask(states)
-    summary = {**header(args, meta, "boat"), "steps": args.steps or boat.EPISODE_STEPS,
+    summary = {**header(args, meta, "boat"), "init_states": init_states, "steps": args.steps or boat.EPISODE_STEPS,
                **evaluation.summarize(result, feasible)}
     name = summary["variant"]
     if modes is not None:
         summary["decision_modes"] = dict(modes)
         summary["threshold"] = threshold
     f = summary["feasible"]
-    print(f"{name} seed {meta['seed']}: {summary['count']} episodes, "
+    print(f"{name} seed {meta['seed']}: {summary['count']} episodes from --init-states {init_states}, "
           f"mean return {summary['mean_return']:.1f}, mean violations {summary['mean_violations']:.3f}, "
           f"zero-violation {summary['zero_violation_rate']:.1%}, goal {summary['goal_reached_rate']:.1%} "
           f"| feasible ({f['count']}): "

@@ -96,6 +96,9 @@ def convert_into_run(args: argparse.Namespace, opts: TrainOptions) -> str:
     return str(data)
 
 
+CURVE_STATES = "validation"  # fit --eval-every's initial states (safefql_core.envs.boat.STATE_SETS)
+
+
 def boat_evaluator(task: str, eval_every: int):
     """The learning-curve evaluator for --eval-every (boat only: it needs the simulator)."""
     if not eval_every:
@@ -105,7 +108,7 @@ def boat_evaluator(task: str, eval_every: int):
     from safefql_core.envs import boat
     from safefql_core.envs.boat_reference import feasible_mask
     from safefql_core.evaluation import learning_curve_evaluator
-    states = boat.evaluation_states()
+    states = boat.initial_states(CURVE_STATES)   # a curve picks steps and settings: tune on validation
     return learning_curve_evaluator(states, feasible_mask(states))
 
 
@@ -130,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-every", type=at_least(1), default=500, metavar="N",
                    help="a metrics.csv row (mean losses) every N steps (default 500)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="boat: every N steps, roll out the actor from the feasible ones of the 500 fixed evaluation "
-                        "states and log return / zero-violation rate to <out>/eval.csv, plotted as <out>/eval.png")
+                   help=f"boat: every N steps, roll out the actor from the feasible ones of the {CURVE_STATES} "
+                        "set's initial states (the tuning set, never the test set) and log return / zero-violation "
+                        "rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_every:
             from safefql_core.evaluation import plot_learning_curve
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
-            print(f"learning curve: {Path(out) / 'eval.png'}")
+            print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
             print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed)))
             bundle = str(Path(out) / BUNDLE)

@@ -1,10 +1,12 @@
-"""Ground-truth reference numbers for a task's evaluation states.
+"""Ground-truth reference numbers (the DP reference) for a task's initial states.
 
-    python -m offline_train.reference --task boat [--init-states states.npy]
+    python -m offline_train.reference --task boat [--init-states test|validation|evaluation|states.npy]
         [--json out.json] [--seed S [--num-states N]]
 
-By default the fixed evaluation set is used; `--init-states` loads an (N, 2) array, and
-`--seed` samples fresh safe states instead (a held-out check). Only the boat task has a
+By default the test set is used, the starts `offline_train.evaluate` reports on, so every
+return can be read beside the best achievable one on the same starts; `--init-states` takes
+another named set (safefql_core.envs.boat.STATE_SETS) or an (N, 2) .npy array, and `--seed`
+samples fresh safe states instead. Only the boat task has a
 reference (safefql_core.envs.boat_reference); the computation lives there, this is the
 command-line entry point.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from offline_train.cli import prepare_output_file
-from safefql_core.envs.boat import evaluation_states, load_initial_states, sample_safe_states
+from safefql_core.envs.boat import STATE_SETS, load_initial_states, sample_safe_states
 from safefql_core.envs.boat_reference import optimal_reference
 from safefql_core.training import RunError
 
@@ -30,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, help="task name; only 'boat' is supported")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--init-states", type=Path, help=".npy file with (N, 2) initial states")
+    source.add_argument("--init-states", default="test",
+                        help=f"a named set ({', '.join(STATE_SETS)}; default test) or an (N, 2) .npy file")
     source.add_argument("--seed", type=int, help="sample fresh safe initial states with this seed")
     parser.add_argument("--num-states", type=int, default=500, help="states sampled with --seed")
     parser.add_argument("--json", type=Path, help="also write the summary to this file")
@@ -45,12 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_states(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The initial states and a description of where they came from."""
-    if args.init_states is not None:
-        return load_initial_states(args.init_states), str(args.init_states)
     if args.seed is not None:
         rng = np.random.default_rng(args.seed)
         return sample_safe_states(rng, args.num_states), f"sampled, seed {args.seed}"
-    return evaluation_states(), "evaluation_states()"
+    return load_initial_states(args.init_states), args.init_states
 
 
 def summarise(states: np.ndarray) -> dict:

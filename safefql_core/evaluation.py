@@ -139,7 +139,7 @@ def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarra
 
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path) -> None:
     """eval.csv (fit --eval-every) as two panels over training steps: return and the
-    zero-violation rate of the actor on the feasible evaluation starts."""
+    zero-violation rate of the actor on the feasible validation starts (fit.CURVE_STATES)."""
     import csv
 
     import matplotlib
@@ -157,7 +157,7 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path) -> None:
     bottom.set_xlabel("gradient step")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    top.set_title("learning curve on the feasible evaluation starts", fontsize=9)
+    top.set_title("learning curve on the feasible validation starts", fontsize=9)
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """`safefql-launch`: start a setup's nodes where `ros2 launch` is not installed (pip-only).
 
-    safefql-launch boat --bundle bundle/ --episodes 10 --init-states evaluation
+    safefql-launch boat --bundle bundle/ --episodes 10 --init-states test
     safefql-launch diffdrive --bundle runs/diffdrive/bundle
     safefql-launch replay --bag run1_bag/ --bundle bundle/ --output run1_replayed/
 
@@ -74,18 +74,16 @@ def command_line(node: NodeDescription, python: str = sys.executable) -> list[st
 
 
 def initial_states(choice: str | None) -> list[float] | None:
-    """`--init-states`: the fixed evaluation set (in order), None (boat_sim samples), or an
-    (N, 2) .npy file — as the flat x, y list boat_sim's `initial_states` takes."""
+    """`--init-states`: None or "sampled" (boat_sim samples), a named set of
+    safefql_core.envs.boat.STATE_SETS (in order), or an (N, 2) .npy file, as the flat x, y
+    list boat_sim's `initial_states` takes."""
     if choice in (None, "sampled"):
         return None
-    if choice == "evaluation":
-        states = boat.evaluation_states()
-    else:
-        try:
-            states = boat.load_initial_states(choice)
-        except ValueError as exc:
-            raise LaunchError(f"{exc} (or 'evaluation', 'sampled')") from None
-    return np.asarray(states, dtype=np.float64).ravel().tolist()
+    try:
+        states = boat.load_initial_states(choice)
+    except ValueError as exc:
+        raise LaunchError(f"{exc} (or 'sampled')") from None
+    return states.ravel().tolist()
 
 
 def _pump(stream: IO[str], out: IO[str], prefix: str) -> None:
@@ -268,8 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           help="boat simulator + controller (+ episode monitor)")
     b.add_argument("--use-sim-time", action="store_true", help="all nodes on /clock (something must publish it)")
     b.add_argument("--episodes", type=_positive(int), help="run this many episodes, print their JSON summary, exit")
-    b.add_argument("--init-states", help="episode initial states: evaluation (the fixed evaluation set, in "
-                   "order), sampled (default: boat_sim samples safe states) or PATH.npy with an (N, 2) array")
+    b.add_argument("--init-states", help="episode initial states: a named set, in order (test, validation, or "
+                   "evaluation, the old set), sampled (default: boat_sim samples safe states) or PATH.npy with an "
+                   "(N, 2) array")
     b.add_argument("--episode-steps", type=_positive(int), help="steps per episode (default: params file)")
     b.add_argument("--seed", type=int, help="seed of boat_sim's sampled states and the controller's sampler")
     b.add_argument("--summary-json", default="", help="with --episodes: also write the summary to this file")

@@ -49,7 +49,7 @@ def test_table_has_one_row_per_method_with_stds(suite):
     out, code = suite
     assert code == 1  # a cell failed: reported in the exit status, the others still finished
     rows = _rows(out)
-    assert list(rows) == METHODS
+    assert list(rows) == [*METHODS, "dp-reference"]
     header = set(next(iter(rows.values())))
     for col in ("mean_return", "mean_violations", "zero_violation_rate", "train_seconds", "latency_median_us"):
         assert {col, f"{col}_std"} <= header
@@ -66,6 +66,23 @@ def test_table_has_one_row_per_method_with_stds(suite):
     table = (out / "table.md").read_text()
     assert "| safefql-nodistill | 2 | 0 |" in table and " ± " in table
     assert (out / "benchmark.png").stat().st_size > 10_000
+
+
+def test_suite_scores_the_validation_starts_beside_the_dp_reference(suite):
+    from offline_train import reference
+    from safefql_core.envs import boat
+    out, _ = suite
+    rows = _rows(out)
+    assert {row["init_states"] for row in rows.values()} == {"validation"}
+    result = json.loads((out / "cells" / "bc-s0" / "result.json").read_text())
+    assert result["settings"]["init_states"] == "validation" and result["evaluation"]["init_states"] == "validation"
+    assert json.loads((out / "run.json").read_text())["init_states"] == "validation"
+    assert "the `validation` set" in (out / "table.md").read_text()
+    expected = reference.summarise(boat.initial_states("validation")[:3])   # the cells' --episodes 3
+    ref = rows["dp-reference"]
+    assert float(ref["mean_return"]) == pytest.approx(expected["mean_optimal_return_feasible"])
+    assert int(ref["episodes"]) == expected["count"] - expected["doomed_count"]
+    assert float(ref["mean_violations"]) == 0 and float(ref["zero_violation_rate"]) == 1
 
 
 def test_failed_cells_are_reported_not_fatal(suite):
@@ -171,7 +188,7 @@ def test_safety_gym_suite_has_a_section_per_task_with_normalised_scores(embedded
     args = benchmark.main.__globals__["argparse"].Namespace(
         suite="safety_gym", tasks=None, methods=["bc"], seed_list=None, seeds=1, set=[], steps=None,
         data=str(tmp_path / "x.h5"), out=str(tmp_path), episodes=None, latency_calls=0, threads_per_cell=1,
-        proposals=1)
+        proposals=1, init_states="validation")
     with pytest.raises(RunError, match="--data names one dataset"):
         benchmark.plan(args)
     args.tasks = ["boat"]

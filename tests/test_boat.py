@@ -49,12 +49,27 @@ def test_reset_rejects_wrong_count():
         boat.BoatEnv(3).reset(np.zeros((2, 2)))
 
 
-def test_evaluation_set_is_fixed_safe_and_reproducible():
-    states = boat.evaluation_states()
-    assert states.shape == (500, 2)
+@pytest.mark.parametrize("name", sorted(boat.STATE_SETS))
+def test_initial_state_sets_are_fixed_safe_and_reproducible(name):
+    states = boat.initial_states(name)
+    assert states.shape == (boat.STATE_SETS[name].size, 2)
     assert (boat.margin(states) < 0).all()
     assert ((states >= boat.LOW) & (states <= boat.HIGH)).all()
-    np.testing.assert_array_equal(states, boat.generate_evaluation_states())
+    np.testing.assert_array_equal(states, boat.generate_initial_states(name))
+
+
+def test_initial_state_sets_are_disjoint_and_the_test_set_is_large():
+    sets = {name: boat.initial_states(name) for name in boat.STATE_SETS}
+    assert len(sets["test"]) >= 1000
+    assert len({spec.seed for spec in boat.STATE_SETS.values()}) == len(sets)
+    names = sorted(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            gap = np.linalg.norm(sets[a][:, None] - sets[b][None], axis=-1).min()
+            assert gap > 0, f"{a} and {b} share a state"
+    np.testing.assert_array_equal(boat.evaluation_states(), sets["evaluation"])
+    with pytest.raises(ValueError, match="choose one of validation, test, evaluation"):
+        boat.initial_states("train")
 
 
 def test_sampled_safe_states_respect_clearance():

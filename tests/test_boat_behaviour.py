@@ -3,6 +3,7 @@ logs real escapes (the data the safety critic needs upstream of the discs)."""
 import numpy as np
 
 from safefql_core.envs import boat, boat_behaviour
+from safefql_core.envs.boat_reference import feasible_mask
 
 
 def test_collect_is_reproducible_and_draws_every_family():
@@ -14,21 +15,28 @@ def test_collect_is_reproducible_and_draws_every_family():
     assert sum(boat_behaviour.MIX.values()) == 1.0
 
 
+def _worst_margin(starts: np.ndarray, policy) -> np.ndarray:
+    """Largest margin over an episode of `policy`, re-planned as the behaviour mix does."""
+    s, worst = starts.copy(), np.full(len(starts), -np.inf)
+    for t in range(boat.EPISODE_STEPS):
+        if t % boat_behaviour.REPLAN_EVERY == 0:
+            heading = policy(s)
+        s = boat.dynamics(s, heading)
+        worst = np.maximum(worst, boat.margin(s))
+    return worst
+
+
 def test_escape_heading_saves_the_hard_starts():
-    # Evaluation starts 106, 230, 372, 377: feasible, but upstream of a disc with the current
-    # carrying the boat onto it; the certified reference keeps 0.02-0.27 clearance there.
-    # Goal-seeking from them violates; the escape alone keeps every one of them safe.
-    starts = boat.evaluation_states()[[106, 230, 372, 377]]
-    worst = {}
-    for name, policy in {"escape": boat_behaviour.escape_heading, "goal": boat_behaviour.goal_heading}.items():
-        s, worst[name] = starts.copy(), np.full(len(starts), -np.inf)
-        for t in range(boat.EPISODE_STEPS):
-            if t % boat_behaviour.REPLAN_EVERY == 0:
-                heading = policy(s)
-            s = boat.dynamics(s, heading)
-            worst[name] = np.maximum(worst[name], boat.margin(s))
-    assert (worst["escape"] < 0).all()
-    assert (worst["goal"] > 0).any()
+    # Hard starts: feasible (a safe path exists), yet goal-seeking from them violates, since
+    # the current carries the boat onto a disc. Picked by that property from the validation
+    # set (never the test set): the first 8 of them. The escape alone keeps every one safe.
+    starts = boat.initial_states("validation")
+    goal_violates = np.flatnonzero(_worst_margin(starts, boat_behaviour.goal_heading) > 0)
+    assert len(goal_violates) >= 8
+    hard = starts[goal_violates[:16]]
+    hard = hard[feasible_mask(hard)][:8]
+    assert len(hard) == 8
+    assert (_worst_margin(hard, boat_behaviour.escape_heading) < 0).all()
 
 
 def test_switching_alternates_drift_and_escape_only_in_its_episodes():

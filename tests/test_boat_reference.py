@@ -121,3 +121,13 @@ def test_cli_writes_summary(tmp_path):
     assert summary["doomed_indices"] == [0]
     assert summary["value_search_disagreements"] == 0
     assert summary["straight_violation_rate"] == 0.25  # only the doomed state violates
+
+
+def test_cli_takes_the_named_sets_and_defaults_to_the_test_set(capsys):
+    from safefql_core.envs import boat
+    for argv, name in (([], "test"), (["--init-states", "validation"], "validation")):
+        states, source = cli.load_states(cli.parse_args(["--task", "boat", *argv]))
+        np.testing.assert_array_equal(states, boat.initial_states(name))
+        assert source == name
+    assert cli.main(["--task", "boat", "--init-states", "nope"]) == 2
+    assert "--init-states nope: no such file; give a named set (validation, test, evaluation)" in capsys.readouterr().err

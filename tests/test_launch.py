@@ -184,8 +184,8 @@ def test_episode_monitor_follows_the_namespace(bundle):
 
 def test_init_states_choices(tmp_path):
     assert launcher.initial_states("sampled") is None and launcher.initial_states(None) is None
-    evaluation = launcher.initial_states("evaluation")
-    assert np.array_equal(np.reshape(evaluation, (-1, 2)), boat.evaluation_states())
+    for name in boat.STATE_SETS:
+        assert np.array_equal(np.reshape(launcher.initial_states(name), (-1, 2)), boat.initial_states(name))
     good, bad = tmp_path / "good.npy", tmp_path / "bad.npy"
     np.save(good, np.array([[-2.0, 0.0], [-2.5, 1.0]]))
     np.save(bad, np.zeros((3, 3)))

@@ -130,6 +130,28 @@ def test_collect_fit_evaluate_end_to_end(tmp_path):
     assert lines[-1].startswith("300,")
 
 
+def test_evaluate_scores_the_test_set_by_default_and_says_which(tiny_boat_h5, tmp_path, capsys):
+    from offline_train import evaluate
+    from safefql_core.envs import boat
+    from safefql_core.evaluation import rollout, torch_policy
+    run = _train(tiny_boat_h5, tmp_path / "e", 10)
+    learner = load_run(str(run))[0]
+    for choice in ("", "validation", "evaluation"):
+        out = tmp_path / f"{choice or 'default'}.json"
+        starts = ["--init-states", choice] if choice else []
+        assert evaluate.main(["--run", str(run), "--episodes", "3", "--steps", "20", "--json", str(out), *starts]) == 0
+        summary = json.loads(out.read_text())
+        name = choice or "test"
+        assert summary["init_states"] == name and f"from --init-states {name}" in capsys.readouterr().out
+        direct = rollout(torch_policy(learner), boat.initial_states(name)[:3], steps=20)
+        assert summary["mean_return"] == pytest.approx(float(direct["returns"].mean()))
+    assert evaluate.main(["--run", str(run), "--init-states", "train"]) == 2
+    assert "--init-states train: no such file; give a named set (validation, test, evaluation)" in \
+        capsys.readouterr().err
+    assert evaluate.main(["--run", str(run), "--init-states", "validation", "--episodes", "501"]) == 2
+    assert "exceeds the 500 states of --init-states validation" in capsys.readouterr().err
+
+
 def test_fit_cli_reports_bad_data_clearly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "offline_train.fit", "--data", str(tmp_path / "no.h5"),
                            "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)

@@ -29,8 +29,6 @@ OBSTACLE_CENTRES = np.array([[-0.5, 0.5], [-1.0, -1.2]])
 OBSTACLE_RADII = np.array([0.4, 0.5])
 OBS_DIM = 2
 ACT_DIM = 2
-EVAL_SET_SEED = 20260315
-EVAL_SET_SIZE = 500
 
 
 def margin(states: np.ndarray) -> np.ndarray:
@@ -83,31 +81,63 @@ def sample_safe_states(rng: np.random.Generator, n: int, min_clearance: float = 
     return out[:n]
 
 
-def evaluation_states() -> np.ndarray:
-    """The fixed 500 safe initial states used by every evaluation.
+@dataclass(frozen=True)
+class StateSet:
+    """A fixed set of safe initial states: its job, how it is generated, and where it is stored."""
 
-    Shipped as a file (boat_eval_states.npy) so they are bit-identical on every machine;
-    `tests/test_boat.py` checks the file still equals its seeded generation.
-    """
-    with resources.files(__package__).joinpath("boat_eval_states.npy").open("rb") as f:
+    seed: int
+    size: int
+    file: str
+    purpose: str
+
+
+# The named initial-state sets (issue #28). Each is `sample_safe_states` of its own seed,
+# shipped as a file so it is bit-identical on every machine; `tests/test_boat.py` checks each
+# file still equals its seeded generation and that no state appears in two sets.
+STATE_SETS = {
+    # Tuning: every choice (hyperparameters, behaviour mix, --eval-every curves) is made here.
+    "validation": StateSet(20261204, 500, "boat_validation_states.npy", "tuning"),
+    # Reporting: no choice is made on it; `evaluate` and the record report here.
+    "test": StateSet(20261205, 1000, "boat_test_states.npy", "reporting"),
+    # The sessions 1-17 set, on which everything up to session 17 was tuned *and* reported;
+    # kept so the notebook's history can be reproduced. Neither a tuning nor a test set now.
+    "evaluation": StateSet(20260315, 500, "boat_eval_states.npy", "history (tuned on)"),
+}
+
+
+def initial_states(name: str) -> np.ndarray:
+    """The stored states of the named set in STATE_SETS (validation, test, evaluation)."""
+    if name not in STATE_SETS:
+        raise ValueError(f"unknown initial-state set {name!r}; choose one of {', '.join(STATE_SETS)}")
+    with resources.files(__package__).joinpath(STATE_SETS[name].file).open("rb") as f:
         return np.load(f)
 
 
-def load_initial_states(path: str | Path, flag: str = "--init-states") -> np.ndarray:
-    """A user's initial states: a non-empty, finite (N, 2) array of x, y in a .npy file.
+def generate_initial_states(name: str) -> np.ndarray:
+    """The named set regenerated from its seed (what its stored file must equal)."""
+    spec = STATE_SETS[name]
+    return sample_safe_states(np.random.default_rng(spec.seed), spec.size)
+
+
+def load_initial_states(choice: str | Path, flag: str = "--init-states") -> np.ndarray:
+    """`--init-states CHOICE`: a set named in STATE_SETS, or a user's non-empty, finite (N, 2)
+    array of x, y in a .npy file.
 
     One reader for every command that takes `--init-states` (evaluate, reference, the
-    launcher), so each refuses the same mistakes (a missing file, an HDF5 dataset or some other
-    file, a wrong shape) with a ValueError naming `flag` and the fix, before any work starts.
+    launcher, benchmark), so each accepts the same choices and refuses the same mistakes (a
+    missing file, an HDF5 dataset or some other file, a wrong shape) with a ValueError naming
+    `flag` and the fix, before any work starts.
     """
-    file = Path(path)
+    if str(choice) in STATE_SETS:
+        return initial_states(str(choice))
+    fix = f"give a named set ({', '.join(STATE_SETS)}) or an (N, {OBS_DIM}) .npy array of x, y states"
+    file = Path(choice)
     if not file.is_file():
-        raise ValueError(f"{flag} {file}: no such file; give an (N, {OBS_DIM}) .npy array of x, y states")
+        raise ValueError(f"{flag} {file}: no such file; {fix}")
     try:
         states = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); give an (N, {OBS_DIM}) .npy array of x, y "
-                         "states, e.g. np.save('states.npy', states)") from None
+        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); {fix}, e.g. np.save('states.npy', states)") from None
     if not isinstance(states, np.ndarray) or states.dtype.kind not in "iuf" or states.ndim != 2 \
             or states.shape[1] != OBS_DIM or not len(states) or not np.isfinite(states).all():
         raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite real x, y states, "
@@ -115,8 +145,9 @@ def load_initial_states(path: str | Path, flag: str = "--init-states") -> np.nda
     return states.astype(np.float64)
 
 
-def generate_evaluation_states() -> np.ndarray:
-    return sample_safe_states(np.random.default_rng(EVAL_SET_SEED), EVAL_SET_SIZE)
+def evaluation_states() -> np.ndarray:
+    """The old fixed 500 evaluation states (sessions 1-17): tuned on, so not held out."""
+    return initial_states("evaluation")
 
 
 @dataclass
