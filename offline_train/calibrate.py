@@ -113,7 +113,10 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     else:
         y, v = logged_outcomes(learner, meta["data"], rng, n, horizon)
         y2, v2 = logged_outcomes(learner, meta["data"], rng, n, horizon)
-    fit = cal.split_conformal(y, v, epsilon) if method == "split" else cal.beta_threshold(y, v, epsilon, beta)
+    if method == "split":
+        fit = cal.split_conformal(y, v, epsilon)
+    else:
+        fit = cal.beta_threshold(y, v, epsilon, beta, span=cal.grid_span(meta.get("margin_range")))
     result = {
         "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
         "source": "simulated policy rollouts" if source == "sim" else LOGGED,

@@ -2,8 +2,9 @@
 
 On the boat (the default task) the episodes start from a fixed set of initial states, by
 default the test set (`--init-states`: test, validation for tuning, the old evaluation set,
-or a .npy file; safefql_core.envs.boat.STATE_SETS), and doomed starts are reported apart. On a Safety Gymnasium task (the run's training task, or
-`--task`) they are resets with seeds --seed, --seed+1, ..., scored raw and DSRL-normalised
+or a .npy file; safefql_core.envs.boat.STATE_SETS), and doomed starts are reported apart.
+On a Safety Gymnasium task (the run's training task, or `--task`) they are resets with seeds --seed,
+--seed+1, ..., scored raw and DSRL-normalised
 (normalized_reward, normalized_cost at kappa = 10, 20, 40, 80; safefql_core.envs.dsrl).
 """
 from __future__ import annotations
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if task == diffdrive_evaluate.TASK:  # its own simulator, for any spec of its messages (it checks)
             if args.plot:
                 raise RunError("--plot is boat-only")
-            write_json(args.json, diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), args,
+            write_json(json_path, diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), args,
                                                               header(args, meta, task), modes, threshold))
             return 0
         no_simulator = simulator_mismatch(task, recorded.get("spec"))

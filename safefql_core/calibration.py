@@ -77,6 +77,17 @@ def clopper_pearson_lower(k: int, n: int, beta: float) -> float:
     return 1.0 - clopper_pearson_upper(n - k, n, beta)
 
 
+def grid_span(margin_range: list[float] | None, widest: float = 2.0) -> float:
+    """How far below 0 the beta method's grid reaches: 2 margin units, or the span of the margins
+    the policy was trained on where that is smaller. A threshold further below than that span
+    certifies nothing any trained critic can output (its values lie within the margins'
+    range), and the bundle refuses such a δ* (Bundle.threshold_range); the range comes from the
+    training data, not the calibration data, so the grid is still fixed before those are seen."""
+    if not margin_range:
+        return widest
+    return float(min(widest, margin_range[1] - margin_range[0]))
+
+
 def beta_threshold(y: np.ndarray, v_hat: np.ndarray, epsilon: float, beta: float = 0.05,
                    span: float = 2.0, points: int = 101) -> dict[str, float]:
     """Largest grid δ in [−span, 0] whose certified set has violation rate ≤ ε w.p. ≥ 1 − β.

@@ -76,11 +76,12 @@ class BoatSim(Node):
         self.command: tuple[np.ndarray, int] | None = None  # (action in [-1, 1], receive ns)
         self.inside = False
 
-        self.odom_pub = self.create_publisher(Odometry, relative(self.spec.state.topic), ODOM_QOS)
+        ns = self.get_namespace()
+        self.odom_pub = self.create_publisher(Odometry, relative(self.spec.state.topic, ns), ODOM_QOS)
         self.margin_pub = self.create_publisher(Float64, "boat/margin", 10)
         self.violation_pub = self.create_publisher(Bool, "boat/violation", LATCHED_QOS)
         self.episode_pub = self.create_publisher(UInt32, "boat/episode", LATCHED_QOS)
-        self.create_subscription(message_class(self.spec.command.type), relative(self.spec.command.topic),
+        self.create_subscription(message_class(self.spec.command.type), relative(self.spec.command.topic, ns),
                                  self._on_command, 10)
         self.create_subscription(Point, "boat/reset", self._on_reset, 10)
         self.create_service(Trigger, "~/reset", self._on_reset_service)

@@ -213,11 +213,12 @@ class Controller(ManagedNode):
         # An input with its own max_age in the spec (a slower lidar) may be that much older than
         # state_timeout allows the others (runtime.combined_age).
         self.allowances = [self.spec.max_age_of(name) - self.spec.max_age for name in self.inputs]
-        self.state_subs = [self.create_subscription(message_class(stream.type), relative(stream.topic),
+        ns = self.get_namespace()
+        self.state_subs = [self.create_subscription(message_class(stream.type), relative(stream.topic, ns),
                                                     lambda msg, name=name: self._on_state(name, msg),
                                                     qos_profile_sensor_data)
                            for name, stream in self.inputs.items()]
-        self.cmd_pub = self.create_publisher(self.write_command.cls, relative(self.spec.command.topic), COMMAND_QOS)
+        self.cmd_pub = self.create_publisher(self.write_command.cls, relative(self.spec.command.topic, ns), COMMAND_QOS)
         self.float_pubs = {name: self.create_publisher(Float64, f"~/{name}", 10) for name in FLOAT_TOPICS}
         self.mode_pub = self.create_publisher(String, "~/mode", LATCHED_QOS)
         self.trigger = p["trigger"]
@@ -231,8 +232,8 @@ class Controller(ManagedNode):
         self._publish_mode(INACTIVE, "configured: holding the stop action until activated")
         self.get_logger().info(
             f"bundle {path} ({bundle.algo}, δ*={self.runtime.threshold:.4f}): "
-            f"{', '.join(self.resolve_topic_name(relative(s.topic)) for s in self.inputs.values())} -> "
-            f"{self.resolve_topic_name(relative(self.spec.command.topic))} "
+            f"{', '.join(self.resolve_topic_name(relative(s.topic, ns)) for s in self.inputs.values())} -> "
+            f"{self.resolve_topic_name(relative(self.spec.command.topic, ns))} "
             f"({self.spec.command.type}) at {rate:g} Hz, state_timeout {self.runtime.cfg.state_timeout * 1e3:.1f} ms")
 
     def _destroy_configured(self) -> None:

@@ -87,7 +87,8 @@ class EpisodeMonitor(ManagedNode):
 
         # Created before the odometry subscription on purpose: see hears_the_simulator.
         self.episode_sub = self.create_subscription(UInt32, "boat/episode", self._on_episode, LATCHED_QOS)
-        self.create_subscription(Odometry, relative(spec.state.topic), self._on_odom, qos_profile_sensor_data)
+        self.create_subscription(Odometry, relative(spec.state.topic, self.get_namespace()), self._on_odom,
+                                 qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(0.1, self._check_done)

@@ -33,8 +33,6 @@ import threading
 import time
 from typing import IO, Any
 
-import numpy as np
-
 from safefql_core.envs import boat, diffdrive
 from safefql_core.tasks import TaskSpecError
 from safefql_ros import description

@@ -42,11 +42,16 @@ def int_range(low: int, high: int) -> list[IntegerRange]:
     return [IntegerRange(from_value=low, to_value=high, step=1)]
 
 
-def relative(topic: str) -> str:
+def relative(topic: str, namespace: str = "") -> str:
     """A task spec's topic (written absolute, `/boat/odom`, as bags record it) as a name
-    relative to the node's namespace (`boat/odom`): without a namespace it is the same topic;
+    relative to the node's `namespace` (`boat/odom`): without a namespace it is the same topic;
     under `namespace:=robot1` it becomes `/robot1/boat/odom`, so a namespace isolates a robot
-    (ROS_CONVENTIONS.md). `/diagnostics` and `/clock` stay global by convention."""
+    (ROS_CONVENTIONS.md). A topic already under the node's namespace (a robot recorded in its
+    own namespace, `/diffdrive/odom` for a node in `/diffdrive`) is that same topic, `odom`.
+    `/diagnostics` and `/clock` stay global by convention."""
+    prefix = namespace.rstrip("/") + "/"
+    if prefix != "/" and topic.startswith(prefix):
+        return topic[len(prefix):]
     return topic.lstrip("/")
 
 

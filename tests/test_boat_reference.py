@@ -130,4 +130,5 @@ def test_cli_takes_the_named_sets_and_defaults_to_the_test_set(capsys):
         np.testing.assert_array_equal(states, boat.initial_states(name))
         assert source == name
     assert cli.main(["--task", "boat", "--init-states", "nope"]) == 2
-    assert "--init-states nope: no such file; give a named set (validation, test, evaluation)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--init-states nope: no such file; give a named set (validation, test, evaluation)" in err

@@ -127,3 +127,12 @@ def test_beta_threshold_pays_for_every_grid_point_tested():
     assert few["fell_back"] and few["delta"] == -2.0
     many = cal.beta_threshold(*data(200), epsilon=0.05, beta=0.05)
     assert not many["fell_back"] and many["delta"] == pytest.approx(-1.5)
+
+
+def test_the_grid_reaches_no_further_than_the_trained_margins():
+    """Narrow margins (a robot's clearance within 0.8 m) shrink the grid, so even the fallback,
+    its most conservative point, stays a threshold the bundle accepts; wide ones keep 2 units."""
+    assert cal.grid_span([-0.8, 0.05]) == pytest.approx(0.85)
+    assert cal.grid_span([-3.0, 0.5]) == 2.0 and cal.grid_span(None) == 2.0
+    out = cal.beta_threshold(np.ones(50), np.linspace(-1, 0, 50), 0.05, span=cal.grid_span([-0.8, 0.05]))
+    assert out["fell_back"] and out["delta"] == pytest.approx(-0.85)

@@ -137,7 +137,8 @@ def load_initial_states(choice: str | Path, flag: str = "--init-states") -> np.n
     try:
         states = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); {fix}, e.g. np.save('states.npy', states)") from None
+        raise ValueError(f"{flag} {file}: not a .npy array ({exc}); {fix}, "
+                         "e.g. np.save('states.npy', states)") from None
     if not isinstance(states, np.ndarray) or states.dtype.kind not in "iuf" or states.ndim != 2 \
             or states.shape[1] != OBS_DIM or not len(states) or not np.isfinite(states).all():
         raise ValueError(f"{flag} {file}: expected a non-empty (N, {OBS_DIM}) array of finite real x, y states, "
