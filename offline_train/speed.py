@@ -1,7 +1,13 @@
-"""`python -m offline_train.bench latency`: batch-1 decision latency, all variants in one run.
+"""`python -m offline_train.speed`: how fast the code runs (not how well it controls: that is
+`benchmark`).
 
-Variants are timed in interleaved rounds (a slice of calls each, round-robin), so drift in
-machine load hits every variant alike; ratios measured in one run are what we report.
+    speed latency --bundle B   batch-1 decision latency, all variants in one run. Variants are
+                               timed in interleaved rounds (a slice of calls each, round-robin),
+                               so drift in machine load hits every variant alike; ratios
+                               measured in one run are what we report.
+    speed train [--sizes S]    training throughput: ms per update, steps/s and the phase split
+                               for a config (safefql_core.throughput), optionally on CUDA with
+                               and without the update captured as a CUDA graph.
 """
 from __future__ import annotations
 
@@ -15,10 +21,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from offline_train.cli import add_threads_argument, set_threads
+from offline_train.cli import add_set_argument, add_threads_argument, parse_override, set_threads
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
-from safefql_core.training import RunError
+from safefql_core.training import ALGOS, RunError
+
+# Network sizes to time at, on top of the task's config: the boat's own; the reference
+# code's (critics 2x256, teacher and actor 4x512, batch 1024); FQL's paper defaults (every
+# critic 4x512 with layer norm, as FQL's `value_hidden_dims` and `layer_norm`, batch 256).
+SIZES: dict[str, dict] = {
+    "boat": {},
+    "large": {"critic_hidden": [256, 256], "flow_hidden": [512] * 4, "batch_size": 1024},
+    "paper": {"critic_hidden": [512] * 4, "critic_layer_norm": True, "flow_hidden": [512] * 4,
+              "batch_size": 256},
+}
 
 
 def teacher_decision(bundle, threads: int) -> Callable[[np.ndarray], object]:
@@ -105,8 +121,64 @@ def latency(args: argparse.Namespace) -> dict:
     return result
 
 
+def train_speed(args: argparse.Namespace) -> dict:
+    """Time the learner's update on the task's data (or a generated boat dataset)."""
+    from offline_train.fit import load_overrides
+    from safefql_core import throughput
+    from safefql_core.training import build_learner, resolve_config, resolve_device, seed_everything
+    set_threads(args.threads)
+    _, overrides = load_overrides(args.config, args.algo, args.task)
+    overrides.update(SIZES[args.sizes])
+    overrides.update(parse_override(item) for item in args.set)
+    config = resolve_config(args.algo, overrides)
+    data = training_data(args)
+    device = resolve_device(args.device)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
+    if True in modes and device.type != "cuda":
+        raise RunError("--cuda-graph captures the update on a CUDA device; pass --device cuda "
+                       "(or --cuda-graph off on a CPU-only machine)")
+    result: dict = {"algo": args.algo, "sizes": args.sizes, "device": str(device), "threads": args.threads,
+                    "torch": torch.__version__, "config": config, "transitions": len(data)}
+    for graphed in modes:
+        seed_everything(args.seed)
+        learner = build_learner(args.algo, config, data.obs_dim, data.act_dim, data.observations.mean(axis=0),
+                                data.observations.std(axis=0)).to(device)
+        batches = throughput.batch_source(learner, data, device, args.seed)
+        update = None
+        if graphed:
+            from safefql_core.cuda_graph import GraphedUpdate
+            update = GraphedUpdate(learner)
+        timing = throughput.measure(learner, batches, args.chunks, args.per_chunk, args.warmup,
+                                    0 if graphed else args.profile_steps, update)
+        result["cuda_graph" if graphed else "eager"] = timing
+    return result
+
+
+def training_data(args: argparse.Namespace):
+    """--data, or a boat dataset generated in memory (timing does not depend on its values)."""
+    from safefql_core.data import Dataset, load_dataset
+    if args.data:
+        return load_dataset(args.data)
+    from safefql_core.envs import boat_behaviour
+    arrays = boat_behaviour.collect(args.episodes, seed=args.seed, progress=False)
+    arrays.pop("family")
+    return Dataset(**arrays, attrs={"task": "boat"})
+
+
+def print_train(result: dict) -> None:
+    for mode in ("eager", "cuda_graph"):
+        if mode in result:
+            r = result[mode]
+            print(f"{result['algo']} at {result['sizes']} sizes on {result['device']} ({mode}, "
+                  f"{result['threads']} thread(s)): {r['ms_per_update']:.2f} ms/update, "
+                  f"{r['steps_per_s']:.0f} steps/s (chunks spread {r['chunk_spread']:.0%})")
+            if "phases" in r:
+                print("  phases: " + ", ".join(f"{k} {v:.0%}" for k, v in r["phases"].items()))
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m offline_train.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m offline_train.speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     lat = sub.add_parser("latency", help="batch-1 decision latency, median and p99")
     lat.add_argument("--bundle", required=True, help="SafeFQL bundle")
@@ -119,7 +191,37 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_argument(lat)
     lat.add_argument("--seed", type=int, default=0)
     lat.add_argument("--json")
+    tr = sub.add_parser("train", help="training throughput: ms per update, steps/s, phase split")
+    tr.add_argument("--data", help="dataset HDF5 (default: a boat dataset generated in memory)")
+    tr.add_argument("--episodes", type=int, default=12, help="episodes of the generated boat dataset")
+    tr.add_argument("--config", help="task YAML (as fit's --config)")
+    tr.add_argument("--task", help="as fit's --task")
+    tr.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
+    tr.add_argument("--sizes", default="boat", choices=sorted(SIZES),
+                    help="network sizes: the config's (boat), the reference code's (large), FQL's paper's (paper)")
+    add_set_argument(tr, "KEY=VALUE", "batch_size=512")
+    tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    tr.add_argument("--cuda-graph", choices=("off", "on", "both"), default="off",
+                    help="time the update captured as one CUDA graph (on), eager (off), or both (CUDA only)")
+    tr.add_argument("--chunks", type=int, default=10, help="timed chunks; the median chunk is reported")
+    tr.add_argument("--per-chunk", type=int, default=50, help="updates per chunk")
+    tr.add_argument("--warmup", type=int, default=20)
+    tr.add_argument("--profile-steps", type=int, default=20,
+                    help="updates profiled for the phase split (0: skip; not with a CUDA graph)")
+    add_threads_argument(tr)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--json")
     args = p.parse_args(argv)
+    if args.command == "train":
+        try:
+            result = train_speed(args)
+        except (RunError, ValueError) as exc:  # DatasetError is a ValueError
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print_train(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     try:
         result = latency(args)
     except (BundleError, RunError) as exc:
