@@ -171,7 +171,8 @@ def print_train(result: dict) -> None:
             r = result[mode]
             print(f"{result['algo']} at {result['sizes']} sizes on {result['device']} ({mode}, "
                   f"{result['threads']} thread(s)): {r['ms_per_update']:.2f} ms/update, "
-                  f"{r['steps_per_s']:.0f} steps/s (chunks spread {r['chunk_spread']:.0%})")
+                  f"{r['steps_per_s']:.0f} steps/s, CPU {r['cpu_ms_per_update']:.2f} ms/update "
+                  f"(chunks spread {r['chunk_spread']:.0%})")
             if "phases" in r:
                 print("  phases: " + ", ".join(f"{k} {v:.0%}" for k, v in r["phases"].items()))
 

@@ -2,7 +2,9 @@
 
 What `python -m offline_train.speed train` reports. Updates run in chunks and the median
 chunk is the result: on a machine shared with other jobs a load spike spoils a chunk, not
-the number. The phase split comes from torch's profiler over the regions the learners label
+the number. Each chunk is timed twice: wall clock (what a user waits) and this process's CPU
+time, which other jobs on a shared machine inflate far less (with one thread and no device,
+the two agree on an idle machine). The phase split comes from torch's profiler over the regions the learners label
 with `phase(...)` (PHASES); it is a share of the profiled time, because the profiler's own
 overhead inflates every operation alike.
 """
@@ -37,22 +39,24 @@ def batch_source(learner: nn.Module, data: Dataset, device: torch.device, seed: 
 
 
 def time_chunks(update: Callable[[int], object], chunks: int, per_chunk: int, warmup: int,
-                sync: Callable[[], None]) -> list[float]:
-    """ms per update of each chunk (after `warmup` untimed updates); `sync` waits for the device."""
+                sync: Callable[[], None]) -> tuple[list[float], list[float]]:
+    """(wall, CPU) ms per update of each chunk, after `warmup` untimed updates; `sync` waits
+    for the device."""
     step = 0
     for _ in range(warmup):
         update(step)
         step += 1
     sync()
-    out = []
+    wall, cpu = [], []
     for _ in range(chunks):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(per_chunk):
             update(step)
             step += 1
         sync()
-        out.append((time.perf_counter() - t) * 1e3 / per_chunk)
-    return out
+        wall.append((time.perf_counter() - t) * 1e3 / per_chunk)
+        cpu.append((time.process_time() - c) * 1e3 / per_chunk)
+    return wall, cpu
 
 
 def phase_split(update: Callable[[int], object], steps: int) -> dict[str, float]:
@@ -85,9 +89,10 @@ def measure(learner: nn.Module, batches: TensorBatches, chunks: int, per_chunk: 
     def one(step: int) -> object:
         return step_fn(batches.sample(size), step)
 
-    ms = time_chunks(one, chunks, per_chunk, warmup, sync)
+    ms, cpu_ms = time_chunks(one, chunks, per_chunk, warmup, sync)
     median = statistics.median(ms)
     result = {"ms_per_update": round(median, 3), "steps_per_s": round(1e3 / median, 1),
+              "cpu_ms_per_update": round(statistics.median(cpu_ms), 3),
               "chunk_ms": [round(x, 3) for x in ms],
               "chunk_spread": round((max(ms) - min(ms)) / median, 3)}
     if profile_steps:

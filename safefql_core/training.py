@@ -216,12 +216,12 @@ def train(opts: TrainOptions) -> Path:
     t0 = time.perf_counter() - elapsed
     for step in steps:
         for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
-            sums[k] += v
+            sums[k] += v  # tensors: read back (a wait on the device) only when a row is logged
         count += 1
         done = step + 1
         if done % opts.log_every == 0 or done == cfg.steps:
             row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
-                   **{k: v / count for k, v in sums.items()}}
+                   **{k: float(v) / count for k, v in sums.items()}}
             csv_writer.writerow(row)
             log_file.flush()
             if writer is not None:
