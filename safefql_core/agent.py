@@ -74,17 +74,18 @@ class SafeFQL(OfflineCritics):
         noise = torch.randn(obs.shape[0], self.act_dim, device=obs.device)
         with torch.no_grad(), phase("teacher_rollout"):
             target = euler_sample(self.teacher, obs, noise, cfg.flow_steps)
-        mu = self.actor(obs, noise)
-        distill = losses.distillation_loss(mu, target)
-        action = mu.clamp(-1.0, 1.0)
-        qr, qc = self.split(self.q_all(obs, action, frozen=True))
-        if cfg.actor_loss == "lagrangian":
-            loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
-                                                      cfg.normalize_q, cfg.gate_threshold)
-        else:
-            loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
-                                                 cfg.normalize_q, cfg.normalized_branches,
-                                                 cfg.gate_threshold)
+        with phase("actor_forward"):
+            mu = self.actor(obs, noise)
+            distill = losses.distillation_loss(mu, target)
+            action = mu.clamp(-1.0, 1.0)
+            qr, qc = self.split(self.q_all(obs, action, frozen=True))
+            if cfg.actor_loss == "lagrangian":
+                loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
+                                                          cfg.normalize_q, cfg.gate_threshold)
+            else:
+                loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
+                                                     cfg.normalize_q, cfg.normalized_branches,
+                                                     cfg.gate_threshold)
         return {"loss_actor": loss, "loss_distill": distill, **info}
 
     def active_terms(self, step: int) -> tuple[bool, bool, bool]:
@@ -104,9 +105,8 @@ class SafeFQL(OfflineCritics):
         if teacher:
             with phase("teacher_forward"):
                 terms.update(self.teacher_loss(batch, obs))
-        if actor:
-            with phase("actor_forward"):
-                terms.update(self.actor_loss(obs))
+        if actor:  # labels its teacher roll-out and its own forward pass apart
+            terms.update(self.actor_loss(obs))
         return self.step(terms, update_targets=critics)
 
     @torch.no_grad()
