@@ -122,35 +122,37 @@ def latency(args: argparse.Namespace) -> dict:
 
 
 def train_speed(args: argparse.Namespace) -> dict:
-    """Time the learner's update on the task's data (or a generated boat dataset)."""
+    """Time the learner's update at each of --sizes on the task's data (or a generated boat
+    dataset), eager and/or replayed as a CUDA graph."""
     from offline_train.fit import load_overrides
     from safefql_core import throughput
     from safefql_core.training import build_learner, resolve_config, resolve_device, seed_everything
     set_threads(args.threads)
-    _, overrides = load_overrides(args.config, args.algo, args.task)
-    overrides.update(SIZES[args.sizes])
-    overrides.update(parse_override(item) for item in args.set)
-    config = resolve_config(args.algo, overrides)
-    data = training_data(args)
+    _, task_overrides = load_overrides(args.config, args.algo, args.task)
+    user = dict(parse_override(item) for item in args.set)
     device = resolve_device(args.device)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graph]
     if True in modes and device.type != "cuda":
         raise RunError("--cuda-graph captures the update on a CUDA device; pass --device cuda "
                        "(or --cuda-graph off on a CPU-only machine)")
-    result: dict = {"algo": args.algo, "sizes": args.sizes, "device": str(device), "threads": args.threads,
-                    "torch": torch.__version__, "config": config, "transitions": len(data)}
-    for graphed in modes:
-        seed_everything(args.seed)
-        learner = build_learner(args.algo, config, data.obs_dim, data.act_dim, data.observations.mean(axis=0),
-                                data.observations.std(axis=0)).to(device)
-        batches = throughput.batch_source(learner, data, device, args.seed)
-        update = None
-        if graphed:
-            from safefql_core.cuda_graph import GraphedUpdate
-            update = GraphedUpdate(learner)
-        timing = throughput.measure(learner, batches, args.chunks, args.per_chunk, args.warmup,
-                                    0 if graphed else args.profile_steps, update)
-        result["cuda_graph" if graphed else "eager"] = timing
+    data = training_data(args)
+    result: dict = {"algo": args.algo, "device": str(device), "threads": args.threads, "torch": torch.__version__,
+                    "transitions": len(data), "runs": []}
+    for sizes in args.sizes:
+        config = resolve_config(args.algo, {**task_overrides, **SIZES[sizes], **user})
+        run: dict = {"sizes": sizes, "config": config}
+        for graphed in modes:
+            seed_everything(args.seed)
+            learner = build_learner(args.algo, config, data.obs_dim, data.act_dim, data.observations.mean(axis=0),
+                                    data.observations.std(axis=0)).to(device)
+            batches = throughput.batch_source(learner, data, device, args.seed)
+            update = None
+            if graphed:
+                from safefql_core.cuda_graph import GraphedUpdate
+                update = GraphedUpdate(learner)
+            run["cuda_graph" if graphed else "eager"] = throughput.measure(
+                learner, batches, args.chunks, args.per_chunk, args.warmup, 0 if graphed else args.profile_steps, update)
+        result["runs"].append(run)
     return result
 
 
@@ -166,15 +168,20 @@ def training_data(args: argparse.Namespace):
 
 
 def print_train(result: dict) -> None:
-    for mode in ("eager", "cuda_graph"):
-        if mode in result:
-            r = result[mode]
-            print(f"{result['algo']} at {result['sizes']} sizes on {result['device']} ({mode}, "
+    for run in result["runs"]:
+        for mode in ("eager", "cuda_graph"):
+            if mode not in run:
+                continue
+            r = run[mode]
+            print(f"{result['algo']} at {run['sizes']} sizes on {result['device']} ({mode}, "
                   f"{result['threads']} thread(s)): {r['ms_per_update']:.2f} ms/update, "
                   f"{r['steps_per_s']:.0f} steps/s, CPU {r['cpu_ms_per_update']:.2f} ms/update "
                   f"(chunks spread {r['chunk_spread']:.0%})")
             if "phases" in r:
                 print("  phases: " + ", ".join(f"{k} {v:.0%}" for k, v in r["phases"].items()))
+        if "eager" in run and "cuda_graph" in run:
+            print(f"  CUDA graph speed-up at {run['sizes']} sizes: "
+                  f"{run['eager']['ms_per_update'] / run['cuda_graph']['ms_per_update']:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--config", help="task YAML (as fit's --config)")
     tr.add_argument("--task", help="as fit's --task")
     tr.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
-    tr.add_argument("--sizes", default="boat", choices=sorted(SIZES),
-                    help="network sizes: the config's (boat), the reference code's (large), FQL's paper's (paper)")
+    tr.add_argument("--sizes", nargs="+", default=["boat"], choices=sorted(SIZES),
+                    help="network sizes, one run each: the config's (boat), the reference code's (large), "
+                         "FQL's paper's (paper)")
     add_set_argument(tr, "KEY=VALUE", "batch_size=512")
     tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     tr.add_argument("--cuda-graph", choices=("off", "on", "both"), default="off",

@@ -57,12 +57,17 @@ class CriticConfig(ConfigMixin):
 OLD_LAYOUT = {"q_all": ("q", "qc"), "q_all_target": ("q_target", "qc_target"), "v_all": ("v", "vc")}
 
 
+def is_old_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a learner's state dict has separate critic modules (checkpoints before stacking)."""
+    return f"{OLD_LAYOUT['q_all'][0]}.mlp.net.0.weight" in state
+
+
 def stack_old_layout(state: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor]
                      ) -> dict[str, torch.Tensor]:
     """A state dict of the separate-module layout in the stacked one (`current` gives the shapes):
     ensemble tensors concatenate along the member axis, single networks' (nn.Linear's
     [out, in] weights transposed) and layer norms' stack into one member or group each."""
-    if f"{OLD_LAYOUT['q_all'][0]}.mlp.net.0.weight" not in state:
+    if not is_old_layout(state):
         return dict(state)
     out = {k: v for k, v in state.items() if k.split(".")[0] not in {n for p in OLD_LAYOUT.values() for n in p}}
     for key, shape in ((k, v.shape) for k, v in current.items()):

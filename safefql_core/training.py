@@ -28,6 +28,7 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
+from safefql_core.critics import is_old_layout
 from safefql_core.data import Dataset, TensorBatches, fingerprint, load_dataset, violation_free_episodes
 from safefql_core.fisor import FISOR, FISORConfig
 
@@ -76,6 +77,7 @@ class TrainOptions:
     overrides: dict[str, Any] | None = None
     task: str = "boat"
     device: str = "cpu"
+    cuda_graph: bool = True  # on a CUDA device, replay the update as a CUDA graph (cuda_graph.py)
     log_every: int = 500
     checkpoint_every: int = 5000
     tensorboard: bool = False
@@ -213,9 +215,13 @@ def train(opts: TrainOptions) -> Path:
         from tqdm import tqdm
         steps = tqdm(steps, initial=start, total=cfg.steps, desc=f"fit {opts.algo}", unit="step",
                      mininterval=2.0)
+    update = learner.update
+    if device.type == "cuda" and opts.cuda_graph:
+        from safefql_core.cuda_graph import GraphedUpdate
+        update = GraphedUpdate(learner)
     t0 = time.perf_counter() - elapsed
     for step in steps:
-        for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
+        for k, v in update(batches.sample(cfg.batch_size), step).items():
             sums[k] += v  # tensors: read back (a wait on the device) only when a row is logged
         count += 1
         done = step + 1
@@ -312,6 +318,10 @@ def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, ste
 
 def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if is_old_layout(state["model"]):
+        raise RunError(f"{path} was written before the critics were stacked into one ensemble (commit 69c2da1): "
+                       "evaluate, calibrate and export still read it, but its optimizer state "
+                       "cannot resume training; train again with a new --out")
     learner.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
