@@ -39,7 +39,7 @@ setup(
             'safefql-convert = offline_train.convert:main',
             'safefql-calibrate = offline_train.calibrate:main',
             'safefql-export = offline_train.export:main',
-            'safefql-bench = offline_train.bench:main',
+            'safefql-speed = offline_train.speed:main',
             'safefql-benchmark = offline_train.benchmark:main',
             'safefql-replay = offline_train.replay:main',
             'safefql-reference = offline_train.reference:main',

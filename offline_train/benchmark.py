@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_train import bench, collect, evaluate, export, fit, reference
+from offline_train import collect, evaluate, export, fit, reference, speed
 from offline_train.cli import add_set_argument, parse_override, set_threads
 from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
 from safefql_core.data import DatasetError
@@ -90,7 +90,7 @@ CELLS, RUN, RESULT, ERROR, REFERENCE = "cells", "run", "result.json", "error.jso
 COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "normalized_reward", "normalized_cost",
            "train_seconds", "latency_median_us")
 LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
-                "timed inside the cell while other cells run; use `offline_train.bench latency` on an idle "
+                "timed inside the cell while other cells run; use `offline_train.speed latency` on an idle "
                 "machine for the latency claim. BC methods have no safety critic and no deployable bundle: "
                 "no latency.")
 
@@ -185,8 +185,8 @@ def decision_latency(bundle_dir: Path, cell: Cell) -> dict[str, Any]:
     bundle = load_bundle(bundle_dir)
     runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed,
                                             proposals=cell.proposals if cell.deployed else 1))
-    obs = bench.observations(bundle, 500, cell.seed)
-    samples, modes = bench.time_variants({"decide": runtime.decide}, obs, cell.latency_calls, rounds=10,
+    obs = speed.observations(bundle, 500, cell.seed)
+    samples, modes = speed.time_variants({"decide": runtime.decide}, obs, cell.latency_calls, rounds=10,
                                          warmup=min(200, cell.latency_calls))
     us, mode = samples["decide"], modes["decide"]
     return {"median_us": round(float(np.median(us)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ def prepare_output_file(path: str | Path | None, flag: str) -> Path | None:
         raise RunError(f"{flag} {file} is a directory; give the name of a file to write (inside it, or elsewhere)")
     file.parent.mkdir(parents=True, exist_ok=True)
     return file
+
+
+def write_json(path: Path | None, doc: dict) -> None:
+    """Write a command's JSON result where `prepare_output_file` checked it could go, and say so."""
+    if path:
+        path.write_text(json.dumps(doc, indent=2))
+        print(f"wrote {path}")
 
 
 def add_allow_partial_argument(p: argparse.ArgumentParser) -> None:

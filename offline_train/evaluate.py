@@ -24,6 +24,7 @@ from offline_train.cli import (
     at_least,
     prepare_output_file,
     set_threads,
+    write_json,
 )
 from offline_train.export import task_description
 from safefql_core import evaluation, gym_evaluation
@@ -173,12 +174,6 @@ def header(args: argparse.Namespace, meta: dict, task: str) -> dict:
             "seed": meta["seed"],
             "trained_steps": meta["trained_steps"], "train_seconds": round(meta["train_seconds"], 1),
             "noise": args.noise, "proposals": args.proposals}
-
-
-def write_json(path: Path | None, summary: dict) -> None:
-    if path:
-        path.write_text(json.dumps(summary, indent=2))
-        print(f"wrote {path}")
 
 
 def evaluate_safety_gym(policy: evaluation.Policy, task: str, args: argparse.Namespace, meta: dict,

@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=at_least(1), help="override the number of gradient steps")
     p.add_argument("--algo", default="safefql", choices=sorted(ALGOS))
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--no-cuda-graph", action="store_true",
+                   help="on CUDA, run the update eagerly instead of replaying it as a CUDA graph")
     add_threads_argument(p)
     add_set_argument(p, "KEY=VALUE", "alpha=3 batch_size=256")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb")
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["steps"] = args.steps
         set_threads(args.threads)
         opts = TrainOptions(data=args.data, out=args.out, algo=args.algo, seed=args.seed, overrides=overrides,
-                            task=task, device=args.device, tensorboard=args.tensorboard, log_every=args.log_every,
+                            task=task, device=args.device, cuda_graph=not args.no_cuda_graph,
+                            tensorboard=args.tensorboard, log_every=args.log_every,
                             progress=not args.no_progress, eval_every=args.eval_every,
                             evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:

@@ -1,8 +1,9 @@
 """The SafeFQL agent: flow teacher, one-step actor, feasibility-gated loss, act().
 
 Like FQL, all losses are summed and taken in one optimizer step per batch; the actor's
-view of the critics goes through detached parameters, so the gated actor loss moves only
-the actor while the critics learn from their own targets in the same step. The phased
+view of the critics goes through detached parameters (both ensembles in one frozen pass),
+so the gated actor loss moves only the actor while the critics learn from their own targets
+in the same step. The phased
 schedule (paper text) switches the loss terms on per phase; the joint one (reference code,
 default) trains everything from step 0.
 """
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from safefql_core import losses
-from safefql_core.critics import CriticConfig, OfflineCritics, frozen
+from safefql_core.critics import CriticConfig, OfflineCritics
 from safefql_core.nets import FlowField, OneStepPolicy
+from safefql_core.throughput import phase
 
 
 @dataclass
@@ -70,19 +72,20 @@ class SafeFQL(OfflineCritics):
     def actor_loss(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         noise = torch.randn(obs.shape[0], self.act_dim, device=obs.device)
-        with torch.no_grad():
+        with torch.no_grad(), phase("teacher_rollout"):
             target = euler_sample(self.teacher, obs, noise, cfg.flow_steps)
-        mu = self.actor(obs, noise)
-        distill = losses.distillation_loss(mu, target)
-        action = mu.clamp(-1.0, 1.0)
-        qr, qc = frozen(self.q, obs, action), frozen(self.qc, obs, action)
-        if cfg.actor_loss == "lagrangian":
-            loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
-                                                      cfg.normalize_q, cfg.gate_threshold)
-        else:
-            loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
-                                                 cfg.normalize_q, cfg.normalized_branches,
-                                                 cfg.gate_threshold)
+        with phase("actor_forward"):
+            mu = self.actor(obs, noise)
+            distill = losses.distillation_loss(mu, target)
+            action = mu.clamp(-1.0, 1.0)
+            qr, qc = self.split(self.q_all(obs, action, frozen=True))
+            if cfg.actor_loss == "lagrangian":
+                loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
+                                                          cfg.normalize_q, cfg.gate_threshold)
+            else:
+                loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
+                                                     cfg.normalize_q, cfg.normalized_branches,
+                                                     cfg.gate_threshold)
         return {"loss_actor": loss, "loss_distill": distill, **info}
 
     def active_terms(self, step: int) -> tuple[bool, bool, bool]:
@@ -92,15 +95,17 @@ class SafeFQL(OfflineCritics):
         critic_end, teacher_end = (int(f * self.cfg.steps) for f in self.cfg.phases)
         return step < critic_end, critic_end <= step < teacher_end, step >= teacher_end
 
-    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         obs = self.normalizer(batch["observations"])
         critics, teacher, actor = self.active_terms(step)
         terms: dict[str, torch.Tensor] = {}
         if critics:
-            terms.update(self.critic_losses(batch, obs, self.normalizer(batch["next_observations"])))
+            with phase("critic_forward"):
+                terms.update(self.critic_losses(batch, obs, self.normalizer(batch["next_observations"])))
         if teacher:
-            terms.update(self.teacher_loss(batch, obs))
-        if actor:
+            with phase("teacher_forward"):
+                terms.update(self.teacher_loss(batch, obs))
+        if actor:  # labels its teacher roll-out and its own forward pass apart
             terms.update(self.actor_loss(obs))
         return self.step(terms, update_targets=critics)
 

@@ -2,19 +2,27 @@
 
 SafeFQL and the FISOR-style baseline differ only in their policies; training both on the
 same critic code is what makes the comparison (and the latency benchmark) fair.
+
+Layout (for speed, docs/BENCHMARKS.md "Training throughput"): the reward ensemble Q_r and the
+safety ensemble Q_c are one ensemble of 2 x critic_members members, Q_r's first (`q_all`, its
+EMA target `q_all_target`), and V, V_c one ensemble of two (`v_all`): every layer of the four
+critics is one batched matmul. Each keeps its own parameters, so the losses are those of
+separate networks. `q`, `qc`, `v`, `vc` are views of them for inference and export, and a
+checkpoint of the earlier layout (separate modules) is stacked on load (`stack_old_layout`).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from safefql_core import losses
 from safefql_core.config import ConfigMixin
-from safefql_core.nets import Critic, Normalizer, Value
+from safefql_core.nets import MLP, Critic, Normalizer, Value
+from safefql_core.throughput import phase
 
 
 @dataclass
@@ -44,16 +52,38 @@ class CriticConfig(ConfigMixin):
             raise ValueError(f"n_step must be >= 1, got {self.n_step}")
 
 
+# Checkpoints written before the stacked layout: (new module, its two old modules), stacked
+# in this order on load.
+OLD_LAYOUT = {"q_all": ("q", "qc"), "q_all_target": ("q_target", "qc_target"), "v_all": ("v", "vc")}
+
+
+def is_old_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a learner's state dict has separate critic modules (checkpoints before stacking)."""
+    return f"{OLD_LAYOUT['q_all'][0]}.mlp.net.0.weight" in state
+
+
+def stack_old_layout(state: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor]
+                     ) -> dict[str, torch.Tensor]:
+    """A state dict of the separate-module layout in the stacked one (`current` gives the shapes):
+    ensemble tensors concatenate along the member axis, single networks' (nn.Linear's
+    [out, in] weights transposed) and layer norms' stack into one member or group each."""
+    if not is_old_layout(state):
+        return dict(state)
+    out = {k: v for k, v in state.items() if k.split(".")[0] not in {n for p in OLD_LAYOUT.values() for n in p}}
+    for key, shape in ((k, v.shape) for k, v in current.items()):
+        name, _, rest = key.partition(".")
+        if name in OLD_LAYOUT:
+            a, b = (state[f"{old}.{rest}"] for old in OLD_LAYOUT[name])
+            if a.dim() == 2:
+                a, b = a.T, b.T
+            out[key] = (torch.cat([a, b]) if a.dim() == len(shape) else torch.stack([a, b])).reshape(shape)
+    return out
+
+
 def soft_update(target: nn.Module, source: nn.Module, rate: float) -> None:
+    """target <- target + rate (source - target), all parameters in one foreach operation."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, rate)
-
-
-def frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    """Evaluate a critic with detached weights: gradients reach the inputs only."""
-    params = {k: v.detach() for k, v in module.named_parameters()}
-    return functional_call(module, params, inputs)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), rate)
 
 
 class OfflineCritics(nn.Module):
@@ -67,25 +97,48 @@ class OfflineCritics(nn.Module):
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         self.normalizer = Normalizer(obs_mean, obs_std)
         members, hidden, ln = cfg.critic_members, cfg.critic_hidden, cfg.critic_layer_norm
-        self.q = Critic(obs_dim, act_dim, hidden, members, ln)
-        self.v = Value(obs_dim, hidden, ln)
-        self.qc = Critic(obs_dim, act_dim, hidden, members, ln)
-        self.vc = Value(obs_dim, hidden, ln)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.qc_target = copy.deepcopy(self.qc).requires_grad_(False)
+        self.q_all = Critic(MLP(obs_dim + act_dim, 1, hidden, "relu", 2 * members, ln, groups=2))
+        self.v_all = Value(MLP(obs_dim, 1, hidden, "relu", 2, ln, groups=2))
+        self.q_all_target = copy.deepcopy(self.q_all).requires_grad_(False)
+
+    # Views (nets.members_view): the separate critics, for inference and export only.
+    @property
+    def q(self) -> Critic:
+        return self.q_all.members_view(0, self.cfg.critic_members)
+
+    @property
+    def qc(self) -> Critic:
+        return self.q_all.members_view(self.cfg.critic_members, 2 * self.cfg.critic_members)
+
+    @property
+    def v(self) -> Value:
+        return self.v_all.member_view(0)
+
+    @property
+    def vc(self) -> Value:
+        return self.v_all.member_view(1)
+
+    def split(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[2m, batch] of the stacked ensemble -> (Q_r [m, batch], Q_c [m, batch])."""
+        return q[:self.cfg.critic_members], q[self.cfg.critic_members:]
 
     def make_optimizer(self) -> None:
-        """One Adam over every trainable parameter (call once the subclass built its nets)."""
+        """One Adam over every trainable parameter (call once the subclass built its nets).
+
+        fused: the whole step is one operation instead of ~20 per parameter tensor."""
         self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad],
-                                          lr=self.cfg.lr)
+                                          lr=self.cfg.lr, fused=True)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """As nn.Module's, accepting the separate-critic layout of earlier runs and bundles."""
+        return super().load_state_dict(stack_old_layout(state_dict, self.state_dict()), strict, assign)
 
     def critic_losses(self, b: dict[str, torch.Tensor], obs: torch.Tensor,
                       next_obs: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         with torch.no_grad():
-            q_bar = self.q_target(obs, b["actions"])
-            qc_bar = self.qc_target(obs, b["actions"])
-            next_v, next_vc, gamma_c = self.v(next_obs), self.vc(next_obs), cfg.safety_gamma or cfg.gamma
+            q_bar, qc_bar = self.split(self.q_all_target(obs, b["actions"]))
+            (next_v, next_vc), gamma_c = self.v_all(next_obs), cfg.safety_gamma or cfg.gamma
             if "valid" in b:  # n-step windows (TensorBatches with horizon > 1)
                 y = losses.n_step_reward_target(b["reward_seq"], b["valid"], b["steps"], b["masks"],
                                                 next_v, cfg.gamma)
@@ -94,23 +147,30 @@ class OfflineCritics(nn.Module):
             else:
                 y = losses.reward_q_target(b["rewards"], b["masks"], next_v, cfg.gamma)
                 yc = losses.safety_q_target(b["margins"], b["masks"], next_vc, gamma_c, cfg.safety_backup)
+        q, qc = self.split(self.q_all(obs, b["actions"]))
+        v, vc = self.v_all(obs)
         return {
-            "loss_v": losses.reward_value_loss(q_bar, self.v(obs), cfg.expectile),
-            "loss_q": losses.ensemble_mse(self.q(obs, b["actions"]), y),
-            "loss_vc": losses.safety_value_loss(qc_bar, self.vc(obs), cfg.safety_expectile),
-            "loss_qc": losses.ensemble_mse(self.qc(obs, b["actions"]), yc),
+            "loss_v": losses.reward_value_loss(q_bar, v, cfg.expectile),
+            "loss_q": losses.ensemble_mse(q, y),
+            "loss_vc": losses.safety_value_loss(qc_bar, vc, cfg.safety_expectile),
+            "loss_qc": losses.ensemble_mse(qc, yc),
         }
 
-    def step(self, terms: dict[str, torch.Tensor], update_targets: bool) -> dict[str, float]:
-        """Sum the `loss_*` terms, take one optimizer step, move the EMA targets."""
+    def step(self, terms: dict[str, torch.Tensor], update_targets: bool) -> dict[str, torch.Tensor]:
+        """Sum the `loss_*` terms, take one optimizer step, move the EMA target.
+
+        Returns the terms as detached tensors, not floats: reading a value back waits for
+        the device, so the training loop reads them only when it logs."""
         total = sum(v for k, v in terms.items() if k.startswith("loss_") and k != "loss_distill")
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        with phase("optimizer"):
+            self.optimizer.step()
         if update_targets:
-            soft_update(self.q_target, self.q, self.cfg.ema)
-            soft_update(self.qc_target, self.qc, self.cfg.ema)
-        return {k: float(v.detach()) for k, v in terms.items()}
+            with phase("target_update"):
+                soft_update(self.q_all_target, self.q_all, self.cfg.ema)
+        return {k: v.detach() for k, v in terms.items()}
 
     @torch.no_grad()
     def safety(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

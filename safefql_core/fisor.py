@@ -20,6 +20,7 @@ import torch
 
 from safefql_core.critics import CriticConfig, OfflineCritics
 from safefql_core.nets import MLP
+from safefql_core.throughput import phase
 
 
 @dataclass
@@ -75,9 +76,9 @@ class FISOR(OfflineCritics):
 
     def diffusion_loss(self, b: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            qr = self.q_target(obs, b["actions"]).min(dim=0).values
-            qc = self.qc_target(obs, b["actions"]).max(dim=0).values
-            w = fisor_weights(qr, self.v(obs), qc, self.vc(obs), self.cfg)
+            q_bar, qc_bar = self.split(self.q_all_target(obs, b["actions"]))
+            v, vc = self.v_all(obs)
+            w = fisor_weights(q_bar.min(dim=0).values, v, qc_bar.max(dim=0).values, vc, self.cfg)
         k = torch.randint(self.cfg.diffusion_steps, (obs.shape[0],), device=obs.device)
         ab = self.alpha_bars[k].unsqueeze(-1)
         noise = torch.randn_like(b["actions"])
@@ -86,10 +87,12 @@ class FISOR(OfflineCritics):
         err = (self.denoiser(obs, x_k, t) - noise).pow(2).sum(dim=-1)
         return {"loss_diffusion": (w * err).mean(), "mean_weight": w.mean()}
 
-    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         obs = self.normalizer(batch["observations"])
-        terms = self.critic_losses(batch, obs, self.normalizer(batch["next_observations"]))
-        terms.update(self.diffusion_loss(batch, obs))
+        with phase("critic_forward"):
+            terms = self.critic_losses(batch, obs, self.normalizer(batch["next_observations"]))
+        with phase("policy_forward"):
+            terms.update(self.diffusion_loss(batch, obs))
         return self.step(terms, update_targets=True)
 
     @torch.no_grad()

@@ -35,6 +35,7 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
+from safefql_core.critics import is_old_layout
 from safefql_core.data import (
     DEFAULT_COST_SCALE,
     Dataset,
@@ -96,6 +97,7 @@ class TrainOptions:
     overrides: dict[str, Any] | None = None
     task: str = "boat"
     device: str = "cpu"
+    cuda_graph: bool = True  # on a CUDA device, replay the update as a CUDA graph (cuda_graph.py)
     log_every: int = 500
     checkpoint_every: int = 5000
     tensorboard: bool = False
@@ -266,31 +268,50 @@ def train(opts: TrainOptions) -> Path:
     csv_writer = csv.DictWriter(log_file, fieldnames=["step", "seconds", *learner.METRICS], restval="")
     if log_file.tell() == 0:
         csv_writer.writeheader()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, Any] = defaultdict(float)  # tensors from update(), or floats
     count = 0
     steps = range(start, cfg.steps)
     if opts.progress:
         from tqdm import tqdm
         steps = tqdm(steps, initial=start, total=cfg.steps, desc=f"fit {opts.algo}", unit="step",
                      mininterval=2.0)
+    update = learner.update
+    if device.type == "cuda" and opts.cuda_graph:
+        from safefql_core.cuda_graph import GraphedUpdate
+        update = GraphedUpdate(learner)
     t0 = time.perf_counter() - elapsed
+    checked = start  # the last step whose metrics were read back and found finite
+
+    def check_finite(done: int) -> None:
+        """The metrics since the last check, read back (a wait on the device) only when a row is
+        logged or a checkpoint written: a non-finite loss anywhere since then stops training
+        before anything of those steps is saved."""
+        nonlocal checked
+        for k, v in sums.items():
+            if not math.isfinite(float(v)):
+                raise RunError(f"{out}: training diverged between steps {checked} and {done}: {k} = {float(v)}. "
+                               f"Nothing of those steps was saved ({CHECKPOINT} holds the last good state, if "
+                               "any); lower lr, raise batch_size, or rescale the data, then train into a new --out")
+        checked = done
+
     with _stop_on_signals() as stop, log_file:
         for step in steps:
             if stop.is_set():
+                check_finite(step)
                 _save_checkpoint(ckpt_path, learner, batches, step, time.perf_counter() - t0)
                 raise TrainingInterrupted(f"{out}: interrupted at step {step} of {cfg.steps}; {CHECKPOINT} saved — "
                                           "run the same command again to resume from it")
             done = step + 1
-            for k, v in learner.update(batches.sample(cfg.batch_size), step).items():
-                if not math.isfinite(v):
-                    raise RunError(f"{out}: training diverged at step {done}: {k} = {v}. Nothing of this step was "
-                                   f"saved ({CHECKPOINT} holds the last good state, if any); lower lr, raise "
-                                   "batch_size, or rescale the data, then train into a new --out")
-                sums[k] += v
+            for k, v in update(batches.sample(cfg.batch_size), step).items():
+                sums[k] += v  # tensors: read back only in check_finite
             count += 1
-            if done % opts.log_every == 0 or done == cfg.steps:
+            log_now = done % opts.log_every == 0 or done == cfg.steps
+            checkpoint_now = done % opts.checkpoint_every == 0 or done == cfg.steps
+            if log_now or checkpoint_now:
+                check_finite(done)
+            if log_now:
                 row = {"step": done, "seconds": round(time.perf_counter() - t0, 2),
-                       **{k: v / count for k, v in sums.items()}}
+                       **{k: float(v) / count for k, v in sums.items()}}
                 csv_writer.writerow(row)
                 log_file.flush()
                 if writer is not None:
@@ -303,7 +324,7 @@ def train(opts: TrainOptions) -> Path:
                 curve = _log_eval(out, done, opts.evaluator(learner), writer)
                 if opts.progress:
                     steps.set_postfix(curve, refresh=False)
-            if done % opts.checkpoint_every == 0 or done == cfg.steps:
+            if checkpoint_now:
                 _save_checkpoint(ckpt_path, learner, batches, done, time.perf_counter() - t0)
     if writer is not None:
         writer.close()
@@ -463,6 +484,10 @@ def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, ste
 
 def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
     state = _read_checkpoint(path)
+    if is_old_layout(state["model"]):
+        raise RunError(f"{path} was written before the critics were stacked into one ensemble (commit 69c2da1): "
+                       "evaluate, calibrate and export still read it, but its optimizer state "
+                       "cannot resume training; train again with a new --out")
     learner.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])

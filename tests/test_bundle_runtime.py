@@ -226,21 +226,21 @@ def test_parity_is_relative_to_the_size_of_the_value():
         check_parity(Session([np.nan, 0.5]), {**examples, "outputs": [[np.nan, 0.5]]}, "safety")
 
 
-def test_bench_refuses_zero_threads_before_building_a_runtime(bundle, capsys):
-    from offline_train import bench
-    assert bench.main(["latency", "--bundle", bundle, "--threads", "0", "--calls", "10"]) == 2
+def test_speed_latency_refuses_zero_threads_before_building_a_runtime(bundle, capsys):
+    from offline_train import speed
+    assert speed.main(["latency", "--bundle", bundle, "--threads", "0", "--calls", "10"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_bench_times_the_proposals_decision(bundle, tmp_path, capsys):
+def test_speed_latency_times_the_proposals_decision(bundle, tmp_path, capsys):
     import json
 
-    from offline_train import bench
+    from offline_train import speed
     out = tmp_path / "latency.json"
-    assert bench.main(["latency", "--bundle", bundle, "--proposals", "4", "--calls", "40", "--rounds", "2",
+    assert speed.main(["latency", "--bundle", bundle, "--proposals", "4", "--calls", "40", "--rounds", "2",
                        "--warmup", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["proposals"] == 4 and result["safefql_proposals_median_us"] > 0
     assert "safefql_proposals" in capsys.readouterr().out
-    assert bench.main(["latency", "--bundle", bundle, "--proposals", "0", "--calls", "10"]) == 2
+    assert speed.main(["latency", "--bundle", bundle, "--proposals", "0", "--calls", "10"]) == 2
     assert "--proposals must be at least 1" in capsys.readouterr().err

@@ -30,11 +30,17 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _metrics(run):
+    """metrics.csv without its wall-clock column."""
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().strip().splitlines()]
+    return [r[:1] + r[2:] for r in rows]
+
+
 def test_same_seed_same_weights_other_seed_differs(tiny_boat_h5, tmp_path):
-    a = _weights(_train(tiny_boat_h5, tmp_path / "a", 30))
-    b = _weights(_train(tiny_boat_h5, tmp_path / "b", 30))
-    c = _weights(_train(tiny_boat_h5, tmp_path / "c", 30, seed=1))
+    runs = [_train(tiny_boat_h5, tmp_path / name, 30, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    a, b, c = (_weights(run) for run in runs)
     assert _same(a, b)
+    assert _metrics(runs[0]) == _metrics(runs[1]) and len(_metrics(runs[0])) == 4  # header + 3 rows
     assert not _same(a, c)
 
 
@@ -264,3 +270,26 @@ def test_eval_every_without_an_evaluator_is_a_clear_error(tiny_boat_h5, tmp_path
     with pytest.raises(RunError, match="needs an evaluator"):
         train(TrainOptions(data=tiny_boat_h5, out=str(tmp_path / "run"), algo="bc", eval_every=5, progress=False))
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_speed_train_reports_throughput_and_phases(tmp_path, capsys):
+    from offline_train import speed
+    out = tmp_path / "speed.json"
+    assert speed.main(["train", "--episodes", "2", "--set", "critic_hidden=[16]", "flow_hidden=[16]",
+                       "batch_size=32", "--chunks", "2", "--per-chunk", "2", "--warmup", "1",
+                       "--profile-steps", "2", "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["sizes"] == "boat" and run["config"]["critic_hidden"] == [16] and run["config"]["n_step"] == 10
+    eager = run["eager"]
+    assert len(eager["chunk_ms"]) == 2 and eager["steps_per_s"] == pytest.approx(1e3 / eager["ms_per_update"], rel=0.01)
+    assert {"critic_forward", "teacher_rollout", "actor_forward", "backward", "optimizer"} <= set(eager["phases"])
+    assert "ms/update" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a CPU-only machine gives")
+def test_speed_train_cuda_graph_on_a_cpu_only_machine_is_a_clear_error(capsys):
+    from offline_train import speed
+    assert speed.main(["train", "--cuda-graph", "on"]) == 2
+    assert "--cuda-graph captures the update on a CUDA device; pass --device cuda" in capsys.readouterr().err
+    assert speed.main(["train", "--device", "cuda", "--cuda-graph", "on"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err

@@ -1,0 +1,21 @@
+#!/bin/bash
+# safefql before (a checkout of 70627a7 at $BEFORE), safefql now (this tree) and FQL's JAX update,
+# one after the other, ROUNDS times, one thread each (docs/BENCHMARKS.md, "Training throughput").
+# usage: BEFORE=/tmp/before-tree FQL=/tmp/fql JAXPY=/tmp/jaxvenv/bin/python \
+#        docs/notebook/fql_side_by_side.sh ROUNDS SIZES CHUNKS PER_CHUNK WARMUP
+# (BEFORE needs this tree's offline_train/speed.py and safefql_core/throughput.py copied in.)
+R=$1; S=$2; C=$3; P=$4; W=$5
+HERE=$(cd "$(dirname "$0")/../.." && pwd); PY=$HERE/.venv/bin/python; OUT=${OUT:-/tmp/side}; mkdir -p $OUT
+for r in $(seq $R); do
+  for T in $BEFORE $HERE; do
+    (cd $T && OMP_NUM_THREADS=1 PYTHONPATH=$T $PY -m offline_train.speed train --sizes $S --threads 1 --chunks $C \
+       --per-chunk $P --warmup $W --profile-steps 0 --json $OUT/${S}_$(basename $T)_$r.json > /dev/null) || exit 1
+  done
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" $JAXPY $HERE/docs/notebook/fql_update_timing.py \
+    --fql $FQL --sizes $S --chunks $C --per-chunk $P --warmup $W --json $OUT/${S}_fql_$r.json > /dev/null 2>&1 || exit 1
+  $PY -c "
+import json
+b, n = (json.load(open('$OUT/${S}_%s_$r.json' % t))['runs'][0]['eager'] for t in ('$(basename $BEFORE)', '$(basename $HERE)'))
+f = json.load(open('$OUT/${S}_fql_$r.json'))
+print('round $r $S: CPU ms/update before %.2f now %.2f FQL %.2f, now/FQL %.2f' % (b['cpu_ms_per_update'], n['cpu_ms_per_update'], f['cpu_ms_per_update'], n['cpu_ms_per_update'] / f['cpu_ms_per_update']))"
+done
