@@ -10,7 +10,6 @@ On a Safety Gymnasium task (the run's training task, or `--task`) they are reset
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

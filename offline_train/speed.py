@@ -12,17 +12,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from offline_train.cli import (add_set_argument, add_threads_argument, parse_override, prepare_output_file, set_threads,
-                               write_json)
+from offline_train.cli import (
+    add_set_argument,
+    add_threads_argument,
+    parse_override,
+    prepare_output_file,
+    set_threads,
+    write_json,
+)
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.training import ALGOS, RunError
@@ -152,7 +156,8 @@ def train_speed(args: argparse.Namespace) -> dict:
                 from safefql_core.cuda_graph import GraphedUpdate
                 update = GraphedUpdate(learner)
             run["cuda_graph" if graphed else "eager"] = throughput.measure(
-                learner, batches, args.chunks, args.per_chunk, args.warmup, 0 if graphed else args.profile_steps, update)
+                learner, batches, args.chunks, args.per_chunk, args.warmup, 0 if graphed else args.profile_steps,
+                update)
         result["runs"].append(run)
     return result
 

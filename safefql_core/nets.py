@@ -105,7 +105,8 @@ def members_view(mlp: MLP, start: int, stop: int) -> MLP:
         elif isinstance(dst, nn.Linear):
             weight, bias = src.weight[start].T, src.bias[start, 0]
         elif isinstance(dst, nn.LayerNorm):
-            weight, bias = (src.weight[group, 0, 0], src.bias[group, 0, 0]) if mlp.groups > 1 else (src.weight, src.bias)
+            weight, bias = ((src.weight[group, 0, 0], src.bias[group, 0, 0]) if mlp.groups > 1
+                            else (src.weight, src.bias))
         else:
             continue
         dst.weight, dst.bias = nn.Parameter(weight, requires_grad=False), nn.Parameter(bias, requires_grad=False)

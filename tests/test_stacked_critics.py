@@ -81,7 +81,8 @@ def _reference_actor_loss(learner, obs, noise):
     mu = _dense(learner.actor.mlp, torch.cat([obs, noise], -1))
     distill = ((mu - target) ** 2).sum(-1).mean()
     sa = torch.cat([obs, mu.clamp(-1, 1)], -1)
-    frozen = [(layer.weight.detach(), layer.bias.detach()) for layer in learner.q_all.mlp.net if hasattr(layer, "weight")]
+    frozen = [(layer.weight.detach(), layer.bias.detach())
+              for layer in learner.q_all.mlp.net if hasattr(layer, "weight")]
     qs = []
     for j in range(2 * m):
         h = sa
