@@ -240,8 +240,10 @@ def train(opts: TrainOptions) -> Path:
     resolved = _resolved_config(opts, data)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
+    checkpoint = None
+    if ckpt_path.exists():  # every refusal to resume comes before the run's config is rewritten
         _check_resumable(out, resolved)
+        checkpoint = _resumable_checkpoint(ckpt_path)
     _write_atomic(out / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
 
     seed_everything(opts.seed)
@@ -254,8 +256,8 @@ def train(opts: TrainOptions) -> Path:
                             timeout_is_terminal=getattr(cfg, "timeout_is_terminal", False),
                             horizon=getattr(cfg, "n_step", 1))
     start, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        start, elapsed = _load_checkpoint(ckpt_path, learner, batches)
+    if checkpoint is not None:
+        start, elapsed = _restore(checkpoint, learner, batches)
         if start >= cfg.steps:
             print(f"{out}: already trained for {start} steps; nothing to do")
             return out
@@ -482,12 +484,17 @@ def _save_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches, ste
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
+def _resumable_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint to resume from, or RunError when training cannot go on from it."""
     state = _read_checkpoint(path)
     if is_old_layout(state["model"]):
         raise RunError(f"{path} was written before the critics were stacked into one ensemble (commit 69c2da1): "
                        "evaluate, calibrate and export still read it, but its optimizer state "
                        "cannot resume training; train again with a new --out")
+    return state
+
+
+def _restore(state: dict[str, Any], learner: nn.Module, batches: TensorBatches) -> tuple[int, float]:
     learner.load_state_dict(state["model"])
     learner.optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
