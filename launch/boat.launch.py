@@ -5,12 +5,8 @@
 The nodes and their parameters come from `safefql_ros.description.boat`, the same
 description `safefql-launch boat` (the pip-only launcher) starts, so both run the same thing.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
 from safefql_ros import description
+from safefql_ros.launch_file import launch_description
 
 ARGUMENTS = {  # name: (default, None = required; description)
     "bundle": (None, "Policy bundle directory (python -m offline_train.export)"),
@@ -22,16 +18,12 @@ ARGUMENTS = {  # name: (default, None = required; description)
 }
 
 
-def _nodes(context):
-    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    setup = description.boat(bundle=arg["bundle"], params_file=arg["params_file"],
-                             use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"],
-                             autostart=description.as_bool(arg["autostart"]),
-                             remappings=description.parse_remappings(arg["remappings"]))
-    return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
+def _setup(arg: dict[str, str]) -> list[description.NodeDescription]:
+    return description.boat(bundle=arg["bundle"], params_file=arg["params_file"],
+                            use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"],
+                            autostart=description.as_bool(arg["autostart"]),
+                            remappings=description.parse_remappings(arg["remappings"]))
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, description=text, **({} if default is None else {"default_value": default}))
-                for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return launch_description(ARGUMENTS, _setup)

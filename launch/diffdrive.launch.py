@@ -7,12 +7,8 @@ description `safefql-launch diffdrive` (the pip-only launcher) starts, so both r
 thing. Both nodes run in the robot's namespace: the simulator's relative odom, scan and
 cmd_vel are the topics the bundle's task spec names (/diffdrive/... for config/diffdrive.yaml).
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
 from safefql_ros import description
+from safefql_ros.launch_file import launch_description
 
 ARGUMENTS = {  # name: (default, None = required; description)
     "bundle": (None, "Policy bundle directory (python -m offline_train.fit --bag ... --config config/diffdrive.yaml)"),
@@ -25,16 +21,12 @@ ARGUMENTS = {  # name: (default, None = required; description)
 }
 
 
-def _nodes(context):
-    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    setup = description.diffdrive(bundle=arg["bundle"], params_file=arg["params_file"],
-                                  use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"],
-                                  autostart=description.as_bool(arg["autostart"]),
-                                  remappings=description.parse_remappings(arg["remappings"]))
-    return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
+def _setup(arg: dict[str, str]) -> list[description.NodeDescription]:
+    return description.diffdrive(bundle=arg["bundle"], params_file=arg["params_file"],
+                                 use_sim_time=description.as_bool(arg["use_sim_time"]), namespace=arg["namespace"],
+                                 autostart=description.as_bool(arg["autostart"]),
+                                 remappings=description.parse_remappings(arg["remappings"]))
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, description=text, **({} if default is None else {"default_value": default}))
-                for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return launch_description(ARGUMENTS, _setup)

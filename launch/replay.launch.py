@@ -8,12 +8,8 @@ the recorder writes the controller's command, safety signals, mode and /diagnost
 launch shuts down when the player has played the whole bag. The nodes come from
 `safefql_ros.description.replay`, as for `safefql-launch replay`.
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
 from safefql_ros import description
+from safefql_ros.launch_file import launch_description
 
 ARGUMENTS = {  # name: (default, None = required; description)
     "bundle": (None, "Policy bundle directory (python -m offline_train.export)"),
@@ -28,17 +24,13 @@ ARGUMENTS = {  # name: (default, None = required; description)
 }
 
 
-def _nodes(context):
-    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    setup = description.replay(bundle=arg["bundle"], bag=arg["bag"], output=arg["output"], rate=float(arg["rate"]),
-                               params_file=arg["params_file"], namespace=arg["namespace"],
-                               autostart=description.as_bool(arg["autostart"]),
-                               remappings=description.parse_remappings(arg["remappings"]),
-                               use_sim_time=description.as_bool(arg["use_sim_time"]))
-    return [Node(**node.launch_kwargs(), **({"on_exit": Shutdown()} if node.ends_run else {})) for node in setup]
+def _setup(arg: dict[str, str]) -> list[description.NodeDescription]:
+    return description.replay(bundle=arg["bundle"], bag=arg["bag"], output=arg["output"], rate=float(arg["rate"]),
+                              params_file=arg["params_file"], namespace=arg["namespace"],
+                              autostart=description.as_bool(arg["autostart"]),
+                              remappings=description.parse_remappings(arg["remappings"]),
+                              use_sim_time=description.as_bool(arg["use_sim_time"]))
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, description=text, **({} if default is None else {"default_value": default}))
-                for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return launch_description(ARGUMENTS, _setup)
