@@ -82,8 +82,9 @@ BUILTIN: dict[str, dict[str, Any]] = {
                 {"disc": {"center": c.tolist(), "radius": float(r)}}
                 for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)]},
         },
-        "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
-                    "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+        "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/TwistStamped", "stamp": "header",
+                    "frame_id": "odom", "fields": ["twist.linear.x", "twist.linear.y"],
+                    "low": [-1.0, -1.0], "high": [1.0, 1.0]},
         "reward": "-goal_distance",
         "margin": "-obstacle_clearance",
     },
@@ -614,13 +615,17 @@ def simulator_mismatch(task: str, spec: Mapping[str, Any] | None) -> str | None:
     Gymnasium's) is its simulator's. A task defined by a spec has one only when the spec is
     its simulator's robot (`SIMULATED`): a spec called 'boat' that reads other topics or
     fields, or has other bounds, period, reward or margin, is another robot, and nothing
-    trained for it is ever calibrated or evaluated in the boat's simulator."""
+    trained for it is ever calibrated or evaluated in the boat's simulator. The command's
+    message type and field paths are how an action travels, not what it does: a boat spec
+    written before the built-in one moved to TwistStamped (a Twist's linear.x/linear.y) is
+    still the boat."""
     if not spec:
         return None
     if task not in SIMULATED:
         return f"task '{task}' is defined by its spec alone and has no simulator here (only {sorted(SIMULATED)} do)"
     robot, sim = TaskSpec.from_dict(spec, task), SIMULATED[task]()
-    diffs = sim.differences(robot, "simulator", "spec")
+    diffs = [d for d in sim.differences(robot, "simulator", "spec")
+             if not d.startswith(("command.type:", "command.fields:"))]
     topics = lambda s: [s.topic_streams()[n].topic for n in s.state_inputs()] + [s.command.topic]  # noqa: E731
     if topics(sim) != topics(robot):
         diffs.append(f"topics: simulator {topics(sim)}, spec {topics(robot)}")

@@ -98,7 +98,7 @@ def test_missing_topic_lists_the_topics_the_bag_has(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: command topic /boat/cmd_vel is not in")
     assert ("the bag has: /boat/odom (nav_msgs/msg/Odometry, 3 msgs), "
-            "/other/cmd (geometry_msgs/msg/Twist, 2 msgs)") in err
+            "/other/cmd (geometry_msgs/msg/TwistStamped, 2 msgs)") in err
 
 
 def test_wrong_message_type_is_named(tmp_path, capsys):
@@ -290,7 +290,9 @@ def test_bag_lists_that_would_repeat_or_miss_data_are_refused(recorded, tmp_path
 
 POSE_MSG = "float32 x\nfloat32 y\nfloat32 theta\n\nfloat32 linear_velocity\nfloat32 angular_velocity\n"
 TURTLE = boat_dict(**{"state.topic": "/turtle1/pose", "state.type": "turtlesim/msg/Pose", "state.stamp": "receive",
-                      "state.fields": ["x", "y"]})
+                      "state.fields": ["x", "y"],
+                      "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
+                                  "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]}})
 
 
 def turtlesim_bag(path: Path, msg_dir: Path) -> Path:
@@ -352,7 +354,7 @@ def test_header_stamps_in_sim_time_against_receive_times_are_named(tmp_path, cap
               sim_stamped(), typestore("kilted"))
     code, _, err = run_convert(capsys, "--bag", tmp_path / "bag", "--out", tmp_path / "d.h5")
     assert code == 2 and "no transition survived" not in err
-    assert ("the stamps of /boat/cmd_vel (command) (receive stamps, 2023-11-14 22:13:20 to 2023-11-14 22:13:20 UTC: "
+    assert ("the stamps of /boat/cmd_vel (command) (header stamps, 2023-11-14 22:13:20 to 2023-11-14 22:13:20 UTC: "
             "wall time) never overlap those of /boat/odom (odom) (header stamps, 0.000 s to 0.015 s since zero: "
             "sim time)") in err
     assert "`stamp: receive` on both" in err

@@ -9,15 +9,19 @@ pytest.importorskip("rclpy")
 from safefql_core.tasks import TaskSpec, TaskSpecError  # noqa: E402
 from safefql_ros.command import CommandWriter  # noqa: E402
 
+TWIST = {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
+         "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]}
+
 
 def spec_with(command: dict) -> TaskSpec:
+    """The boat's spec with a headerless Twist command, changed by `command`."""
     d = TaskSpec.builtin("boat").to_dict()
-    d["command"] = {**d["command"], **command}
+    d["command"] = {**TWIST, **command}
     return TaskSpec.from_dict(d, "boat")
 
 
 def test_twist_unscaled_and_headerless():
-    msg = CommandWriter(TaskSpec.builtin("boat"))(np.array([0.5, -2.0]), 5)
+    msg = CommandWriter(spec_with({}))(np.array([0.5, -2.0]), 5)
     assert type(msg).__name__ == "Twist" and (msg.linear.x, msg.linear.y) == (0.5, -1.0)
 
 

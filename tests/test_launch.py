@@ -32,7 +32,7 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
-from geometry_msgs.msg import Twist  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -255,7 +255,8 @@ def test_two_boats_in_two_namespaces(bundle, tmp_path):
     probe = Node("launch_probe")
     commands: dict[str, list[tuple[float, float]]] = {"/robot1": [], "/robot2": [], "": []}
     for ns, got in commands.items():
-        probe.create_subscription(Twist, f"{ns}/boat/cmd_vel", lambda m, got=got: got.append((m.linear.x, m.linear.y)),
+        probe.create_subscription(TwistStamped, f"{ns}/boat/cmd_vel",
+                                  lambda m, got=got: got.append((m.twist.linear.x, m.twist.linear.y)),
                                   COMMAND_QOS)
     executor = SingleThreadedExecutor()
     executor.add_node(probe)

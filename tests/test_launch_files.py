@@ -35,7 +35,7 @@ def _real_launch() -> tuple[str, ...]:
     return tuple(str(Path(m.__file__).resolve().parents[1]) for m in (launch, sys.modules["launch_ros"]))
 
 
-from geometry_msgs.msg import Twist  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
@@ -84,7 +84,8 @@ def test_boat_launch_file_brings_up_a_namespaced_controller(bundle, colcon_insta
     proc = ros2_launch(colcon_install, "boat.launch.py", f"bundle:={bundle}", "namespace:=lt", log=log)
     probe = Node("launch_files_probe")
     commands: list[tuple[float, float]] = []
-    probe.create_subscription(Twist, "/lt/boat/cmd_vel", lambda m: commands.append((m.linear.x, m.linear.y)),
+    probe.create_subscription(TwistStamped, "/lt/boat/cmd_vel",
+                              lambda m: commands.append((m.twist.linear.x, m.twist.linear.y)),
                               COMMAND_QOS)
     executor = SingleThreadedExecutor()
     executor.add_node(probe)

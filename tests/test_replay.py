@@ -93,7 +93,8 @@ def test_open_loop_numbers_are_the_runtimes(report, recorded, bundle):
         assert t["mode"] == d.mode.value
         assert float(t["q_safe"]) == pytest.approx(d.q_safe, rel=1e-5, abs=1e-7)
         assert float(t["margin_to_threshold"]) == pytest.approx(d.margin, rel=1e-5, abs=1e-7)
-        assert [float(t["policy.linear.x"]), float(t["policy.linear.y"])] == pytest.approx(d.action, abs=1e-5)
+        policy = [float(t["policy.twist.linear.x"]), float(t["policy.twist.linear.y"])]
+        assert policy == pytest.approx(d.action, abs=1e-5)
     q, _ = runtime.graphs.run("safety", {"observation": obs, "action": recorded["actions"][2].astype(np.float32)})
     assert [float(t["q_logged"]) for t in ticks] == pytest.approx(q, rel=1e-5, abs=1e-7)
     assert r["open_loop"]["episodes"][2]["logged_failed_check"] == int((q >= r["threshold"]).sum())

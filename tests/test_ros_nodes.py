@@ -25,7 +25,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import Point, Twist  # noqa: E402
+from geometry_msgs.msg import Point, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
@@ -72,7 +72,7 @@ class Probe(Node):
         self.odom: list[tuple[float, float]] = []
         self.episodes: list[int] = []
         self.odom_pub = self.create_publisher(Odometry, "/boat/odom", qos_profile_sensor_data)
-        self.create_subscription(Twist, "/boat/cmd_vel", self._on_cmd, COMMAND_QOS)
+        self.create_subscription(TwistStamped, "/boat/cmd_vel", self._on_cmd, COMMAND_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.create_subscription(String, "/safefql_controller/mode", lambda m: self.modes.append(m.data),
                                  LATCHED_QOS)
@@ -94,8 +94,8 @@ class Probe(Node):
         self.odom_pub.publish(msg)
         self.last_fed = time.monotonic()
 
-    def _on_cmd(self, msg: Twist) -> None:
-        self.commands.append((time.monotonic(), msg.linear.x, msg.linear.y))
+    def _on_cmd(self, msg: TwistStamped) -> None:
+        self.commands.append((time.monotonic(), msg.twist.linear.x, msg.twist.linear.y))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         self.diagnostics += [(time.monotonic(), s) for s in msg.status if s.name.startswith("safefql_controller")]

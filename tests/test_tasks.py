@@ -104,9 +104,9 @@ def test_action_scaling_round_trips_and_fill_command_clips_and_refuses_nan():
     raw = np.array([3.0, -1.0])
     np.testing.assert_allclose(spec.scale_action(raw), [0.5, -0.5])
     np.testing.assert_allclose(spec.unscale_action(spec.scale_action(raw)), raw)
-    msg = NS(linear=NS(x=0.0, y=0.0, z=0.0))
+    msg = NS(twist=NS(linear=NS(x=0.0, y=0.0, z=0.0)))
     spec.fill_command(msg, np.array([5.0, -0.5]))  # beyond +1: clipped to the upper bound
-    assert (msg.linear.x, msg.linear.y) == (4.0, -1.0)
+    assert (msg.twist.linear.x, msg.twist.linear.y) == (4.0, -1.0)
     np.testing.assert_allclose(spec.action(msg), [1.0, -0.5])
     with pytest.raises(TaskSpecError, match="non-finite action"):
         spec.fill_command(msg, np.array([np.nan, 0.0]))
@@ -137,7 +137,7 @@ def test_stream_max_age_and_command_hold_default_to_max_age_and_round_trip():
 
 @pytest.mark.parametrize("changes, message", [
     ({"reward": {"function": "boat.rewrd"}}, r"unknown function 'boat.rewrd'; registered functions: \['boat.margin'"),
-    ({"command.low": [1.0, -1.0]}, r"bounds are empty: \['linear.x: low 1.0 >= high 1.0'\]"),
+    ({"command.low": [1.0, -1.0]}, r"bounds are empty: \['twist.linear.x: low 1.0 >= high 1.0'\]"),
     ({"command.high": [1.0]}, r"'command.high' must be a list of 2 numbers"),
     ({"state.fields": []}, r"'state.fields' must be a non-empty list"),
     ({"state.fields": "pose.pose.position.x"}, r"'state.fields' must be a non-empty list"),
@@ -179,8 +179,10 @@ def test_works_on_rclpy_messages():
     geometry_msgs = pytest.importorskip("geometry_msgs.msg")
     nav_msgs = pytest.importorskip("nav_msgs.msg")
     spec = TaskSpec.builtin("boat")
-    cmd = spec.fill_command(geometry_msgs.Twist(), np.array([0.5, -2.0]))
-    assert (cmd.linear.x, cmd.linear.y) == (0.5, -1.0)
+    cmd = spec.fill_command(geometry_msgs.TwistStamped(), np.array([0.5, -2.0]))
+    assert (cmd.twist.linear.x, cmd.twist.linear.y) == (0.5, -1.0)
+    spec.command.set_stamp(cmd, 5_000_000_001)
+    assert (cmd.header.stamp.sec, cmd.header.stamp.nanosec, cmd.header.frame_id) == (5, 1, "odom")
     state = spec.fill_state(nav_msgs.Odometry(), np.array([1.0, 2.0]))
     spec.state.set_stamp(state, 3_000_000_007)
     assert (state.header.stamp.sec, state.header.stamp.nanosec) == (3, 7)
@@ -223,6 +225,9 @@ def test_resolve_spec_takes_a_matching_config_and_refuses_a_conflict_showing_bot
     ("boat", None, None),                                       # a simulator's own dataset records no spec
     ("boat", TaskSpec.builtin("boat").to_dict(), None),
     ("boat", boat_dict(), None),                                # the short form: other names, same robot
+    ("boat", boat_dict(command={"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/Twist", "stamp": "receive",
+                                "fields": ["linear.x", "linear.y"], "low": [-1.0, -1.0], "high": [1.0, 1.0]}),
+     None),                                                     # the Twist of specs before TwistStamped
     ("boat", boat_dict(**{"state.topic": "/other/odom"}), "topics: simulator ['/boat/odom', '/boat/cmd_vel'], "
                                                           "spec ['/other/odom', '/boat/cmd_vel']"),
     ("boat", boat_dict(**{"command.high": [2.0, 2.0]}), "command.high: simulator [1.0, 1.0], spec [2.0, 2.0]"),
