@@ -8,10 +8,11 @@ reliable depth 10 so any subscriber connects — the controller's sensor-data su
 reliable logger alike), the true margin l(s) on `boat/margin`, and obstacle entry/exit events
 on `boat/violation` (latched Bool). It takes the command type the spec names (Twist,
 TwistStamped, an actuator array). Topic names are relative: a namespace isolates the boat.
-A command older than
-`command_timeout` is ignored (zero thrust: the boat drifts with the current), as a real
-thruster driver with a watchdog would. With `start_paused` the boat waits, publishing its
-state, until the first command arrives (the launcher uses it for counted demo episodes).
+A command older than `command_timeout`, or not finite, is ignored (zero thrust: the boat
+drifts with the current), as a real thruster driver with a watchdog would. With
+`start_paused` the boat waits, publishing its state, until the first command arrives (the
+launcher uses it for counted demo episodes). What both simulator nodes share is in
+`safefql_ros.sim_node`.
 
 Resets: the `~/reset` service (std_srvs/srv/Trigger) starts the next episode at the next of
 `initial_states` or a sampled safe state, and answers with the start; to start from a given
@@ -24,119 +25,64 @@ Run: `python -m safefql_ros.boat_sim`.
 """
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import Point
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Bool, Float64, UInt32
-from std_srvs.srv import Trigger
+from std_msgs.msg import Bool, Float64
 
 from safefql_core.envs import boat
 from safefql_core.tasks import TaskSpec
-from safefql_ros.node_tools import float_range, int_range, message_class, optional_array, relative, run_node
+from safefql_ros.node_tools import message_class, relative, run_node
 from safefql_ros.qos import LATCHED_QOS
+from safefql_ros.sim_node import SimNode
 
 # Odometry as robot drivers publish it (REP 105 frames, reliable): a reliable subscriber
 # (a logger, rqt) connects, and so does a best-effort (sensor data) one.
 ODOM_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 CHILD_FRAME = "base_link"
 
-class BoatSim(Node):
+
+class BoatSim(SimNode):
     """One simulated boat; see the module docstring."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("boat_sim", **kwargs)
-        ro = {"read_only": True}
-        self.command_timeout = self.declare_parameter("command_timeout", 2.5 * boat.DT, ParameterDescriptor(
-            description="A command older than this (s) is ignored: zero thrust",
-            floating_point_range=float_range(0.0, 10.0), **ro)).value
-        self.episode_steps = self.declare_parameter("episode_steps", boat.EPISODE_STEPS, ParameterDescriptor(
-            description="Steps per episode before the automatic reset",
-            integer_range=int_range(1, 10**9), **ro)).value
-        seed = self.declare_parameter("seed", 0, ParameterDescriptor(
-            description="Seed of the sampled safe initial states",
-            integer_range=int_range(0, 2**31 - 1), **ro)).value
-        self.declare_parameter("initial_states", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
-            description="Flat x, y list of episode initial states, used in turn; unset: sample safe states", **ro))
-        self.initial_states = self._initial_states()
-        self.paused = self.declare_parameter("start_paused", False, ParameterDescriptor(
-            description="Hold the boat (still publishing its state) until the first command arrives, so "
-                        "a controller that starts later does not find the first episode under way", **ro)).value
-
+        super().__init__("boat_sim", period=boat.DT, episode_steps=boat.EPISODE_STEPS, start_fields=("x", "y"),
+                         stop_means="zero thrust", episode_topic="boat/episode", **kwargs)
         self.spec = TaskSpec.builtin("boat")
-        self.env = boat.BoatEnv(seed=seed)
-        self.episode = 0
-        self.command: tuple[np.ndarray, int] | None = None  # (action in [-1, 1], receive ns)
+        self.env = boat.BoatEnv(seed=self.seed)
         self.inside = False
 
         ns = self.get_namespace()
         self.odom_pub = self.create_publisher(Odometry, relative(self.spec.state.topic, ns), ODOM_QOS)
         self.margin_pub = self.create_publisher(Float64, "boat/margin", 10)
         self.violation_pub = self.create_publisher(Bool, "boat/violation", LATCHED_QOS)
-        self.episode_pub = self.create_publisher(UInt32, "boat/episode", LATCHED_QOS)
         self.create_subscription(message_class(self.spec.command.type), relative(self.spec.command.topic, ns),
-                                 self._on_command, 10)
+                                 lambda msg: self.take_command(self.spec.action(msg)), 10)
         self.create_subscription(Point, "boat/reset", self._on_reset, 10)
-        self.create_service(Trigger, "~/reset", self._on_reset_service)
-        self.reset()
-        self.create_timer(boat.DT, self._step)
-
-    def _initial_states(self) -> np.ndarray | None:
-        flat = optional_array(self, "initial_states")
-        if not flat:
-            return None
-        if len(flat) % boat.OBS_DIM or not all(math.isfinite(v) for v in flat):
-            raise ValueError(f"initial_states must be a flat list of finite x, y pairs, got {flat}")
-        return np.asarray(flat, dtype=np.float64).reshape(-1, boat.OBS_DIM)
+        self.start()
 
     def reset(self, state: np.ndarray | None = None) -> None:
         """Start an episode at `state`, the next listed initial state, or a sampled safe one."""
-        if state is None and self.initial_states is not None:
-            state = self.initial_states[self.episode % len(self.initial_states)]
+        state = self.next_start() if state is None else state
         self.env.reset(None if state is None else np.asarray(state, dtype=np.float64)[None])
-        if not self.paused:  # a paused start is announced when it runs (see _step)
-            self.episode_pub.publish(UInt32(data=self.episode))
-        self.get_logger().info(f"episode {self.episode} starts at {self.env.states[0].round(3).tolist()}")
-        self.episode += 1
+        self.announce()
         self._publish_state()
 
-    def _on_reset_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.reset()
-        response.success = True
-        response.message = f"episode {self.episode - 1} starts at {self.env.states[0].round(4).tolist()}"
-        return response
+    def start_text(self, digits: int) -> str:
+        return str(self.env.states[0].round(digits).tolist())
 
     def _on_reset(self, msg: Point) -> None:
         state = np.array([msg.x, msg.y])
         self.reset(state if np.isfinite(state).all() else None)
 
-    def _on_command(self, msg: Any) -> None:
-        self.command = (self.spec.action(msg), self.get_clock().now().nanoseconds)
-
-    def current_action(self) -> np.ndarray:
-        """The latest command if it is fresh, else zero thrust."""
-        if self.command is not None:
-            action, stamp = self.command
-            if (self.get_clock().now().nanoseconds - stamp) * 1e-9 <= self.command_timeout:
-                return action
-        return np.zeros(boat.ACT_DIM)
-
     def _step(self) -> None:
-        if self.paused:
-            if self.command is None:
-                self._publish_state()
-                return
-            self.paused = False
-            self.episode_pub.publish(UInt32(data=self.episode - 1))
-            self.get_logger().info("first command received: the simulation runs")
-        self.env.step(self.current_action())
+        if not self.running():
+            return
+        self.env.step(self.fresh_command(boat.ACT_DIM))
         if self.env.t >= self.episode_steps:
             self.reset()
         else:

@@ -455,6 +455,20 @@ def test_boat_sim_reset_service(loop):
     assert spin_until(executor, near, 5.0), "the reset start (-2.5, 1.0) was not seen on /boat/odom"
 
 
+def test_boat_sim_watchdog_ignores_stale_and_non_finite_commands(loop):
+    """The simulator drives as a thruster driver with a watchdog: a command older than
+    `command_timeout`, or one that is not finite, gives zero thrust."""
+    _, _, add = loop
+    sim = add(BoatSim(parameter_overrides=[Parameter("command_timeout", value=0.5)]))
+    np.testing.assert_array_equal(sim.fresh_command(2), [0.0, 0.0])  # nothing received yet
+    sim.take_command(np.array([0.5, -0.25]))
+    np.testing.assert_array_equal(sim.fresh_command(2), [0.5, -0.25])
+    sim.take_command(np.array([math.nan, 0.5]))
+    np.testing.assert_array_equal(sim.fresh_command(2), [0.0, 0.0])
+    sim.command = (np.array([0.5, -0.25]), sim.get_clock().now().nanoseconds - 600_000_000)  # 0.6 s old
+    np.testing.assert_array_equal(sim.fresh_command(2), [0.0, 0.0])
+
+
 def test_parameters_are_validated(bundle, loop):
     _, _, add = loop
     with pytest.raises(InvalidParameterValueException, match=r"values must be finite and in \[-1, 1\]"):
