@@ -174,7 +174,9 @@ def test_sparse_commands_are_held_for_the_hold_not_the_state_max_age():
 def test_streams_on_different_clocks_are_named():
     sim = states(np.arange(0, 101, 10))  # header stamps in sim time: 0 to 0.1 s
     wall = series(1_796_000_000_000 + np.arange(0, 101, 10), np.zeros((11, 2)))  # receive times, 2026
-    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025, **{"state.stamp": "header"}), "boat")
+    spec = TaskSpec.from_dict(boat_dict(control_period=0.01, max_age=0.025,
+                                        **{"state.stamp": "header", "command.stamp": "receive",
+                                           "command.frame_id": None}), "boat")
     with pytest.raises(AlignmentError) as error:
         build_transitions(spec, {"state": sim, "command": wall})
     message = str(error.value)
