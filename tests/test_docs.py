@@ -70,15 +70,61 @@ def section(path: Path, heading: str) -> str:
     return text[start:end if end != -1 else len(text)]
 
 
+PACKAGES = sorted(str(init.parent.relative_to(ROOT)) for top in ("safefql_core", "offline_train", "safefql_ros")
+                  for init in (ROOT / top).rglob("__init__.py"))
+
+
+def modules(package: str) -> set[str]:
+    """The modules of one package (not of its subpackages), by stem."""
+    return {p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__"}
+
+
+def scope(text: str, package: str) -> str:
+    """Where a section lists one package's modules by bare name: the README tour's table row
+    `| `pkg/` | ...`, or DESIGN.md's list item `- `pkg/`...` with the items nested under it."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"| `{package}/` |"):
+            return line
+        item = re.match(rf"( *)- `{re.escape(package)}/`", line)
+        if item:
+            indent = len(item.group(1))
+            end = next((j for j in range(i + 1, len(lines))
+                        if re.match(rf" {{0,{indent}}}- ", lines[j])), len(lines))
+            return "\n".join(lines[i:end])
+    return ""
+
+
 @pytest.mark.parametrize("doc, heading", [("README.md", "## Tour"), ("docs/DESIGN.md", "## Structure")])
 def test_every_module_is_named_where_newcomers_look(doc, heading):
-    """A module added without a line in the README tour and in DESIGN.md's structure is found
-    by nobody who starts from the docs."""
+    """Both ways: a module added without a line in the README tour and in DESIGN.md's
+    structure is found by nobody who starts from the docs, and a module named there that was
+    moved or removed sends the reader to nothing. A package's modules are named as
+    `pkg/module.py` anywhere in the section or by bare name where the section lists that
+    package (the packages, subpackages included, are found on disk, so a new one must be
+    listed too)."""
     text = section(ROOT / doc, heading)
-    modules = [p.stem for package in ("safefql_core", "safefql_core/envs", "offline_train", "safefql_ros")
-               for p in sorted((ROOT / package).glob("*.py")) if p.stem != "__init__"]
-    missing = [m for m in modules if f"`{m}`" not in text and f"/{m}.py`" not in text]
+    missing, stale = [], []
+    for package in PACKAGES:
+        listed = set(re.findall(r"`(\w+)`", scope(text, package)))
+        named = listed | set(re.findall(rf"`{re.escape(package)}/(\w+)\.py`", text))
+        missing += [f"{package}/{m}" for m in sorted(modules(package) - named)]
+        stale += [f"{package}/{m}" for m in sorted(listed - modules(package))]
     assert not missing, f"{doc}, {heading!r} does not name: {missing}"
+    assert not stale, f"{doc}, {heading!r} lists modules that do not exist: {stale}"
+
+
+def test_the_record_stays_a_record():
+    """docs/BENCHMARKS.md holds the current tables, not the history (that goes to
+    docs/notebook/, linked): at most 250 lines, with a section for each kind of number."""
+    record = ROOT / "docs" / "BENCHMARKS.md"
+    lines = record.read_text().splitlines()
+    assert len(lines) <= 250, f"docs/BENCHMARKS.md has {len(lines)} lines (at most 250): move history to docs/notebook/"
+    headings = {line[3:] for line in lines if line.startswith("## ")}
+    assert {"Boat benchmark suite", "Safety Gymnasium", "Decision latency", "Closed loop through DDS",
+            "Bag conversion", "Training time"} <= headings, headings
+    notebook = {link for link in LINK.findall(record.read_text()) if link.startswith("notebook/")}
+    assert len(notebook) >= 5, notebook  # the history is linked (the links themselves: test above)
 
 
 @pytest.mark.parametrize("doc", DOCS[:1] + [ROOT / "docs/DESIGN.md"], ids=lambda p: str(p.relative_to(ROOT)))
