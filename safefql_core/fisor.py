@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from safefql_core.critics import CriticConfig, OfflineCritics
+from safefql_core.ddpm import reverse_chain, vp_schedule
 from safefql_core.nets import MLP
 from safefql_core.throughput import phase
 
@@ -32,13 +32,6 @@ class FISORConfig(CriticConfig):
     infeasible_clip: float = 150.0
     feasible_temperature: float = 3.0
     feasible_clip: float = 100.0
-
-
-def vp_schedule(steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> np.ndarray:
-    """Variance-preserving betas for a short chain (the schedule IDQL/FISOR use for T=5)."""
-    t = np.arange(1, steps + 1)
-    alpha = np.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / steps ** 2)
-    return 1.0 - alpha
 
 
 def fisor_weights(qr: torch.Tensor, vr: torch.Tensor, qc: torch.Tensor, vc: torch.Tensor,
@@ -98,15 +91,10 @@ class FISOR(OfflineCritics):
     @torch.no_grad()
     def sample(self, obs_n: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Reverse DDPM chain from x_T = noise[0] with per-step noises noise[1:] (normalised obs)."""
-        x = noise[0]
-        for i, k in enumerate(reversed(range(self.cfg.diffusion_steps))):
-            t = torch.full((x.shape[0], 1), k / self.cfg.diffusion_steps)
-            beta, ab = self.betas[k], self.alpha_bars[k]
-            x = (x - beta / (1 - ab).sqrt() * self.denoiser(obs_n, x, t)) / (1 - beta).sqrt()
-            if k > 0:
-                x = x + beta.sqrt() * noise[i + 1]
-            x = x.clamp(-1.0, 1.0)
-        return x
+        def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+            return self.denoiser(obs_n, x, torch.full((x.shape[0], 1), t))
+
+        return reverse_chain(denoise, noise.__getitem__, self.betas, self.alpha_bars, torch.sqrt)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
+from safefql_core.ddpm import reverse_chain, vp_schedule
 
 
 class Mode(str, Enum):
@@ -398,7 +399,6 @@ class Runtime:
 
     # ---- FISOR-style policy: DDPM chain over N candidates, keep argmin Q_safe ------------------
     def _fisor_setup(self) -> None:
-        from safefql_core.fisor import vp_schedule
         cfg = self.bundle.meta["training"]["config"]
         self.fisor_steps, self.fisor_n = cfg["diffusion_steps"], cfg["candidates"]
         self.betas = vp_schedule(self.fisor_steps).astype(np.float32)
@@ -409,18 +409,19 @@ class Runtime:
         self._fisor_scores = self._bind_safety(n)
 
     def _fisor_samples(self, o: np.ndarray) -> np.ndarray:
+        """The N candidates of one state: ddpm's chain over the exported denoiser, its noise
+        drawn from the runtime's generator as the chain goes."""
         n, inputs = self.fisor_n, self._denoiser.inputs
         inputs["observation"][:] = o
-        x = self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
-        for k in reversed(range(self.fisor_steps)):
-            inputs["x"][:], inputs["t"][:] = x, k / self.fisor_steps
-            eps = self._denoiser.run()[0]
-            beta, ab = self.betas[k], self.alpha_bars[k]
-            x = (x - beta / np.sqrt(1 - ab) * eps) / np.sqrt(1 - beta)
-            if k > 0:
-                x = x + np.sqrt(beta) * self.rng.standard_normal(x.shape).astype(np.float32)
-            x = np.clip(x, -1.0, 1.0).astype(np.float32)
-        return x
+
+        def denoise(x: np.ndarray, t: float) -> np.ndarray:
+            inputs["x"][:], inputs["t"][:] = x, t
+            return self._denoiser.run()[0]
+
+        def noise(_: int) -> np.ndarray:
+            return self.rng.standard_normal((n, self.act_dim)).astype(np.float32)
+
+        return reverse_chain(denoise, noise, self.betas, self.alpha_bars, np.sqrt)
 
     def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
         return _safest(*self._policy_samples(o))

@@ -135,6 +135,27 @@ def test_torch_backend_matches_onnxruntime(bundle_dir):
     assert a.q_safe == pytest.approx(b.q_safe, abs=1e-5)
 
 
+def test_fisor_candidates_at_run_time_are_the_trained_chain(bundle_dir):
+    """The deployed FISOR-style decision samples its candidates with the chain the learner was
+    trained and evaluated with (safefql_core.ddpm), over the exported denoiser: given the same
+    draws, the runtime's candidates equal the torch learner's."""
+    import torch
+
+    from safefql_core.training import load_run
+    bundle = load_bundle(bundle_dir)
+    if bundle.algo != "fisor":
+        pytest.skip("the DDPM chain is FISOR-style's")
+    rt = Runtime(bundle, RuntimeConfig(seed=4))
+    obs = np.array([0.3, -1.2], dtype=np.float32)
+    candidates = rt._fisor_samples(obs)
+    draws = np.random.default_rng(4).standard_normal((rt.fisor_steps, rt.fisor_n, 2)).astype(np.float32)
+    learner, _ = load_run(bundle_dir.parent / "run")
+    obs_n = learner.normalizer(torch.as_tensor(obs)).expand(rt.fisor_n, 2)
+    trained = learner.sample(obs_n, torch.as_tensor(draws)).numpy()
+    assert np.abs(candidates).max() > 0
+    np.testing.assert_allclose(candidates, trained, atol=1e-5)
+
+
 def test_bad_runtime_config_is_refused(bundle_dir):
     bundle = load_bundle(bundle_dir)
     with pytest.raises(ValueError, match="backend must be"):
