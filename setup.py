@@ -15,7 +15,8 @@ setup(
     python_requires='>=3.10',
     # safefql_core, offline_train and safefql_ros (tests are not installed).
     packages=find_packages(exclude=['tests', 'tests.*']),
-    package_data={'safefql_core': ['envs/*.npy', 'envs/*.yaml']},
+    # task_configs links to config/: the task YAMLs whose specs are the built-in ones (tasks.BUILTIN).
+    package_data={'safefql_core': ['envs/*.npy', 'envs/*.yaml', 'task_configs/*.yaml']},
     include_package_data=False,
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),

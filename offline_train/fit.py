@@ -16,6 +16,7 @@ from offline_train.cli import add_set_argument, add_threads_argument, at_least, 
 from offline_train.convert import BagOptions, add_bag_arguments, convert, load_spec
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
+from safefql_core.tasks import TASK_CONFIGS
 from safefql_core.training import (
     ALGOS,
     RunError,
@@ -27,17 +28,16 @@ from safefql_core.training import (
     train,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"  # config/<task>.yaml: per-task settings
 DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
 BUNDLE = "bundle"       # where --bag's bundle lands inside the run directory
 
 
 def task_config(task: str) -> Path:
     """config/<task>.yaml, the settings `--task` trains with."""
-    path = CONFIG_DIR / f"{task}.yaml"
+    path = TASK_CONFIGS / f"{task}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if "task" in (yaml.safe_load(p.read_text()) or {}))
-        raise RunError(f"no config for task {task!r} in {CONFIG_DIR} (tasks with one: {known}); "
+        known = sorted(p.stem for p in TASK_CONFIGS.glob("*.yaml") if "task" in (yaml.safe_load(p.read_text()) or {}))
+        raise RunError(f"no config for task {task!r} in {TASK_CONFIGS.resolve()} (tasks with one: {known}); "
                        f"copy the closest and pass it with --config")
     return path
 
@@ -48,9 +48,7 @@ def load_overrides(config: str | None, algo: str, task: str | None = None) -> tu
     Without --config, --task picks config/<task>.yaml; with both, they must agree.
     """
     if config is None:
-        if task is None or task == "boat":  # boat's YAML equals the built-in defaults
-            return "boat", {}
-        config = str(task_config(task))
+        config = str(task_config(task or "boat"))
     path = Path(config)
     if not path.is_file():
         raise RunError(f"config file {path} not found; see config/boat.yaml for the format")

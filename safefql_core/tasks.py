@@ -13,6 +13,7 @@ attribute access, which both rosbags' deserialised dataclasses and rclpy message
 """
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from safefql_core.envs import boat
 from safefql_core.expressions import CONSTANTS as EXPRESSION_CONSTANTS
 from safefql_core.expressions import FUNCTIONS as EXPRESSION_FUNCTIONS
 from safefql_core.expressions import Expression, ExpressionError
@@ -58,47 +58,42 @@ class ObservationFunction:
 
 
 # Named functions of the observation a spec may use for reward or margin. A name, not a
-# Python import path, so a YAML file can never make the converter run arbitrary code.
-FUNCTIONS: dict[str, ObservationFunction] = {
-    "boat.reward": ObservationFunction(boat.reward, boat.OBS_DIM),
-    "boat.margin": ObservationFunction(boat.margin, boat.OBS_DIM),
+# Python import path, so a YAML file can never make the converter run arbitrary code. Each
+# names its module and attribute, imported when a spec uses it: the deployed node, whose spec
+# is written in expressions, loads no simulator code.
+FUNCTIONS: dict[str, tuple[str, str]] = {
+    "boat.reward": ("safefql_core.envs.boat", "reward"),
+    "boat.margin": ("safefql_core.envs.boat", "margin"),
 }
 
-# Built-in specs: what `fit --bag` and `collect --format bag` use when no YAML is given.
-# config/boat.yaml documents the same values (tests/test_tasks.py keeps them in step). The
-# boat is written like any robot: named features, two terms, reward and margin over them
-# (the registered boat.reward / boat.margin give the same numbers; tests/test_tasks.py).
-BUILTIN: dict[str, dict[str, Any]] = {
-    "boat": {
-        "control_period": boat.DT,
-        "max_age": 2.5 * boat.DT,
-        "inputs": {"odom": {"topic": "/boat/odom", "type": "nav_msgs/msg/Odometry", "stamp": "header",
-                             "frame_id": "odom"}},
-        "features": [{"name": "x", "input": "odom", "field": "pose.pose.position.x"},
-                     {"name": "y", "input": "odom", "field": "pose.pose.position.y"}],
-        "terms": {
-            "goal_distance": {"kind": "distance", "position": ["x", "y"], "point": boat.GOAL.tolist()},
-            "obstacle_clearance": {"kind": "clearance", "position": ["x", "y"], "shapes": [
-                {"disc": {"center": c.tolist(), "radius": float(r)}}
-                for c, r in zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)]},
-        },
-        "command": {"topic": "/boat/cmd_vel", "type": "geometry_msgs/msg/TwistStamped", "stamp": "header",
-                    "frame_id": "odom", "fields": ["twist.linear.x", "twist.linear.y"],
-                    "low": [-1.0, -1.0], "high": [1.0, 1.0]},
-        "reward": "-goal_distance",
-        "margin": "-obstacle_clearance",
-    },
-}
+# The task YAMLs that ship with the package: `task_configs` is a link to the repository's
+# config/ (installed as package data), so the built-in specs are read from the files a user
+# copies and edits, and each value is written once.
+TASK_CONFIGS = Path(__file__).parent / "task_configs"
+
+
+def _spec_section(task: str) -> dict[str, Any]:
+    """The `spec:` section of the package's config/<task>.yaml."""
+    return yaml.safe_load((TASK_CONFIGS / f"{task}.yaml").read_text())["spec"]
+
+
+# Built-in specs: what `fit --bag` and `collect --format bag` use when no YAML is given, read
+# from config/boat.yaml. The boat is written like any robot: named features, two terms, reward
+# and margin over them; tests/test_tasks.py checks them against the simulator (its period, the
+# registered boat.reward / boat.margin give the same numbers).
+BUILTIN: dict[str, dict[str, Any]] = {"boat": _spec_section("boat")}
 
 
 def named_function(name: str) -> ObservationFunction:
-    """The registered reward/margin function called `name`."""
+    """The registered reward/margin function called `name`, with its module's OBS_DIM."""
     try:
-        return FUNCTIONS[name]
+        module_name, attribute = FUNCTIONS[name]
     except KeyError:
         raise TaskSpecError(f"unknown function '{name}'; registered functions: {sorted(FUNCTIONS)}. Write reward "
                             "and margin as expressions over named features instead "
                             "(docs/BRING_YOUR_OWN_ROBOT.md)") from None
+    module = importlib.import_module(module_name)
+    return ObservationFunction(getattr(module, attribute), module.OBS_DIM)
 
 
 @dataclass(frozen=True)

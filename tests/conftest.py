@@ -122,7 +122,8 @@ def colcon_install(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     src.mkdir(parents=True)
     for name in PACKAGE_SOURCES:
         if (root / name).is_dir():
-            shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(root / name, src / name, symlinks=True,  # as cloned: task_configs is a link
+                            ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(root / name, src / name)
     env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}

@@ -81,7 +81,8 @@ def modules(package: str) -> set[str]:
 
 def scope(text: str, package: str) -> str:
     """Where a section lists one package's modules by bare name: the README tour's table row
-    `| `pkg/` | ...`, or DESIGN.md's list item `- `pkg/`...` with the items nested under it."""
+    `| `pkg/` | ...`, or DESIGN.md's list item `- `pkg/`...` with the items nested under it
+    (up to the next item as deep or less, or a paragraph)."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith(f"| `{package}/` |"):
@@ -89,8 +90,8 @@ def scope(text: str, package: str) -> str:
         item = re.match(rf"( *)- `{re.escape(package)}/`", line)
         if item:
             indent = len(item.group(1))
-            end = next((j for j in range(i + 1, len(lines))
-                        if re.match(rf" {{0,{indent}}}- ", lines[j])), len(lines))
+            end = next((j for j in range(i + 1, len(lines))  # the next item as deep or less, or a paragraph
+                        if re.match(rf" {{0,{indent}}}- ", lines[j]) or re.match(r"[^\s-]", lines[j])), len(lines))
             return "\n".join(lines[i:end])
     return ""
 

@@ -54,7 +54,10 @@ def test_colcon_build_installs_the_ros_layout(colcon_install, tmp_path):
     run = subprocess.run([str(scripts / "safefql-launch"), "--help"], env={**env, "PYTHONPATH": str(site)},
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "boat" in run.stdout, run.stdout + run.stderr
-    where = subprocess.run([sys.executable, "-c", "import safefql_ros.description as d; print(d.__file__)"],
+    # The built-in task specs are read from the task YAMLs installed with the core (package data).
+    assert (site / "safefql_core" / "task_configs" / "boat.yaml").is_file()
+    where = subprocess.run([sys.executable, "-c", "import safefql_ros.description as d; print(d.__file__)\n"
+                            "from safefql_core.tasks import TaskSpec; TaskSpec.builtin('boat')"],
                            env={**env, "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True,
                            timeout=60)
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr

@@ -252,7 +252,10 @@ def test_a_bundle_with_an_impossible_period_is_refused(bundle, tmp_path, task, m
 
 def test_loading_and_running_a_bundle_imports_no_torch(bundle):
     """What a robot runs (the controller node, the runtime, a verified bundle) needs no torch:
-    it costs ~2.5 s and ~190 MB at start-up (docs/BENCHMARKS.md, "Torch-free bundle loading")."""
+    it costs ~2.5 s and ~190 MB at start-up (docs/BENCHMARKS.md, "Torch-free bundle loading").
+    Nor any of the benchmark environments (safefql_core.envs: simulators, behaviour policies,
+    their gymnasium and IR-SIM), which stay out of what a deployment loads (docs/DESIGN.md,
+    "Structure")."""
     import subprocess
     import sys
     code = ("import sys\n"
@@ -260,10 +263,14 @@ def test_loading_and_running_a_bundle_imports_no_torch(bundle):
             "from safefql_core.runtime import load_runtime\n"
             "d = load_runtime(sys.argv[1]).decide([-2.0, 0.0])\n"
             "assert d.mode.value != 'REJECTED', d\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('safefql_core.envs')\n"
+            "             or m.split('.')[0] in ('gymnasium', 'safety_gymnasium', 'irsim', 'mujoco')))\n")
     proc = subprocess.run([sys.executable, "-c", code, bundle], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    torch_modules, env_modules = proc.stdout.strip().splitlines()[-2:]
+    assert torch_modules == "[]"
+    assert env_modules == "[]"
 
 
 def test_a_modified_weights_file_is_refused(bundle, tmp_path):

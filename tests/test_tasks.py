@@ -46,9 +46,14 @@ def odometry(x: float = 0.0, y: float = 0.0) -> NS:
               pose=NS(pose=NS(position=NS(x=x, y=y, z=0.0)), covariance=[0.0] * 36))
 
 
-def test_config_yaml_spec_equals_builtin_and_round_trips():
-    spec = TaskSpec.load(BOAT_YAML)
-    assert spec == TaskSpec.builtin("boat")
+def test_the_builtin_boat_spec_is_config_boat_yaml_and_round_trips():
+    """One file holds the boat's spec: the package's task_configs is the repository's config/
+    (a link, installed as package data), and the simulator's period is the spec's (its goal
+    and discs: the next test)."""
+    from safefql_core.tasks import TASK_CONFIGS
+    assert (TASK_CONFIGS / "boat.yaml").resolve() == BOAT_YAML.resolve()
+    spec = TaskSpec.builtin("boat")
+    assert spec == TaskSpec.load(BOAT_YAML)
     assert spec.name == "boat" and spec.obs_dim == 2 and spec.act_dim == 2
     assert spec.control_period == boat.DT and spec.max_age == pytest.approx(2.5 * boat.DT)
     assert TaskSpec.from_dict(spec.to_dict(), "boat") == spec
