@@ -9,6 +9,9 @@ from typing import Any
 import torch
 import yaml
 
+from safefql_core.alignment import DUPLICATE_POLICIES, NONFINITE_POLICIES
+from safefql_core.bags import DEFAULT_TYPESTORE, TYPESTORES
+from safefql_core.pipeline.convert import BagOptions
 from safefql_core.training import RunError
 
 
@@ -53,20 +56,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def prepare_output_file(path: str | Path | None, flag: str) -> Path | None:
-    """Check an output file's path before the work that fills it: create its folder, refuse
-    a directory. A command that finds out only when it writes has spent its minutes in vain."""
-    if path is None:
-        return None
-    file = Path(path)
-    if file.is_dir():
-        raise RunError(f"{flag} {file} is a directory; give the name of a file to write (inside it, or elsewhere)")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    return file
-
-
 def write_json(path: Path | None, doc: dict) -> None:
-    """Write a command's JSON result where `prepare_output_file` checked it could go, and say so."""
+    """Write a command's JSON result where `prepare_output_file` (safefql_core.pipeline.files)
+    checked it could go, and say so."""
     if path:
         path.write_text(json.dumps(doc, indent=2))
         print(f"wrote {path}")
@@ -91,3 +83,24 @@ def at_least(low: int):
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
     return parse
+
+
+def add_bag_arguments(p: argparse.ArgumentParser) -> None:
+    """The conversion options, shared by `convert`, `fit --bag` and `replay`."""
+    p.add_argument("--typestore", default=DEFAULT_TYPESTORE, choices=sorted(TYPESTORES),
+                   help="message definitions for bags that do not store their own (default: %(default)s)")
+    p.add_argument("--msg", action="append", default=[], metavar="PATH",
+                   help="custom message definitions for bags that store none (Humble and older): a "
+                        "<package>/msg/<Name>.msg file or a folder of them; repeatable")
+    p.add_argument("--on-nonfinite", default="refuse", choices=NONFINITE_POLICIES,
+                   help="NaN/inf in a used field: refuse (default) or drop the ticks that use it")
+    p.add_argument("--on-duplicate", default="refuse", choices=DUPLICATE_POLICIES,
+                   help="samples of one topic sharing a stamp with different values: refuse (default) or "
+                        "drop the ticks that use them")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="convert a damaged bag's readable messages instead of refusing it (the summary warns)")
+
+
+def bag_options(args: argparse.Namespace) -> BagOptions:
+    """The options `add_bag_arguments` declared, as the pipeline's conversion takes them."""
+    return BagOptions(args.typestore, tuple(args.msg), args.on_nonfinite, args.on_duplicate, args.allow_partial)

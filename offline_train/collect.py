@@ -9,12 +9,12 @@ snapshots are trained first (~15-20 min on one core for the default 100k steps) 
 `--policies` (default: `<out>.policies/` beside the dataset) and reused afterwards.
 
 `--format bag` writes the same episodes as a rosbag2 on the task spec's topics instead
-(offline_train.bags: episodes separated by a 1 s silence, which offline_train.convert
+(safefql_core.bags: episodes separated by a 1 s silence, which offline_train.convert
 splits on), to exercise the bag workflow without a robot.
 
 `--task diffdrive` runs the IR-SIM diff-drive robot's behaviour mix
 (safefql_core.envs.diffdrive_behaviour) and records it as a robot would: Odometry,
-LaserScan and TwistStamped under /diffdrive (offline_train.diffdrive_bag); `--format bag`
+LaserScan and TwistStamped under /diffdrive (safefql_core.envs.diffdrive_bag); `--format bag`
 only, since config/diffdrive.yaml picks the observation from those messages at conversion.
 """
 from __future__ import annotations
@@ -23,24 +23,17 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
-from offline_train import diffdrive_bag
-from offline_train.bags import STORAGES, BagError, write_episodes
 from offline_train.cli import at_least
-from safefql_core.data import Dataset, DatasetError, check_output, save_dataset
-from safefql_core.envs import (
-    boat,
-    boat_behaviour,
-    diffdrive,
-    diffdrive_behaviour,
-    safety_gym_behaviour,
-    velocity_behaviour,
+from safefql_core.bags import STORAGES
+from safefql_core.data import DatasetError, check_output
+from safefql_core.envs import diffdrive, safety_gym_behaviour, velocity_behaviour
+from safefql_core.pipeline.collect import (
+    DEFAULT_TRANSITIONS,
+    CollectOptions,
+    collect,
+    describe,
+    diffdrive_episodes,
 )
-from safefql_core.envs.safety_gym import make_env, margin_from_cost
-from safefql_core.tasks import TaskSpec
-
-DEFAULT_TRANSITIONS = 1_000_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,146 +78,47 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         p.error(str(exc))
     if args.task == "diffdrive":
-        return collect_diffdrive(p, args)
-    if args.starts != "sampled":
+        check_diffdrive(p, args)
+    elif args.starts != "sampled":
         p.error("--starts only applies to --task diffdrive")
-    if args.task != "boat":
+    elif args.task != "boat":
         if args.format != "hdf5" or args.storage:
             p.error("Safety Gymnasium tasks are written as --format hdf5 only")
-        return collect_safety_gym(args)
-    if args.max_episode_steps or args.action_repeat != 1:
+    elif args.max_episode_steps or args.action_repeat != 1:
         p.error("--max-episode-steps and --action-repeat only apply to Safety Gymnasium tasks")
-
-    episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // boat.EPISODE_STEPS)
-    if args.storage and args.format != "bag":
+    elif args.storage and args.format != "bag":
         p.error("--storage only applies to --format bag")
-    arrays = boat_behaviour.collect(episodes, args.seed, progress=not args.no_progress)
-    family = arrays.pop("family")
-    if args.format == "bag":
-        return save_bag(args.out, args.task, arrays, episodes, args.storage or "mcap")
-    attrs = {"task": "boat", "seed": args.seed, "episodes": episodes, "control_period": boat.DT,
-             "observation_fields": ["x", "y"], "action_fields": ["heading_x", "heading_y"],
-             "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
-             "behaviour_mix": boat_behaviour.MIX, "source": "offline_train.collect (boat simulator)",
-             # the ROS interface these episodes have on the robot (and in `--format bag`): its bundles run on the node
-             "task_spec": TaskSpec.builtin("boat").to_dict()}
-    data = Dataset(**arrays, attrs=attrs)
-    save_dataset(args.out, data)
-    per_episode_cost = data.costs.reshape(episodes, -1).sum(axis=1)
-    mix = {name: int((family[::boat.EPISODE_STEPS] == i).sum()) for i, name in enumerate(boat_behaviour.MIX)}
-    print(f"wrote {args.out}: {len(data):,} transitions, {episodes} episodes, "
-          f"{(per_episode_cost == 0).mean():.1%} episodes without violations, behaviour mix {mix}")
+    try:
+        result = collect(options(args))
+    except (ImportError, ValueError) as exc:  # an optional package missing, a bag not written, a task's limits
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(describe(result))
+    if args.task == "diffdrive":
+        print(json.dumps({"behaviour": result["behaviour"]}))
     return 0
 
 
-def collect_safety_gym(args: argparse.Namespace) -> int:
-    """Roll out a Safety Gymnasium task's scripted mix into a DSRL-layout HDF5 file.
-
-    `--transitions N` collects whole episodes until at least N environment steps exist (the
-    navigation tasks never terminate early, so that is ceil(N / episode length) episodes);
-    with `--action-repeat K` they are stored as about N / K transitions, one per decision.
-    """
-    try:
-        probe = make_env(args.task, args.seed, args.max_episode_steps)  # episode length, action bounds
-    except ImportError as exc:  # safety-gymnasium is optional; the message names the install
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    probe.close()
-    margin_kind = args.margin or ("distance" if probe.has_geometric_margin else "cost")
-    if margin_kind == "distance" and not probe.has_geometric_margin:
-        print(f"error: {args.task} has no geometric safety margin (its cost is not a distance test on hazards "
-              "or walls); use --margin cost", file=sys.stderr)
-        return 2
-    episode_steps = probe.max_episode_steps
-    episodes = args.episodes or -(-(args.transitions or DEFAULT_TRANSITIONS) // episode_steps)
-    try:
-        families, behaviour = behaviour_families(args)
-    except (ImportError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    arrays = safety_gym_behaviour.collect(args.task, episodes, args.seed, args.max_episode_steps,
-                                          progress=not args.no_progress, families=families,
-                                          action_repeat=args.action_repeat)
-    family = arrays.pop("family")
-    if margin_kind == "cost":
-        arrays["margins"] = margin_from_cost(arrays["costs"])
-        margin_note = "+25 if cost > 0 else -1 (SAFEFQL.md cost_scale 25)"
-    else:
-        margin_note = "signed distance to the failure set, > 0 exactly where cost > 0 (safety_gym.GEOMETRIC_MARGINS)"
-    mix = safety_gym_behaviour.shares(families)
-    attrs = {"task": args.task, "seed": args.seed, "episodes": episodes, "max_episode_steps": episode_steps,
-             "action_low": probe.action_low.tolist(), "action_high": probe.action_high.tolist(),
-             "behaviour_mix": mix, "margin": margin_note, "action_repeat": args.action_repeat,
-             "source": f"offline_train.collect (safety-gymnasium 1.0.0, {behaviour})"}
-    data = Dataset(**arrays, attrs=attrs)
-    save_dataset(args.out, data)
-    ends = np.flatnonzero((data.terminals > 0) | (data.timeouts > 0))
-    per_family = {name: int((family[ends] == i).sum()) for i, name in enumerate(mix)}
-    cost_rate = {name: round(float(data.costs[family == i].mean()), 3) for i, name in enumerate(mix)
-                 if (family == i).any()}
-    repeat = f", one per {args.action_repeat} steps" if args.action_repeat > 1 else ""
-    print(f"wrote {args.out}: {len(data):,} transitions{repeat}, {episodes} episodes of <= {episode_steps} steps, "
-          f"obs_dim {data.obs_dim}, act_dim {data.act_dim}, cost rate {data.costs.mean():.3f}, {margin_kind} margin, "
-          f"episodes per family {per_family}, cost rate per family {cost_rate}")
-    return 0
+def options(args: argparse.Namespace) -> CollectOptions:
+    return CollectOptions(task=args.task, out=args.out, seed=args.seed, fmt=args.format, storage=args.storage,
+                          transitions=args.transitions, episodes=args.episodes,
+                          max_episode_steps=args.max_episode_steps, action_repeat=args.action_repeat,
+                          policies=args.policies, rl_timesteps=args.rl_timesteps, margin=args.margin,
+                          starts=args.starts, progress=not args.no_progress)
 
 
-def behaviour_families(args: argparse.Namespace) -> tuple[dict[str, safety_gym_behaviour.Family], str]:
-    """The task's behaviour families and a description for the dataset's `source` attr.
-
-    Velocity tasks train their SAC snapshots first when `--policies` does not hold them.
-    """
-    if args.task not in velocity_behaviour.TASKS:
-        return safety_gym_behaviour.MIXES[args.task], "scripted behaviour"
-    policies = args.policies or f"{args.out}.policies"
-    velocity_behaviour.train_policies(args.task, policies, args.seed, args.rl_timesteps,
-                                      progress=not args.no_progress)
-    return (velocity_behaviour.families(args.task, policies),
-            f"SAC snapshots from {policies}, {args.rl_timesteps} steps, stable-baselines3")
-
-
-def collect_diffdrive(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The diff-drive robot's behaviour mix as a rosbag2 (Odometry, LaserScan, TwistStamped)."""
+def check_diffdrive(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The flags that do not apply to the diff-drive robot, refused as usage errors."""
     if args.format != "bag":
         p.error("--task diffdrive records a bag (--format bag): its observation features are chosen from the "
                 "Odometry and LaserScan messages by config/diffdrive.yaml when the bag is converted "
                 "(fit --bag BAG --config config/diffdrive.yaml)")
     if args.max_episode_steps or args.action_repeat != 1 or args.margin:
         p.error("--max-episode-steps, --action-repeat and --margin do not apply to --task diffdrive")
-    steps = diffdrive.EPISODE_STEPS
-    starts = diffdrive.START_SETS[args.starts]() if args.starts != "sampled" else None
-    default = diffdrive_behaviour.DEFAULT_EPISODES if starts is None else len(starts)
-    episodes = args.episodes or (-(-args.transitions // steps) if args.transitions else default)
-    if episodes <= 0 or (starts is not None and episodes > len(starts)):
-        p.error(f"--episodes / --transitions must be positive{'' if starts is None else f' and at most {len(starts)}'}")
-    data = diffdrive_behaviour.collect(episodes, args.seed, None if starts is None else starts[:episodes],
-                                       progress=not args.no_progress)
-    storage = args.storage or "mcap"
     try:
-        count = diffdrive_bag.write_episodes(args.out, data, storage)
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = data.summary()
-    print(f"wrote {args.out}: rosbag2 ({storage}), {count:,} messages, {episodes} episodes of <= {steps} steps "
-          f"({int(data.lengths.sum()):,} commands), {summary['zero_collision_rate']:.1%} without collision, "
-          f"{summary['goal_reached_rate']:.1%} reached the goal")
-    print(json.dumps({"behaviour": summary}))
-    return 0
-
-
-def save_bag(out: str, task: str, arrays: dict[str, np.ndarray], episodes: int, storage: str) -> int:
-    """Episode-major flat arrays -> states s_0..s_T and actions per episode -> a rosbag2."""
-    obs = arrays["observations"].reshape(episodes, boat.EPISODE_STEPS, -1)
-    last = arrays["next_observations"].reshape(episodes, boat.EPISODE_STEPS, -1)[:, -1:]
-    actions = arrays["actions"].reshape(episodes, boat.EPISODE_STEPS, -1)
-    try:
-        count = write_episodes(out, TaskSpec.builtin(task), np.concatenate([obs, last], axis=1), actions, storage)
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}: rosbag2 ({storage}), {count:,} messages, {episodes} episodes of {boat.EPISODE_STEPS} steps")
-    return 0
+        diffdrive_episodes(options(args))
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 if __name__ == "__main__":

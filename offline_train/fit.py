@@ -4,110 +4,31 @@ calibrate -> export to <out>/bundle)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
-from offline_train import calibrate, export
-from offline_train.cli import add_set_argument, add_threads_argument, at_least, parse_override, set_threads
-from offline_train.convert import BagOptions, add_bag_arguments, convert, load_spec
+from offline_train.cli import (
+    add_bag_arguments,
+    add_set_argument,
+    add_threads_argument,
+    at_least,
+    bag_options,
+    parse_override,
+    set_threads,
+)
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
-from safefql_core.tasks import TASK_CONFIGS
-from safefql_core.training import (
-    ALGOS,
-    RunError,
-    TrainingInterrupted,
-    TrainOptions,
-    check_resumable,
-    get_algo,
-    learner_name,
-    train,
+from safefql_core.pipeline import calibrate, export
+from safefql_core.pipeline.convert import load_spec
+from safefql_core.pipeline.files import BUNDLE
+from safefql_core.pipeline.train import (
+    CURVE_STATES,
+    boat_evaluator,
+    check_dataset_task,
+    convert_into_run,
+    load_overrides,
 )
-
-DATASET = "dataset.h5"  # where --bag's conversion lands inside the run directory
-BUNDLE = "bundle"       # where --bag's bundle lands inside the run directory
-
-
-def task_config(task: str) -> Path:
-    """config/<task>.yaml, the settings `--task` trains with."""
-    path = TASK_CONFIGS / f"{task}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in TASK_CONFIGS.glob("*.yaml") if "task" in (yaml.safe_load(p.read_text()) or {}))
-        raise RunError(f"no config for task {task!r} in {TASK_CONFIGS.resolve()} (tasks with one: {known}); "
-                       f"copy the closest and pass it with --config")
-    return path
-
-
-def load_overrides(config: str | None, algo: str, task: str | None = None) -> tuple[str, dict]:
-    """(task, algo overrides) from a task YAML: `task: <id>` and one mapping per algo.
-
-    Without --config, --task picks config/<task>.yaml; with both, they must agree.
-    """
-    if config is None:
-        config = str(task_config(task or "boat"))
-    path = Path(config)
-    if not path.is_file():
-        raise RunError(f"config file {path} not found; see config/boat.yaml for the format")
-    doc = yaml.safe_load(path.read_text()) or {}
-    if task is not None and doc.get("task", "boat") != task:
-        raise RunError(f"--task {task} contradicts {path}, which is for task {doc.get('task', 'boat')!r}")
-    if algo in doc:
-        return doc.get("task", "boat"), dict(doc[algo] or {})
-    # A variant (safefql-nodistill, bc-safe, ...) reads its learner's section, less the keys
-    # that define the variant (nodistill's alpha = 0 is not the task's alpha to override).
-    fixed = get_algo(algo).overrides
-    section = doc.get(learner_name(algo)) or {}
-    return doc.get("task", "boat"), {k: v for k, v in section.items() if k not in fixed}
-
-
-def check_dataset_task(data: str, task: str) -> None:
-    """A dataset that names its task (offline_train.collect writes `task`) must match; a DSRL
-    file downloaded elsewhere names none and trains as the task given."""
-    import h5py
-    try:
-        with h5py.File(data, "r") as f:
-            stored = f.attrs.get("task")
-    except OSError:
-        return  # unreadable or missing: load_dataset reports it with the fix
-    if stored is not None and str(stored) != task:
-        raise RunError(f"{data} holds {str(stored)!r} data but training is for task {task!r}; "
-                       f"pass --task {stored} (or the config of that task)")
-
-
-def convert_into_run(args: argparse.Namespace, opts: TrainOptions) -> str:
-    """--bag: convert into a staging file beside the run's dataset, check that the run (if it
-    has a checkpoint) may resume on it, then rename it over the dataset; a refused resume
-    leaves the run's own dataset as it was, and no staging file behind."""
-    data = Path(args.out) / DATASET
-    staged = data.with_name(DATASET + ".converting")
-    try:
-        print(convert(args.bag, load_spec(args.config), staged, BagOptions.from_args(args),
-                      progress=not args.no_progress).summary())
-        check_resumable(replace(opts, data=str(staged)))
-        os.replace(staged, data)
-    finally:
-        staged.unlink(missing_ok=True)
-    return str(data)
-
-
-CURVE_STATES = "validation"  # fit --eval-every's initial states (safefql_core.envs.boat.STATE_SETS)
-
-
-def boat_evaluator(task: str, eval_every: int):
-    """The learning-curve evaluator for --eval-every (boat only: it needs the simulator)."""
-    if not eval_every:
-        return None
-    if eval_every < 0 or task != "boat":
-        raise RunError(f"--eval-every needs a positive step count and the boat simulator (task {task!r})")
-    from safefql_core.envs import boat
-    from safefql_core.envs.boat_reference import feasible_mask
-    from safefql_core.evaluation import learning_curve_evaluator
-    states = boat.initial_states(CURVE_STATES)   # a curve picks steps and settings: tune on validation
-    return learning_curve_evaluator(states, feasible_mask(states))
+from safefql_core.training import ALGOS, RunError, TrainingInterrupted, TrainOptions, learner_name, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                             progress=not args.no_progress, eval_every=args.eval_every,
                             evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:
-            opts.data = convert_into_run(args, opts)
+            opts.data = convert_into_run(args.bag, load_spec(args.config), bag_options(args), opts, log=print)
         else:
             check_dataset_task(opts.data, task)
         out = train(opts)
@@ -160,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
         if args.bag is not None and learner_name(args.algo) != "bc":
-            print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed)))
+            print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed, log=print)))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
     except TrainingInterrupted as exc:

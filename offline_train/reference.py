@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from offline_train.cli import prepare_output_file
 from safefql_core.envs.boat import STATE_SETS, load_initial_states, sample_safe_states
-from safefql_core.envs.boat_reference import optimal_reference
+from safefql_core.envs.boat_reference import summarise
+from safefql_core.pipeline.files import prepare_output_file
 from safefql_core.training import RunError
 
 SUPPORTED_TASKS = ("boat",)
@@ -52,28 +51,6 @@ def load_states(args: argparse.Namespace) -> tuple[np.ndarray, str]:
         rng = np.random.default_rng(args.seed)
         return sample_safe_states(rng, args.num_states), f"sampled, seed {args.seed}"
     return load_initial_states(args.init_states), args.init_states
-
-
-def summarise(states: np.ndarray) -> dict:
-    """Reference numbers for the given states (see boat_reference for the method)."""
-    start = time.perf_counter()
-    ref = optimal_reference(states)
-    feasible = ref["feasible"]
-    doomed = np.flatnonzero(~feasible)
-    return {
-        "count": int(len(states)),
-        "doomed_count": int(len(doomed)),
-        "doomed_indices": doomed.tolist(),
-        "value_search_disagreements": int(((ref["safety_value"] > 0) != feasible).sum()),
-        "mean_optimal_return": float(ref["returns"].mean()),
-        "mean_optimal_return_feasible": float(ref["returns"][feasible].mean()),
-        "mean_optimal_violations_doomed": float(ref["violations"][~feasible].mean())
-        if len(doomed) else 0.0,
-        "mean_straight_return": float(ref["straight_returns"].mean()),
-        "straight_violation_rate": float((ref["straight_violations"] > 0).mean()),
-        "mean_straight_violations": float(ref["straight_violations"].mean()),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

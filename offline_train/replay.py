@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import content_hash
-from offline_train.convert import ERRORS as CONVERT_ERRORS
-from offline_train.convert import BagOptions, add_bag_arguments, read_aligned
+from offline_train.cli import add_bag_arguments, bag_options
 from safefql_core import replay
+from safefql_core.bags import content_hash
 from safefql_core.bundle import BundleError, load_bundle
+from safefql_core.pipeline.convert import ERRORS as CONVERT_ERRORS
+from safefql_core.pipeline.convert import read_aligned
 from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     bundle = load_bundle(args.bundle)
     spec = bundle.task_spec(TaskSpec.load(args.config) if args.config else None)
     replay.check_compatible(bundle, spec)
-    arrays, alignment, sources = read_aligned(args.bag, spec, BagOptions.from_args(args), not args.no_progress)
+    arrays, alignment, sources = read_aligned(args.bag, spec, bag_options(args), not args.no_progress)
     episodes = replay.segments(arrays["timeouts"])[:args.episodes]
     fresh = lambda: Runtime(bundle, RuntimeConfig(seed=args.seed))  # noqa: E731
     threshold = bundle.threshold  # RuntimeConfig(threshold=None): the runtime uses the bundle's δ*

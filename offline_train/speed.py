@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Callable
 
 import numpy as np
@@ -23,11 +22,12 @@ from offline_train.cli import (
     add_set_argument,
     add_threads_argument,
     parse_override,
-    prepare_output_file,
     set_threads,
     write_json,
 )
 from safefql_core.bundle import BundleError, load_bundle
+from safefql_core.pipeline.files import prepare_output_file
+from safefql_core.pipeline.latency import observations, time_variants
 from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.training import ALGOS, RunError
 
@@ -56,36 +56,6 @@ def teacher_decision(bundle, threads: int) -> Callable[[np.ndarray], object]:
             a = euler_sample(teacher, safety.normalizer(o), torch.zeros(1, bundle.act_dim), steps)
             return safety(o, a)
     return decide
-
-
-def observations(bundle, n: int, seed: int) -> np.ndarray:
-    """Typical inputs: the task's evaluation states for the boat, else normalisation samples."""
-    if bundle.meta["task"].get("name") == "boat":
-        from safefql_core.envs import boat
-        return boat.evaluation_states()[:n]
-    norm = bundle.meta["observation_normalisation"]
-    return np.random.default_rng(seed).normal(norm["mean"], norm["std"], (n, bundle.obs_dim))
-
-
-def time_variants(variants: dict[str, Callable], obs: np.ndarray, calls: int, rounds: int,
-                  warmup: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(latencies in µs, decision modes or None) per variant, interleaved in rounds."""
-    per_round = max(1, calls // rounds)
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    modes: dict[str, list[str]] = {name: [] for name in variants}
-    for fn in variants.values():
-        for i in range(warmup):
-            fn(obs[i % len(obs)])
-    for r in range(rounds):
-        for name, fn in variants.items():
-            out = samples[name]
-            for i in range(per_round):
-                x = obs[(r * per_round + i) % len(obs)]
-                t = time.perf_counter_ns()
-                decision = fn(x)
-                out.append((time.perf_counter_ns() - t) / 1e3)
-                modes[name].append(getattr(getattr(decision, "mode", None), "value", ""))
-    return ({k: np.asarray(v) for k, v in samples.items()}, {k: np.asarray(v) for k, v in modes.items()})
 
 
 def latency(args: argparse.Namespace) -> dict:
@@ -129,8 +99,8 @@ def latency(args: argparse.Namespace) -> dict:
 def train_speed(args: argparse.Namespace) -> dict:
     """Time the learner's update at each of --sizes on the task's data (or a generated boat
     dataset), eager and/or replayed as a CUDA graph."""
-    from offline_train.fit import load_overrides
     from safefql_core import throughput
+    from safefql_core.pipeline.train import load_overrides
     from safefql_core.training import build_learner, resolve_config, resolve_device, seed_everything
     set_threads(args.threads)
     _, task_overrides = load_overrides(args.config, args.algo, args.task)

@@ -1,6 +1,6 @@
 """Message features: what a task spec reads from each message, the same code for bags and the node.
 
-`offline_train.bags` passes messages deserialised by rosbags, the controller node passes
+`safefql_core.bags` passes messages deserialised by rosbags, the controller node passes
 rclpy messages; both have attribute access, and both go through `Stream.read` here, so a
 feature means the same number in training and on the robot. Pure Python and numpy: no ROS.
 

@@ -317,7 +317,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     """Pre-flight: refuse, before any node starts, what would make one fail after the others
     are up: a bundle the controller cannot load, a bag the player cannot read, an output bag
     the recorder would not overwrite."""
-    from offline_train.bags import BagError, existing_bag, new_bag
+    from safefql_core.bags import BagError, existing_bag, new_bag
     from safefql_core.bundle import BundleError, load_bundle
     try:
         load_bundle(args.bundle)

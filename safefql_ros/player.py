@@ -41,7 +41,7 @@ from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from offline_train.bags import DEFAULT_TYPESTORE, READ_ERRORS, BagError, existing_bag, typestore
+from safefql_core.bags import DEFAULT_TYPESTORE, READ_ERRORS, BagError, existing_bag, typestore
 from safefql_ros.node_tools import float_range, message_class, optional_array, relative, shutdown, start_node
 from safefql_ros.recorder import matching_qos
 

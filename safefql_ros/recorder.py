@@ -8,7 +8,7 @@ bag as the CDR bytes that arrived, never deserialised, stamped with their receiv
 node clock. The subscription QoS matches the publishers (best effort if any publisher is best
 effort, transient local if all are latched) and their offered profiles are stored in the bag,
 so `safefql_player` can offer the same QoS again. Connections carry the message definitions
-of rosbags' typestore (the one offline_train.bags reads with), so the bag is self-describing.
+of rosbags' typestore (the one safefql_core.bags reads with), so the bag is self-describing.
 SIGINT / SIGTERM stop the recording between callbacks and the bag is always closed cleanly.
 
 `matching_qos`, shared with the player, also lives here.
@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Writer, WriterError
 
-from offline_train.bags import DEFAULT_TYPESTORE, STORAGES, BagError, new_bag, typestore
+from safefql_core.bags import DEFAULT_TYPESTORE, STORAGES, BagError, new_bag, typestore
 from safefql_ros.node_tools import MessageTypeError, float_range, message_class, optional_array, run_node
 
 GRAPH_POLL_S = 0.2  # how often the graph is polled for the publishers of missing topics

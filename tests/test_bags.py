@@ -10,7 +10,7 @@ import yaml
 from test_tasks import boat_dict
 
 from offline_train import collect, convert, fit
-from offline_train.bags import (
+from safefql_core.bags import (
     SIM_EPOCH_NS,
     BagError,
     default_message,
@@ -22,6 +22,7 @@ from offline_train.bags import (
 )
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
+from safefql_core.pipeline.files import BUNDLE, DATASET
 from safefql_core.tasks import NS, TaskSpec, TaskSpecError
 
 SEED, EPISODES = 5, 3
@@ -77,9 +78,9 @@ def test_fit_bag_converts_trains_calibrates_exports(recorded, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "1,200 transitions" in out and (run / "checkpoint.pt").is_file()
-    assert load_dataset(run / fit.DATASET).attrs["bag_content_hash"]
+    assert load_dataset(run / DATASET).attrs["bag_content_hash"]
     assert "δ* =" in out and "wrote bundle" in out
-    bundle = load_bundle(run / fit.BUNDLE)
+    bundle = load_bundle(run / BUNDLE)
     assert bundle.meta["calibration"]["method"] == "beta"
     assert bundle.threshold == bundle.meta["calibration"]["delta"] <= 0
     assert bundle.meta["task"]["control_period"] == pytest.approx(0.005)

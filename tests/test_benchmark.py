@@ -69,8 +69,8 @@ def test_table_has_one_row_per_method_with_stds(suite):
 
 
 def test_suite_scores_the_validation_starts_beside_the_dp_reference(suite):
-    from offline_train import reference
     from safefql_core.envs import boat
+    from safefql_core.envs.boat_reference import summarise
     out, _ = suite
     rows = _rows(out)
     assert {row["init_states"] for row in rows.values()} == {"validation"}
@@ -78,7 +78,7 @@ def test_suite_scores_the_validation_starts_beside_the_dp_reference(suite):
     assert result["settings"]["init_states"] == "validation" and result["evaluation"]["init_states"] == "validation"
     assert json.loads((out / "run.json").read_text())["init_states"] == "validation"
     assert "the `validation` set" in (out / "table.md").read_text()
-    expected = reference.summarise(boat.initial_states("validation")[:3])   # the cells' --episodes 3
+    expected = summarise(boat.initial_states("validation")[:3])   # the cells' --episodes 3
     ref = rows["dp-reference"]
     assert float(ref["mean_return"]) == pytest.approx(expected["mean_optimal_return_feasible"])
     assert int(ref["episodes"]) == expected["count"] - expected["doomed_count"]

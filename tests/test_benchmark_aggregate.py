@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from offline_train import benchmark
+from offline_train import benchmark, benchmark_report
 
 BOAT = [  # (return, violations, zero-violation rate) for every episode, then for feasible starts
     {"all": (-520.0, 1.5, 0.90), "feasible": (-500.0, 0.25, 0.99)},
@@ -16,7 +16,7 @@ BOAT = [  # (return, violations, zero-violation rate) for every episode, then fo
 
 def _write(cell: benchmark.Cell, doc: dict) -> None:
     cell.dir.mkdir(parents=True, exist_ok=True)
-    name = benchmark.RESULT if doc["status"] == "ok" else benchmark.ERROR
+    name = benchmark_report.RESULT if doc["status"] == "ok" else benchmark_report.ERROR
     (cell.dir / name).write_text(json.dumps(doc))
 
 
@@ -37,7 +37,7 @@ def test_aggregate_reports_the_feasible_block_mean_and_sample_std(tmp_path):
                       "evaluation": {**_block(table["all"], 500), "feasible": _block(table["feasible"], 497)}})
     _write(cells[2], {"status": "failed", "cell": cells[2].name, "error": "boom"})
 
-    rows, failed = benchmark.aggregate(cells)
+    rows, failed = benchmark_report.aggregate(cells)
 
     assert len(rows) == 1 and [f["cell"] for f in failed] == [cells[2].name]
     row = rows[0]
@@ -58,7 +58,7 @@ def test_aggregate_without_a_feasible_block_scores_every_episode_and_dsrl(tmp_pa
         _write(cell, {"status": "ok", "train_seconds": 1.0, "latency": None,
                       "evaluation": {**_block((10.0, 3.0, 0.5), 100), "normalized_reward": {"mean": reward},
                                      "normalized_cost": {"mean": cost}}})
-    (row,), failed = benchmark.aggregate(cells)
+    (row,), failed = benchmark_report.aggregate(cells)
     assert not failed and row["episodes"] == 100
     assert row["normalized_reward"] == pytest.approx(0.3)
     assert row["normalized_cost"] == pytest.approx(1.0)

@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from offline_train import calibrate, evaluate, fit
-from offline_train.bags import default_message, typestore, write_bag
+from safefql_core.bags import default_message, typestore, write_bag
 from safefql_core.bundle import load_bundle
 from safefql_core.data import load_dataset
+from safefql_core.pipeline.calibrate import LOGGED
+from safefql_core.pipeline.files import BUNDLE, CALIBRATION_FILE, DATASET
 from safefql_core.tasks import NS, TaskSpec
 
 PERIOD, EPISODES, STEPS, BEAMS = 0.1, 6, 60, 8
@@ -107,12 +109,12 @@ def rover(tmp_path_factory) -> dict[str, Path]:
     assert fit.main(["--bag", str(rover_bag(root / "bag")), "--config", str(config), "--out", str(run),
                      "--steps", "20", "--no-progress",
                      "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]", "batch_size=32"]) == 0
-    return {"config": config, "run": run, "bundle": run / fit.BUNDLE}
+    return {"config": config, "run": run, "bundle": run / BUNDLE}
 
 
 def test_the_spec_travels_from_yaml_to_dataset_run_and_bundle(rover):
     spec = TaskSpec.load(rover["config"])
-    data = load_dataset(rover["run"] / fit.DATASET)
+    data = load_dataset(rover["run"] / DATASET)
     assert data.attrs["task_spec"] == spec.to_dict() and data.attrs["task"] == "rover"
     run_config = yaml.safe_load((rover["run"] / "config.yaml").read_text())
     assert run_config["dataset_attrs"]["task_spec"] == spec.to_dict()
@@ -192,7 +194,7 @@ def test_a_task_without_simulator_calibrates_on_logged_data_and_says_so(rover, c
     out = capsys.readouterr().out
     assert "note: calibrated on logged episodes (task 'rover' is defined by its spec alone" in out
     assert "the weaker statement" in out
-    assert json.loads((rover["run"] / calibrate.CALIBRATION_FILE).read_text())["source"] == calibrate.LOGGED
+    assert json.loads((rover["run"] / CALIBRATION_FILE).read_text())["source"] == LOGGED
     assert calibrate.main(["--run", run, "--source", "sim"]) == 2
     assert "--source sim: task 'rover' is defined by its spec alone and has no simulator" in capsys.readouterr().err
 
@@ -222,10 +224,10 @@ def test_a_spec_called_boat_that_is_another_robot_is_never_calibrated_in_the_boa
     out = capsys.readouterr().out
     assert "task 'boat' records a spec that is not its simulator's robot (reward or margin:" in out
     assert "note: calibrated on logged episodes" in out
-    assert load_bundle(run / fit.BUNDLE).meta["calibration"]["source"] == calibrate.LOGGED
+    assert load_bundle(run / BUNDLE).meta["calibration"]["source"] == LOGGED
     assert calibrate.main(["--run", str(run), "--source", "sim"]) == 2
     assert "is not its simulator's robot" in capsys.readouterr().err
-    assert evaluate.main(["--bundle", str(run / fit.BUNDLE), "--episodes", "2"]) == 2
+    assert evaluate.main(["--bundle", str(run / BUNDLE), "--episodes", "2"]) == 2
 
 
 def test_the_guides_worked_example_loads():

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from offline_train.fit import load_overrides
 from safefql_core.agent import SafeFQLConfig
 from safefql_core.bc import BCConfig
 from safefql_core.fisor import FISORConfig
+from safefql_core.pipeline.train import load_overrides
 from safefql_core.training import RunError
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -33,10 +33,10 @@ def test_a_task_yaml_sets_only_what_differs_from_the_defaults(path):
 def test_fit_without_config_reads_the_boats_yaml(tmp_path, monkeypatch):
     """`fit --task boat` (and `fit` with no task) trains with config/boat.yaml like any task:
     a section added there is a setting, not a comment."""
-    import offline_train.fit as fit
+    import safefql_core.pipeline.train as train
     assert load_overrides(None, "bc") == ("boat", {}) == load_overrides(None, "bc", "boat")
     (tmp_path / "boat.yaml").write_text(BOAT_YAML.read_text() + "bc:\n  steps: 7\n")
-    monkeypatch.setattr(fit, "TASK_CONFIGS", tmp_path)
+    monkeypatch.setattr(train, "TASK_CONFIGS", tmp_path)
     assert load_overrides(None, "bc", "boat") == ("boat", {"steps": 7})
     assert load_overrides(None, "bc") == ("boat", {"steps": 7})
 

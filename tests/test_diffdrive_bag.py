@@ -106,7 +106,7 @@ def test_starts_from_the_fixed_evaluation_set(tmp_path, capsys):
 
 
 def test_config_diffdrive_converts_the_bag_into_its_features_reward_and_margin(recorded):
-    from offline_train.convert import read_aligned
+    from safefql_core.pipeline.convert import read_aligned
     from safefql_core.tasks import TaskSpec
 
     root, _ = recorded
@@ -133,8 +133,8 @@ def test_config_diffdrive_converts_the_bag_into_its_features_reward_and_margin(r
 
 
 def test_evaluation_observes_and_commands_exactly_as_the_converted_bag(recorded):
-    from offline_train.convert import read_aligned
-    from offline_train.diffdrive_evaluate import commander, observer
+    from safefql_core.pipeline.convert import read_aligned
+    from safefql_core.pipeline.diffdrive_evaluate import commander, observer
     from safefql_core.tasks import TaskSpec
 
     root, _ = recorded
@@ -171,7 +171,7 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
 
 
 def test_a_spec_of_another_robot_is_not_evaluated_in_the_simulator():
-    from offline_train.diffdrive_evaluate import commander
+    from safefql_core.pipeline.diffdrive_evaluate import commander
     from safefql_core.tasks import TaskSpec
     from safefql_core.training import RunError
 

@@ -19,7 +19,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from test_launch import assert_no_children_left, from_command, from_launch, launch_file_nodes, run_launcher  # noqa: E402
 
 from offline_train import collect, fit  # noqa: E402
-from offline_train.diffdrive_evaluate import FALLBACKS  # noqa: E402
+from safefql_core.pipeline.diffdrive_evaluate import FALLBACKS  # noqa: E402
 from safefql_ros import launcher  # noqa: E402
 from safefql_ros.diffdrive_sim import DiffDriveSim  # noqa: E402
 

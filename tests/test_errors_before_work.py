@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from offline_train import benchmark, calibrate, evaluate, export, reference
+from safefql_core.pipeline.files import CALIBRATION_FILE
 from safefql_core.training import TrainOptions, train
 from safefql_ros import launcher
 
@@ -121,12 +122,12 @@ def test_a_new_calibration_says_what_it_replaces(run, tmp_path, capsys):
     plot = tmp_path / "scores.png"
     assert calibrate.main(["--run", run, "--n", "20", "--plot", str(plot)]) == 0
     first = capsys.readouterr().out
-    old = json.loads((Path(run) / calibrate.CALIBRATION_FILE).read_text())
+    old = json.loads((Path(run) / CALIBRATION_FILE).read_text())
     assert calibrate.main(["--run", run, "--n", "20", "--epsilon", "0.2", "--plot", str(plot)]) == 0
     second = capsys.readouterr().out
-    note = f"replacing the previous calibration in {Path(run) / calibrate.CALIBRATION_FILE} (δ* = {old['delta']:.4f}"
+    note = f"replacing the previous calibration in {Path(run) / CALIBRATION_FILE} (δ* = {old['delta']:.4f}"
     assert note not in first and note in second
-    assert f"wrote {Path(run) / calibrate.CALIBRATION_FILE} and {plot}" in second
+    assert f"wrote {Path(run) / CALIBRATION_FILE} and {plot}" in second
 
 
 def test_launch_with_a_bad_bundle_fails_before_any_node(tmp_path, capsys):

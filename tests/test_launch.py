@@ -356,7 +356,7 @@ def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
 # ---- config files -------------------------------------------------------------------------------
 def test_node_fallbacks_are_the_evaluated_ones():
     """The boat controller's fallback candidates are those `evaluate --bundle` scores."""
-    from offline_train.evaluate import BOAT_FALLBACKS
+    from safefql_core.pipeline.evaluate import BOAT_FALLBACKS
     params = yaml.safe_load((CONFIG / "boat_nodes.yaml").read_text())["/**/safefql_controller"]["ros__parameters"]
     assert np.allclose(np.reshape(params["fallback_actions"], (-1, 2)), BOAT_FALLBACKS, atol=1e-6)
 

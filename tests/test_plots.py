@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from offline_train import benchmark
+from offline_train import benchmark_report
 from safefql_core import calibration, evaluation, replay
 from safefql_core.envs import boat
 
@@ -76,9 +76,9 @@ def test_benchmark_plot_says_which_way_is_better_and_shows_normalised_cost(saved
         values = {"mean_return": 10.0, "mean_violations": 1.0, "normalized_cost": 0.5}
         return {"task": task, "method": method, **values, **{f"{k}_std": 0.1 for k in values}}
 
-    benchmark.plot(tmp_path / "boat.png", [row("boat", "safefql"), row("boat", "bc")], "t")
-    benchmark.plot(tmp_path / "sg.png", [row("SafetyPointCircle1-v0", "safefql"), row("SafetyPointCircle1-v0", "bc")],
-                   "t")
+    benchmark_report.plot(tmp_path / "boat.png", [row("boat", "safefql"), row("boat", "bc")], "t")
+    gym = "SafetyPointCircle1-v0"
+    benchmark_report.plot(tmp_path / "sg.png", [row(gym, "safefql"), row(gym, "bc")], "t")
     boat_plot, gym_plot = saved
     assert boat_plot["axes"] == 2 and gym_plot["axes"] == 3
     assert "higher is better" in boat_plot["ylabels"][0] and "lower is better" in boat_plot["ylabels"][1]

@@ -25,7 +25,7 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 from std_msgs.msg import Float64, String  # noqa: E402
 
-from offline_train.bags import DEFAULT_TYPESTORE, SIM_EPOCH_NS, default_message, typestore, write_bag  # noqa: E402
+from safefql_core.bags import DEFAULT_TYPESTORE, SIM_EPOCH_NS, default_message, typestore, write_bag  # noqa: E402
 from safefql_ros.qos import LATCHED_QOS  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("ros")]

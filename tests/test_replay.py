@@ -21,7 +21,7 @@ import yaml
 
 from offline_train import collect
 from offline_train import replay as replay_cli
-from offline_train.bags import typestore, write_bag
+from safefql_core.bags import typestore, write_bag
 from safefql_core.envs import boat, boat_behaviour
 from safefql_core.replay import warning_lead
 from safefql_core.runtime import Mode, RuntimeConfig, load_runtime

@@ -95,9 +95,9 @@ def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
 
     import torch
 
-    from offline_train.export import task_description
     from safefql_core.bundle import BundleError
     from safefql_core.bundle_export import export_bundle
+    from safefql_core.pipeline.export import task_description
     from safefql_core.training import load_run
 
     learner, meta = load_run(Path(bundle).parent / "run")

@@ -53,6 +53,7 @@ real controller, hence an achievable lower bound on the optimum.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -392,4 +393,27 @@ def optimal_reference(initial_states: np.ndarray) -> dict[str, np.ndarray]:
         "safety_value": safety_value(states),
         "straight_returns": result.returns[straight],
         "straight_violations": result.violations[straight],
+    }
+
+
+def summarise(states: np.ndarray) -> dict:
+    """The reference numbers for the given states, as `reference` prints them and the benchmark's
+    `dp-reference` row reads them."""
+    start = time.perf_counter()
+    ref = optimal_reference(states)
+    feasible = ref["feasible"]
+    doomed = np.flatnonzero(~feasible)
+    return {
+        "count": int(len(states)),
+        "doomed_count": int(len(doomed)),
+        "doomed_indices": doomed.tolist(),
+        "value_search_disagreements": int(((ref["safety_value"] > 0) != feasible).sum()),
+        "mean_optimal_return": float(ref["returns"].mean()),
+        "mean_optimal_return_feasible": float(ref["returns"][feasible].mean()),
+        "mean_optimal_violations_doomed": float(ref["violations"][~feasible].mean())
+        if len(doomed) else 0.0,
+        "mean_straight_return": float(ref["straight_returns"].mean()),
+        "straight_violation_rate": float((ref["straight_violations"] > 0).mean()),
+        "mean_straight_violations": float(ref["straight_violations"].mean()),
+        "seconds": round(time.perf_counter() - start, 1),
     }

@@ -6,7 +6,7 @@ by the same code the ROS node publishes with (safefql_core.envs.diffdrive_messag
 observation is not decided here: config/diffdrive.yaml picks its features from these
 messages when the bag is converted, as it would from a recording of the real robot.
 
-Timing follows `offline_train.bags.episode_messages` (the boat's): one odometry and one scan
+Timing follows `safefql_core.bags.episode_messages` (the boat's): one odometry and one scan
 per control period, stamped (header and receive time) at the tick; a command stamped at the
 tick of the state it answers; episodes one second apart, so the converter splits there. An
 episode that collided ends with the state in contact, so its last transition shows it.
@@ -19,7 +19,7 @@ from typing import Any
 
 from rosbags.typesys.store import Typestore
 
-from offline_train.bags import (
+from safefql_core.bags import (
     DEFAULT_TYPESTORE,
     NS,
     SIM_EPISODE_GAP_NS,

@@ -1,4 +1,4 @@
-"""`python -m offline_train.evaluate` on the diff-drive robot (task `diffdrive`).
+"""The `evaluate` step on the diff-drive robot (task `diffdrive`).
 
 The policy is run in the IR-SIM simulator from a fixed set of start poses and sees exactly
 what it would see on the robot: each step's readings become the same Odometry and LaserScan
@@ -12,13 +12,11 @@ choose nothing on them), `validation` (100 other fixed starts: tune on these), o
 """
 from __future__ import annotations
 
-import argparse
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from offline_train.bags import DEFAULT_TYPESTORE, default_message, typestore
+from safefql_core.bags import DEFAULT_TYPESTORE, default_message, typestore
 from safefql_core.envs import diffdrive
 from safefql_core.envs import diffdrive_messages as messages
 from safefql_core.envs.diffdrive_evaluation import Observe, rollout, summarize
@@ -88,18 +86,19 @@ def commander(spec: TaskSpec):
     return lambda actions: np.stack([messages.command_of(spec.fill_command(msg, a)) for a in actions])
 
 
-def evaluate(policy, spec: TaskSpec, args: argparse.Namespace, header: dict, modes: Counter | None,
-             threshold: float | None) -> dict:
-    """Roll out, summarise, print one line; the summary is returned for --json."""
-    starts = load_starts(args.init_states, args.episodes)
-    steps = args.steps or diffdrive.EPISODE_STEPS
+def evaluate(policy, spec: TaskSpec, init_states: str | None, episodes: int | None, steps: int | None,
+             header: dict) -> dict:
+    """Roll out from the first `episodes` starts of `init_states` and summarise."""
+    starts = load_starts(init_states, episodes)
+    steps = steps or diffdrive.EPISODE_STEPS
     result = rollout(policy, observer(spec), commander(spec), starts, steps)
-    summary = {**header, "starts": args.init_states or "evaluation", "steps": steps, **summarize(result)}
-    if modes is not None:
-        summary["decision_modes"] = dict(modes)
-        summary["threshold"] = threshold
-    print(f"{summary['variant']} seed {summary['seed']} on {TASK}: {summary['count']} episodes from the "
-          f"{summary['starts']} starts, zero-collision {summary['zero_collision_rate']:.1%}, "
-          f"goal {summary['goal_reached_rate']:.1%}, mean return {summary['mean_return']:.1f}"
-          + (f" | δ*={threshold:.3f}, decisions {dict(modes)}" if modes is not None else ""))
-    return summary
+    return {**header, "starts": init_states or "evaluation", "steps": steps, **summarize(result)}
+
+
+def describe(summary: dict) -> str:
+    """The one line `evaluate` prints about a diff-drive summary."""
+    modes = summary.get("decision_modes")
+    return (f"{summary['variant']} seed {summary['seed']} on {TASK}: {summary['count']} episodes from the "
+            f"{summary['starts']} starts, zero-collision {summary['zero_collision_rate']:.1%}, "
+            f"goal {summary['goal_reached_rate']:.1%}, mean return {summary['mean_return']:.1f}"
+            + (f" | δ*={summary['threshold']:.3f}, decisions {modes}" if modes is not None else ""))
