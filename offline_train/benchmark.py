@@ -64,8 +64,9 @@ import numpy as np
 
 from offline_train.benchmark_report import ERROR, RESULT, outcome, report, write_json
 from offline_train.cli import add_set_argument, parse_override, set_threads
-from safefql_core.bundle import GRAPHS_BY_ALGO, load_bundle
+from safefql_core.bundle import load_bundle
 from safefql_core.data import DatasetError
+from safefql_core.learners import CAPABILITIES
 from safefql_core.pipeline.collect import DEFAULT_TRANSITIONS, CollectOptions, collect
 from safefql_core.pipeline.collect import describe as describe_collected
 from safefql_core.pipeline.evaluate import EvaluateOptions, evaluate
@@ -109,8 +110,8 @@ class Cell:
 
     @property
     def deployed(self) -> bool:
-        """Scored through its bundle with `proposals` per tick (a SafeFQL learner, N > 1)."""
-        return self.proposals > 1 and learner_name(self.method) == "safefql"
+        """Scored through its bundle with `proposals` per tick (N > 1, a learner that ranks proposals)."""
+        return self.proposals > 1 and CAPABILITIES[learner_name(self.method)].proposals
 
     @property
     def name(self) -> str:
@@ -141,7 +142,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         set_threads(cell.threads)
         run = train(TrainOptions(data=cell.data, out=str(cell.dir / RUN), algo=cell.method, seed=cell.seed,
                                  overrides=cell.overrides, task=cell.task, progress=False))
-        has_bundle = learner_name(cell.method) in GRAPHS_BY_ALGO   # BC has no safety critic (LATENCY_NOTE)
+        has_bundle = CAPABILITIES[learner_name(cell.method)].deployable   # not BC (LATENCY_NOTE)
         bundle = cell.dir / "bundle"
         if has_bundle and (cell.deployed or cell.latency_calls > 0):
             export_run(str(run), str(bundle), cell.seed)

@@ -18,6 +18,7 @@ from offline_train.cli import (
 )
 from safefql_core.bundle import BundleError
 from safefql_core.data import DatasetError
+from safefql_core.learners import CAPABILITIES
 from safefql_core.pipeline import calibrate, export
 from safefql_core.pipeline.convert import load_spec
 from safefql_core.pipeline.files import BUNDLE
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             from safefql_core.evaluation import plot_learning_curve
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
-        if args.bag is not None and learner_name(args.algo) != "bc":
+        if args.bag is not None and CAPABILITIES[learner_name(args.algo)].safety_critic:
             print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed, log=print)))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from safefql_core.learners import CAPABILITIES
+
 # 2: observation_range and margin_range (the runtime's range check and δ*'s bounds), exact files.
 SCHEMA_VERSION = 2
 BUNDLE_JSON = "bundle.json"
@@ -51,7 +53,7 @@ GRAPHS = {
     "proposals": GraphSpec("proposals.onnx", ("observation", "noise"), ("action", "q_reward", "q_safe", "v_safe")),
     "denoiser": GraphSpec("denoiser.onnx", ("observation", "x", "t"), ("eps",)),
 }
-GRAPHS_BY_ALGO = {"safefql": ("actor", "safety", "policy", "proposals"), "fisor": ("denoiser", "safety")}
+GRAPHS_BY_ALGO = {name: can.graphs for name, can in CAPABILITIES.items() if can.deployable}
 
 
 # ---- files and sessions --------------------------------------------------------------------------------

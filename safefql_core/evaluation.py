@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from safefql_core.envs import boat
+from safefql_core.learners import Learner
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def torch_policy(learner: torch.nn.Module, noise: str = "zero", seed: int = 0) -> Policy:
+def torch_policy(learner: Learner, noise: str = "zero", seed: int = 0) -> Policy:
     """Wrap a learner's batched act() as a numpy policy; noise 'zero' or 'sample' (seeded)."""
     gen = torch.Generator().manual_seed(seed)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
 from safefql_core.ddpm import reverse_chain, vp_schedule
+from safefql_core.learners import CAPABILITIES
 
 
 class Mode(str, Enum):
@@ -180,7 +181,8 @@ class Runtime:
         self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
         self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
         self.rng = np.random.default_rng(self.cfg.seed)
-        self._fisor, self._sample_noise = bundle.algo == "fisor", self.cfg.noise == "sample"  # per tick
+        self._fisor = CAPABILITIES[bundle.algo].proposer == "denoiser"   # FISOR-style: the DDPM chain proposes
+        self._sample_noise = self.cfg.noise == "sample"  # per tick
         # Every call on the decision path is bound once to fixed-size buffers (BoundCall).
         if len(self.fallbacks):
             self._fallback_scores = self._bind_safety(len(self.fallbacks))
@@ -235,7 +237,7 @@ class Runtime:
 
     def _check_proposals(self, bundle: Bundle) -> None:
         n = self.cfg.proposals
-        if n > 1 and bundle.algo != "safefql":
+        if n > 1 and not CAPABILITIES[bundle.algo].proposals:
             raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
                              f"this one is '{bundle.algo}', which samples its own candidates")
 

@@ -12,13 +12,15 @@ from safefql_core import calibration as cal
 from safefql_core import evaluation
 from safefql_core.data import load_dataset
 from safefql_core.envs import boat
+from safefql_core.learners import CAPABILITIES, SafetyLearner
 from safefql_core.pipeline import Log, quiet
 from safefql_core.pipeline.files import CALIBRATION_FILE, CALIBRATION_PLOT, prepare_output_file
 from safefql_core.tasks import simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 
-def simulated_outcomes(learner, states: np.ndarray, horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def simulated_outcomes(learner: SafetyLearner, states: np.ndarray,
+                       horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(y, V̂): realised max margin of the frozen policy from each state over `horizon` ticks
     (default: the boat's episode), and Q_safe(s, π(s))."""
     result = evaluation.rollout(evaluation.torch_policy(learner), states, steps=horizon or boat.EPISODE_STEPS)
@@ -27,7 +29,7 @@ def simulated_outcomes(learner, states: np.ndarray, horizon: int | None = None) 
     return result["max_margin"], v_hat
 
 
-def logged_outcomes(learner, data_path: str, rng: np.random.Generator, n: int,
+def logged_outcomes(learner: SafetyLearner, data_path: str, rng: np.random.Generator, n: int,
                     horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(y, V̂) from logged episodes: outcome of the *behaviour* policy from a random tick,
     the max margin over the next `horizon` ticks (default: the rest of the episode).
@@ -95,8 +97,8 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     check_settings(epsilon, n, beta, horizon)
     plot_path = prepare_output_file(plot or Path(run) / CALIBRATION_PLOT, "--plot")
     learner, meta = load_run(run, allow_partial=allow_partial)
-    if meta["algo"] == "bc":
-        raise RunError("a bc run has no safety critic to calibrate")
+    if not CAPABILITIES[meta["algo"]].safety_critic:
+        raise RunError(f"a {meta['algo']} run has no safety critic to calibrate")
     if source not in SOURCES:
         raise RunError(f"--source must be one of {SOURCES}, got {source!r}")
     no_simulator = simulator_missing(meta)
