@@ -89,7 +89,7 @@ def grid_span(margin_range: list[float] | None, widest: float = 2.0) -> float:
 
 
 def beta_threshold(y: np.ndarray, v_hat: np.ndarray, epsilon: float, beta: float = 0.05,
-                   span: float = 2.0, points: int = 101) -> dict[str, float]:
+                   span: float = 2.0, points: int = 101) -> dict[str, float | bool]:
     """Largest grid δ in [−span, 0] whose certified set has violation rate ≤ ε w.p. ≥ 1 − β.
 
     When no grid point qualifies, δ is −span, the most conservative point, and `fell_back`
@@ -102,7 +102,7 @@ def beta_threshold(y: np.ndarray, v_hat: np.ndarray, epsilon: float, beta: float
         m, k = int(certified.sum()), int((y[certified] > 0).sum())
         if m and clopper_pearson_upper(k, m, beta / points) <= epsilon:
             delta, fell_back = float(d), False
-    return {"delta": delta, "beta": beta, "fell_back": fell_back}
+    return {"delta": delta, "fell_back": fell_back}
 
 
 def coverage(y: np.ndarray, v_hat: np.ndarray, delta: float, beta: float = 0.05) -> dict[str, float]:

@@ -2,18 +2,58 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 import pytest
 
 from safefql_core.data import Dataset
+
+# A directory where the pipeline-built fixtures below are kept between runs (off unless set).
+# tools/mutation.py sets it: every mutant runs its tests in a fresh pytest session, and building
+# the bag, dataset and bundle again for each would cost more than the tests themselves.
+FIXTURE_CACHE = "SAFEFQL_FIXTURE_CACHE"
+
+
+def _source_digest() -> str:
+    """A hash of everything that decides what the pipeline fixtures contain: the code of the
+    packages that build them and this file (where their arguments are). A cached artefact is
+    only reused while all of it is unchanged."""
+    import offline_train
+    import safefql_core
+    digest = hashlib.sha256()
+    for root in (Path(safefql_core.__file__).parent, Path(offline_train.__file__).parent):
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0" + path.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def pipeline_artefact(tmp_path_factory, name: str, build: Callable[[Path], None]) -> str:
+    """`build(path)` writes the artefact `name` at `path` (a real pipeline step). With
+    $SAFEFQL_FIXTURE_CACHE set, a copy built earlier by the same sources is reused; each session
+    still gets a copy of its own in its tmp dir, so no test can alter the cached one."""
+    path = tmp_path_factory.mktemp("pipeline") / name
+    cache = os.environ.get(FIXTURE_CACHE)
+    if not cache:
+        build(path)
+        return str(path)
+    cached = Path(cache) / f"{name}-{_source_digest()}"
+    if not cached.exists():
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache))
+        build(staging / name)
+        os.replace(staging / name, cached)  # atomic: a concurrent run sees all of it or nothing
+        staging.rmdir()
+    (shutil.copytree if cached.is_dir() else shutil.copy2)(cached, path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +61,11 @@ def tiny_boat_bag(tmp_path_factory) -> str:
     """12 episodes (4,800 transitions) of the boat's real behaviour mix, recorded as a rosbag2
     on the boat's topics by `offline_train.collect --format bag`; 4 of the episodes violate."""
     from offline_train import collect
-    path = tmp_path_factory.mktemp("data") / "tiny_bag"
-    assert collect.main(["--episodes", "12", "--seed", "4", "--format", "bag", "--out", str(path),
-                         "--no-progress"]) == 0
-    return str(path)
+
+    def build(path: Path) -> None:
+        assert collect.main(["--episodes", "12", "--seed", "4", "--format", "bag", "--out", str(path),
+                             "--no-progress"]) == 0
+    return pipeline_artefact(tmp_path_factory, "tiny_bag", build)
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +73,10 @@ def tiny_boat_h5(tiny_boat_bag, tmp_path_factory) -> str:
     """`tiny_boat_bag` converted by `offline_train.convert`: the dataset, its attributes and the
     task spec they record all come from the pipeline a user runs."""
     from offline_train import convert
-    path = tmp_path_factory.mktemp("data") / "tiny.h5"
-    assert convert.main(["--bag", tiny_boat_bag, "--out", str(path), "--no-progress"]) == 0
-    return str(path)
+
+    def build(path: Path) -> None:
+        assert convert.main(["--bag", tiny_boat_bag, "--out", str(path), "--no-progress"]) == 0
+    return pipeline_artefact(tmp_path_factory, "tiny.h5", build)
 
 
 DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "safefql_ros_domains"
@@ -82,13 +124,16 @@ def ros():
 @pytest.fixture(scope="session")
 def bundle(tiny_boat_h5, tmp_path_factory) -> str:
     """A real SafeFQL bundle (20 steps, tiny networks) made by `fit` and `export` from the
-    converted bag: what the node, launcher and replay tests load. Trained once per session."""
+    converted bag: what the node, launcher and replay tests load; its run lies beside it
+    (`Path(bundle).parent / "run"`). Trained once per session (or reused from the cache)."""
     from offline_train import export, fit
-    root = tmp_path_factory.mktemp("tiny_bundle")
-    assert fit.main(["--data", tiny_boat_h5, "--out", str(root / "run"), "--steps", "20", "--no-progress",
-                     "--set", "critic_hidden=[32,32]", "flow_hidden=[32,32]", "batch_size=64", "flow_steps=3"]) == 0
-    assert export.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
-    return str(root / "bundle")
+
+    def build(root: Path) -> None:
+        assert fit.main(["--data", tiny_boat_h5, "--out", str(root / "run"), "--steps", "20", "--no-progress",
+                         "--set", "critic_hidden=[32,32]", "flow_hidden=[32,32]", "batch_size=64",
+                         "flow_steps=3"]) == 0
+        assert export.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
+    return str(Path(pipeline_artefact(tmp_path_factory, "tiny_bundle", build)) / "bundle")
 
 
 def make_dataset(n: int = 20, obs_dim: int = 3, act_dim: int = 2, seed: int = 0, margins: bool = True) -> Dataset:

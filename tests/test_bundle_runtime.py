@@ -2,9 +2,11 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pipeline_artefact
 
 from offline_train import export as export_cli
 from safefql_core.bundle import BundleError, load_bundle
@@ -17,11 +19,11 @@ TINY = {"safefql": {"critic_hidden": [32, 32], "flow_hidden": [32, 32], "batch_s
 
 @pytest.fixture(scope="module", params=["safefql", "fisor"])
 def bundle_dir(request, tiny_boat_h5, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
-    train(TrainOptions(data=tiny_boat_h5, out=str(root / "run"), algo=request.param,
-                       overrides={**TINY[request.param], "steps": 20}, progress=False))
-    assert export_cli.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
-    return root / "bundle"
+    def build(root: Path) -> None:  # the run beside its bundle, as the conftest's `bundle`
+        train(TrainOptions(data=tiny_boat_h5, out=str(root / "run"), algo=request.param,
+                           overrides={**TINY[request.param], "steps": 20}, progress=False))
+        assert export_cli.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
+    return Path(pipeline_artefact(tmp_path_factory, f"{request.param}_bundle", build)) / "bundle"
 
 
 def _copy(bundle_dir, tmp_path):

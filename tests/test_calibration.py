@@ -136,3 +136,95 @@ def test_the_grid_reaches_no_further_than_the_trained_margins():
     assert cal.grid_span([-3.0, 0.5]) == 2.0 and cal.grid_span(None) == 2.0
     out = cal.beta_threshold(np.ones(50), np.linspace(-1, 0, 50), 0.05, span=cal.grid_span([-0.8, 0.05]))
     assert out["fell_back"] and out["delta"] == pytest.approx(-0.85)
+
+
+# Against scipy (installed with ir-sim; used by the tests only): an independent implementation
+# of the binomial distribution and of the Clopper–Pearson bound (a beta quantile).
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+@pytest.mark.parametrize("p", [0.0, 0.03, 0.5, 0.97, 1.0])
+def test_binomial_cdf_against_scipy(n, p):
+    from scipy.stats import binom
+    for k in range(n + 1):
+        assert cal.binomial_cdf(k, n, p) == pytest.approx(binom.cdf(k, n, p), rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (5, 9), (0, 150), (7, 300)])
+@pytest.mark.parametrize("beta", [0.05, 0.05 / 101])
+def test_clopper_pearson_against_scipys_beta_quantiles(k, n, beta):
+    """upper = the (1 − β) quantile of Beta(k + 1, n − k) (1 when k = n); lower = the β quantile
+    of Beta(k, n − k + 1) (0 when k = 0)."""
+    from scipy.stats import beta as beta_dist
+    upper = 1.0 if k == n else beta_dist.ppf(1 - beta, k + 1, n - k)
+    lower = 0.0 if k == 0 else beta_dist.ppf(beta, k, n - k + 1)
+    assert cal.clopper_pearson_upper(k, n, beta) == pytest.approx(upper, rel=1e-9, abs=1e-12)
+    assert cal.clopper_pearson_lower(k, n, beta) == pytest.approx(lower, rel=1e-9, abs=1e-12)
+
+
+def test_clopper_pearson_without_trials_knows_nothing():
+    assert cal.clopper_pearson_upper(0, 0, 0.05) == 1.0 and cal.clopper_pearson_lower(0, 0, 0.05) == 0.0
+
+
+def test_the_pac_threshold_against_a_brute_force_scan_with_scipy():
+    """beta_threshold re-derived by brute force: every grid point's certified set, its
+    Clopper–Pearson bound at β / 101 from scipy, the largest point whose bound is ≤ ε. Outcomes
+    exactly 0 lie on the boundary of the safe set, which is not a violation (y > 0 is)."""
+    from scipy.stats import beta as beta_dist
+    rng = np.random.default_rng(7)
+    v = rng.uniform(-2.0, 0.0, 3000)
+    y = np.where(rng.random(3000) < 0.02 + 0.5 * (v > -0.4), 1.0, np.where(rng.random(3000) < 0.3, 0.0, -1.0))
+    eps, beta, points = 0.05, 0.05, 101
+    expected = None
+    for d in np.linspace(-2.0, 0.0, points):
+        certified = v < d
+        m, k = int(certified.sum()), int((y[certified] > 0).sum())
+        if m and (1.0 if k == m else beta_dist.ppf(1 - beta / points, k + 1, m - k)) <= eps:
+            expected = float(d)
+    out = cal.beta_threshold(y, v, eps, beta)
+    assert expected is not None and expected > -2.0 and out == {"delta": expected, "fell_back": False}
+
+
+def test_a_bound_exactly_at_epsilon_qualifies():
+    """≤ ε, not < ε: 200 safe certified states whose bound at β / 101 is ε exactly."""
+    y, v = np.full(200, -1.0), np.full(200, -3.0)
+    eps = cal.clopper_pearson_upper(0, 200, 0.05 / 101)
+    assert cal.beta_threshold(y, v, eps, 0.05)["delta"] == 0.0
+    assert cal.beta_threshold(y, v, math.nextafter(eps, 0.0), 0.05)["fell_back"]
+
+
+def test_probabilities_never_leave_the_unit_interval():
+    """The sum of n + 1 binomial terms can round above 1; the cdf is clamped to 1."""
+    values = [cal.binomial_cdf(n, n, p) for n in range(1, 80) for p in np.linspace(0.01, 0.99, 99)]
+    assert max(values) == 1.0 and min(values) > 0.99
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1.0, 1.5, -0.1])
+def test_conformal_quantile_refuses_epsilon_outside_the_open_unit_interval(epsilon):
+    with pytest.raises(ValueError, match="epsilon must be in"):
+        cal.conformal_quantile(np.arange(10.0), epsilon)
+
+
+def test_coverage_against_a_count_by_hand_and_scipy():
+    """Every field of the held-out check recomputed independently: the certified set V̂ < δ by
+    a loop, violations y > 0 (y = 0, on the boundary, is none), the interval from scipy's beta
+    quantiles at β / 2 per side."""
+    from scipy.stats import beta as beta_dist
+    rng = np.random.default_rng(3)
+    v = np.round(rng.uniform(-1.0, 0.0, 400), 2)            # many states exactly at δ = -0.3
+    y = rng.choice([-1.0, 0.0, 1.0], size=400, p=[0.7, 0.2, 0.1])
+    delta, beta = -0.3, 0.1
+    m = sum(1 for vi in v if vi < delta)
+    k = sum(1 for vi, yi in zip(v, y) if vi < delta and yi > 0)
+    out = cal.coverage(y, v, delta, beta)
+    assert 0 < k < m < 400 and (v == delta).any() and (y[v < delta] == 0).any()
+    assert out["certified"] == m and out["violations_among_certified"] == k
+    assert out["certified_fraction"] == m / 400 and out["coverage"] == pytest.approx(1 - k / m)
+    assert out["coverage_lower_bound"] == pytest.approx(1 - beta_dist.ppf(1 - beta / 2, k + 1, m - k), rel=1e-9)
+    assert out["coverage_upper_bound"] == pytest.approx(1 - beta_dist.ppf(beta / 2, k, m - k + 1), rel=1e-9)
+    assert out["confidence"] == pytest.approx(0.9)
+
+
+def test_coverage_of_nothing_certified_is_vacuous():
+    out = cal.coverage(np.array([1.0, -1.0]), np.array([0.5, 0.0]), delta=-0.5)
+    assert (out["certified"], out["certified_fraction"], out["coverage"]) == (0, 0.0, 1.0)
+    assert (out["coverage_lower_bound"], out["coverage_upper_bound"]) == (0.0, 1.0)
+    assert cal.coverage(np.array([]), np.array([]), delta=-0.5)["certified_fraction"] == 0.0

@@ -1,4 +1,5 @@
 """Each SafeFQL loss checked against values computed by hand (SAFEFQL.md, "Losses")."""
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +199,87 @@ def test_reward_term_normalises_by_the_mean_magnitude_of_mixed_sign_q():
     q_r = torch.tensor([2.0, -6.0])
     assert losses.actor_reward_term(q_r, normalize_q=True).tolist() == [-0.5, 1.5]
     assert losses.actor_reward_term(q_r, normalize_q=False).tolist() == [-2.0, 6.0]
+
+
+# Checked against numpy on shapes where every axis has its own length, so a reduction over the
+# wrong axis or a wrong broadcast cannot give the right number by accident.
+MEMBERS, BATCH, ACT = 2, 3, 4
+
+
+def _rand(*shape, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=shape)).float()
+
+
+def test_ensemble_mse_against_numpy_with_a_nonzero_target():
+    q, target = _rand(MEMBERS, BATCH), _rand(BATCH, seed=1)
+    qn, tn = q.numpy(), target.numpy()
+    expected = sum(np.mean([(qn[j, i] - tn[i]) ** 2 for i in range(BATCH)]) for j in range(MEMBERS))
+    assert losses.ensemble_mse(q, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_reward_value_loss_takes_the_min_over_members_against_numpy():
+    q, v = _rand(MEMBERS, BATCH), _rand(BATCH, seed=1)
+    u = q.numpy().min(axis=0) - v.numpy()
+    expected = np.mean(np.abs(0.7 - (u < 0)) * u ** 2)
+    assert losses.reward_value_loss(q, v, 0.7).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", [losses.flow_matching_loss, losses.distillation_loss])
+def test_action_losses_sum_over_the_action_and_average_over_the_batch(loss):
+    """flow: |v − (a − z)|²; distillation: |μ − teacher|² (second argument 0 for flow)."""
+    a, b = _rand(BATCH, ACT), _rand(BATCH, ACT, seed=1)
+    args = (a, b, torch.zeros_like(b)) if loss is losses.flow_matching_loss else (a, b)
+    d = a.numpy() + b.numpy() if loss is losses.flow_matching_loss else a.numpy() - b.numpy()
+    expected = np.mean([np.sum(d[i] ** 2) for i in range(BATCH)])
+    assert loss(*args).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_reward_term_normalisation_below_one():
+    """mean |Q_r| = 0.1 < 1: the division is by 0.1 (the clamp only guards against 0)."""
+    q_r = torch.tensor([-0.05, 0.15])
+    assert losses.actor_reward_term(q_r, normalize_q=True).tolist() == pytest.approx([0.5, -1.5])
+    assert losses.actor_reward_term(torch.zeros(2), normalize_q=True).tolist() == [0.0, 0.0]
+
+
+def test_actor_losses_normalise_q_by_default_and_report_their_ensembles():
+    qr, qc = torch.tensor([[-4.0, -2.0], [-3.0, -6.0]]), torch.tensor([[-1.0, 1.0], [-2.0, 3.0]])
+    distill = torch.tensor(0.0)
+    for loss_fn, kwargs in [(losses.gated_actor_loss, {"safety_weight": 1.0}), (losses.lagrangian_actor_loss,
+                                                                               {"eta": 1.0})]:
+        loss, info = loss_fn(qr, qc, distill, 1.0, **kwargs)
+        normalised, _ = loss_fn(qr, qc, distill, 1.0, normalize_q=True, **kwargs)
+        assert loss.item() == normalised.item()
+        assert info["actor_qr"].item() == pytest.approx(-5.0)   # mean of min over members [-4, -6]
+        assert info["actor_qc"].item() == pytest.approx(1.0)    # mean of max over members [-1, 3]
+
+
+def test_normalised_branches_divide_by_their_own_counts():
+    """One feasible sample (its branch divides by 1) and two infeasible (they divide by 2)."""
+    qr = torch.tensor([[-4.0, -1.0, -1.0]])
+    qc = torch.tensor([[-1.0, 2.0, 4.0]])
+    loss, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 1.0, normalize_q=False,
+                                      normalized_branches=True)
+    assert loss.item() == pytest.approx(4.0 + (2.0 + 4.0) / 2)
+
+
+def test_n_step_reward_discounts_in_the_rewards_precision():
+    rewards = torch.tensor([[1.0, 1.0, 1.0]], dtype=torch.float64)
+    y = losses.n_step_reward_target(rewards, torch.ones_like(rewards), torch.tensor([3.0], dtype=torch.float64),
+                                    torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 0.9)
+    assert y.dtype == torch.float64 and y.item() == 1.0 + 0.9 + 0.9 ** 2   # exact in float64, not float32
+
+
+def test_n_step_safety_target_ignores_the_padding_of_a_short_window():
+    """A window cut after 2 steps without a terminal (mask 1): the padded third margin (7) is
+    not backed up. Reference form, γ 0.5, margins [-1, -1], V' = -2: y1 = -1, y0 = -1."""
+    margins, valid = torch.tensor([[-1.0, -1.0, 7.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    y = losses.n_step_safety_target(margins, valid, t(2.0), t(1.0), t(-2.0), 0.5)
+    assert y.tolist() == pytest.approx([-1.0])
+
+
+def test_n_step_safety_target_uses_the_backup_it_is_given():
+    """paper form, γ 0.5, margins [-1, -1], V' = -2: y1 = max(-1, .5 · -2) = -1,
+    y0 = max(-1, .5 · -1) = -0.5 (the reference form gives -1)."""
+    margins = torch.tensor([[-1.0, -1.0]])
+    y = losses.n_step_safety_target(margins, torch.ones_like(margins), t(2.0), t(1.0), t(-2.0), 0.5, "paper")
+    assert y.tolist() == pytest.approx([-0.5])
