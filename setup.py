@@ -16,7 +16,8 @@ setup(
     # safefql_core, offline_train and safefql_ros (tests are not installed).
     packages=find_packages(exclude=['tests', 'tests.*']),
     # task_configs links to config/: the task YAMLs whose specs are the built-in ones (tasks.BUILTIN).
-    package_data={'safefql_core': ['envs/*.npy', 'envs/*.yaml', 'task_configs/*.yaml']},
+    # py.typed: safefql_core's annotations are checked (mypy.ini) and offered to its users (PEP 561).
+    package_data={'safefql_core': ['py.typed', 'envs/*.npy', 'envs/*.yaml', 'task_configs/*.yaml']},
     include_package_data=False,
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),

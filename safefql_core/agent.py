@@ -53,6 +53,7 @@ def euler_sample(field_net: FlowField, obs: torch.Tensor, noise: torch.Tensor, s
 
 
 class SafeFQL(OfflineCritics):
+    cfg: SafeFQLConfig
     METRICS = (*OfflineCritics.CRITIC_METRICS, "loss_flow", "loss_actor", "loss_distill",
                "feasible_frac", "actor_qr", "actor_qc")
 

@@ -16,11 +16,17 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from safefql_core.learners import CAPABILITIES
+
+# The bundle's public API: loading and verifying (here) and the layout export writes.
+__all__ = [
+    "BUNDLE_JSON", "Bundle", "BundleError", "GRAPHS", "GRAPHS_BY_ALGO", "GraphSpec", "SCHEMA_VERSION",
+    "WEIGHTS", "check_parity", "load_bundle", "ort_session", "sha256",
+]
 
 # 2: observation_range and margin_range (the runtime's range check and δ*'s bounds), exact files.
 SCHEMA_VERSION = 2
@@ -146,7 +152,7 @@ class Bundle:
     def check_threshold(self, value: Any, what: str, fix: str) -> float:
         """`value` as a float when it is a finite threshold in `threshold_range`, else BundleError."""
         lo, hi = self.threshold_range
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= cast(float, value) <= hi:
             raise BundleError(f"{self.path}: {what} = {value!r} is not a threshold in [{lo:.4g}, {hi:.4g}] "
                               f"(safety values of this policy lie in its training margin range "
                               f"{self.meta['margin_range']}); {fix}")
@@ -288,10 +294,11 @@ def verify_graphs(bundle: Bundle) -> None:
                 raise BundleError(f"{bundle.path}: {GRAPHS[name].file} input '{inp.name}' has width {width}, "
                                   f"{BUNDLE_JSON} declares {expected}; the bundle was assembled from different runs")
         where = f"{bundle.path}/{GRAPHS[name].file}"
+        malformed: tuple[type[Exception], ...] = (*ort_errors(), KeyError, TypeError, ValueError, AttributeError)
         try:
             check_parity(session, bundle.meta["examples"][name], where)
         except BundleError:
             raise
-        except (*ort_errors(), KeyError, TypeError, ValueError, AttributeError) as exc:  # malformed examples
+        except malformed as exc:
             raise BundleError(f"{where}: the stored examples in {BUNDLE_JSON} do not fit the graph ({exc}); "
                               "re-export the bundle") from None

@@ -119,12 +119,12 @@ def graph_modules(learner: nn.Module, algo: str) -> dict[str, nn.Module]:
 
 def example_inputs(name: str, obs: np.ndarray, act_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = len(obs)
-    draw = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    draw = lambda *shape: np.asarray(rng.standard_normal(shape), dtype=np.float32)  # noqa: E731
     if name in ("actor", "policy", "proposals"):
         return {"observation": obs, "noise": draw(n, act_dim)}
     if name == "safety":
         return {"observation": obs, "action": np.clip(draw(n, act_dim), -1, 1)}
-    return {"observation": obs, "x": draw(n, act_dim), "t": rng.uniform(0, 1, (n, 1)).astype(np.float32)}
+    return {"observation": obs, "x": draw(n, act_dim), "t": np.asarray(rng.uniform(0, 1, (n, 1)), dtype=np.float32)}
 
 
 
@@ -135,8 +135,9 @@ def onnx_bytes(module: nn.Module, inputs: dict[str, np.ndarray], spec: GraphSpec
     dynamic = {n: {0: "batch"} for n in (*spec.inputs, *spec.outputs)}
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact and fast
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, input_names=list(spec.inputs), output_names=list(spec.outputs),
-                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+        # torch's annotation names paths only; the exporter writes to any file object
+        torch.onnx.export(module, args, buf, input_names=list(spec.inputs),  # type: ignore[arg-type]
+                          output_names=list(spec.outputs), dynamic_axes=dynamic, opset_version=17, dynamo=False)
     return buf.getvalue()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T", bound="ConfigMixin")
 
@@ -57,6 +57,8 @@ RANGES: dict[str, Range] = {
 class ConfigMixin:
     """from_dict that rejects unknown keys (a typo in a YAML must not be silently ignored),
     values of the wrong type and numbers outside their RANGES."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every user is a dataclass
 
     @classmethod
     def from_dict(cls: type[T], values: dict[str, Any]) -> T:

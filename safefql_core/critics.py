@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import torch
 from torch import nn
@@ -161,7 +161,7 @@ class OfflineCritics(nn.Module):
 
         Returns the terms as detached tensors, not floats: reading a value back waits for
         the device, so the training loop reads them only when it logs."""
-        total = sum(v for k, v in terms.items() if k.startswith("loss_") and k != "loss_distill")
+        total = cast(torch.Tensor, sum(v for k, v in terms.items() if k.startswith("loss_") and k != "loss_distill"))
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -16,6 +16,12 @@ import h5py
 import numpy as np
 import torch
 
+# The dataset's public API: the schema, loading and saving, validation, batches.
+__all__ = [
+    "DEFAULT_COST_SCALE", "Dataset", "DatasetError", "OPTIONAL_KEYS", "REQUIRED_KEYS", "TensorBatches",
+    "check_output", "fingerprint", "load_dataset", "save_dataset", "validate", "violation_free_episodes",
+]
+
 REQUIRED_KEYS = ("observations", "next_observations", "actions", "rewards", "costs",
                  "terminals", "timeouts")
 OPTIONAL_KEYS = ("margins",)
@@ -77,7 +83,7 @@ def violation_free_episodes(data: Dataset) -> Dataset:
             f"none of the dataset's {len(violating)} episodes is free of violations, so the "
             "violation-free subset is empty; collect safer episodes or train on all data (--algo bc)"
         )
-    arrays = {k: None if getattr(data, k) is None else getattr(data, k)[keep]
+    arrays: dict[str, Any] = {k: None if getattr(data, k) is None else getattr(data, k)[keep]
               for k in REQUIRED_KEYS + OPTIONAL_KEYS}
     return Dataset(**arrays, attrs=dict(data.attrs))
 
@@ -260,7 +266,7 @@ class TensorBatches:
                  horizon: int = 1) -> None:
         self.device = device
         self.size = len(data)
-        self.tensors = {
+        arrays = {
             "observations": data.observations,
             "next_observations": data.next_observations,
             "actions": data.actions,
@@ -270,8 +276,7 @@ class TensorBatches:
             # (SAFEFQL.md); the reference code's treatment is kept behind the flag.
             "masks": 1.0 - np.maximum(data.terminals, data.timeouts if timeout_is_terminal else 0.0),
         }
-        self.tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
-                        for k, v in self.tensors.items()}
+        self.tensors = {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in arrays.items()}
         self.horizon = horizon
         if horizon > 1:  # one-step batches need no windows: no per-index pass over the data
             self.window = torch.as_tensor(_window_lengths(data, horizon), device=device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ def _stats(result: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, float]:
 
 def summarize(result: dict[str, np.ndarray], feasible: np.ndarray) -> dict:
     """Headline numbers over all states, plus the `feasible` and `doomed` blocks."""
-    summary = _stats(result, np.ones_like(feasible))
+    summary: dict[str, Any] = _stats(result, np.ones_like(feasible))
     summary["feasible"] = _stats(result, feasible)
     summary["doomed"] = {**_stats(result, ~feasible), "indices": np.flatnonzero(~feasible).tolist()}
     return summary
@@ -170,8 +170,8 @@ def draw_boat_map(ax) -> None:
     import matplotlib.pyplot as plt
 
     for i, (c, r) in enumerate(zip(boat.OBSTACLE_CENTRES, boat.OBSTACLE_RADII)):
-        ax.add_patch(plt.Circle(c, r, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None))
-    ax.add_patch(plt.Circle(boat.GOAL, boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
+        ax.add_patch(plt.Circle(tuple(c), r, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None))
+    ax.add_patch(plt.Circle(tuple(boat.GOAL), boat.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
                             label=f"goal region (within {boat.GOAL_RADIUS:g} of the goal)"))
     ax.plot(*boat.GOAL, ls="", marker="*", ms=16, color="gold", mec="k", label="goal", zorder=5)  # above the paths
     ax.set_xlim(boat.LOW[0], boat.HIGH[0])

@@ -17,6 +17,7 @@ import ast
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _reduce_or_elementwise(elementwise: Callable, reduce: Callable) -> Callable:
     return fn
 
 
-def wrap_angle(a: np.ndarray) -> np.ndarray:
+def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     """An angle in radians wrapped to [-pi, pi)."""
     return np.mod(np.asarray(a) + np.pi, 2.0 * np.pi) - np.pi
 
@@ -54,11 +55,15 @@ FUNCTIONS: dict[str, tuple[Callable, tuple[int, int | None]]] = {
     "wrap": (wrap_angle, (1, 1)),
 }
 CONSTANTS = {"pi": np.pi, "e": np.e, "inf": np.inf}
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: operator.pow, ast.Mod: np.mod}
-_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-            ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: lambda a: (a == 0).astype(np.float64)}
+Operation = Callable[..., Any]
+_BINARY: dict[type[ast.operator], Operation] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Pow: operator.pow, ast.Mod: np.mod}
+_COMPARE: dict[type[ast.cmpop], Operation] = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_UNARY: dict[type[ast.unaryop], Operation] = {
+    ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: lambda a: (a == 0).astype(np.float64)}
 
 
 class ExpressionError(ValueError):
@@ -129,9 +134,9 @@ def _check(node: ast.AST, text: str) -> None:
             raise ExpressionError(f"'{text}': {name}() takes {count} argument(s), got {len(node.args)}")
 
 
-def _eval(node: ast.AST, values: Mapping[str, np.ndarray]) -> np.ndarray | float:
+def _eval(node: ast.AST, values: Mapping[str, np.ndarray]) -> np.ndarray | np.float64:
     if isinstance(node, ast.Constant):
-        return np.float64(node.value)
+        return np.float64(cast(float, node.value))  # a number: checked at parse time
     if isinstance(node, ast.Name):
         if node.id in CONSTANTS:
             return np.float64(CONSTANTS[node.id])
@@ -157,5 +162,6 @@ def _eval(node: ast.AST, values: Mapping[str, np.ndarray]) -> np.ndarray | float
     if isinstance(node, ast.IfExp):
         return np.where(np.asarray(_eval(node.test, values)) != 0, _eval(node.body, values),
                         _eval(node.orelse, values))
-    fn = FUNCTIONS[node.func.id][0]  # ast.Call: checked at parse time
-    return fn(*(_eval(a, values) for a in node.args))
+    call = cast(ast.Call, node)  # the only node left: checked at parse time, as its name
+    fn = FUNCTIONS[cast(ast.Name, call.func).id][0]
+    return fn(*(_eval(a, values) for a in call.args))

@@ -34,7 +34,8 @@ class TaskSpecError(ValueError):
     """A task spec that cannot be used, or a message that does not fit it; says what to fix."""
 
 
-def check_keys(d: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> None:
+def check_keys(d: Any, where: str, required: set[str] | frozenset[str],
+               optional: set[str] | frozenset[str] = frozenset()) -> None:
     if not isinstance(d, Mapping):
         raise TaskSpecError(f"spec '{where}' must be a mapping, got {type(d).__name__}")
     missing = sorted(required - set(d))
@@ -168,7 +169,7 @@ class Stream:
     frame_id: str = ""
 
     @classmethod
-    def from_dict(cls, d: Any, where: str, extra: set[str] = frozenset()) -> Stream:
+    def from_dict(cls, d: Any, where: str, extra: set[str] | frozenset[str] = frozenset()) -> Stream:
         check_keys(d, where, {"topic", "type", "fields"}, STREAM_OPTIONS | set(extra))
         fields = d["fields"]
         if isinstance(fields, str) or not isinstance(fields, list) or not fields:
@@ -196,7 +197,7 @@ class Stream:
         return cls(str(d["topic"]), str(d["type"]), fields, stamp, max_age, frame_id)
 
     def topic_dict(self) -> dict[str, Any]:
-        d = {"topic": self.topic, "type": self.type, "stamp": self.stamp}
+        d: dict[str, Any] = {"topic": self.topic, "type": self.type, "stamp": self.stamp}
         if self.max_age is not None:
             d["max_age"] = self.max_age
         return {**d, "frame_id": self.frame_id} if self.frame_id else d

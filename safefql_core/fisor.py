@@ -56,6 +56,9 @@ class Denoiser(torch.nn.Module):
 
 
 class FISOR(OfflineCritics):
+    cfg: FISORConfig
+    betas: torch.Tensor  # buffers (register_buffer), typed for the checker
+    alpha_bars: torch.Tensor
     METRICS = (*OfflineCritics.CRITIC_METRICS, "loss_diffusion", "mean_weight")
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: FISORConfig,

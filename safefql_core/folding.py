@@ -21,18 +21,23 @@ dense form and are exported as trained.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from safefql_core.nets import ACTIVATIONS, MLP, EnsembleLinear
+from safefql_core.nets import ACTIVATIONS, MLP, EnsembleLinear, Normalizer
 
 Layer = tuple[torch.Tensor, torch.Tensor]  # weight [members, in, out], bias [members, out]
+Parsed = tuple[list[Layer], str]  # an MLP's layers and its activation's name
 MAX_FOLD_CONDITION = 10.0  # largest |mean| / std whose normalisation is folded (module doc)
 
 
-def mlp_layers(mlp: MLP) -> tuple[list[Layer], str] | None:
-    """The MLP's affine layers with a member axis, and its activation; None with layer norm."""
-    layers, activation = [], None
+def mlp_layers(mlp: MLP) -> Parsed | None:
+    """The MLP's affine layers with a member axis, and its activation; None with layer norm (or
+    without an activation, which configs rule out: every hidden list is non-empty)."""
+    layers: list[Layer] = []
+    activation: str | None = None
     for module in mlp.net:
         if isinstance(module, EnsembleLinear):
             layers.append((module.weight.detach(), module.bias.detach()[:, 0]))
@@ -42,7 +47,7 @@ def mlp_layers(mlp: MLP) -> tuple[list[Layer], str] | None:
             activation = next(k for k, v in ACTIVATIONS.items() if type(module) is v)
         else:
             return None
-    return layers, activation
+    return None if activation is None else (layers, activation)
 
 
 def fold_normalisation(layers: list[Layer], mean: torch.Tensor, std: torch.Tensor) -> list[Layer]:
@@ -96,8 +101,8 @@ class DenseCritic(DenseMLP):
     `conservative` take the max / min over members straight from the dense columns (no
     transpose node)."""
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.dense(obs, act).T
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.dense(obs, act).T  # a critic takes exactly (obs, act), narrower than DenseMLP
 
     def pessimistic(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.dense(obs, act).amax(dim=-1)
@@ -113,9 +118,10 @@ VALUES = ("v", "vc")   # one output, squeezed like Value
 class Folded(nn.Module):
     """The learner's deployable networks in dense form, under the learner's attribute names."""
 
-    def __init__(self, learner: nn.Module, parsed: dict[str, tuple[list[Layer], str]]) -> None:
+    def __init__(self, learner: nn.Module, parsed: dict[str, Parsed]) -> None:
         super().__init__()
-        mean, std = learner.normalizer.mean, learner.normalizer.std
+        normalizer = cast(Normalizer, learner.normalizer)
+        mean, std = normalizer.mean, normalizer.std
         folds = bool((mean.abs() / std).max() <= MAX_FOLD_CONDITION)
         # folded into every first layer, or kept as the learner's own (x - mean) / std
         self.normalizer = nn.Identity() if folds else learner.normalizer
@@ -130,6 +136,7 @@ def fold(learner: nn.Module, names: tuple[str, ...]) -> nn.Module:
     """The folded form of the networks `names` (e.g. ("actor", "qc", "vc")), or the learner
     itself when one of them has no dense form (layer norm)."""
     parsed = {n: mlp_layers(getattr(learner, n).mlp) for n in names}
-    if any(p is None for p in parsed.values()):
+    dense = {n: p for n, p in parsed.items() if p is not None}
+    if len(dense) < len(parsed):
         return learner
-    return Folded(learner, parsed).eval()
+    return Folded(learner, dense).eval()

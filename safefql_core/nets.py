@@ -176,6 +176,9 @@ class OneStepPolicy(nn.Module):
 class Normalizer(nn.Module):
     """Fixed observation normalisation (dataset mean / std), stored with the weights."""
 
+    mean: torch.Tensor  # buffers (register_buffer), typed for the checker
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.float())

@@ -22,6 +22,12 @@ from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
 from safefql_core.ddpm import reverse_chain, vp_schedule
 from safefql_core.learners import CAPABILITIES
 
+# The deployed decision's public API: what the node, replay, evaluate and the tests use.
+__all__ = [
+    "Decision", "MAX_TIMEOUT_PERIODS", "Mode", "Runtime", "RuntimeConfig", "TorchGraphs", "combined_age",
+    "load_runtime",
+]
+
 
 class Mode(str, Enum):
     NOMINAL = "NOMINAL"      # the actor's action passed the calibrated check
@@ -228,7 +234,7 @@ class Runtime:
             raise ValueError(f"{name} must be a number of seconds {'>' if positive else '>='} 0 and at most "
                              f"{MAX_TIMEOUT_PERIODS} decision periods ({self.timeout_limit:g} s), got {value!r}")
 
-    def set_state_timeout(self, value: float) -> float:
+    def set_state_timeout(self, value: float) -> float | None:
         """Change state_timeout while running, within the bounds of construction (ValueError
         otherwise); returns the old value. The node logs and reports every change."""
         self._check_time("state_timeout", value, positive=True)
@@ -383,7 +389,7 @@ class Runtime:
     def safest_candidate(self, o: np.ndarray, proposed: np.ndarray, q_proposed: float,
                          v_proposed: float) -> tuple[np.ndarray, float, float]:
         """The lowest-Q_safe action among the proposal, the fallbacks and extra policy samples."""
-        pool = [(proposed[None], np.array([q_proposed]), np.array([v_proposed]))]
+        pool: list[tuple[np.ndarray, ...]] = [(proposed[None], np.array([q_proposed]), np.array([v_proposed]))]
         if len(self.fallbacks):
             pool.append((self.fallbacks, *self._run_at(self._fallback_scores, o)))
         if self.cfg.candidates:
@@ -394,7 +400,9 @@ class Runtime:
         """(actions, Q_safe, V_safe) for a batch of the policy's own samples at one state."""
         if self._fisor:
             self._fisor_scores.inputs["action"][:] = self._fisor_samples(o)
-            return (self._fisor_scores.inputs["action"].copy(), *self._run_at(self._fisor_scores, o))
+            q, v = self._run_at(self._fisor_scores, o)
+            return self._fisor_scores.inputs["action"].copy(), q, v
+        assert self._candidates is not None, "bound whenever cfg.candidates > 0, the only caller's condition"
         self._candidates.inputs["noise"][:] = self.rng.standard_normal((self.cfg.candidates, self.act_dim))
         action, q, v = self._run_at(self._candidates, o)
         return action, q, v

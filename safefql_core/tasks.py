@@ -43,6 +43,12 @@ from safefql_core.features import (  # noqa: F401 (re-exported: the spec's messa
 )
 from safefql_core.terms import Term, TermError, build_term
 
+# The task spec's public API (the message vocabulary re-exported from features is public there).
+__all__ = [
+    "BUILTIN", "FUNCTIONS", "TASK_CONFIGS", "FieldPath", "NS", "Stream", "TaskSpec", "TaskSpecError",
+    "named_function", "resolve_spec", "simulator_mismatch",
+]
+
 ENCODINGS = ("angle", "sincos")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 FUNCTIONS_AND_CONSTANTS = set(EXPRESSION_FUNCTIONS) | set(EXPRESSION_CONSTANTS)  # not usable as names
@@ -133,6 +139,13 @@ class Feature:
     expr: Expression | None = None
     observe: bool = True
     encode: str = "angle"
+
+    @property
+    def expression(self) -> Expression:
+        """The expression of a computed feature (one without `input`)."""
+        if self.expr is None:
+            raise TaskSpecError(f"feature {self.name} is read from input {self.input!r}, not computed")
+        return self.expr
 
     @property
     def columns(self) -> list[str]:
@@ -352,15 +365,15 @@ class TaskSpec:
         values: dict[str, np.ndarray] = {}
         offsets = {name: 0 for name, _ in self.inputs}
         for f in self.features:
-            if f.reader is not None:
+            if f.input is not None:  # read from a message (else computed by f.expr)
                 start = offsets[f.input]
                 offsets[f.input] += f.reader.width
                 if f.input not in raw:
                     continue
                 block = np.asarray(raw[f.input], dtype=np.float64)[:, start:start + f.reader.width]
                 values[f.name] = block if isinstance(f.reader, Sectors) else block[:, 0]
-            elif f.expr.names <= set(values):
-                values[f.name] = _evaluate(f.expr, values, f"feature {f.name}")
+            elif f.expression.names <= set(values):
+                values[f.name] = _evaluate(f.expression, values, f"feature {f.name}")
             else:
                 continue
             if isinstance(f.reader, Sectors):
@@ -407,8 +420,8 @@ class TaskSpec:
         the others only feed reward or margin and are aligned at tick k alone."""
         needs: dict[str, set[str]] = {}
         for f in self.features:
-            needs[f.name] = {f.input} if f.reader is not None else set().union(
-                *(needs.get(n, set()) for n in f.expr.names))
+            needs[f.name] = {f.input} if f.input is not None else set().union(
+                *(needs.get(n, set()) for n in f.expression.names))
         used = set().union(*(needs[f.name] for f in self.features if f.observe))
         return [name for name, _ in self.inputs if name in used]
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from safefql_core.agent import SafeFQL, SafeFQLConfig
 from safefql_core.bc import BC, BCConfig
+from safefql_core.config import ConfigMixin
 from safefql_core.critics import is_old_layout
 from safefql_core.data import (
     DEFAULT_COST_SCALE,
@@ -54,7 +55,7 @@ class Algo:
     """A named training recipe: learner + config class, fixed overrides, optional data filter."""
 
     learner: type[nn.Module]
-    config: type
+    config: type[ConfigMixin]
     overrides: dict[str, Any] = field(default_factory=dict)
     data_filter: Callable[[Dataset], Dataset] | None = None
     help: str = ""

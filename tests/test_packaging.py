@@ -1,8 +1,8 @@
 """The package as a ROS 2 engineer installs it: `colcon build` in a scratch workspace (the
 ament_python layout `ros2 run` / `ros2 launch` rely on), package.xml's declared dependencies,
-and the lint rules (ruff.toml) over the whole repository.
+the lint rules (ruff.toml) over the whole repository and the types of safefql_core (mypy.ini).
 
-colcon (colcon-common-extensions) and ruff come from requirements.txt; where they are not
+colcon (colcon-common-extensions), ruff and mypy come from requirements.txt; where they are not
 installed (a ROS machine's own Python), the tests are skipped saying so.
 """
 from __future__ import annotations
@@ -36,6 +36,13 @@ def test_ruff_lint_passes():
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
 
+def test_mypy_passes():
+    """safefql_core's annotations hold (mypy.ini says which checks are off where, and why)."""
+    result = subprocess.run([tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert "safefql_core" in (ROOT / "mypy.ini").read_text() and "Success" in result.stdout
+
+
 @pytest.mark.slow
 def test_colcon_build_installs_the_ros_layout(colcon_install, tmp_path):
     """`colcon build` of a copy of the package (conftest's colcon_install): share files where
@@ -56,6 +63,7 @@ def test_colcon_build_installs_the_ros_layout(colcon_install, tmp_path):
     assert run.returncode == 0 and "boat" in run.stdout, run.stdout + run.stderr
     # The built-in task specs are read from the task YAMLs installed with the core (package data).
     assert (site / "safefql_core" / "task_configs" / "boat.yaml").is_file()
+    assert (site / "safefql_core" / "py.typed").is_file()  # its users' type checkers read its annotations
     where = subprocess.run([sys.executable, "-c", "import safefql_ros.description as d; print(d.__file__)\n"
                             "from safefql_core.tasks import TaskSpec; TaskSpec.builtin('boat')"],
                            env={**env, "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True,

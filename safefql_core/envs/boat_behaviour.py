@@ -111,7 +111,7 @@ def collect(num_episodes: int, seed: int, progress: bool = True) -> dict[str, np
     planned = lookahead_heading(obs)
     escape = switcher.escape_headings(obs)
     keys = ("observations", "actions", "rewards", "costs", "margins", "next_observations")
-    out = {k: [] for k in keys}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     steps = range(boat.EPISODE_STEPS)
     if progress:
         from tqdm import tqdm

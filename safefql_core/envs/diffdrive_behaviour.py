@@ -261,7 +261,9 @@ def _collect_chunk(family: np.ndarray, starts: np.ndarray, rng: np.random.Genera
         steps_before_contact += active
         reached |= active & (diffdrive.goal_distance(readings.pose) <= diffdrive.GOAL_RADIUS)
         commands.append(command)
-        pose.append(readings.pose), velocity.append(readings.velocity), ranges.append(readings.ranges)
+        pose.append(readings.pose)
+        velocity.append(readings.velocity)
+        ranges.append(readings.ranges)
     stack = lambda xs: np.swapaxes(np.stack(xs), 0, 1)  # noqa: E731  [T, B, ...] -> [B, T, ...]
     return Episodes(pose=stack(pose), velocity=stack(velocity), ranges=stack(ranges), commands=stack(commands),
                     lengths=np.where(collided, np.minimum(steps_before_contact + CONTACT_STEPS, steps), steps),

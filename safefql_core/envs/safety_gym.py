@@ -95,12 +95,13 @@ def import_safety_gymnasium() -> ModuleType:
     if importlib.util.find_spec("safety_gymnasium") is None:
         raise ImportError(f"Safety Gymnasium tasks need the safety-gymnasium package; {INSTALL_HINT}")
     silence_adroit_notice()
-    original = dataclasses._process_class  # the function @dataclass calls for every class
-    dataclasses._process_class = _array_defaults_as_factories(original)
+    # the function @dataclass calls for every class: private, so untyped; patched on purpose
+    original = dataclasses._process_class  # type: ignore[attr-defined]
+    dataclasses._process_class = _array_defaults_as_factories(original)  # type: ignore[attr-defined]
     try:
         return importlib.import_module("safety_gymnasium")
     finally:
-        dataclasses._process_class = original
+        dataclasses._process_class = original  # type: ignore[attr-defined]
 
 
 SKYBOX = re.compile(r'<texture[^>]*type="skybox"[^>]*(?:/>|>\s*</texture>)')
@@ -186,7 +187,7 @@ class SafetyGymEnv:
     def _geometric_margin_terms(self) -> list[tuple[Callable[[Any, Any], float], Any]] | None:
         """(margin function, obstacle) per constrained obstacle, or None when some cost
         has no geometric margin here (other obstacle kinds, contact costs, velocity limits)."""
-        task = getattr(self.env.unwrapped, "task", None)  # velocity tasks are plain MuJoCo envs
+        task: Any = getattr(self.env.unwrapped, "task", None)  # velocity tasks are plain MuJoCo envs
         if not hasattr(task, "_obstacles") or getattr(task, "static_geoms_contact_cost", None):
             return None
         constrained = [o for o in task._obstacles if getattr(o, "is_constrained", False)]

@@ -50,7 +50,7 @@ by the collection seed, so a dataset is a pure function of the seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -167,7 +167,7 @@ def _switching(first: Draw, second: Draw, mean_hold: float) -> Draw:
     def draw(rng: np.random.Generator) -> tuple[Policy, float]:
         (a, noise_a), (b, _) = first(rng), second(rng)
         switches = np.random.default_rng(int(rng.integers(2**31)))
-        state = {"policy": a, "left": switches.geometric(1.0 / mean_hold)}
+        state: dict[str, Any] = {"policy": a, "left": switches.geometric(1.0 / mean_hold)}
 
         def policy(obs: np.ndarray) -> np.ndarray:
             if state["left"] <= 0:
