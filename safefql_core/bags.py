@@ -208,7 +208,8 @@ def _missing_types(store: Typestore, msgtype: str) -> list[str]:
     if msgtype not in store.fielddefs:
         return [msgtype]
     nested = []
-    for _, (nodetype, detail) in store.fielddefs[msgtype][1]:
+    fields: Any = store.fielddefs[msgtype][1]  # rosbags' nested field tuples, unpacked by kind below
+    for _, (nodetype, detail) in fields:
         if nodetype in (Nodetype.ARRAY, Nodetype.SEQUENCE):
             nodetype, detail = detail[0]
         if nodetype == Nodetype.NAME:
@@ -223,8 +224,8 @@ def _read(reader: AnyReader, path: Path, streams: dict[str, Stream], allow_parti
         by_topic.setdefault(stream.topic, []).append(role)
     connections = [c for c in reader.connections if c.topic in by_topic]
     listed = {topic: sum(c.msgcount for c in connections if c.topic == topic) for topic in by_topic}
-    stamps = {role: [] for role in streams}
-    values = {role: [] for role in streams}
+    stamps: dict[str, list[int]] = {role: [] for role in streams}
+    values: dict[str, list[Any]] = {role: [] for role in streams}
     hashes = {topic: hashlib.sha256() for topic in by_topic}
     read = dict.fromkeys(by_topic, 0)
     messages = reader.messages(connections=connections)

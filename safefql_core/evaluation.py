@@ -72,12 +72,12 @@ def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool 
     return out
 
 
-def learning_curve_evaluator(initial_states: np.ndarray, feasible: np.ndarray) -> Callable[[torch.nn.Module], dict]:
+def learning_curve_evaluator(initial_states: np.ndarray, feasible: np.ndarray) -> Callable[[Learner], dict]:
     """For `fit --eval-every`: the deterministic actor's return and zero-violation rate over
     the feasible initial states. It leaves torch's global generator as it found it, so
     training is unchanged by it."""
 
-    def evaluate(learner: torch.nn.Module) -> dict[str, float]:
+    def evaluate(learner: Learner) -> dict[str, float]:
         with torch.random.fork_rng(devices=[]):  # FISOR's candidates draw from the global generator
             stats = _stats(rollout(torch_policy(learner), initial_states), feasible)
         return {"return": stats["mean_return"], "zero_violation": stats["zero_violation_rate"],

@@ -22,6 +22,8 @@ class Learner(Protocol):
     """What training, evaluation and export call on every learner (each is an nn.Module)."""
 
     cfg: Any           # its config dataclass (agent.SafeFQLConfig, ...)
+    obs_dim: int       # the widths of its observations and actions
+    act_dim: int
     optimizer: Any     # one Adam over all its networks: one step per update
 
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:

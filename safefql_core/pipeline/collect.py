@@ -102,6 +102,8 @@ def collect_safety_gym(opts: CollectOptions) -> dict:
         raise ValueError(f"{opts.task} has no geometric safety margin (its cost is not a distance test on hazards "
                          "or walls); use --margin cost")
     episode_steps = probe.max_episode_steps
+    if episode_steps is None:  # --transitions needs the episode length to count episodes
+        raise ValueError(f"{opts.task} has no episode time limit; pass --episodes")
     episodes = opts.episodes or -(-(opts.transitions or DEFAULT_TRANSITIONS) // episode_steps)
     families, behaviour = behaviour_families(opts)
     arrays = safety_gym_behaviour.collect(opts.task, episodes, opts.seed, opts.max_episode_steps,

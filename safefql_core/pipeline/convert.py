@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,8 @@ class Conversion:
             lines.append(f"  WARNING: {warning}")
         for s in self.sources:
             if s.partial:
-                counts = "; ".join(f"{t}: {n:,} of {m:,}" for t, (n, m) in s.partial.items())
-                lines.append(f"  WARNING: {s.path} is damaged and was read only in part ({counts} messages "
+                read = "; ".join(f"{t}: {n:,} of {m:,}" for t, (n, m) in s.partial.items())
+                lines.append(f"  WARNING: {s.path} is damaged and was read only in part ({read} messages "
                              "its metadata lists; --allow-partial)")
         return "\n".join(lines)
 
@@ -126,7 +127,8 @@ def read_aligned(bags: str | Path | Sequence[str | Path], spec: TaskSpec, option
     """Read and align each bag on its own; their transitions concatenated, reports merged."""
     store = typestore(options.typestore, options.msg)
     paths = bag_paths([bags] if isinstance(bags, (str, Path)) else bags)
-    parts, report, sources = [], AlignmentReport(), []
+    parts, report = [], AlignmentReport()
+    sources: list[BagSource] = []
     for path in paths:
         series, source = read_series(path, spec, store, options.allow_partial, progress)
         twin = next((s for s in sources if s.content_hash == source.content_hash), None)
@@ -149,7 +151,7 @@ def convert(bags: str | Path | Sequence[str | Path], spec: TaskSpec, out: str | 
     """Read, align, validate and save; the dataset's attributes record spec and sources."""
     arrays, report, sources = read_aligned(bags, spec, options, progress)
     result = Conversion(Path(out), spec, sources, report, options, int((arrays["margins"] > 0).sum()))
-    attrs = {
+    attrs: dict[str, Any] = {
         "task": spec.name,
         "task_spec": spec.to_dict(),
         "observation_fields": spec.observation_names,

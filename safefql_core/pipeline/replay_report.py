@@ -12,6 +12,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,8 @@ def run(opts: ReplayOptions) -> dict:
                  for i, (s, r) in enumerate(zip(episodes, opened))]
 
     no_simulator = replay.simulator_missing(bundle, spec)
-    closed, closed_section = None, {"skipped": no_simulator if opts.closed_loop else "--no-closed-loop given"}
+    closed = None
+    closed_section: dict[str, Any] = {"skipped": no_simulator if opts.closed_loop else "--no-closed-loop given"}
     if closed_section["skipped"] is None:
         progress.reset()
         progress.set_description("closed loop")
