@@ -64,12 +64,14 @@ import numpy as np
 
 from offline_train.benchmark_report import ERROR, RESULT, outcome, report, write_json
 from offline_train.cli import add_set_argument, parse_override, set_threads
+from offline_train.cli import write_json as write_cli_json
 from safefql_core.bundle import load_bundle
 from safefql_core.data import DatasetError
 from safefql_core.learners import CAPABILITIES
 from safefql_core.pipeline.collect import DEFAULT_TRANSITIONS, CollectOptions, collect
 from safefql_core.pipeline.collect import describe as describe_collected
 from safefql_core.pipeline.evaluate import EvaluateOptions, evaluate
+from safefql_core.pipeline.evaluate import describe as describe_evaluation
 from safefql_core.pipeline.export import export_run
 from safefql_core.pipeline.latency import observations, time_variants
 from safefql_core.pipeline.train import load_overrides
@@ -163,14 +165,17 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 def evaluate_cell(cell: Cell, run: Path, bundle: Path) -> dict[str, Any]:
     """The evaluate step on the cell's run (its raw actor), or on its bundle with the cell's
     proposals: the boat's first `episodes` starts of its --init-states (all: None), or
-    `episodes` resets (seeds seed..) of a Safety Gymnasium task. Kept as <cell>/eval.json.
+    `episodes` resets (seeds seed..) of a Safety Gymnasium task. Kept as <cell>/eval.json, as
+    `evaluate --json` writes it.
     Scored at one torch thread whatever --threads-per-cell (which speeds up training), as
     `evaluate` scores by default: a fixed count keeps the numbers the same across settings."""
     set_threads(1)
     scored = EvaluateOptions(bundle=str(bundle), task=cell.task, proposals=cell.proposals) if cell.deployed \
         else EvaluateOptions(run=str(run))
     summary = evaluate(replace(scored, episodes=cell.episodes, init_states=cell.init_states, seed=cell.seed)).summary
-    (cell.dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    print(describe_evaluation(summary))   # the cell's line in the suite's log, as `evaluate` prints it
+    write_cli_json(cell.dir / "eval.json", summary)
+    sys.stdout.flush()   # a Ray worker's stdout is a file: unflushed, the last cell's lines may never reach the log
     return summary
 
 
