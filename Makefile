@@ -3,6 +3,7 @@
 #   make test       run the test suite in .venv on a private ROS 2 domain
 #   make demo       record a boat bag, train SafeFQL from it (fit --bag), run simulator + controller
 #                   through DDS for 10 episodes; the last line printed is a JSON summary
+#                   (TASK=diffdrive: the same path for the diff-drive robot with a lidar, 5 episodes)
 #   make clean      remove what the README's commands write: data/ runs/ bags/ results/ (keeps .venv)
 #   make distclean  clean + remove .venv
 # Override variables on the command line, e.g. `make demo SEED=3 RUN=runs/boat3`.
@@ -20,12 +21,33 @@ TASK     ?= boat
 SEED     ?= 0
 BAG      ?= data/$(TASK)_bag
 RUN      ?= runs/$(TASK)
-EPISODES ?= 500
-# Closed-loop demo episodes through DDS, from the first fixed evaluation states. 800 steps
-# (4 s) instead of the training horizon's 400: from the north and south edges, where the
-# current is slack, the boat needs more than 2 s to reach the goal region.
-DEMO_EPISODES ?= 10
-DEMO_STEPS    ?= 800
+# The robots `make demo` runs, and what differs between them: the behaviour code its bag is
+# recorded by (a change records the bag again), how many of the fixed starts `evaluate` scores,
+# and the closed-loop episodes through DDS, from the first fixed evaluation starts.
+DEMO_TASKS := boat diffdrive
+BEHAVIOUR_boat      := safefql_core/envs/boat_behaviour.py
+BEHAVIOUR_diffdrive := safefql_core/envs/diffdrive_behaviour.py
+EPISODES_boat       := 500
+EPISODES_diffdrive  := 250
+# The boat: 800 steps (4 s) instead of the training horizon's 400: from the north and south
+# edges, where the current is slack, the boat needs more than 2 s to reach the goal region.
+DEMO_EPISODES_boat  := 10
+DEMO_STEPS_boat     := 800
+# The diff-drive robot runs in real time at 10 Hz: 5 episodes of 300 steps are 2.5 min.
+DEMO_EPISODES_diffdrive := 5
+DEMO_STEPS_diffdrive    := 300
+# evaluate's task-specific options: the boat's map of trajectories; for the diff-drive robot the
+# decision its node deploys (the proposals of config/diffdrive_nodes.yaml).
+EVAL_ARGS_boat       = --plot $(RUN)/trajectories.png
+EVAL_ARGS_diffdrive := --proposals 16
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifeq ($(filter $(TASK),$(DEMO_TASKS)),)
+$(error make demo: no demo for TASK=$(TASK); TASK is one of: $(DEMO_TASKS))
+endif
+endif
+EPISODES      ?= $(EPISODES_$(TASK))
+DEMO_EPISODES ?= $(DEMO_EPISODES_$(TASK))
+DEMO_STEPS    ?= $(DEMO_STEPS_$(TASK))
 # Both cores for the one training job of the demo (tests and benchmarks use 1).
 THREADS  ?= 2
 PYTEST_ARGS ?=
@@ -96,17 +118,18 @@ test: setup
 	$(ROS_ENV) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
 # Recorded again when the behaviour mix changes (the bag is that mix's data).
-$(BAG)/metadata.yaml: safefql_core/envs/boat_behaviour.py | setup
+$(BAG)/metadata.yaml: $(BEHAVIOUR_$(TASK)) | setup
 	mkdir -p $(dir $(BAG))
 	rm -rf $(BAG)
 	$(PY) -m offline_train.collect --task $(TASK) --format bag --seed $(SEED) --out $(BAG)
 
+# fit --task: the bag is converted through config/<task>.yaml's spec (the boat's is built in).
 demo: setup $(BAG)/metadata.yaml
-	$(PY) -m offline_train.fit --bag $(BAG) --out $(RUN) --seed $(SEED) --threads $(THREADS)
-	$(PY) -m offline_train.evaluate --bundle $(RUN)/bundle --episodes $(EPISODES) \
-	    --json $(RUN)/eval.json --plot $(RUN)/trajectories.png
-	$(DEMO_ROS_ENV) $(VENV)/bin/safefql-launch boat --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
-	    --init-states evaluation --episode-steps $(DEMO_STEPS) --timeout 300 \
+	$(PY) -m offline_train.fit --bag $(BAG) --task $(TASK) --out $(RUN) --seed $(SEED) --threads $(THREADS)
+	$(PY) -m offline_train.evaluate --bundle $(RUN)/bundle --episodes $(EPISODES) --json $(RUN)/eval.json \
+	    $(EVAL_ARGS_$(TASK))
+	$(DEMO_ROS_ENV) $(VENV)/bin/safefql-launch $(TASK) --bundle $(RUN)/bundle --episodes $(DEMO_EPISODES) \
+	    --init-states evaluation --episode-steps $(DEMO_STEPS) --timeout 600 \
 	    --report-dir $(RUN)/report --summary-json $(RUN)/demo_summary.json
 	@# The summary again as the very last line (the nodes log their shutdown after the monitor).
 	@$(PY) -c "import json; print(json.dumps(json.load(open('$(RUN)/demo_summary.json'))))"

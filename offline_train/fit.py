@@ -28,6 +28,7 @@ from safefql_core.pipeline.train import (
     check_dataset_task,
     convert_into_run,
     load_overrides,
+    resolve_config,
 )
 from safefql_core.training import ALGOS, RunError, TrainingInterrupted, TrainOptions, learner_name, train
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                             progress=not args.no_progress, eval_every=args.eval_every,
                             evaluator=boat_evaluator(task, args.eval_every))
         if args.bag is not None:
-            opts.data = convert_into_run(args.bag, load_spec(args.config), bag_options(args), opts, log=print)
+            spec = load_spec(resolve_config(args.config, args.task))
+            opts.data = convert_into_run(args.bag, spec, bag_options(args), opts, log=print)
         else:
             check_dataset_task(opts.data, task)
         out = train(opts)

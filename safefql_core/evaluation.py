@@ -109,16 +109,17 @@ def summarize(result: dict[str, np.ndarray], feasible: np.ndarray) -> dict:
 
 
 def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarray,
-                      feasible: np.ndarray, title: str) -> None:
-    """Map of the task with every trajectory: green safe, red violating, a dot at each start
-    (a purple cross where the start is doomed); the legend says so, with counts."""
+                      feasible: np.ndarray, title: str, draw_map: Callable[[Any], None] | None = None) -> None:
+    """Map of the task (`draw_map`, the boat's by default) with every trajectory: green safe,
+    red violating, a dot at each start (a purple cross where the start is doomed); the legend
+    says so, with counts."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(9.6, 5.6))
-    draw_boat_map(ax)
+    (draw_map or draw_boat_map)(ax)
     for traj, v, ok in zip(trajectories, violations, feasible):
         colour = "tab:red" if v > 0 else "tab:green"
         ax.plot(traj[:, 0], traj[:, 1], color=colour, lw=0.6, alpha=0.5 if v == 0 else 0.9)

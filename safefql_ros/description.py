@@ -9,9 +9,9 @@ Setups:
 - `boat`: the boat simulator and the controller, optionally an episode monitor that ends the
   run after N episodes (it needs the simulator started paused, see boat_sim's `start_paused`).
 - `diffdrive`: the IR-SIM diff-drive robot (safefql_core.envs.diffdrive) and the controller,
-  both in the robot's namespace (default /diffdrive): the simulator's relative `odom`, `scan`,
-  `cmd_vel` are the topics config/diffdrive.yaml names. Node parameters from
-  config/diffdrive_nodes.yaml.
+  optionally an episode monitor as the boat's, all in the robot's namespace (default
+  /diffdrive): the simulator's relative `odom`, `scan`, `cmd_vel` are the topics
+  config/diffdrive.yaml names. Node parameters from config/diffdrive_nodes.yaml.
 - `replay`: bag player (publishes /clock, leaves the recorded command out) → controller on
   sim time (the bag's stamps are old: against the wall clock every state would be stale) →
   recorder of the controller's outputs. The run ends when the player is done.
@@ -185,7 +185,16 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
     """Boat simulator + controller (+ episode monitor with `episodes`). None leaves a
     parameter to the params file / the node's default."""
     sim, controller = _simulation(bundle, init_states, episode_steps, seed)
-    specs = [("boat_sim", sim, {})]
+    specs, managed = _watched("boat", sim, controller, namespace, episodes, summary_json, report_dir, timeout_s)
+    return _nodes(_managed(specs, autostart, managed), params_file, namespace, use_sim_time, remappings)
+
+
+def _watched(task: str, sim: dict[str, Any], controller: dict[str, Any], namespace: str, episodes: int | None,
+             summary_json: str, report_dir: str, timeout_s: float,
+             ) -> tuple[list[tuple[str, dict[str, Any], dict[str, bool]]], tuple[str, ...]]:
+    """The simulator `<task>_sim`, the episode monitor of `task` (with `episodes`) and the
+    controller, and the nodes the lifecycle manager brings up, in order."""
+    specs = [(f"{task}_sim", sim, {})]
     managed: tuple[str, ...] = (CONTROLLER,)
     if episodes is not None:
         # The first episode waits for the controller's first command (stop, held from its
@@ -195,24 +204,27 @@ def boat(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None
         # short episode (40 steps are 0.2 s) can be over before a subscription matches late.
         sim["start_paused"] = True
         specs.append(("episode_monitor", {
-            "episodes": int(episodes), "summary_json": _path(summary_json), "report_dir": _path(report_dir),
-            "timeout_s": float(timeout_s), "controller": f"{normalize_namespace(namespace)}/{CONTROLLER}"},
+            "task": task, "episodes": int(episodes), "summary_json": _path(summary_json),
+            "report_dir": _path(report_dir), "timeout_s": float(timeout_s),
+            "controller": f"{normalize_namespace(namespace)}/{CONTROLLER}"},
             {"ends_run": True}))
         managed = ("episode_monitor", CONTROLLER)
     specs.append((CONTROLLER, controller, {}))
-    return _nodes(_managed(specs, autostart, managed), params_file, namespace, use_sim_time, remappings)
+    return specs, managed
 
 
 def diffdrive(bundle: str | os.PathLike, params_file: str | os.PathLike | None = None, use_sim_time: bool = False,
-              namespace: str = DIFFDRIVE_NAMESPACE, init_states: list[float] | None = None,
-              episode_steps: int | None = None, seed: int | None = None, autostart: bool = True,
+              namespace: str = DIFFDRIVE_NAMESPACE, episodes: int | None = None,
+              init_states: list[float] | None = None, episode_steps: int | None = None, seed: int | None = None,
+              summary_json: str = "", report_dir: str = "", timeout_s: float = 0.0, autostart: bool = True,
               remappings: list[tuple[str, str]] | None = None) -> list[NodeDescription]:
-    """Diff-drive simulator + controller (brought up by the lifecycle manager) in the robot's
-    namespace. None leaves a parameter to the params file (config/diffdrive_nodes.yaml by
-    default) / the node's default."""
+    """Diff-drive simulator + controller (+ episode monitor with `episodes`), brought up by the
+    lifecycle manager in the robot's namespace. None leaves a parameter to the params file
+    (config/diffdrive_nodes.yaml by default) / the node's default."""
     sim, controller = _simulation(bundle, init_states, episode_steps, seed)
-    return _nodes(_managed([("diffdrive_sim", sim, {}), (CONTROLLER, controller, {})], autostart),
-                  params_file or default_params_file(DIFFDRIVE_PARAMS_FILE), namespace, use_sim_time, remappings)
+    specs, managed = _watched("diffdrive", sim, controller, namespace, episodes, summary_json, report_dir, timeout_s)
+    return _nodes(_managed(specs, autostart, managed), params_file or default_params_file(DIFFDRIVE_PARAMS_FILE),
+                  namespace, use_sim_time, remappings)
 
 
 def replay(bundle: str | os.PathLike, bag: str | os.PathLike, output: str | os.PathLike,

@@ -47,7 +47,7 @@ class DiffDriveSim(SimNode):
         super().__init__("diffdrive_sim", period=diffdrive.DT, episode_steps=diffdrive.EPISODE_STEPS,
                          start_fields=("x", "y", "yaw"), stop_means="the robot stops", episode_topic="episode",
                          **kwargs)
-        self.env = diffdrive.DiffDriveEnv(seed=self.seed)
+        self.env = diffdrive.DiffDriveEnv(seed=self.seed, episode_steps=self.episode_steps)
         self.readings = self.env.readings()
 
         self.odom_pub = self.create_publisher(Odometry, messages.ODOM, RELIABLE_DEPTH)

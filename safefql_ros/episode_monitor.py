@@ -1,32 +1,39 @@
-"""`episode_monitor`: counts closed-loop boat episodes through DDS and prints their summary.
+"""`episode_monitor`: counts closed-loop episodes of a simulated robot through DDS and prints
+their summary.
 
-It watches only what any outside observer could: the simulator's episode index
-(`boat/episode`, latched), the boat's odometry, the controller's per-state latency
+It watches only what any outside observer could: the simulator's episode index (latched:
+`boat/episode`, or the diff-drive robot's `episode` in its namespace), the robot's odometry,
+the controller's per-state latency
 (`<controller>/latency_ms`) and its `/diagnostics` status (interventions, CPU use). After
 `episodes` complete episodes it writes the summary (and, with `report_dir`, a map of the
 trajectories), prints the summary as one JSON line — the last line of its stdout — and
-exits; `safefql-launch boat --episodes N` ends when it does.
+exits; `safefql-launch boat|diffdrive --episodes N` ends when it does. The `task` parameter
+names the robot (see ROBOTS).
 
 An episode is complete when the simulator announces the next one; the indices (0, 1, 2, ...)
 tell the monitor which episode it is in, so one it did not see from start to end is logged
 and left out, never counted in part. Violations are counted per step from the odometry with
-the task's own margin function (the same l(s) the simulator and training use); the goal
-counts as reached within `boat.GOAL_RADIUS` (see there why the radius is not smaller).
+the robot's true margin function (the boat's l(s) of the simulator and training; the
+diff-drive robot's radius minus its clearance, > 0 in contact); the goal counts as reached
+within the robot's goal radius (`boat.GOAL_RADIUS`, see there why it is not smaller;
+`diffdrive.GOAL_RADIUS`).
 
 A managed (lifecycle) node whose `activate` succeeds only once it hears the simulator (see
 `hears_the_simulator`). Start the simulator with `start_paused` and bring the controller up
 only after this monitor is active, so that episode 0 does not begin before the monitor
-listens; `safefql-launch boat --episodes N` and boat.launch.py's lifecycle manager do both (it
+listens; `safefql-launch <robot> --episodes N` and the launch files' lifecycle manager do both (it
 retries a refused activation). A node is in the ROS graph before its subscriptions have
 matched, and a late match would skip the first episodes.
 
-Run: `python -m safefql_ros.episode_monitor --ros-args -p episodes:=10`.
+Run: `python -m safefql_ros.episode_monitor --ros-args -p episodes:=10 [-p task:=diffdrive]`.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +45,37 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Float64, UInt32
 
-from safefql_core.envs import boat
-from safefql_core.evaluation import plot_trajectories
+from safefql_core.envs import boat, diffdrive
+from safefql_core.envs import diffdrive_messages as messages
+from safefql_core.envs.diffdrive_evaluation import draw_map as draw_diffdrive_map
+from safefql_core.evaluation import draw_boat_map, plot_trajectories
 from safefql_core.tasks import TaskSpec
 from safefql_ros.node_tools import ManagedNode, float_range, int_range, relative, shutdown, spin, start_node
 from safefql_ros.qos import LATCHED_QOS
 
 FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
+
+
+@dataclass(frozen=True)
+class Robot:
+    """What the monitor knows of a simulated robot: its simulator's episode and odometry topics
+    (relative, so they resolve in the monitor's namespace as the simulator's do), its true
+    safety margin and goal distance of (..., 2) positions, its goal radius and its map."""
+
+    episode_topic: str
+    odom_topic: str
+    margin: Callable[[np.ndarray], np.ndarray]
+    goal_distance: Callable[[np.ndarray], np.ndarray]
+    goal_radius: float
+    draw_map: Callable[[Any], None]
+
+
+ROBOTS = {
+    "boat": Robot("boat/episode", TaskSpec.builtin("boat").state.topic, boat.margin, boat.goal_distance,
+                  boat.GOAL_RADIUS, draw_boat_map),
+    "diffdrive": Robot("episode", messages.ODOM, diffdrive.margin, diffdrive.goal_distance, diffdrive.GOAL_RADIUS,
+                       draw_diffdrive_map),
+}
 
 
 class EpisodeMonitor(ManagedNode):
@@ -67,8 +98,14 @@ class EpisodeMonitor(ManagedNode):
             floating_point_range=float_range(0.0, 1e6), **ro)).value
         controller = self.declare_parameter("controller", "/safefql_controller", ParameterDescriptor(
             description="Fully qualified name of the controller node whose outputs are read", **ro)).value
-
-        spec = TaskSpec.builtin("boat")
+        task = self.declare_parameter("task", "boat", ParameterDescriptor(
+            description=f"The simulated robot whose episodes are watched: {' or '.join(ROBOTS)}", **ro)).value
+        if task not in ROBOTS:
+            raise ValueError(f"task {task!r}: the episode monitor watches {' or '.join(ROBOTS)}")
+        self.robot = ROBOTS[task]
+        # Loads the robot's world now: the diff-drive robot's is IR-SIM's (seconds to load), and
+        # in the first episode's callback the monitor would miss the next episode's index.
+        self.robot.margin(np.zeros((1, 2)))
         self.current: int | None = None          # episode index now running
         self.whole = False                        # whether the monitor saw `current` start
         self.odometry_heard = False
@@ -86,13 +123,13 @@ class EpisodeMonitor(ManagedNode):
         self.timed_out = False
 
         # Created before the odometry subscription on purpose: see hears_the_simulator.
-        self.episode_sub = self.create_subscription(UInt32, "boat/episode", self._on_episode, LATCHED_QOS)
-        self.create_subscription(Odometry, relative(spec.state.topic, self.get_namespace()), self._on_odom,
+        self.episode_sub = self.create_subscription(UInt32, self.robot.episode_topic, self._on_episode, LATCHED_QOS)
+        self.create_subscription(Odometry, relative(self.robot.odom_topic, self.get_namespace()), self._on_odom,
                                  qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.create_timer(0.1, self._check_done)
-        self.get_logger().info(f"watching {self.target} episodes")
+        self.get_logger().info(f"watching {self.target} {task} episodes")
 
     # ---- inputs --------------------------------------------------------------------------------
     def _on_episode(self, msg: UInt32) -> None:
@@ -160,11 +197,12 @@ class EpisodeMonitor(ManagedNode):
 
     def _close_episode(self) -> None:
         path = np.stack(self.path)
-        violating = int((boat.margin(path) > 0).sum())
-        reached = bool(boat.reached_goal(path))
+        violating = int((self.robot.margin(path) > 0).sum())
+        closest = float(self.robot.goal_distance(path).min())
+        reached = closest <= self.robot.goal_radius
         self.episodes.append({"episode": self.current, "steps": len(path), "start": path[0].round(4).tolist(),
                               "violating_steps": violating, "goal_reached": reached,
-                              "min_goal_distance": round(float(boat.goal_distance(path).min()), 4)})
+                              "min_goal_distance": round(closest, 4)})
         self.trajectories.append(path)
         self.get_logger().info(f"episode {self.current}: {len(path)} steps, {violating} violating, "
                                f"goal {'reached' if reached else 'NOT reached'} "
@@ -198,7 +236,7 @@ class EpisodeMonitor(ManagedNode):
             "violating_episodes": sum(e["violating_steps"] > 0 for e in self.episodes),
             "latency_samples": int(lat.size),
             "controller_cpu_percent": float(status["cpu_percent"]) if "cpu_percent" in status else None,
-            "goal_radius": boat.GOAL_RADIUS,
+            "goal_radius": self.robot.goal_radius,
             "complete": not self.timed_out,
         }
 
@@ -215,7 +253,8 @@ class EpisodeMonitor(ManagedNode):
             plot_trajectories(str(out / "closed_loop.png"), self.trajectories, violations,
                               np.ones(len(self.episodes), bool),
                               f"{len(self.episodes)} closed-loop episodes through DDS: "
-                              f"{summary['goal_reached']} reached the goal, {summary['violations']} violating steps")
+                              f"{summary['goal_reached']} reached the goal, {summary['violations']} violating steps",
+                              self.robot.draw_map)
             self.get_logger().info(f"report written to {out}/closed_loop.png and episodes.json")
 
 

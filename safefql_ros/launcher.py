@@ -260,26 +260,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="safefql-launch", epilog=epilog,
                                      description="Start the SafeFQL nodes of a setup without `ros2 launch`.")
     setups = parser.add_subparsers(dest="setup", required=True)
-    b = setups.add_parser("boat", parents=[common], epilog=epilog,
+    # What both simulated robots take: the clock, a run of N watched episodes and its outputs.
+    simulated = argparse.ArgumentParser(add_help=False)
+    simulated.add_argument("--use-sim-time", action="store_true",
+                           help="all nodes on /clock (something must publish it)")
+    simulated.add_argument("--episodes", type=_positive(int),
+                           help="run this many episodes, print their JSON summary, exit")
+    simulated.add_argument("--episode-steps", type=_positive(int), help="steps per episode (default: params file)")
+    simulated.add_argument("--summary-json", default="", help="with --episodes: also write the summary to this file")
+    simulated.add_argument("--report-dir", default="",
+                           help="with --episodes: write a trajectory map and episodes.json here")
+    simulated.add_argument("--timeout", type=_positive(float), help="with --episodes: give up after this many "
+                           "seconds (partial summary, exit status 2)")
+    b = setups.add_parser("boat", parents=[common, simulated], epilog=epilog,
                           help="boat simulator + controller (+ episode monitor)")
-    b.add_argument("--use-sim-time", action="store_true", help="all nodes on /clock (something must publish it)")
-    b.add_argument("--episodes", type=_positive(int), help="run this many episodes, print their JSON summary, exit")
     b.add_argument("--init-states", help="episode initial states: a named set, in order (test, validation, or "
                    "evaluation, the old set), sampled (default: boat_sim samples safe states) or PATH.npy with an "
                    "(N, 2) array")
-    b.add_argument("--episode-steps", type=_positive(int), help="steps per episode (default: params file)")
     b.add_argument("--seed", type=int, help="seed of boat_sim's sampled states and the controller's sampler")
-    b.add_argument("--summary-json", default="", help="with --episodes: also write the summary to this file")
-    b.add_argument("--report-dir", default="", help="with --episodes: write a trajectory map and episodes.json here")
-    b.add_argument("--timeout", type=_positive(float), help="with --episodes: give up after this many seconds "
-                   "(partial summary, exit status 2)")
-    d = setups.add_parser("diffdrive", parents=[common], epilog=epilog,
-                          help="IR-SIM diff-drive robot + controller, in the robot's namespace (default "
-                               f"{description.DIFFDRIVE_NAMESPACE})")
-    d.add_argument("--use-sim-time", action="store_true", help="all nodes on /clock (something must publish it)")
+    d = setups.add_parser("diffdrive", parents=[common, simulated], epilog=epilog,
+                          help="IR-SIM diff-drive robot + controller (+ episode monitor), in the robot's namespace "
+                               f"(default {description.DIFFDRIVE_NAMESPACE})")
     d.add_argument("--init-states", choices=["sampled", *diffdrive.START_SETS], default="sampled",
                    help="episode start poses: sampled safe starts (default) or a fixed set, in order")
-    d.add_argument("--episode-steps", type=_positive(int), help="steps per episode (default: params file)")
     d.add_argument("--seed", type=int, help="seed of the sampled starts and the controller's sampler")
     r = setups.add_parser("replay", parents=[common], epilog=epilog,
                           help="bag player -> controller (sim time) -> recorder; ends when the bag is played")
@@ -287,7 +290,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--output", required=True, help="bag directory to record the controller's outputs into")
     r.add_argument("--rate", type=_positive(float), default=1.0, help="playback rate (default 1.0)")
     args = parser.parse_args(argv)
-    if args.setup == "boat" and args.episodes is None:
+    if args.setup != "replay" and args.episodes is None:
         given = [flag for flag, value in (("--summary-json", args.summary_json), ("--report-dir", args.report_dir),
                                           ("--timeout", args.timeout)) if value]
         if given:
@@ -299,18 +302,17 @@ def setup_nodes(args: argparse.Namespace) -> list[NodeDescription]:
     """The description's nodes for parsed arguments."""
     common = {"bundle": args.bundle, "params_file": args.params_file, "namespace": args.namespace,
               "autostart": args.autostart, "remappings": description.parse_remappings(args.remap)}
+    if args.setup == "replay":
+        return description.replay(bag=args.bag, output=args.output, rate=args.rate, **common)
+    simulated = {"use_sim_time": args.use_sim_time, "episodes": args.episodes, "episode_steps": args.episode_steps,
+                 "seed": args.seed, "summary_json": args.summary_json, "report_dir": args.report_dir,
+                 "timeout_s": args.timeout or 0.0}
     if args.setup == "diffdrive":
         starts = (None if args.init_states == "sampled"
                   else diffdrive.START_SETS[args.init_states]().reshape(-1).tolist())
-        return description.diffdrive(use_sim_time=args.use_sim_time, init_states=starts,
-                                     episode_steps=args.episode_steps, seed=args.seed,
+        return description.diffdrive(init_states=starts, **simulated,
                                      **{**common, "namespace": args.namespace or description.DIFFDRIVE_NAMESPACE})
-    if args.setup == "replay":
-        return description.replay(bag=args.bag, output=args.output, rate=args.rate, **common)
-    return description.boat(use_sim_time=args.use_sim_time, episodes=args.episodes,
-                            init_states=initial_states(args.init_states), episode_steps=args.episode_steps,
-                            seed=args.seed, summary_json=args.summary_json, report_dir=args.report_dir,
-                            timeout_s=args.timeout or 0.0, **common)
+    return description.boat(init_states=initial_states(args.init_states), **simulated, **common)
 
 
 def check_inputs(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ def test_world_is_read_from_the_irsim_world_file():
 
 def test_start_sets_are_fixed_safe_and_disjoint():
     test, val = diffdrive.evaluation_starts(), diffdrive.validation_starts()
-    assert test.shape == (250, 3) and val.shape == (100, 3)
+    assert test.shape == (250, 3) and val.shape == (200, 3)
     assert np.array_equal(test, diffdrive.evaluation_starts())  # seeded: the same every call
     for starts in (test, val):
         assert (diffdrive.clearance(starts[:, :2]) >= 0.2 + diffdrive.START_CLEARANCE).all()

@@ -100,9 +100,9 @@ def test_starts_from_the_fixed_evaluation_set(tmp_path, capsys):
     xy = np.array([[odom[i][1].pose.pose.position.x, odom[i][1].pose.pose.position.y] for i in first])
     assert xy == pytest.approx(diffdrive.evaluation_starts()[:2, :2])
     with pytest.raises(SystemExit):
-        collect.main(["--task", "diffdrive", "--format", "bag", "--starts", "validation", "--episodes", "101",
+        collect.main(["--task", "diffdrive", "--format", "bag", "--starts", "validation", "--episodes", "201",
                       "--out", str(tmp_path / "too_many")])
-    assert "at most 100" in capsys.readouterr().err
+    assert "at most 200" in capsys.readouterr().err
 
 
 def test_config_diffdrive_converts_the_bag_into_its_features_reward_and_margin(recorded):
@@ -156,7 +156,8 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
 
     root, _ = recorded
     run = tmp_path / "run"
-    assert fit.main(["--bag", str(root / "a"), "--config", str(CONFIG), "--out", str(run), "--steps", "20",
+    # --task alone picks config/diffdrive.yaml, for the training settings and the bag's spec (as `make demo` runs it)
+    assert fit.main(["--bag", str(root / "a"), "--task", "diffdrive", "--out", str(run), "--steps", "20",
                      "--set", "critic_hidden=[32, 32]", "flow_hidden=[32, 32]", "batch_size=64", "flow_steps=3",
                      "--no-progress"]) == 0
     out = tmp_path / "eval.json"

@@ -3,6 +3,8 @@ the same nodes in the robot's namespace, with config/diffdrive_nodes.yaml, and t
 drives the simulated robot from a bundle trained on config/diffdrive.yaml."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from test_launch import assert_no_children_left, from_command, from_launch, launch_file_nodes, run_launcher  # noqa: E402
 
 from offline_train import collect, fit  # noqa: E402
+from safefql_core.envs import diffdrive  # noqa: E402
 from safefql_core.pipeline.diffdrive_evaluate import FALLBACKS  # noqa: E402
 from safefql_ros import launcher  # noqa: E402
 from safefql_ros.diffdrive_sim import DiffDriveSim  # noqa: E402
@@ -56,7 +59,6 @@ def test_launch_file_matches_the_launcher(monkeypatch, arguments, argv, tmp_path
 
 def test_launcher_takes_a_fixed_start_set():
     nodes = launcher.setup_nodes(launcher.parse_args(["diffdrive", "--bundle", "b", "--init-states", "validation"]))
-    from safefql_core.envs import diffdrive
     assert np.reshape(nodes[0].parameters["initial_states"], (-1, 3)) == pytest.approx(diffdrive.validation_starts())
 
 
@@ -96,4 +98,31 @@ def test_launcher_drives_the_robot_with_the_controller(diffdrive_bundle, tmp_pat
     # or the stop goes out) is not this test's subject; the simulator moving on commands is
     # tests/test_diffdrive_sim.py's. Here: the launched simulator publishes, the controller commands.
     assert poses, "no odometry from the launched simulator"
+    assert_no_children_left(stderr)
+
+
+def test_launcher_counts_diffdrive_episodes(diffdrive_bundle, tmp_path):
+    """`safefql-launch diffdrive --episodes` (what `make demo TASK=diffdrive` runs): the episode
+    monitor watches this robot, in its namespace, and ends the run with its summary.
+
+    Asserted is what the launcher guarantees (see test_launch.test_launcher_counts_episodes):
+    episodes 0 and 1 counted whole, started at the first two test starts in order, and judged
+    by this robot's goal radius, not the boat's."""
+    report = tmp_path / "report"
+    status, stdout, stderr, _ = run_launcher(tmp_path, "diffdrive", "--bundle", diffdrive_bundle, "--episodes", "2",
+                                             "--episode-steps", "20", "--init-states", "evaluation",
+                                             "--report-dir", str(report), "--timeout", "60",
+                                             "--summary-json", str(tmp_path / "summary.json"))
+    assert status == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and summary["complete"] is True
+    assert summary["goal_radius"] == diffdrive.GOAL_RADIUS
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert f"report written to {report}/closed_loop.png and episodes.json" in stderr
+    episodes = json.loads((report / "episodes.json").read_text())["episodes"]
+    assert [e["episode"] for e in episodes] == [0, 1], (episodes, stderr[-6000:])
+    starts = {int(i): json.loads(pose) for i, pose in
+              re.findall(r"\[diffdrive_sim\].*episode (\d+) starts at (\[[^\]]*\])", stderr)}
+    test_starts = diffdrive.evaluation_starts()[:2]
+    assert np.allclose([starts[0], starts[1]], test_starts, atol=1e-3), starts
     assert_no_children_left(stderr)

@@ -9,6 +9,7 @@ Only robots whose episode is still running are asked for a decision.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +50,23 @@ def summarize(result: dict[str, np.ndarray]) -> dict[str, float]:
             "goal_reached_rate": float(result["goal_reached"].mean()),
             "mean_return": float(result["returns"].mean()),
             "median_closest_goal_distance": float(np.median(result["closest_goal_distance"]))}
+
+
+def draw_map(ax: Any) -> None:
+    """The arena on a matplotlib axes, from the loaded world: obstacles (walls included), the
+    goal and the region that counts as reaching it (diffdrive.GOAL_RADIUS)."""
+    import matplotlib.pyplot as plt
+    import shapely
+
+    w = diffdrive.world()
+    for i, part in enumerate(shapely.get_parts(w.obstacles)):
+        ax.fill(*part.exterior.xy, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None)
+    goal = (float(w.goal[0]), float(w.goal[1]))
+    ax.add_patch(plt.Circle(goal, diffdrive.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
+                            label=f"goal region (within {diffdrive.GOAL_RADIUS:g} m of the goal)"))
+    ax.plot(*w.goal, ls="", marker="*", ms=16, color="gold", mec="k", label="goal", zorder=5)
+    ax.set_xlim(w.bounds[0, 0] - 0.2, w.bounds[1, 0] + 0.2)
+    ax.set_ylim(w.bounds[0, 1] - 0.2, w.bounds[1, 1] + 0.2)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")

@@ -7,7 +7,7 @@ task spec; its action becomes a TwistStamped through the spec and drives the rob
 node does. Scored per episode: no collision, goal reached (within GOAL_RADIUS at some step).
 
 Starts (`--init-states`): `evaluation` (default, the 250 fixed test starts: report on them,
-choose nothing on them), `validation` (100 other fixed starts: tune on these), or an (N, 3)
+choose nothing on them), `validation` (200 other fixed starts: tune on these), or an (N, 3)
 .npy of x, y, yaw.
 """
 from __future__ import annotations

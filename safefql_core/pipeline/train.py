@@ -28,14 +28,19 @@ def task_config(task: str) -> Path:
     return path
 
 
+def resolve_config(config: str | None, task: str | None) -> str:
+    """The task YAML a run uses: --config, else config/<task>.yaml (the boat's without --task).
+    One answer for the training settings and for --bag's spec, so `--bag B --task T` converts
+    with T's spec."""
+    return config or str(task_config(task or "boat"))
+
+
 def load_overrides(config: str | None, algo: str, task: str | None = None) -> tuple[str, dict]:
     """(task, algo overrides) from a task YAML: `task: <id>` and one mapping per algo.
 
     Without --config, --task picks config/<task>.yaml; with both, they must agree.
     """
-    if config is None:
-        config = str(task_config(task or "boat"))
-    path = Path(config)
+    path = Path(resolve_config(config, task))
     if not path.is_file():
         raise RunError(f"config file {path} not found; see config/boat.yaml for the format")
     doc = yaml.safe_load(path.read_text()) or {}
