@@ -71,6 +71,7 @@ from safefql_ros.node_tools import (
     int_range,
     message_class,
     optional_array,
+    optional_value,
     relative,
     run_node,
 )
@@ -201,7 +202,10 @@ class Controller(ManagedNode):
             threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period, period=1.0 / rate,
             stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
             candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"],
-            out_of_range=p["out_of_range"]))
+            out_of_range=p["out_of_range"], threshold=p["threshold"]))
+        if p["threshold"] is not None:
+            self.get_logger().warning(f"threshold overridden: δ*={self.runtime.threshold:.4f} in place of the "
+                                      f"bundle's calibrated {bundle.threshold:.4f}")
         if p["control_rate_hz"]:
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
@@ -291,6 +295,10 @@ class Controller(ManagedNode):
             description="Actor noises per tick; above 1 the one of highest Q_reward among those that pass "
                         "the safety check is sent (needs a bundle with proposals.onnx)",
             integer_range=int_range(1, 256), **ro))
+        self.declare_parameter("threshold", Parameter.Type.DOUBLE, ParameterDescriptor(
+            description="δ* in place of the bundle's calibrated one (unset: the bundle's). A value chosen "
+                        "on validation episodes, not calibrated: the bundle's coverage statement no longer "
+                        "holds. Must lie in the bundle's threshold range (checked at configure)", **ro))
         self.declare_parameter("threads", 1, ParameterDescriptor(
             description="Inference threads (onnxruntime)", integer_range=int_range(1, 64), **ro))
         self.declare_parameter("diagnostics_rate_hz", 2.0, ParameterDescriptor(
@@ -303,6 +311,7 @@ class Controller(ManagedNode):
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = optional_array(self, "stop_action")
         values["fallback_actions"] = optional_array(self, "fallback_actions")
+        values["threshold"] = optional_value(self, "threshold")
         return values
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:

@@ -56,12 +56,17 @@ def relative(topic: str, namespace: str = "") -> str:
     return topic.lstrip("/")
 
 
+def optional_value(node: Node, name: str) -> Any:
+    """A declared parameter without a default: its value, or None when it was not set."""
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
+
+
 def optional_array(node: Node, name: str) -> list:
     """A declared array parameter without a default: its value, or [] when it was not set."""
-    try:
-        return list(node.get_parameter(name).value)
-    except ParameterUninitializedException:
-        return []
+    return list(optional_value(node, name) or [])
 
 
 class ManagedNode(LifecycleNode):

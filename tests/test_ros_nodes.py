@@ -520,6 +520,22 @@ def test_controller_sends_the_best_of_its_proposals(bundle, loop):
         controller(bundle, proposals=0)   # below the descriptor's range
 
 
+def test_controller_threshold_replaces_the_bundles_within_its_range(bundle, loop):
+    """`threshold` reaches the runtime in place of the bundle's δ*; one outside the bundle's
+    threshold range is refused at configure, with the range."""
+    executor, probe, add = loop
+    loaded = load_bundle(bundle)
+    lo, hi = loaded.threshold_range
+    inside = loaded.threshold + 0.5 * (hi - loaded.threshold)
+    node = add(controller(bundle, threshold=inside))
+    assert node.runtime.threshold == inside != loaded.threshold
+    assert add(controller(bundle)).runtime.threshold == loaded.threshold   # unset: the bundle's
+    outside = Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)),
+                                              Parameter("threshold", value=hi + 1.0)])
+    add(outside)
+    assert outside.trigger_configure() == TransitionCallbackReturn.FAILURE
+
+
 def test_episode_monitor_is_active_once_it_hears_the_simulator(loop):
     """In the graph is not up yet for the monitor: the lifecycle manager configures the
     controller, whose first command starts episode 0, only once the monitor is active — which
