@@ -36,10 +36,10 @@ DEMO_STEPS_boat     := 800
 # The diff-drive robot runs in real time at 10 Hz: 5 episodes of 300 steps are 2.5 min.
 DEMO_EPISODES_diffdrive := 5
 DEMO_STEPS_diffdrive    := 300
-# evaluate's task-specific options: the boat's map of trajectories; for the diff-drive robot the
-# decision its node deploys (the proposals of config/diffdrive_nodes.yaml).
+# evaluate's task-specific options: the boat's map of trajectories. The decision (the diff-drive
+# robot's 16 proposals) is the bundle's, which its node deploys too (safefql_core.decision).
 EVAL_ARGS_boat       = --plot $(RUN)/trajectories.png
-EVAL_ARGS_diffdrive := --proposals 16
+EVAL_ARGS_diffdrive :=
 ifneq ($(filter demo,$(MAKECMDGOALS)),)
 ifeq ($(filter $(TASK),$(DEMO_TASKS)),)
 $(error make demo: no demo for TASK=$(TASK); TASK is one of: $(DEMO_TASKS))

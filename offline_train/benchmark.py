@@ -24,8 +24,11 @@ offline_train.collect --seed 0 if missing), and is scored raw and DSRL-normalise
 
 SafeFQL is scored by its raw actor (one proposal, z = 0) unless `--proposals N` (N > 1):
 then its cells (the ablations too) score their deployed decision instead, the exported
-bundle run by `evaluate --bundle --proposals N` (uncalibrated: δ* = 0), the best of N actor
-noises per tick (docs/DESIGN.md, "Proposals"); the other methods are scored as before.
+bundle run by `evaluate --bundle --proposals N --override-decision` (uncalibrated: δ* = 0),
+the best of N actor noises per tick (docs/DESIGN.md, "Proposals"). The FISOR-style cells then
+go through the same runtime check too (`evaluate --bundle`: its own N candidates, then the
+δ* check, the fallbacks and extra samples), so that no method is scored through a shield
+the other lacks; BC has no safety critic and stays raw.
 
 Each cell writes `<out>/cells/<method>-s<seed>/`: the training run (`run/`, resumable from
 its checkpoint), the bundle, `eval.json`, and last `result.json` (atomically). A rerun skips
@@ -112,8 +115,16 @@ class Cell:
 
     @property
     def deployed(self) -> bool:
-        """Scored through its bundle with `proposals` per tick (N > 1, a learner that ranks proposals)."""
-        return self.proposals > 1 and CAPABILITIES[learner_name(self.method)].proposals
+        """Scored through its bundle's runtime decision (--proposals N > 1): a learner that ranks
+        proposals with N per tick, a FISOR-style one with its own candidates, both through the
+        same check, fallbacks and extra samples; a learner without a bundle (BC) stays raw."""
+        return self.proposals > 1 and CAPABILITIES[learner_name(self.method)].deployable
+
+    @property
+    def ranked_proposals(self) -> int | None:
+        """The proposals per tick its decision runs (an override of the bundle's): N for a
+        learner that ranks proposals, None (the bundle's) for the others."""
+        return self.proposals if self.deployed and CAPABILITIES[learner_name(self.method)].proposals else None
 
     @property
     def name(self) -> str:
@@ -170,8 +181,8 @@ def evaluate_cell(cell: Cell, run: Path, bundle: Path) -> dict[str, Any]:
     Scored at one torch thread whatever --threads-per-cell (which speeds up training), as
     `evaluate` scores by default: a fixed count keeps the numbers the same across settings."""
     set_threads(1)
-    scored = EvaluateOptions(bundle=str(bundle), task=cell.task, proposals=cell.proposals) if cell.deployed \
-        else EvaluateOptions(run=str(run))
+    scored = EvaluateOptions(bundle=str(bundle), task=cell.task, proposals=cell.ranked_proposals,
+                             override_decision=True) if cell.deployed else EvaluateOptions(run=str(run))
     summary = evaluate(replace(scored, episodes=cell.episodes, init_states=cell.init_states, seed=cell.seed)).summary
     print(describe_evaluation(summary))   # the cell's line in the suite's log, as `evaluate` prints it
     write_cli_json(cell.dir / "eval.json", summary)
@@ -183,8 +194,9 @@ def decision_latency(bundle_dir: Path, cell: Cell) -> dict[str, Any]:
     """Median/p99 of the deployed decision at batch 1 (with the cell's proposals when it is
     scored through its bundle)."""
     bundle = load_bundle(bundle_dir)
-    runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed,
-                                            proposals=cell.proposals if cell.deployed else 1))
+    decision = bundle.decision.with_changes(proposals=cell.ranked_proposals)
+    runtime = Runtime(bundle, RuntimeConfig(threads=cell.threads, seed=cell.seed, decision=decision,
+                                            override_decision=True))
     obs = observations(bundle, 500, cell.seed)
     samples, modes = time_variants({"decide": runtime.decide}, obs, cell.latency_calls, rounds=10,
                                          warmup=min(200, cell.latency_calls))
@@ -379,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed batch-1 decisions per cell (0: no bundle export, no latency)")
     p.add_argument("--proposals", type=int, default=1,
                    help="above 1: score SafeFQL cells by their deployed decision with this many actor proposals "
-                        "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"); "
-                        "default 1: the raw actor")
+                        "per tick (evaluate --bundle --proposals; docs/DESIGN.md \"Proposals\"), and FISOR-style "
+                        "cells through the same runtime check; default 1: every method's raw policy")
     p.add_argument("--runs-from", metavar="DIR",
                    help="the --out of an earlier suite whose trained runs to reuse: a cell without a run of "
                         "its own starts from a copy of DIR/cells/<cell>/run, so a finished run is scored "
@@ -424,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     title = f"Benchmark: suite {args.suite}, seeds {sorted({c.seed for c in cells})}" + (
         f"; boat starts: the {args.init_states} set" if any(c.task == "boat" for c in cells) else "") + (
-        f"; SafeFQL scored by its deployed decision, {args.proposals} proposals per tick" if args.proposals > 1 else "")
+        f"; SafeFQL and FISOR-style scored by their deployed decision (runtime check, fallbacks), SafeFQL with "
+        f"{args.proposals} proposals per tick" if args.proposals > 1 else "")
     table, failures = report(cells, out, title)
     write_json(out / "run.json", {
         "suite": args.suite, "methods": list(dict.fromkeys(c.method for c in cells)),

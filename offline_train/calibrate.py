@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from offline_train.cli import add_allow_partial_argument, at_least
+from offline_train.cli import add_allow_partial_argument, add_decision_arguments, at_least, decision_changes
 from safefql_core.data import DatasetError
 from safefql_core.pipeline.calibrate import SOURCES, calibrate_run, describe
 from safefql_core.pipeline.files import prepare_output_file
@@ -34,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--plot", help="score histogram PNG (default <run>/calibration_scores.png)")
+    add_decision_arguments(p)
     add_allow_partial_argument(p)
     args = p.parse_args(argv)
     try:
         json_path = prepare_output_file(args.json, "--json")
         result = calibrate_run(args.run, args.epsilon, args.n, args.method, args.beta, args.source,
-                               args.seed, args.plot, args.horizon, args.allow_partial, log=print)
+                               args.seed, args.plot, args.horizon, args.allow_partial, log=print,
+                               decision_changes=decision_changes(args))
     except (RunError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

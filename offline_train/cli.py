@@ -71,6 +71,21 @@ def add_allow_partial_argument(p: argparse.ArgumentParser) -> None:
                         "last checkpoint; without it such a run is refused")
 
 
+def add_decision_arguments(p: argparse.ArgumentParser) -> None:
+    """--proposals/--candidates/--noise of `calibrate` and `fit --bag`: the decision to calibrate,
+    and so to deploy (export writes the calibrated one into the bundle); unset ones are the
+    task's defaults (docs/DESIGN.md, "One decision")."""
+    p.add_argument("--proposals", type=at_least(1), help="actor noises per tick of the decision to calibrate "
+                   "(default 1; docs/DESIGN.md, \"Proposals\")")
+    p.add_argument("--candidates", type=at_least(0), help="extra actor samples it scores on intervention (default 8)")
+    p.add_argument("--noise", choices=["zero", "sample"], help="its actor noise (default zero)")
+
+
+def decision_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The decision flags as `calibrate_run`'s decision_changes (None: the task's default)."""
+    return {"proposals": args.proposals, "candidates": args.candidates, "noise": args.noise}
+
+
 def at_least(low: int):
     """An argparse `type`: an integer >= low, refused by argparse with the flag's name
     (a negative seed or zero episodes would otherwise fail deep inside, or silently)."""

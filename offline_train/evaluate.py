@@ -44,11 +44,18 @@ def main(argv: list[str] | None = None) -> int:
                                             "training horizon; Safety Gymnasium: the task's own limit)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--plot", help="write a PNG map of the trajectories here")
-    p.add_argument("--noise", choices=["zero", "sample"], default="zero",
-                   help="actor noise z: zero (deterministic, default) or sampled")
-    p.add_argument("--proposals", type=int, default=1,
+    p.add_argument("--noise", choices=["zero", "sample"],
+                   help="actor noise z: zero (deterministic) or sampled; default: zero for a --run, the bundle's "
+                        "decision for a --bundle (another one needs --override-decision)")
+    p.add_argument("--proposals", type=at_least(1),
                    help="--bundle only: actor noises per tick; above 1 the runtime sends the one of highest "
-                        "Q_reward among those that pass the safety check (docs/DESIGN.md, \"Proposals\")")
+                        "Q_reward among those that pass the safety check (docs/DESIGN.md, \"Proposals\"). "
+                        "Default: the bundle's decision; another value needs --override-decision")
+    p.add_argument("--candidates", type=at_least(0),
+                   help="--bundle only: extra actor samples scored on intervention (default: the bundle's)")
+    p.add_argument("--override-decision", action="store_true",
+                   help="--bundle only: run --noise/--proposals/--candidates although they differ from the "
+                        "bundle's decision, whose δ* then certifies another decision (the summary says so)")
     p.add_argument("--threshold", type=float,
                    help="--bundle only: use this δ* instead of the bundle's calibrated one, to see what a "
                         "threshold would do before calibrating for it (offline_train.calibrate)")
@@ -66,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = prepare_output_file(args.plot, "--plot")
         scored = evaluate(EvaluateOptions(
             run=args.run, bundle=args.bundle, task=args.task, episodes=args.episodes, init_states=args.init_states,
-            steps=args.steps, noise=args.noise, proposals=args.proposals, threshold=args.threshold,
+            steps=args.steps, noise=args.noise, proposals=args.proposals, candidates=args.candidates,
+            override_decision=args.override_decision, threshold=args.threshold,
             out_of_range=args.out_of_range, seed=args.seed, threads=args.threads,
             allow_partial=args.allow_partial, trajectories=bool(args.plot)))
     except (RunError, BundleError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = scored.summary
+    for warning in summary.get("decision_warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(describe(summary))
     write_json(json_path, summary)
     if plot_path:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from offline_train.cli import (
     add_bag_arguments,
+    add_decision_arguments,
     add_set_argument,
     add_threads_argument,
     at_least,
     bag_options,
+    decision_changes,
     parse_override,
     set_threads,
 )
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                         "set's initial states (the tuning set, never the test set) and log return / zero-violation "
                         "rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
+    add_decision_arguments(p)  # with --bag: the decision calibrated and exported
+    p.add_argument("--calibration-n", type=at_least(1), default=2000, metavar="N",
+                   help="with --bag: simulated start states per calibration set (calibrate --n; default 2000). "
+                        "Each is rolled out through the deployed decision, one decide() per state and tick")
     args = p.parse_args(argv)
     try:
         task, overrides = load_overrides(args.config, args.algo, args.task)
@@ -84,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
         if args.bag is not None and CAPABILITIES[learner_name(args.algo)].safety_critic:
-            print(calibrate.describe(calibrate.calibrate_run(str(out), source="auto", seed=args.seed, log=print)))
+            print(calibrate.describe(calibrate.calibrate_run(str(out), n=args.calibration_n, source="auto",
+                                                             seed=args.seed, log=print,
+                                                             decision_changes=decision_changes(args))))
             bundle = str(Path(out) / BUNDLE)
             print(export.describe(bundle, export.export_run(str(out), bundle, args.seed)))
     except TrainingInterrupted as exc:

@@ -65,8 +65,9 @@ def latency(args: argparse.Namespace) -> dict:
     bundle = load_bundle(args.bundle)
     if bundle.algo != "safefql":
         raise BundleError(f"--bundle must be a safefql bundle (got {bundle.algo}); pass FISOR as --baseline")
-    cfg = lambda backend, proposals=1: RuntimeConfig(  # noqa: E731
-        backend=backend, threads=args.threads, seed=args.seed, proposals=proposals)
+    cfg = lambda backend, proposals=None, of=bundle: RuntimeConfig(  # noqa: E731  (a timed variant: an override)
+        backend=backend, threads=args.threads, seed=args.seed, override_decision=True,
+        decision=of.decision.with_changes(proposals=proposals))
     safefql = Runtime(bundle, cfg("onnxruntime"))
     variants = {
         "safefql_ort": safefql.decide,
@@ -79,7 +80,7 @@ def latency(args: argparse.Namespace) -> dict:
         baseline = load_bundle(args.baseline)
         if baseline.algo != "fisor":
             raise BundleError(f"--baseline must be a fisor bundle (got {baseline.algo})")
-        variants["fisor"] = Runtime(baseline, cfg("onnxruntime")).decide
+        variants["fisor"] = Runtime(baseline, cfg("onnxruntime", of=baseline)).decide
     obs = observations(bundle, 500, args.seed)
     samples, modes = time_variants(variants, obs, args.calls, args.rounds, args.warmup)
     result: dict = {"calls_per_variant": int(len(next(iter(samples.values())))), "threads": args.threads,

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from safefql_core.decision import DecisionError, DecisionSettings
 from safefql_core.learners import CAPABILITIES
 
 # The bundle's public API: loading and verifying (here) and the layout export writes.
@@ -29,7 +30,13 @@ __all__ = [
 ]
 
 # 2: observation_range and margin_range (the runtime's range check and δ*'s bounds), exact files.
-SCHEMA_VERSION = 2
+# 3: `decision`, the deployed decision's settings, and `calibration.decision`, the one δ* was
+#    calibrated on (safefql_core.decision). A schema-2 bundle still loads: its decision is the
+#    task's default one (what the node and `evaluate` deployed it with), and its δ* certifies
+#    the raw z = 0 actor, which the runtime says (LEGACY_CERTIFIES).
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (2, 3)
+LEGACY_CERTIFIES = "the raw z = 0 actor (a schema-2 calibration: not the deployed decision)"
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
 # float32 agreement between onnxruntime and torch, relative to max(1, |value|): Q values on
@@ -140,6 +147,23 @@ class Bundle:
         return float(cal["delta"]) if cal else 0.0
 
     @property
+    def decision(self) -> DecisionSettings:
+        """The deployed decision's settings: the bundle's own (schema 3), or for a schema-2
+        bundle the task's defaults, with which the node and `evaluate` deployed it."""
+        entry = self.meta.get("decision")
+        if entry is None:
+            return DecisionSettings.for_task(self.meta["task"].get("name", ""), self.act_dim)
+        return DecisionSettings.from_dict(entry, self.act_dim)
+
+    @property
+    def certified_decision(self) -> DecisionSettings | None:
+        """The decision δ* was calibrated on; None when uncalibrated (δ* = 0, the paper's gate,
+        certifies nothing) or calibrated on the raw actor (a schema-2 bundle: LEGACY_CERTIFIES)."""
+        cal = self.meta.get("calibration")
+        entry = cal.get("decision") if cal else None
+        return None if entry is None else DecisionSettings.from_dict(entry, self.act_dim)
+
+    @property
     def threshold_range(self) -> tuple[float, float]:
         """The δ* values that keep the safety check meaningful. Every learned Q_safe lies in the
         training margin range [lo, hi] (its targets combine margin values), so a threshold above
@@ -219,10 +243,11 @@ def _check_meta(path: Path, meta: Any) -> None:
     where = f"{path / BUNDLE_JSON}"
     if not isinstance(meta, dict):
         raise BundleError(f"{where} holds a JSON {type(meta).__name__}, not an object; re-export the bundle")
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: bundle schema version {meta.get('schema_version')} but this safefql "
-                          f"reads version {SCHEMA_VERSION}; re-export it with this version")
-    for key, kind in FIELDS.items():
+    version = meta.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise BundleError(f"{path}: bundle schema version {version!r} but this safefql reads versions "
+                          f"{list(READABLE_SCHEMAS)}; re-export it with this version")
+    for key, kind in {**FIELDS, **({"decision": dict} if version >= 3 else {})}.items():
         if key not in meta:
             raise BundleError(f"{where} lacks '{key}'; re-export the bundle with offline_train.export")
         value = meta[key]
@@ -246,9 +271,14 @@ def _check_meta(path: Path, meta: Any) -> None:
                           "fix the dataset's control_period and re-export")
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise BundleError(f"{where}: task action_repeat must be an integer >= 1, got {repeat!r}; re-export")
+    bundle = Bundle(path, meta)
     if meta["calibration"] is not None:
-        Bundle(path, meta).check_threshold(meta["calibration"].get("delta"), "calibration δ*",
-                                           "recalibrate with offline_train.calibrate and re-export")
+        bundle.check_threshold(meta["calibration"].get("delta"), "calibration δ*",
+                               "recalibrate with offline_train.calibrate and re-export")
+    try:
+        bundle.decision, bundle.certified_decision  # noqa: B018 (checked here, before any use)
+    except DecisionError as exc:
+        raise BundleError(f"{where}: the decision settings are invalid ({exc}); re-export the bundle") from None
 
 
 def _check_contents(where: str, meta: dict[str, Any]) -> None:

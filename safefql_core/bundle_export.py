@@ -30,6 +30,7 @@ from safefql_core.bundle import (
     ort_session,
     sha256,
 )
+from safefql_core.decision import DecisionSettings
 from safefql_core.folding import fold
 
 # The runtime's trusted observation range: the training data's [min, max] per value, widened by
@@ -143,10 +144,13 @@ def onnx_bytes(module: nn.Module, inputs: dict[str, np.ndarray], spec: GraphSpec
 
 
 def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observations: np.ndarray,
-                  calibration: dict[str, Any] | None, task: dict[str, Any]) -> dict[str, Any]:
+                  calibration: dict[str, Any] | None, task: dict[str, Any],
+                  decision: DecisionSettings) -> dict[str, Any]:
     """Write the bundle for a trained learner; return bundle.json's content.
 
     `observations` are typical inputs; EXAMPLES of them become the stored parity examples.
+    `decision` is the deployed decision's settings; `calibration` records the one its δ* was
+    calibrated on (its `decision` entry).
     """
     out.mkdir(parents=True, exist_ok=True)
     learner = learner.cpu().eval()
@@ -183,6 +187,7 @@ def export_bundle(learner: nn.Module, meta: dict[str, Any], out: Path, observati
         "control_period": task.get("control_period"),
         "observation_range": observation_range(meta["obs_min"], meta["obs_max"]),
         "margin_range": meta["margin_range"],
+        "decision": decision.to_dict(),
         "calibration": calibration,
         "graphs": {name: {"file": GRAPHS[name].file, "inputs": list(GRAPHS[name].inputs),
                           "outputs": list(GRAPHS[name].outputs)} for name in examples},
@@ -229,6 +234,10 @@ def model_card(doc: dict[str, Any]) -> str:
                 "offline_train.calibrate before export" if cal is None else
                 f"δ* = {cal['delta']:.4f} ({cal['method']}, ε = {cal['epsilon']}, n = {cal['n']}, "
                 f"source: {cal['source']}); coverage on a second held-out set: {cal['coverage']:.3f}")
+    certifies = ("" if cal is None else " It certifies " + (
+        "the raw z = 0 actor, not the deployed decision: recalibrate" if cal.get("decision") is None else
+        "the decision below" if cal["decision"] == doc["decision"] else "ANOTHER decision than the one below"))
+    decision = DecisionSettings.from_dict(doc["decision"], doc["act_dim"]).describe()
     repeat = doc["task"].get("action_repeat", 1)
     repeat_text = (f" **Acts every {repeat} steps** (trained on `collect --action-repeat {repeat}` data: "
                    "hold each action for that many steps)." if repeat > 1 else "")
@@ -239,7 +248,8 @@ def model_card(doc: dict[str, Any]) -> str:
   Hamilton–Jacobi safety value — Q_safe < 0 means predicted safe now and later.
 - **Control period:** {doc['control_period']} s. **Trained:** {doc['training']['steps']} steps, seed
   {doc['training']['seed']}, on dataset {doc['dataset_fingerprint']}.{repeat_text}
-- **Safety threshold:** {cal_text}.
+- **Safety threshold:** {cal_text}.{certifies}
+- **Decision:** {decision} (bundle.json's `decision`; the node, evaluate and replay use it).
 - **Intended use:** the per-tick decision of `safefql_core.runtime` — actor proposal, calibrated
   check, fallback candidates, stop action on untrusted input. Not a certificate outside the
   state distribution of the training data: states outside {_box(doc['observation_range'])} (the

@@ -31,17 +31,20 @@ def torch_policy(learner: Learner, noise: str = "zero", seed: int = 0) -> Policy
     return act
 
 
-def runtime_policy(runtime) -> tuple[Policy, Counter]:
+def runtime_policy(runtime, q_safe: list[np.ndarray] | None = None) -> tuple[Policy, Counter]:
     """The deployed per-tick decision as a batched policy (one decide() per boat per tick).
 
     Returns the policy and a Counter of the decision modes it produced, so an evaluation
-    can report how often the calibrated check intervened.
+    can report how often the calibrated check intervened. With a `q_safe` list, each tick's
+    Q_safe of the sent actions is appended to it (calibration scores the first).
     """
     modes: Counter = Counter()
 
     def act(obs: np.ndarray) -> np.ndarray:
         decisions = [runtime.decide(o) for o in obs]
         modes.update(d.mode.value for d in decisions)
+        if q_safe is not None:
+            q_safe.append(np.array([d.q_safe for d in decisions]))
         return np.stack([d.action for d in decisions])   # act_dim, not obs_dim, columns
 
     return act, modes

@@ -4,22 +4,24 @@ validate state -> propose (one actor pass) -> calibrated check Q_safe < δ* -> o
 score candidates (other actor noises + configured fallback actions) and send the safest.
 With `proposals` N > 1 the proposal is the best of N actor noises in one batched pass: the
 highest conservative Q_reward among those with Q_safe < δ* (docs/DESIGN.md, "Proposals").
-The ROS node, replay and offline evaluation all call `Runtime.decide`; nothing else
-re-implements it. Backends: onnxruntime (default, what runs on the robot) and torch (the
-learner rebuilt from the bundle's weights, for debugging and for the latency comparison).
+The ROS node, replay, offline evaluation and calibration all call `Runtime.decide`, with the
+settings the bundle records (`safefql_core.decision`); nothing else re-implements it.
+Backends: onnxruntime (default, what runs on the robot) and torch (the learner rebuilt
+from the bundle's weights, for debugging and for the latency comparison).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from safefql_core.bundle import Bundle, BundleError, load_bundle, ort_session
+from safefql_core.bundle import LEGACY_CERTIFIES, Bundle, BundleError, load_bundle, ort_session
 from safefql_core.ddpm import reverse_chain, vp_schedule
+from safefql_core.decision import DecisionSettings
 from safefql_core.learners import CAPABILITIES
 
 # The deployed decision's public API: what the node, replay, evaluate and the tests use.
@@ -63,11 +65,12 @@ class RuntimeConfig:
     # the node's; NTP keeps machines within a few ms). Beyond it the stamp is wrong and the
     # state rejected: a future stamp would otherwise read as fresh for as long as it is ahead.
     future_tolerance: float = 0.005
-    stop_action: list[float] | None = None  # default: zeros (boat: no thrust)
-    fallback_actions: list[list[float]] = field(default_factory=list)
-    candidates: int = 8                 # extra actor noise samples scored on intervention
-    noise: str = "zero"                 # actor noise on the nominal path: zero | sample
-    proposals: int = 1                  # actor noises per tick; >1: keep the best certified one
+    # The decision's settings (stop action, fallbacks, candidates, proposals, noise): None means
+    # the bundle's (Bundle.decision), the one its δ* was calibrated on. Another one is refused
+    # unless override_decision is set, and then reported in Runtime.warnings: δ* certifies the
+    # bundle's decision, not this one (docs/DESIGN.md, "One decision").
+    decision: DecisionSettings | None = None
+    override_decision: bool = False
     seed: int = 0
     threshold: float | None = None      # override δ*; default: the bundle's calibration
     period: float | None = None         # seconds between the caller's decisions; default: the bundle's
@@ -174,8 +177,9 @@ class TorchGraphs:
 class Runtime:
     def __init__(self, bundle: Bundle, cfg: RuntimeConfig | None = None) -> None:
         self.bundle, self.cfg = bundle, cfg or RuntimeConfig()
+        self.decision, self.warnings = decision_for(bundle, self.cfg)
         self._check_config(bundle)
-        self._proposed = "every actor proposal" if self.cfg.proposals > 1 else "actor action"  # for reasons
+        self._proposed = "every actor proposal" if self.decision.proposals > 1 else "actor action"  # for reasons
         self.graphs: Graphs = (OrtGraphs if self.cfg.backend == "onnxruntime" else TorchGraphs)(
             bundle, self.cfg.threads)
         self.obs_dim, self.act_dim = bundle.obs_dim, bundle.act_dim
@@ -184,11 +188,12 @@ class Runtime:
         self._warn_out_of_range = self.cfg.out_of_range == "warn"
         self.threshold = bundle.threshold if self.cfg.threshold is None else bundle.check_threshold(
             self.cfg.threshold, "RuntimeConfig.threshold", "pass a value in that range, or None for the bundle's δ*")
-        self.stop_action = self._action_array(self.cfg.stop_action or [0.0] * self.act_dim, "stop_action")[0]
-        self.fallbacks = self._action_array(self.cfg.fallback_actions, "fallback_actions")
+        self.stop_action = np.array(self.decision.stop_action, np.float32)
+        self.fallbacks = np.array(self.decision.fallback_actions, np.float32).reshape(-1, self.act_dim)
+        self.candidates = self.decision.candidates
         self.rng = np.random.default_rng(self.cfg.seed)
         self._fisor = CAPABILITIES[bundle.algo].proposer == "denoiser"   # FISOR-style: the DDPM chain proposes
-        self._sample_noise = self.cfg.noise == "sample"  # per tick
+        self._sample_noise = self.decision.noise == "sample"  # per tick
         # Every call on the decision path is bound once to fixed-size buffers (BoundCall).
         if len(self.fallbacks):
             self._fallback_scores = self._bind_safety(len(self.fallbacks))
@@ -197,24 +202,22 @@ class Runtime:
             self._fisor_setup()
         else:  # nominal: one batch-1 call of the fused policy graph (or the proposals graph for
             # N > 1); candidates: one batched call
-            n = self.cfg.proposals
+            n = self.decision.proposals
             if n > 1:
                 self._proposals = self.graphs.bind("proposals", {"observation": (n, self.obs_dim),
                                                                  "noise": (n, self.act_dim)})
             else:
                 self._policy = self._bind_policy(1)
-            self._candidates = self._bind_policy(self.cfg.candidates) if self.cfg.candidates else None
+            self._candidates = self._bind_policy(self.candidates) if self.candidates else None
 
     def _check_config(self, bundle: Bundle) -> None:
         """Refuse a configuration that would weaken the decision, naming the value and its range."""
         cfg = self.cfg
         if cfg.backend not in ("onnxruntime", "torch"):
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got '{cfg.backend}'")
-        if cfg.noise not in ("zero", "sample"):
-            raise ValueError(f"noise must be 'zero' or 'sample', got '{cfg.noise}'")
         if cfg.out_of_range not in ("reject", "warn"):
             raise ValueError(f"out_of_range must be 'reject' or 'warn', got {cfg.out_of_range!r}")
-        for name, low in (("threads", 1), ("candidates", 0), ("seed", 0), ("proposals", 1)):
+        for name, low in (("threads", 1), ("seed", 0)):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -242,7 +245,7 @@ class Runtime:
         return old
 
     def _check_proposals(self, bundle: Bundle) -> None:
-        n = self.cfg.proposals
+        n = self.decision.proposals
         if n > 1 and not CAPABILITIES[bundle.algo].proposals:
             raise ValueError(f"proposals > 1 needs a safefql bundle (a reward critic to rank them); "
                              f"this one is '{bundle.algo}', which samples its own candidates")
@@ -252,13 +255,6 @@ class Runtime:
 
     def _bind_safety(self, n: int) -> BoundCall:
         return self.graphs.bind("safety", {"observation": (n, self.obs_dim), "action": (n, self.act_dim)})
-
-    def _action_array(self, values, name: str) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float32).reshape(-1, self.act_dim) if len(values) else \
-            np.zeros((0, self.act_dim), np.float32)
-        if arr.size and (not np.isfinite(arr).all() or np.abs(arr).max() > 1.0):
-            raise ValueError(f"{name} must be finite actions in [-1, 1] with {self.act_dim} values each")
-        return arr
 
     # ---- validation --------------------------------------------------------------------------
     def validate(self, obs: np.ndarray | None, age: float | None,
@@ -362,7 +358,7 @@ class Runtime:
         """The policy's own action and its safety value."""
         if self._fisor:
             return self._fisor_propose(o)
-        if self.cfg.proposals > 1:
+        if self.decision.proposals > 1:
             return self._best_proposal(o)
         inputs = self._policy.inputs
         inputs["observation"][:] = o
@@ -376,7 +372,7 @@ class Runtime:
         highest conservative Q_reward among those with Q_safe < δ*; the safest when none passes
         (decide then widens the search). The actor is trained on sampled noises, so each is
         one of its actions; the reward critic picks among them, the safety critic vetoes."""
-        inputs, n = self._proposals.inputs, self.cfg.proposals
+        inputs, n = self._proposals.inputs, self.decision.proposals
         inputs["observation"][:] = o
         inputs["noise"][:] = self.rng.standard_normal((n, self.act_dim))
         if not self._sample_noise:
@@ -392,7 +388,7 @@ class Runtime:
         pool: list[tuple[np.ndarray, ...]] = [(proposed[None], np.array([q_proposed]), np.array([v_proposed]))]
         if len(self.fallbacks):
             pool.append((self.fallbacks, *self._run_at(self._fallback_scores, o)))
-        if self.cfg.candidates:
+        if self.candidates:
             pool.append(self._policy_samples(o))
         return _safest(*(np.concatenate(part) for part in zip(*pool)))
 
@@ -402,8 +398,8 @@ class Runtime:
             self._fisor_scores.inputs["action"][:] = self._fisor_samples(o)
             q, v = self._run_at(self._fisor_scores, o)
             return self._fisor_scores.inputs["action"].copy(), q, v
-        assert self._candidates is not None, "bound whenever cfg.candidates > 0, the only caller's condition"
-        self._candidates.inputs["noise"][:] = self.rng.standard_normal((self.cfg.candidates, self.act_dim))
+        assert self._candidates is not None, "bound whenever candidates > 0, the only caller's condition"
+        self._candidates.inputs["noise"][:] = self.rng.standard_normal((self.candidates, self.act_dim))
         action, q, v = self._run_at(self._candidates, o)
         return action, q, v
 
@@ -435,6 +431,31 @@ class Runtime:
 
     def _fisor_propose(self, o: np.ndarray) -> tuple[np.ndarray, float, float]:
         return _safest(*self._policy_samples(o))
+
+
+def decision_for(bundle: Bundle, cfg: RuntimeConfig) -> tuple[DecisionSettings, list[str]]:
+    """The decision a runtime runs and what to warn about it. The bundle's unless `cfg.decision`
+    differs from it, which needs `cfg.override_decision` (ValueError otherwise, naming what
+    differs); warnings when the decision run is not the one δ* certifies."""
+    own = bundle.decision
+    decision = own if cfg.decision is None else cfg.decision
+    changed = own.differences(decision)
+    if changed and not cfg.override_decision:
+        raise ValueError(f"{bundle.path}: the decision given differs from the bundle's in {changed} (bundle: "
+                         f"{own.describe()}; given: {decision.describe()}). The bundle's δ* certifies its own "
+                         "decision: recalibrate with these settings (offline_train.calibrate --proposals/"
+                         "--candidates/--noise) and re-export, or set override_decision to run them anyway")
+    warnings = [f"decision overridden ({', '.join(changed)}): {decision.describe()}"] if changed else []
+    if bundle.meta.get("calibration") is not None and cfg.threshold is None:
+        certified = bundle.certified_decision
+        if certified is None:
+            warnings.append(f"δ*={bundle.threshold:.4g} certifies {LEGACY_CERTIFIES}, not the decision run; "
+                            "recalibrate (offline_train.calibrate) and re-export")
+        elif certified.differences(decision):
+            warnings.append(f"δ*={bundle.threshold:.4g} was calibrated on another decision ({certified.describe()}) "
+                            f"than the one run, which differs in {certified.differences(decision)}: its "
+                            "certificate does not cover it")
+    return decision, warnings
 
 
 def combined_age(ages: list[float], allowances: list[float], future_tolerance: float) -> float:

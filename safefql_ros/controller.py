@@ -198,14 +198,21 @@ class Controller(ManagedNode):
             if why:
                 raise ValueError(f"parameter {name}: {why}")
         rate = p["control_rate_hz"] or 1.0 / self.period
+        # Unset decision parameters (no or an empty action list, candidates -1, proposals 0,
+        # noise '') are the bundle's; the runtime refuses others unless override_decision is true.
+        decision = bundle.decision.with_changes(
+            stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"] or None,
+            candidates=None if p["candidates"] < 0 else p["candidates"], proposals=p["proposals"] or None,
+            noise=p["noise"] or None)
         self.runtime = Runtime(bundle, RuntimeConfig(
             threads=p["threads"], state_timeout=p["state_timeout"] or 2.5 * self.period, period=1.0 / rate,
-            stop_action=p["stop_action"] or None, fallback_actions=p["fallback_actions"],
-            candidates=p["candidates"], noise=p["noise"], seed=p["seed"], proposals=p["proposals"],
+            decision=decision, override_decision=p["override_decision"], seed=p["seed"],
             out_of_range=p["out_of_range"], threshold=p["threshold"]))
         if p["threshold"] is not None:
             self.get_logger().warning(f"threshold overridden: δ*={self.runtime.threshold:.4f} in place of the "
                                       f"bundle's calibrated {bundle.threshold:.4f}")
+        for warning in self.runtime.warnings:
+            self.get_logger().warning(f"bundle {path}: {warning}")
         if p["control_rate_hz"]:
             self.get_logger().warning(
                 f"control_rate_hz overridden to {rate:g} Hz; the policy was trained at {1 / self.period:g} Hz")
@@ -275,26 +282,33 @@ class Controller(ManagedNode):
             floating_point_range=float_range(0.0, 10.0)))
         self.declare_parameter("stop_action", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
             description="Action in [-1, 1] sent whenever the state is rejected, while inactive and on "
-                        "shutdown; unset: the zero action of the bundle's size", **ro))
+                        "shutdown; unset: the bundle's decision's (another one needs override_decision)", **ro))
         self.declare_parameter("trigger", "timer", ParameterDescriptor(
             description="What starts a decision: 'timer' (fixed-rate tick only) or 'state' (a fresh state "
                         "at once; the tick then only fires when states stop coming)", **ro))
         self.declare_parameter("out_of_range", "reject", ParameterDescriptor(
             description="A state outside the policy's trained observation range (widened by half its span): "
                         "'reject' sends the stop action, 'warn' decides anyway and reports WARN", **ro))
-        self.declare_parameter("noise", "zero", ParameterDescriptor(
-            description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'", **ro))
+        self.declare_parameter("noise", "", ParameterDescriptor(
+            description="Actor noise on the nominal path: 'zero' (deterministic) or 'sample'; '' = the bundle's "
+                        "decision (any other value that differs from it needs override_decision)", **ro))
         self.declare_parameter("seed", 0, ParameterDescriptor(
             description="Seed of the candidate / noise sampler", integer_range=int_range(0, 2**31 - 1), **ro))
         self.declare_parameter("fallback_actions", Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
-            description="Flat list of extra candidate actions in [-1, 1], act_dim values each", **ro))
-        self.declare_parameter("candidates", 8, ParameterDescriptor(
-            description="Extra actor samples scored when the actor's action fails the check",
-            integer_range=int_range(0, 256), **ro))
-        self.declare_parameter("proposals", 1, ParameterDescriptor(
+            description="Flat list of extra candidate actions in [-1, 1], act_dim values each; unset: the "
+                        "bundle's decision (other ones need override_decision)", **ro))
+        self.declare_parameter("candidates", -1, ParameterDescriptor(
+            description="Extra actor samples scored when the actor's action fails the check; -1 = the bundle's "
+                        "decision (another value needs override_decision)",
+            integer_range=int_range(-1, 256), **ro))
+        self.declare_parameter("proposals", 0, ParameterDescriptor(
             description="Actor noises per tick; above 1 the one of highest Q_reward among those that pass "
-                        "the safety check is sent (needs a bundle with proposals.onnx)",
-            integer_range=int_range(1, 256), **ro))
+                        "the safety check is sent; 0 = the bundle's decision (another value needs "
+                        "override_decision)", integer_range=int_range(0, 256), **ro))
+        self.declare_parameter("override_decision", False, ParameterDescriptor(
+            description="Allow decision parameters (stop_action, fallback_actions, candidates, proposals, noise) "
+                        "that differ from the bundle's decision, whose δ* certifies only its own; logged at WARN",
+            **ro))
         self.declare_parameter("threshold", Parameter.Type.DOUBLE, ParameterDescriptor(
             description="δ* in place of the bundle's calibrated one (unset: the bundle's). A value chosen "
                         "on validation episodes, not calibrated: the bundle's coverage statement no longer "
@@ -307,7 +321,7 @@ class Controller(ManagedNode):
 
     def _params(self) -> dict[str, Any]:
         names = ("control_rate_hz", "state_timeout", "trigger", "out_of_range", "noise", "seed", "candidates",
-                 "proposals", "threads")
+                 "proposals", "override_decision", "threads")
         values = {n: self.get_parameter(n).value for n in names}
         values["stop_action"] = optional_array(self, "stop_action")
         values["fallback_actions"] = optional_array(self, "fallback_actions")
@@ -334,8 +348,8 @@ class Controller(ManagedNode):
         return SetParametersResult(successful=True)
 
     def _invalid(self, name: str, value: Any) -> str:
-        if name == "noise" and value not in ("zero", "sample"):
-            return f"must be 'zero' or 'sample', got {value!r}"
+        if name == "noise" and value not in ("", "zero", "sample"):
+            return f"must be 'zero', 'sample' or '' (the bundle's), got {value!r}"
         if name == "trigger" and value not in ("timer", "state"):
             return f"must be 'timer' or 'state', got {value!r}"
         if name == "out_of_range" and value not in ("reject", "warn"):

@@ -136,6 +136,15 @@ def bundle(tiny_boat_h5, tmp_path_factory) -> str:
     return str(Path(pipeline_artefact(tmp_path_factory, "tiny_bundle", build)) / "bundle")
 
 
+def override(bundle, **changes) -> dict:
+    """RuntimeConfig arguments that run `bundle`'s decision (a Bundle or its directory) with
+    `changes` (DecisionSettings.with_changes): a test of the runtime's mechanics with other
+    candidates, fallbacks or stop action than the bundle records says so explicitly."""
+    from safefql_core.bundle import Bundle, load_bundle
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check=False)
+    return {"decision": b.decision.with_changes(**changes), "override_decision": True}
+
+
 def make_dataset(n: int = 20, obs_dim: int = 3, act_dim: int = 2, seed: int = 0, margins: bool = True) -> Dataset:
     rng = np.random.default_rng(seed)
     f = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731

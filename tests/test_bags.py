@@ -74,7 +74,8 @@ def test_content_hash_identifies_the_recording_not_the_container(recorded):
 def test_fit_bag_converts_trains_calibrates_exports(recorded, tmp_path, capsys):
     run = tmp_path / "run"
     code = fit.main(["--bag", str(recorded["mcap"]), "--out", str(run), "--steps", "20", "--no-progress",
-                     "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]", "batch_size=32"])
+                     "--calibration-n", "300", "--set", "critic_hidden=[16,16]", "flow_hidden=[16,16]",
+                     "batch_size=32"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "1,200 transitions" in out and (run / "checkpoint.pt").is_file()

@@ -149,6 +149,18 @@ def test_set_applies_a_key_to_the_methods_that_have_it():
     assert benchmark.parse_sets(["safefql:phases={a: 1}"], ["safefql"]) == {"safefql": {"phases": {"a": 1}}}
 
 
+def test_with_proposals_every_method_with_a_safety_critic_goes_through_the_runtime_check():
+    """--proposals N: SafeFQL cells run N proposals (an explicit override of the bundle's
+    decision), FISOR-style cells their own candidates through the same check, fallbacks and
+    extra samples; BC, without a safety critic, stays raw. Without proposals all are raw."""
+    cell = lambda method, n: benchmark.Cell("boat", method, 0, {}, "d.h5", "out", None, 0, 1, proposals=n)  # noqa: E731
+    assert cell("safefql", 4).deployed and cell("safefql", 4).ranked_proposals == 4
+    assert cell("safefql-nodistill", 4).deployed
+    assert cell("fisor", 4).deployed and cell("fisor", 4).ranked_proposals is None
+    assert not cell("bc", 4).deployed
+    assert not any(cell(m, 1).deployed for m in ("safefql", "fisor", "bc"))
+
+
 def test_suite_lists_every_baseline_and_ablation():
     from safefql_core.training import ALGOS
     assert set(benchmark.SUITES["boat"]["methods"]) == set(ALGOS)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pipeline_artefact
+from conftest import override, pipeline_artefact
 
 from offline_train import export as export_cli
-from safefql_core.bundle import BundleError, load_bundle
+from safefql_core.bundle import LEGACY_CERTIFIES, BundleError, load_bundle
+from safefql_core.decision import DecisionSettings
 from safefql_core.runtime import Mode, Runtime, RuntimeConfig
 from safefql_core.training import TrainOptions, train
 
@@ -35,11 +36,59 @@ def _copy(bundle_dir, tmp_path):
 def test_bundle_contents_and_parity(bundle_dir):
     b = load_bundle(bundle_dir)
     meta = b.meta
-    assert meta["schema_version"] == 2 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
+    assert meta["schema_version"] == 3 and meta["obs_dim"] == 2 and meta["act_dim"] == 2
     assert meta["task"]["name"] == "boat" and meta["calibration"] is None
     assert max(meta["export_parity_max_rel_diff"].values()) <= 1e-5
     assert (bundle_dir / "MODEL_CARD.md").read_text().startswith("# Model card")
     assert b.threshold == 0.0
+
+
+def test_the_bundle_records_its_decision(bundle_dir):
+    """An uncalibrated export deploys the task's default decision and says so in bundle.json;
+    the runtime runs it without being told any setting."""
+    b = load_bundle(bundle_dir)
+    assert b.meta["decision"] == DecisionSettings.for_task("boat", 2).to_dict()
+    assert len(b.decision.fallback_actions) == 8 and b.decision.candidates == 8 and b.decision.proposals == 1
+    rt = Runtime(b)
+    assert rt.decision == b.decision and rt.warnings == []
+    np.testing.assert_array_equal(rt.fallbacks, np.array(b.meta["decision"]["fallback_actions"], np.float32))
+
+
+def test_a_schema_2_bundle_loads_with_the_decision_it_was_deployed_with(bundle_dir, tmp_path):
+    """Schema 2 recorded no decision: the node and `evaluate` deployed it with the task's
+    defaults, and its δ* was fitted to the raw z = 0 actor, which the runtime says."""
+    b = _copy(bundle_dir, tmp_path)
+    meta = json.loads((b / "bundle.json").read_text())
+    del meta["decision"]
+    meta.update(schema_version=2, calibration={"delta": -0.1, "epsilon": 0.05, "n": 10, "method": "beta",
+                                               "source": "simulated policy rollouts", "coverage": 1.0})
+    (b / "bundle.json").write_text(json.dumps(meta))
+    old = load_bundle(b)
+    assert old.decision == DecisionSettings.for_task("boat", 2) and old.certified_decision is None
+    rt = Runtime(old)
+    assert rt.decision == old.decision and rt.threshold == -0.1
+    assert len(rt.warnings) == 1 and LEGACY_CERTIFIES in rt.warnings[0]
+    (b / "bundle.json").write_text(json.dumps({**meta, "schema_version": 3}))  # schema 3 must record one
+    with pytest.raises(BundleError, match="lacks 'decision'"):
+        load_bundle(b)
+    own = DecisionSettings.for_task("boat", 2).to_dict()
+    for bad in ({**own, "stop_action": None}, {**own, "fallback_actions": [[1.0, 0.0], [2.0]]},
+                {**own, "candidates": -1}, {k: v for k, v in own.items() if k != "noise"}):
+        (b / "bundle.json").write_text(json.dumps({**meta, "schema_version": 3, "decision": bad}))
+        with pytest.raises(BundleError, match="the decision settings are invalid"):
+            load_bundle(b)
+
+
+def test_another_decision_needs_the_override_and_is_reported(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    other = bundle.decision.with_changes(proposals=1, candidates=2, noise="sample")
+    with pytest.raises(ValueError, match=r"differs from the bundle's in \['candidates', 'noise'\]"):
+        Runtime(bundle, RuntimeConfig(decision=other))
+    rt = Runtime(bundle, RuntimeConfig(decision=other, override_decision=True))
+    assert rt.decision == other and rt.candidates == 2
+    assert rt.warnings == [f"decision overridden (candidates, noise): {other.describe()}"]
+    # the same settings as the bundle's need no override
+    assert Runtime(bundle, RuntimeConfig(decision=bundle.decision.with_changes(candidates=8))).warnings == []
 
 
 def test_tampered_file_is_refused(bundle_dir, tmp_path):
@@ -97,7 +146,7 @@ def test_corrupt_examples_fail_parity(bundle_dir, tmp_path):
     ([0.0, 0.0], 0.5, "stale: 500.0 ms old > state_timeout 40.0 ms"),
 ])
 def test_untrusted_state_commands_stop(bundle_dir, obs, age, reason):
-    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.04, stop_action=[0.0, 0.0]))
+    rt = Runtime(load_bundle(bundle_dir), RuntimeConfig(state_timeout=0.04))
     d = rt.decide(None if obs is None else np.array(obs), age)
     assert d.mode is Mode.REJECTED
     assert d.action.tolist() == [0.0, 0.0]
@@ -120,10 +169,10 @@ def test_nominal_intervene_unsafe(bundle_dir):
         pytest.fail("no state where a fallback beats the proposal")
     assert nominal.mode is Mode.NOMINAL and nominal.margin > 0
     between = float(nominal.q_safe + q_fb.min()) / 2
-    rt = Runtime(bundle, RuntimeConfig(threshold=between, fallback_actions=fallbacks.tolist(), candidates=0))
+    rt = Runtime(bundle, RuntimeConfig(threshold=between, **override(bundle, fallback_actions=fallbacks, candidates=0)))
     d = rt.decide(obs)
     assert d.mode is Mode.INTERVENE and d.q_safe == pytest.approx(q_fb.min(), abs=1e-5) and d.margin > 0
-    lowest = RuntimeConfig(threshold=bundle.threshold_range[0], fallback_actions=fallbacks.tolist())
+    lowest = RuntimeConfig(threshold=bundle.threshold_range[0], **override(bundle, fallback_actions=fallbacks))
     unsafe = Runtime(bundle, lowest).decide(obs)
     assert unsafe.mode is Mode.UNSAFE and unsafe.q_safe <= q_fb.min() + 1e-6
 
@@ -162,8 +211,8 @@ def test_bad_runtime_config_is_refused(bundle_dir):
     bundle = load_bundle(bundle_dir)
     with pytest.raises(ValueError, match="backend must be"):
         Runtime(bundle, RuntimeConfig(backend="tensorrt"))
-    with pytest.raises(ValueError, match="fallback_actions must be"):
-        Runtime(bundle, RuntimeConfig(fallback_actions=[[2.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"differs from the bundle's in \['candidates'\].*override_decision"):
+        Runtime(bundle, RuntimeConfig(decision=bundle.decision.with_changes(candidates=3)))
 
 
 def test_fused_policy_graph_equals_actor_then_safety(bundle_dir):
@@ -187,7 +236,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     bundle = load_bundle(bundle_dir)
     if bundle.algo != "safefql":
         with pytest.raises(ValueError, match="needs a safefql bundle"):
-            Runtime(bundle, RuntimeConfig(proposals=4))
+            Runtime(bundle, RuntimeConfig(**override(bundle, proposals=4)))
         return
     n, seed = 8, 5
     for obs in np.random.default_rng(3).uniform([-3, -2], [2, 2], (50, 2)).astype(np.float32):
@@ -202,7 +251,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
             break
     else:
         pytest.fail("no state where the best certified proposal is not the safest one")
-    d = Runtime(bundle, RuntimeConfig(proposals=n, seed=seed, threshold=threshold)).decide(obs)
+    d = Runtime(bundle, RuntimeConfig(**override(bundle, proposals=n), seed=seed, threshold=threshold)).decide(obs)
     assert d.mode is Mode.NOMINAL
     np.testing.assert_allclose(d.action, action[best], atol=1e-6)
     assert d.q_safe == pytest.approx(float(q_safe[best]), abs=1e-5)
@@ -211,9 +260,11 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     np.testing.assert_allclose(action, a2, atol=1e-6)
     np.testing.assert_allclose(q_safe, q2, atol=1e-5)
     # torch rebuilds the same choice
-    t = Runtime(bundle, RuntimeConfig(backend="torch", proposals=n, seed=seed, threshold=threshold)).decide(obs)
+    t = Runtime(bundle, RuntimeConfig(backend="torch", **override(bundle, proposals=n), seed=seed,
+                                      threshold=threshold)).decide(obs)
     np.testing.assert_allclose(t.action, d.action, atol=1e-5)
-    lowest = RuntimeConfig(proposals=n, seed=seed, threshold=bundle.threshold_range[0], candidates=0)
+    lowest = RuntimeConfig(**override(bundle, proposals=n, candidates=0, fallback_actions=[]), seed=seed,
+                           threshold=bundle.threshold_range[0])
     none_pass = Runtime(bundle, lowest).decide(obs)
     assert none_pass.mode is Mode.UNSAFE and none_pass.q_safe == pytest.approx(float(q_safe.min()), abs=1e-5)
 
@@ -221,7 +272,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
 def test_bad_proposals_are_refused(bundle_dir):
     bundle = load_bundle(bundle_dir)
     with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
-        Runtime(bundle, RuntimeConfig(proposals=0))
+        Runtime(bundle, RuntimeConfig(**override(bundle, proposals=0)))
 
 
 def test_parity_is_relative_to_the_size_of_the_value():

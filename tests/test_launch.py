@@ -49,9 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
 # Values in boat_nodes.yaml that differ from the node's declared default, on purpose (the
 # YAML's comments say why).
-NOT_DEFAULT = {("safefql_controller", "trigger"), ("safefql_controller", "fallback_actions"),
-               # unset by default (the zero action of the bundle's size); the YAML names the boat's
-               ("safefql_controller", "stop_action")}
+NOT_DEFAULT = {("safefql_controller", "trigger")}
 
 
 # ---- launch files vs launcher -------------------------------------------------------------------
@@ -356,11 +354,14 @@ def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
 
 
 # ---- config files -------------------------------------------------------------------------------
-def test_node_fallbacks_are_the_evaluated_ones():
-    """The boat controller's fallback candidates are those `evaluate --bundle` scores."""
-    from safefql_core.pipeline.evaluate import BOAT_FALLBACKS
-    params = yaml.safe_load((CONFIG / "boat_nodes.yaml").read_text())["/**/safefql_controller"]["ros__parameters"]
-    assert np.allclose(np.reshape(params["fallback_actions"], (-1, 2)), BOAT_FALLBACKS, atol=1e-6)
+def test_the_node_yamls_leave_the_decision_to_the_bundle():
+    """The decision's settings come from the bundle (what `evaluate`, `replay` and `calibrate`
+    run); the node YAMLs set none of them, nor the override."""
+    for name in ("boat_nodes.yaml", "diffdrive_nodes.yaml"):
+        params = yaml.safe_load((CONFIG / name).read_text())["/**/safefql_controller"]["ros__parameters"]
+        assert "stop_action" not in params and "fallback_actions" not in params, name
+        assert (params["candidates"], params["proposals"], params["noise"], params["override_decision"]) == \
+            (-1, 0, "", False), name
 
 
 def test_perspective_names_the_plots_and_the_monitor():

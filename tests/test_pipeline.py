@@ -46,7 +46,7 @@ def test_fit_bag_is_the_pipeline_functions_chained(tiny_boat_bag, tmp_path):
     parsing and printing, nothing that changes a number."""
     settings = ["--steps", "20", "--set", "batch_size=64"]
     assert fit.main(["--bag", tiny_boat_bag, "--out", str(tmp_path / "cli"), "--seed", "3", "--no-progress",
-                     *settings]) == 0
+                     "--calibration-n", "200", *settings]) == 0
 
     run = tmp_path / "functions"
     task, overrides = load_overrides(None, "safefql")
@@ -54,7 +54,7 @@ def test_fit_bag_is_the_pipeline_functions_chained(tiny_boat_bag, tmp_path):
                         task=task, progress=False)
     opts.data = convert_into_run([tiny_boat_bag], load_spec(None), BagOptions(), opts)
     out = train(opts)
-    calibrate.calibrate_run(str(out), source="auto", seed=3)
+    calibrate.calibrate_run(str(out), n=200, source="auto", seed=3)
     export.export_run(str(out), str(run / BUNDLE), 3)
 
     assert checksums(run) == checksums(tmp_path / "cli")

@@ -16,6 +16,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from conftest import override
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -56,8 +57,8 @@ def trusted(age) -> bool:
 def runtime(request, bundle) -> Runtime:
     """Both range policies, with fallbacks and candidates so every decision path is reached."""
     return Runtime(load_bundle(bundle), RuntimeConfig(
-        state_timeout=0.1, period=0.02, stop_action=STOP, out_of_range=request.param,
-        fallback_actions=[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], candidates=4))
+        state_timeout=0.1, period=0.02, out_of_range=request.param,
+        **override(bundle, stop_action=STOP, fallback_actions=[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], candidates=4)))
 
 
 @settings(PROPERTY, max_examples=400)
@@ -133,6 +134,8 @@ def mutate(doc, data) -> object:
     if data.draw(st.integers(0, 19)) == 0:
         return data.draw(JSON)
     node = doc
+    if not isinstance(node, (dict, list)):  # an earlier mutation replaced the whole document
+        return doc
     while True:
         keys = list(node) if isinstance(node, dict) else list(range(len(node)))
         if not keys:
@@ -167,7 +170,7 @@ def test_the_bundle_loader_returns_a_working_bundle_or_a_bundle_error(bundle_cop
     try:
         bundle = load_bundle(path)
         bundle.task_spec()
-        runtime = Runtime(bundle, RuntimeConfig(stop_action=STOP))
+        runtime = Runtime(bundle, RuntimeConfig(**override(bundle, stop_action=STOP)))
     except (BundleError, TaskSpecError):
         return
     d = runtime.decide([-2.0, 0.0])

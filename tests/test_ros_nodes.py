@@ -119,8 +119,10 @@ def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], 
 
 
 def controller(bundle, activate: bool = True, **params) -> Controller:
-    """A configured controller, active unless `activate` is False."""
-    params = {"bundle": str(bundle), "stop_action": STOP, "control_rate_hz": 50.0, "state_timeout": 0.2, **params}
+    """A configured controller, active unless `activate` is False; its stop action STOP (not the
+    bundle's zeros, to tell it apart from a policy command) is an explicit override."""
+    params = {"bundle": str(bundle), "stop_action": STOP, "override_decision": True, "control_rate_hz": 50.0,
+              "state_timeout": 0.2, **params}
     node = Controller(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     if activate:
@@ -308,7 +310,7 @@ def test_sigterm_publishes_final_stop(bundle, loop):
     """A controller process brought up through its lifecycle services (as the lifecycle
     manager does) decides; SIGTERM ends it with a final stop."""
     executor, probe, _ = loop
-    proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}",
+    proc = _run_controller("-p", f"bundle:={bundle}", "-p", f"stop_action:={STOP}", "-p", "override_decision:=true",
                            "-p", "control_rate_hz:=50.0", "-p", "state_timeout:=0.2")
     try:
         bring_up(probe, executor, ["/safefql_controller"], timeout=30.0)
@@ -484,8 +486,25 @@ def test_parameters_are_validated(bundle, loop):
             node.destroy_node()
     node = add(controller(bundle, fallback_actions=[-1.0, 0.0, 0.0, 1.0]))
     assert node.runtime.fallbacks.shape == (2, 2)
+    assert "decision overridden (stop_action, fallback_actions)" in node.runtime.warnings[0]
     assert not node.set_parameters([Parameter("candidates", value=3)])[0].successful  # read-only
     assert not node.set_parameters([Parameter("stop_action", value=[0.0, 0.0])])[0].successful  # read-only
+
+
+def test_a_decision_other_than_the_bundles_needs_override_decision(bundle, loop):
+    """The bundle's δ* certifies its own decision: a node parameter that changes it fails the
+    configure unless override_decision is true; parameters left at 'the bundle's' run it."""
+    _, _, add = loop
+    for name, value in (("candidates", 3), ("proposals", 4), ("noise", "sample"), ("stop_action", STOP)):
+        node = Controller(parameter_overrides=[Parameter("bundle", value=str(bundle)), Parameter(name, value=value)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, name
+            assert node.runtime is None
+        finally:
+            node.destroy_node()
+    node = add(Controller(parameter_overrides=[Parameter("bundle", value=str(bundle))]))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.runtime.decision == load_bundle(bundle).decision and node.runtime.warnings == []
 
 
 def test_state_timeout_changes_are_bounded_logged_and_reported(bundle, loop):
@@ -513,11 +532,11 @@ def test_controller_sends_the_best_of_its_proposals(bundle, loop):
     """`proposals` reaches the runtime: each tick ranks that many actor noises in one call."""
     executor, probe, add = loop
     node = add(controller(bundle, proposals=4))
-    assert node.runtime.cfg.proposals == 4 and node.runtime._proposals.inputs["noise"].shape == (4, 2)
+    assert node.runtime.decision.proposals == 4 and node.runtime._proposals.inputs["noise"].shape == (4, 2)
     assert spin_until(executor, lambda: len(probe.policy_commands()) >= 5, 10.0), "no policy commands"
     assert probe.modes[-1] in ("NOMINAL", "INTERVENE", "UNSAFE")
     with pytest.raises(InvalidParameterValueException):
-        controller(bundle, proposals=0)   # below the descriptor's range
+        controller(bundle, proposals=-1)   # below the descriptor's range (0: the bundle's)
 
 
 def test_controller_threshold_replaces_the_bundles_within_its_range(bundle, loop):

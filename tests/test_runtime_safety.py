@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import override
 
 from safefql_core.bundle import load_bundle
+from safefql_core.decision import DecisionError
 from safefql_core.runtime import Mode, Runtime, RuntimeConfig
 
 STOP = [0.25, -0.5]
@@ -21,7 +23,7 @@ STATE = np.array([-2.0, 0.0])
 @pytest.fixture(scope="module")
 def runtime(bundle) -> Runtime:
     return Runtime(load_bundle(bundle), RuntimeConfig(state_timeout=TIMEOUT, future_tolerance=TOLERANCE,
-                                                      stop_action=STOP, period=0.02))
+                                                      **override(bundle, stop_action=STOP), period=0.02))
 
 
 def below(x: float) -> float:
@@ -64,7 +66,7 @@ def test_a_fresh_stamp_does_not_hide_an_old_receipt(runtime):
 
 
 def test_without_a_timeout_only_broken_ages_are_refused(bundle):
-    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, period=0.02))
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(**override(bundle, stop_action=STOP), period=0.02))
     assert rt.decide(STATE, 3600.0, 3600.0).mode is not Mode.REJECTED
     assert_stop(rt.decide(STATE, -1.0), "in the future")
     assert_stop(rt.decide(STATE, math.nan), "is nan")
@@ -83,7 +85,7 @@ def test_a_non_finite_network_output_sends_the_stop(bundle):
     """3e38 is a finite float32 that overflows the first layer: the graphs return NaN, which
     fails every comparison of the decision without raising (reached with the range check on
     'warn', which lets such a state through)."""
-    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(**override(bundle, stop_action=STOP), out_of_range="warn"))
     d = rt.decide(np.array([3e38, 3e38], np.float32))
     assert_stop(d, "the networks' output is non-finite")
     assert not math.isfinite(d.q_safe)
@@ -105,7 +107,8 @@ def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
         next(learner.qc.parameters()).fill_(float("nan"))
     obs = np.zeros((16, 2), np.float32)
     with pytest.raises(BundleError, match="example outputs are not finite"):
-        export_bundle(learner, meta, tmp_path / "nan_bundle", obs, None, task_description(meta))
+        export_bundle(learner, meta, tmp_path / "nan_bundle", obs, None, task_description(meta),
+                      load_bundle(bundle).decision)
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     doc = json.loads((copy / "bundle.json").read_text())
@@ -162,12 +165,22 @@ def test_the_threshold_range_is_the_margin_range_widened_for_calibration(bundle)
     ("state_timeout", above(10 * 0.02), r"at most 10 decision periods \(0.2 s\)"),
     ("future_tolerance", -1e-9, "future_tolerance must be"), ("future_tolerance", math.nan, "future_tolerance"),
     ("period", 0.0, "period must be"), ("period", -0.005, "period must be"),
-    ("threads", 0, "threads must be an integer >= 1"), ("candidates", -1, "candidates must be"),
-    ("seed", -1, "seed must be"), ("candidates", 2.5, "candidates must be"),
+    ("threads", 0, "threads must be an integer >= 1"), ("seed", -1, "seed must be"),
 ])
 def test_runtime_config_outside_its_range_is_refused(bundle, field, value, message):
     with pytest.raises(ValueError, match=message):
         Runtime(load_bundle(bundle), RuntimeConfig(**{"period": 0.02, field: value}))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("candidates", -1, "candidates must be"), ("candidates", 2.5, "candidates must be"),
+    ("proposals", 0, "proposals must be"), ("noise", "gaussian", "noise must be"),
+    ("fallback_actions", [[2.0, 0.0]], r"fallback_actions must be finite actions in \[-1, 1\]"),
+    ("stop_action", [0.0, 0.0, 0.0], "stop_action must be"),
+])
+def test_decision_settings_outside_their_range_are_refused(bundle, field, value, message):
+    with pytest.raises(DecisionError, match=message):
+        load_bundle(bundle).decision.with_changes(**{field: value})
 
 
 def test_the_longest_state_timeout_is_accepted(bundle):
@@ -177,10 +190,12 @@ def test_the_longest_state_timeout_is_accepted(bundle):
 
 def test_q_safe_exactly_at_the_threshold_is_not_certified(bundle):
     b = load_bundle(bundle)
-    q = Runtime(b, RuntimeConfig(candidates=0, threshold=b.threshold_range[1])).decide(STATE).q_safe  # the proposal's
-    at = Runtime(b, RuntimeConfig(threshold=q, candidates=0, stop_action=STOP)).decide(STATE)
+    alone = override(b, candidates=0, fallback_actions=[])  # the proposal is the only candidate
+    q = Runtime(b, RuntimeConfig(**alone, threshold=b.threshold_range[1])).decide(STATE).q_safe  # the proposal's
+    at = Runtime(b, RuntimeConfig(threshold=q, **override(b, candidates=0, fallback_actions=[],
+                                                         stop_action=STOP))).decide(STATE)
     assert at.mode is Mode.UNSAFE and at.q_safe == q and at.margin == 0.0
-    just_above = Runtime(b, RuntimeConfig(threshold=math.nextafter(q, math.inf), candidates=0)).decide(STATE)
+    just_above = Runtime(b, RuntimeConfig(threshold=math.nextafter(q, math.inf), **alone)).decide(STATE)
     assert just_above.mode is Mode.NOMINAL and just_above.q_safe == q
 
 
@@ -209,7 +224,7 @@ def test_states_outside_the_trained_range_send_the_stop(runtime, bundle, end):
 
 
 def test_out_of_range_warn_decides_and_says_so(bundle):
-    rt = Runtime(load_bundle(bundle), RuntimeConfig(stop_action=STOP, out_of_range="warn"))
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(**override(bundle, stop_action=STOP), out_of_range="warn"))
     d = rt.decide(np.array([100.0, 0.0]))
     assert d.mode is not Mode.REJECTED and np.isfinite(d.action).all()
     assert "warning: state is outside the trained observation range at indices [0]" in d.reason

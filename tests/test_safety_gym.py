@@ -242,11 +242,14 @@ def test_evaluate_runs_the_deployed_decision_of_a_safety_gym_bundle(tiny_circle,
     summary = json.loads(out.read_text())
     assert summary["count"] == 2 and "normalized_reward" in summary
     assert sum(summary["decision_modes"].values()) == 2 * 30   # one decision per robot per tick
-    # best of 4 sampled proposals per tick; the raw actor has no proposals to choose among
-    assert evaluate.main(["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2",
-                          "--steps", "30", "--noise", "sample", "--proposals", "4", "--json", str(out)]) == 0
+    # best of 4 sampled proposals per tick, not the bundle's decision: refused without the override
+    four = ["--bundle", str(bundle), "--task", "SafetyPointCircle1-v0", "--episodes", "2", "--steps", "30",
+            "--noise", "sample", "--proposals", "4", "--json", str(out)]
+    assert evaluate.main(four) == 2
+    assert evaluate.main([*four, "--override-decision"]) == 0
     summary = json.loads(out.read_text())
     assert summary["proposals"] == 4 and sum(summary["decision_modes"].values()) == 2 * 30
+    assert summary["decision"]["noise"] == "sample" and "decision overridden" in summary["decision_warnings"][0]
     # a what-if δ*: the top of its range (the largest training margin) certifies more ticks than
     # the bottom; states outside the tiny data's range are decided on too (warn)
     low, high = load_bundle(bundle).threshold_range

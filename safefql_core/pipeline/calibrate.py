@@ -1,32 +1,32 @@
 """Conformal calibration of the run-time threshold δ* for a run (the `calibrate` step; its
-command is offline_train.calibrate, and `fit --bag` calibrates through it too)."""
+command is offline_train.calibrate, and `fit --bag` calibrates through it too).
+
+In the simulator δ* is calibrated on the decision that is deployed (`Runtime.decide` with the
+task's default decision, changed by `decision_changes`: proposals, candidates, noise),
+iterated to a fixed point (safefql_core.decision_calibration); calibration.json records that
+decision, and `export` writes it into the bundle as the one to deploy.
+"""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from safefql_core import calibration as cal
-from safefql_core import evaluation
+from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.data import load_dataset
+from safefql_core.decision import DecisionError, DecisionSettings
+from safefql_core.decision_calibration import calibrate_decision, deployed_outcomes
 from safefql_core.envs import boat
 from safefql_core.learners import CAPABILITIES, SafetyLearner
 from safefql_core.pipeline import Log, quiet
+from safefql_core.pipeline.export import export_run
 from safefql_core.pipeline.files import CALIBRATION_FILE, CALIBRATION_PLOT, prepare_output_file
 from safefql_core.tasks import simulator_mismatch
 from safefql_core.training import RunError, load_run
-
-
-def simulated_outcomes(learner: SafetyLearner, states: np.ndarray,
-                       horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(y, V̂): realised max margin of the frozen policy from each state over `horizon` ticks
-    (default: the boat's episode), and Q_safe(s, π(s))."""
-    result = evaluation.rollout(evaluation.torch_policy(learner), states, steps=horizon or boat.EPISODE_STEPS)
-    obs = torch.as_tensor(states, dtype=torch.float32)
-    v_hat = learner.safety(obs, learner.act(obs))[0].numpy()
-    return result["max_margin"], v_hat
 
 
 def logged_outcomes(learner: SafetyLearner, data_path: str, rng: np.random.Generator, n: int,
@@ -52,6 +52,7 @@ def logged_outcomes(learner: SafetyLearner, data_path: str, rng: np.random.Gener
 
 SOURCES = ("auto", "sim", "data")
 LOGGED = "logged episodes (behaviour policy outcomes; weaker statement)"
+SIMULATED = "simulated rollouts of the deployed decision"
 
 
 def simulator_missing(meta: dict) -> str | None:
@@ -87,13 +88,16 @@ def replacing_note(run: str) -> str | None:
 
 def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
                   beta: float = 0.05, source: str = "auto", seed: int = 0, plot: str | None = None,
-                  horizon: int | None = None, allow_partial: bool = False, log: Log = quiet) -> dict:
+                  horizon: int | None = None, allow_partial: bool = False, log: Log = quiet,
+                  decision_changes: dict | None = None) -> dict:
     """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up); says
     through `log` what it replaces and the files it writes.
 
-    `source` auto: policy rollouts in the simulator where the run's robot has one, logged
-    episodes otherwise (the weaker statement, said in the result). Never another task's
-    simulator: `sim` for a task without one is refused with the reason."""
+    `source` auto: rollouts of the deployed decision in the simulator where the run's robot
+    has one, logged episodes otherwise (the weaker statement, said in the result). Never
+    another task's simulator: `sim` for a task without one is refused with the reason.
+    `decision_changes` (proposals, candidates, noise; None keeps one) change the task's
+    default decision; the result records the decision δ* certifies."""
     check_settings(epsilon, n, beta, horizon)
     plot_path = prepare_output_file(plot or Path(run) / CALIBRATION_PLOT, "--plot")
     learner, meta = load_run(run, allow_partial=allow_partial)
@@ -101,49 +105,85 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
         raise RunError(f"a {meta['algo']} run has no safety critic to calibrate")
     if source not in SOURCES:
         raise RunError(f"--source must be one of {SOURCES}, got {source!r}")
+    try:
+        decision = DecisionSettings.for_task(meta["task"], meta["act_dim"]).with_changes(**(decision_changes or {}))
+    except DecisionError as exc:
+        raise RunError(f"the decision to calibrate: {exc}") from None
     no_simulator = simulator_missing(meta)
     if source == "sim" and no_simulator:
         raise RunError(f"--source sim: {no_simulator}; calibrate on its logged episodes with --source data "
                        "(the weaker statement)")
     source = ("data" if no_simulator else "sim") if source == "auto" else source
     rng = np.random.default_rng(seed)
+    if method == "split":
+        fit = lambda y, v: cal.split_conformal(y, v, epsilon)  # noqa: E731
+    else:
+        span = cal.grid_span(meta.get("margin_range"))
+        fit = lambda y, v: cal.beta_threshold(y, v, epsilon, beta, span=span)  # noqa: E731
+    fixed_point = None
     if source == "sim":
-        y, v = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
-        y2, v2 = simulated_outcomes(learner, boat.sample_safe_states(rng, n), horizon)
+        fitted = simulated_calibration(run, decision, fit, rng, n, horizon or boat.EPISODE_STEPS, seed, allow_partial)
+        result, (y, v), (y2, v2) = fitted["fit"], (fitted["y"], fitted["v_hat"]), fitted["check"]
+        fixed_point = {"rounds": fitted["rounds"], "converged": fitted["converged"]}
     else:
         y, v = logged_outcomes(learner, meta["data"], rng, n, horizon)
         y2, v2 = logged_outcomes(learner, meta["data"], rng, n, horizon)
-    if method == "split":
-        fit = cal.split_conformal(y, v, epsilon)
-    else:
-        fit = cal.beta_threshold(y, v, epsilon, beta, span=cal.grid_span(meta.get("margin_range")))
+        result = fit(y, v)
     result = {
-        "delta": fit["delta"], "epsilon": epsilon, "n": n, "method": method,
-        "source": "simulated policy rollouts" if source == "sim" else LOGGED,
+        "delta": result["delta"], "epsilon": epsilon, "n": n, "method": method,
+        "source": SIMULATED if source == "sim" else LOGGED,
         "no_simulator": no_simulator,
-        "q_hat": fit.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": fit.get("fell_back", False),
-        **cal.coverage(y2, v2, fit["delta"], beta),
+        "q_hat": result.get("q_hat"), "seed": seed, "horizon": horizon, "fell_back": result.get("fell_back", False),
+        "decision": decision.to_dict(), "fixed_point": fixed_point,
+        **cal.coverage(y2, v2, result["delta"], beta),
     }
     note = replacing_note(run)
     if note:
         log(note)
     (Path(run) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2))
-    cal.score_histogram(str(plot_path), y - v, fit.get("q_hat", -fit["delta"]),
+    cal.score_histogram(str(plot_path), y - v, -result["delta"] if result["q_hat"] is None else result["q_hat"],
                         f"{method} conformal, ε={epsilon}, n={n}")
     log(f"wrote {Path(run) / CALIBRATION_FILE} and {plot_path}")
     return result
+
+
+def simulated_calibration(run: str, decision: DecisionSettings, fit, rng: np.random.Generator, n: int, steps: int,
+                          seed: int, allow_partial: bool) -> dict:
+    """The fixed-point calibration of `decision` on one set of safe start states, and `check`,
+    the (y, V̂) of a second set rolled out at the resulting δ*; both through the run's exported
+    graphs (a bundle in a temporary directory: the runtime runs what a robot runs)."""
+    fit_states, check_states = boat.sample_safe_states(rng, n), boat.sample_safe_states(rng, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            export_run(run, tmp, seed, allow_partial)
+            bundle = load_bundle(tmp)
+            fitted = calibrate_decision(bundle, decision, fit, fit_states, steps, seed)
+            check = deployed_outcomes(bundle, decision, fitted["fit"]["delta"], check_states, steps, seed)
+        except (BundleError, ValueError) as exc:  # e.g. proposals > 1 for a FISOR-style run
+            raise RunError(f"cannot roll out the decision ({decision.describe()}): {exc}") from None
+    return {**fitted, "check": check}
 
 
 def describe(result: dict) -> str:
     """The result as printed by `calibrate` and `fit --bag`: a logged-data source and a
     fallback threshold are said in words, not only stored in the JSON."""
     horizon = "rest of episode" if result["horizon"] is None else f"{result['horizon']} ticks"
+    certified = DecisionSettings.from_dict(result["decision"], len(result["decision"]["stop_action"]))
     lines = [f"δ* = {result['delta']:.4f} ({result['method']}, ε={result['epsilon']}, n={result['n']}, "
              f"outcome over {horizon}); "
              f"held-out: {result['certified']} of {result['n']} certified ({result['certified_fraction']:.1%}), "
              f"{result['violations_among_certified']} of them violated, "
              f"coverage {result['coverage']:.4f} [{result['coverage_lower_bound']:.4f}, "
-             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence"]
+             f"{result['coverage_upper_bound']:.4f}] at {result['confidence']:.0%} confidence",
+             f"decision certified: {certified.describe()}"]
+    fixed = result.get("fixed_point")
+    if fixed:
+        path = " -> ".join(f"{r['delta']:.4f}" for r in fixed["rounds"])
+        lines.append(f"fixed point: δ fitted per round {path} (first rolled out at 0); " + (
+            "converged" if fixed["converged"] else
+            f"WARNING: not converged in {len(fixed['rounds'])} rounds: δ* was fitted to rollouts at "
+            f"{fixed['rounds'][-1]['rolled_out_at']:.4f}, not at itself; the held-out coverage above is "
+            "measured at δ*"))
     if result["source"] == LOGGED:
         lines.append("note: calibrated on logged episodes" + (f" ({result['no_simulator']})"
                      if result.get("no_simulator") else "")

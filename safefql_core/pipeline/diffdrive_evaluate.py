@@ -24,9 +24,6 @@ from safefql_core.tasks import TaskSpec
 from safefql_core.training import RunError
 
 TASK = "diffdrive"
-# The deployed decision's fallback candidates ([-1, 1] units of v, w): stop (always safe for a
-# kinematic base that stops at once), turn in place either way, back off slowly.
-FALLBACKS = [[0.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-0.5, 0.0]]
 
 
 def load_starts(choice: str | None, episodes: int | None) -> np.ndarray:

@@ -11,7 +11,7 @@ own simulator (safefql_core.pipeline.diffdrive_evaluate).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,13 +23,11 @@ from safefql_core.envs import boat
 from safefql_core.envs.boat_reference import feasible_mask
 from safefql_core.pipeline import diffdrive_evaluate
 from safefql_core.pipeline.export import task_description
-from safefql_core.runtime import RuntimeConfig, load_runtime
+from safefql_core.runtime import Runtime, RuntimeConfig
 from safefql_core.tasks import TaskSpec, simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 GYM_EPISODES = 10  # DSRL/OSRL evaluate over 10 episodes per seed
-# The deployed boat decision's fallback candidates: the eight compass headings.
-BOAT_FALLBACKS = [[float(np.cos(a)), float(np.sin(a))] for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,12 @@ class EvaluateOptions:
     episodes: int | None = None     # boat / diff-drive: the first N starts (default all); gym: resets
     init_states: str | None = None  # boat / diff-drive: a named start set or a .npy file
     steps: int | None = None        # episode length (default: the task's)
-    noise: str = "zero"             # actor noise z: zero or sample
-    proposals: int = 1              # bundle only: actor noises per tick
+    # The actor noise (zero or sample; a run's default: zero). For a bundle these three change its
+    # decision (None: the bundle's), which needs override_decision (docs/DESIGN.md, "One decision").
+    noise: str | None = None
+    proposals: int | None = None    # bundle only: actor noises per tick
+    candidates: int | None = None   # bundle only: extra actor samples scored on intervention
+    override_decision: bool = False
     threshold: float | None = None  # bundle only: this δ* instead of the calibrated one
     out_of_range: str = "reject"    # bundle only: reject or warn
     seed: int = 0
@@ -83,32 +85,37 @@ def evaluate(opts: EvaluateOptions) -> Evaluation:
     """Roll out the run's actor or the bundle's deployed decision on its task; refuses
     settings that do not apply (with the flag's name) before any episode."""
     torch.manual_seed(opts.seed)  # FISOR's candidate sampling draws from the global generator
-    modes, threshold = None, None   # both only for a bundle's deployed decision
+    runtime = None   # only for a bundle's deployed decision
     if opts.run:
-        if opts.proposals != 1 or opts.threshold is not None or opts.out_of_range != "reject":
-            raise RunError("--proposals, --threshold and --out-of-range are settings of the deployed decision: "
-                           "evaluate a --bundle (python -m offline_train.export --run RUN --out RUN/bundle)")
+        if any(v is not None for v in (opts.proposals, opts.candidates, opts.threshold)) or \
+                opts.out_of_range != "reject" or opts.override_decision:
+            raise RunError("--proposals, --candidates, --threshold, --out-of-range and --override-decision are "
+                           "settings of the deployed decision: evaluate a --bundle (python -m offline_train.export "
+                           "--run RUN --out RUN/bundle)")
         learner, meta = load_run(opts.run, allow_partial=opts.allow_partial)
         task = opts.task or meta.get("task", "boat")
         recorded = task_description(meta)  # what its bundle would record about the task
+        opts = replace(opts, noise=opts.noise or "zero", proposals=1)
         policy = evaluation.torch_policy(learner, opts.noise, opts.seed)
     else:
         if opts.bundle is None:
             raise RunError("evaluate a --run or a --bundle")
         task = bundle_task(opts.bundle, opts.task)
-        fallbacks = {"boat": BOAT_FALLBACKS, diffdrive_evaluate.TASK: diffdrive_evaluate.FALLBACKS}.get(task, [])
-        runtime = load_runtime(opts.bundle, RuntimeConfig(noise=opts.noise, seed=opts.seed, threads=opts.threads,
-                                                          fallback_actions=fallbacks, proposals=opts.proposals,
-                                                          threshold=opts.threshold,
-                                                          out_of_range=opts.out_of_range))
-        meta = {"algo": runtime.bundle.algo, **runtime.bundle.meta["training"],
-                "trained_steps": runtime.bundle.meta["training"]["steps"], "train_seconds": float("nan")}
-        recorded = runtime.bundle.meta["task"]
+        bundle = load_bundle(opts.bundle)
+        decision = bundle.decision.with_changes(noise=opts.noise, proposals=opts.proposals,
+                                                candidates=opts.candidates)
+        runtime = Runtime(bundle, RuntimeConfig(seed=opts.seed, threads=opts.threads, decision=decision,
+                                                override_decision=opts.override_decision, threshold=opts.threshold,
+                                                out_of_range=opts.out_of_range))
+        meta = {"algo": bundle.algo, **bundle.meta["training"], "trained_steps": bundle.meta["training"]["steps"],
+                "train_seconds": float("nan")}
+        recorded = bundle.meta["task"]
         policy, modes = evaluation.runtime_policy(runtime)
-        threshold = runtime.threshold
+        opts = replace(opts, noise=decision.noise, proposals=decision.proposals)  # what the header reports
     scored = roll_out(policy, task, recorded, meta, opts)
-    if modes is not None:  # the deployed decision's: filled during the rollout, the summary's last keys
-        scored.summary.update(decision_modes=dict(modes), threshold=threshold)
+    if runtime is not None:  # the deployed decision's: modes filled during the rollout, the summary's last keys
+        scored.summary.update(decision_modes=dict(modes), threshold=runtime.threshold,
+                              decision=runtime.decision.to_dict(), decision_warnings=runtime.warnings)
     return scored
 
 

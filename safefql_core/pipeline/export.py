@@ -9,6 +9,7 @@ import numpy as np
 
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.bundle_export import export_bundle
+from safefql_core.decision import DecisionError, DecisionSettings
 from safefql_core.pipeline.files import CALIBRATION_FILE
 from safefql_core.tasks import TaskSpec, TaskSpecError
 from safefql_core.training import RunError, load_run
@@ -51,9 +52,23 @@ def export_run(run: str, out: str, seed: int = 0, allow_partial: bool = False) -
         raise RunError(f"{cal_file} cannot be read ({exc}); run offline_train.calibrate again") from None
     rng = np.random.default_rng(seed)
     obs = rng.normal(meta["obs_mean"], meta["obs_std"], (256, meta["obs_dim"])).astype(np.float32)
-    doc = export_bundle(learner, meta, Path(out), obs, calibration, task_description(meta))
+    doc = export_bundle(learner, meta, Path(out), obs, calibration, task_description(meta),
+                        run_decision(meta, calibration, cal_file))
     load_bundle(out)
     return doc
+
+
+def run_decision(meta: dict, calibration: dict | None, cal_file: Path) -> DecisionSettings:
+    """The decision a run's bundle deploys: the one its calibration rolled out (so δ* certifies
+    it), else the task's default (`DecisionSettings.for_task`)."""
+    entry = (calibration or {}).get("decision")
+    if entry is None:
+        return DecisionSettings.for_task(meta["task"], meta["act_dim"])
+    try:
+        return DecisionSettings.from_dict(entry, meta["act_dim"])
+    except DecisionError as exc:
+        raise RunError(f"{cal_file}: its decision settings are invalid ({exc}); run offline_train.calibrate "
+                       "again") from None
 
 
 def describe(out: str, doc: dict) -> str:

@@ -51,7 +51,7 @@ def run(opts: ReplayOptions) -> dict:
     replay.check_compatible(bundle, spec)
     arrays, alignment, sources = read_aligned(opts.bag, spec, opts.bag_options, opts.progress)
     episodes = replay.segments(arrays["timeouts"])[:opts.episodes]
-    fresh = lambda: Runtime(bundle, RuntimeConfig(seed=opts.seed))  # noqa: E731
+    fresh = lambda: Runtime(bundle, RuntimeConfig(seed=opts.seed))  # noqa: E731  (the bundle's decision)
     threshold = bundle.threshold  # RuntimeConfig(threshold=None): the runtime uses the bundle's δ*
     logged = [np.concatenate([arrays["observations"][s], arrays["next_observations"][s][-1:]]) for s in episodes]
     progress = _progress(sum(s.stop - s.start for s in episodes), opts.progress)
@@ -80,7 +80,8 @@ def run(opts: ReplayOptions) -> dict:
     report = {
         "bag": str(Path(opts.bag).resolve()), "bag_content_hash": content_hash(sources),
         "bundle": str(Path(opts.bundle).resolve()), "algo": bundle.algo, "task": spec.name,
-        "threshold": threshold, "seed": opts.seed, "control_period": spec.control_period,
+        "threshold": threshold, "decision": bundle.decision.to_dict(), "decision_warnings": fresh().warnings,
+        "seed": opts.seed, "control_period": spec.control_period,
         "alignment": {"episodes": alignment.episodes, "ticks": alignment.ticks,
                       "transitions": alignment.transitions, "dropped": alignment.dropped},
         "open_loop": {"episodes": open_rows, "summary": replay.open_loop_summary(open_rows)},
@@ -144,6 +145,7 @@ def describe(report: dict, out: str) -> str:
         f"{o['logged_failed_check_fraction']:.1%} of ticks; modes {o['modes']}; {o['interventions']:,} interventions",
         f"  logged violations: {o['violating_ticks']:,} tick(s) in {o['violation_episodes']} episode(s), "
         f"{o['violating_ticks_flagged']:,} entered by a refused action; warning lead (ticks) {o['warning_lead_ticks']}",
+        *(f"  warning: {w}" for w in report["decision_warnings"]),
     ]
     closed = report["closed_loop"]
     if closed.get("skipped"):
