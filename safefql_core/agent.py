@@ -28,6 +28,8 @@ class SafeFQLConfig(CriticConfig):
     alpha: float = 500.0              # distillation weight (boat; reference range 0.01-100); docs/DESIGN.md
     safety_weight: float = 1e5        # w_s
     normalize_q: bool = True
+    normalize_q_scope: str = "reward"  # reference code: "loss" (docs/DESIGN.md's row)
+    distill_reduce: str = "sum"       # reference code: "mean", where α_ref = act_dim · α; DESIGN.md
     normalized_branches: bool = False
     gate_threshold: float = -0.05     # paper: 0; docs/DESIGN.md
     schedule: str = "joint"           # or "phased"
@@ -41,6 +43,11 @@ class SafeFQLConfig(CriticConfig):
             raise ValueError(f"schedule must be 'joint' or 'phased', got '{self.schedule}'")
         if self.actor_loss not in ("gated", "lagrangian"):
             raise ValueError(f"actor_loss must be 'gated' or 'lagrangian', got '{self.actor_loss}'")
+        if self.normalize_q_scope not in losses.NORMALIZE_Q_SCOPES:
+            raise ValueError(f"normalize_q_scope must be one of {losses.NORMALIZE_Q_SCOPES}, got "
+                             f"'{self.normalize_q_scope}'")
+        if self.distill_reduce not in losses.DISTILL_REDUCES:
+            raise ValueError(f"distill_reduce must be one of {losses.DISTILL_REDUCES}, got '{self.distill_reduce}'")
 
 
 def euler_sample(field_net: FlowField, obs: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
@@ -77,16 +84,16 @@ class SafeFQL(OfflineCritics):
             target = euler_sample(self.teacher, obs, noise, cfg.flow_steps)
         with phase("actor_forward"):
             mu = self.actor(obs, noise)
-            distill = losses.distillation_loss(mu, target)
+            distill = losses.distillation_loss(mu, target, cfg.distill_reduce)
             action = mu.clamp(-1.0, 1.0)
             qr, qc = self.split(self.q_all(obs, action, frozen=True))
             if cfg.actor_loss == "lagrangian":
                 loss, info = losses.lagrangian_actor_loss(qr, qc, distill, cfg.alpha, cfg.lagrangian_eta,
-                                                          cfg.normalize_q, cfg.gate_threshold)
+                                                          cfg.normalize_q, cfg.gate_threshold, cfg.normalize_q_scope)
             else:
                 loss, info = losses.gated_actor_loss(qr, qc, distill, cfg.alpha, cfg.safety_weight,
                                                      cfg.normalize_q, cfg.normalized_branches,
-                                                     cfg.gate_threshold)
+                                                     cfg.gate_threshold, cfg.normalize_q_scope)
         return {"loss_actor": loss, "loss_distill": distill, **info}
 
     def active_terms(self, step: int) -> tuple[bool, bool, bool]:

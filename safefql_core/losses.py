@@ -88,9 +88,17 @@ def flow_matching_loss(velocity: torch.Tensor, noise: torch.Tensor, actions: tor
     return (velocity - (actions - noise)).pow(2).sum(dim=-1).mean()
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """|mu(s, z) - teacher(s, z)|^2 with the same z; the teacher side carries no gradient."""
-    return (student - teacher.detach()).pow(2).sum(dim=-1).mean()
+DISTILL_REDUCES = ("sum", "mean")
+NORMALIZE_Q_SCOPES = ("reward", "loss")
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+    """|mu(s, z) - teacher(s, z)|^2 with the same z; the teacher side carries no gradient.
+
+    reduce 'sum' (ours) sums over the action's dimensions, 'mean' (the reference code) averages
+    them: α with 'sum' equals act_dim · α with 'mean' (docs/DESIGN.md, its `distill_reduce` row)."""
+    squared = (student - teacher.detach()).pow(2)
+    return squared.sum(dim=-1).mean() if reduce == "sum" else squared.mean()
 
 
 def feasibility_gate(qc: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
@@ -98,20 +106,38 @@ def feasibility_gate(qc: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return (qc.max(dim=0).values < threshold).float()
 
 
+def q_magnitude(q_r: torch.Tensor) -> torch.Tensor:
+    """λ = stopgrad(mean |Q_r|), kept off 0: what normalize_q divides by."""
+    return q_r.abs().mean().detach().clamp_min(1e-6)
+
+
 def actor_reward_term(q_r: torch.Tensor, normalize_q: bool) -> torch.Tensor:
-    """-Q_r per sample, divided by stopgrad(mean |Q_r|) when normalize_q (alpha scale free)."""
-    if normalize_q:
-        return -q_r / q_r.abs().mean().detach().clamp_min(1e-6)
-    return -q_r
+    """-Q_r per sample, divided by λ = stopgrad(mean |Q_r|) when normalize_q (alpha scale free)."""
+    return -q_r / q_magnitude(q_r) if normalize_q else -q_r
+
+
+def reward_scaling(q_r: torch.Tensor, normalize_q: bool, scope: str = "reward") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the reward term per sample, the divisor of the whole policy term) under normalize_q.
+
+    scope 'reward' (ours) divides the reward term alone by λ, so the safety branch keeps its
+    weight w_s; 'loss' (the reference code) divides the whole gated term, both branches, by λ:
+    its w_s is then ours times λ (docs/DESIGN.md, its `normalize_q_scope` row). Without normalize_q
+    both are -Q_r and 1."""
+    one = torch.ones((), dtype=q_r.dtype, device=q_r.device)
+    if scope == "loss" and normalize_q:
+        return -q_r, q_magnitude(q_r)
+    return actor_reward_term(q_r, normalize_q), one
 
 
 def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, alpha: float,
                      safety_weight: float, normalize_q: bool = True, normalized_branches: bool = False,
-                     gate_threshold: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     gate_threshold: float = 0.0, normalize_q_scope: str = "reward"
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """alpha L_d + E[zeta (-Q_r) + (1 - zeta) w_s max(Q_c, 0)]  (SAFEFQL.md loss 7).
 
     qr, qc: ensembles [members, batch] evaluated at the actor's clipped action.
-    normalize_q divides the reward term by stopgrad(mean |Q_r|) so alpha is scale free.
+    normalize_q divides the reward term (normalize_q_scope 'reward') or the whole policy term
+    ('loss') by stopgrad(mean |Q_r|) so alpha is scale free (`reward_scaling`).
     normalized_branches averages each branch over its own samples instead of the batch.
     gate_threshold < 0 (a deviation; the paper uses 0) demands a clearance margin: an action
     counts as feasible only if Q_c < threshold, and the safety branch pushes Q_c below it.
@@ -119,7 +145,7 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
     q_r = qr.min(dim=0).values
     q_c = qc.max(dim=0).values
     gate = feasibility_gate(qc, gate_threshold)
-    reward_term = actor_reward_term(q_r, normalize_q)
+    reward_term, scale = reward_scaling(q_r, normalize_q, normalize_q_scope)
     # Infeasible means Q_c >= threshold, so the safety branch pushes Q_c below the threshold.
     safety_term = safety_weight * torch.relu(q_c - gate_threshold)
     if normalized_branches:
@@ -127,19 +153,19 @@ def gated_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, 
             + ((1 - gate) * safety_term).sum() / (1 - gate).sum().clamp_min(1.0)
     else:
         policy = (gate * reward_term + (1 - gate) * safety_term).mean()
-    loss = alpha * distill + policy
+    loss = alpha * distill + policy / scale
     return loss, {"feasible_frac": gate.mean(), "actor_qr": q_r.mean(), "actor_qc": q_c.mean()}
 
 
 def lagrangian_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Tensor, alpha: float,
-                          eta: float, normalize_q: bool = True, threshold: float = 0.0
-                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                          eta: float, normalize_q: bool = True, threshold: float = 0.0,
+                          normalize_q_scope: str = "reward") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """alpha L_d + E[-Q_r + eta max(Q_c - threshold, 0)]: the gate's ablation (no switch).
 
     Both terms act on every sample, where the gated loss optimises reward only on feasible
     samples and safety only on the others. With threshold 0 this is exactly
     -Q_r + eta max(0, Q_c); SafeFQL passes its gate_threshold so that the ablation changes
-    the gate alone, not the clearance it asks for. normalize_q as in gated_actor_loss.
+    the gate alone, not the clearance it asks for. normalize_q and its scope as in gated_actor_loss.
     feasible_frac reports the fraction the gate would have called feasible, for comparison.
 
     Choice of eta (SafeFQLConfig.lagrangian_eta = 1e5, the default safety_weight): a hinge
@@ -154,6 +180,7 @@ def lagrangian_actor_loss(qr: torch.Tensor, qc: torch.Tensor, distill: torch.Ten
     """
     q_r = qr.min(dim=0).values
     q_c = qc.max(dim=0).values
-    policy = (actor_reward_term(q_r, normalize_q) + eta * torch.relu(q_c - threshold)).mean()
-    return alpha * distill + policy, {"feasible_frac": feasibility_gate(qc, threshold).mean(),
+    reward_term, scale = reward_scaling(q_r, normalize_q, normalize_q_scope)
+    policy = (reward_term + eta * torch.relu(q_c - threshold)).mean()
+    return alpha * distill + policy / scale, {"feasible_frac": feasibility_gate(qc, threshold).mean(),
                                       "actor_qr": q_r.mean(), "actor_qc": q_c.mean()}

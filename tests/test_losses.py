@@ -283,3 +283,28 @@ def test_n_step_safety_target_uses_the_backup_it_is_given():
     margins = torch.tensor([[-1.0, -1.0]])
     y = losses.n_step_safety_target(margins, torch.ones_like(margins), t(2.0), t(1.0), t(-2.0), 0.5, "paper")
     assert y.tolist() == pytest.approx([-0.5])
+
+
+def test_the_reference_scope_divides_both_branches_by_mean_abs_q():
+    """normalize_q_scope 'loss' (the reference code): the whole gated term over λ = mean |Q_r|,
+    so its w_s acts like ours divided by λ; 'reward' (ours) leaves the safety branch at w_s."""
+    qr = torch.tensor([[-10.0, -6.0, -2.0]])             # λ = 6
+    qc = torch.tensor([[-1.0, -1.0, 3.0]])               # third infeasible: w_s · 3
+    ours, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 12.0, normalize_q=True)
+    ref, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 12.0, normalize_q=True,
+                                     normalize_q_scope="loss")
+    assert ours.item() == pytest.approx((10 / 6 + 1 + 12 * 3) / 3)
+    assert ref.item() == pytest.approx((10 + 6 + 12 * 3) / 3 / 6)
+    same, _ = losses.gated_actor_loss(qr, qc, torch.tensor(0.0), 1.0, 12.0 / 6, normalize_q=True)
+    assert ref.item() == pytest.approx(same.item())      # the reference's w_s = ours · λ
+    lag, _ = losses.lagrangian_actor_loss(qr, qc, torch.tensor(0.5), 2.0, 12.0, normalize_q=True,
+                                          normalize_q_scope="loss")
+    assert lag.item() == pytest.approx(2.0 * 0.5 + (10 + 6 + 2 + 12 * 3) / 3 / 6)
+
+
+def test_distillation_reduce_mean_is_the_sum_over_act_dim():
+    student, teacher = torch.tensor([[0.5, 0.5], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    summed = losses.distillation_loss(student, teacher)                  # ((0.25 + 0.25) + 1) / 2
+    mean = losses.distillation_loss(student, teacher, reduce="mean")     # (0.25 + 0.25 + 0 + 1) / 4
+    assert summed.item() == pytest.approx(0.75) and mean.item() == pytest.approx(0.375)
+    assert summed.item() == pytest.approx(2 * mean.item())               # α (sum) = α_ref (mean) / act_dim
