@@ -61,8 +61,9 @@ def test_diffdrive_demo_records_fits_evaluates_and_runs_the_diffdrive_robot(tmp_
     assert option(fit, "--task") == "diffdrive" and "--config" not in fit
     bundle = f"{option(fit, '--out')}/bundle"
     assert option(evaluate, "--bundle") == bundle
-    # evaluate scores the decision the node deploys, on every fixed test start
-    assert int(option(evaluate, "--proposals")) == node_params("diffdrive", "safefql_controller")["proposals"]
+    # evaluate scores the decision the node deploys, the bundle's (neither overrides it), on every fixed test start
+    assert not {"--proposals", "--candidates", "--noise", "--override-decision"} & set(evaluate)
+    assert node_params("diffdrive", "safefql_controller")["proposals"] == 0   # 0: the bundle's
     assert int(option(evaluate, "--episodes")) == len(diffdrive.evaluation_starts())
     args = launcher.parse_args(launch)
     assert (args.setup, args.bundle, args.init_states) == ("diffdrive", bundle, "evaluation")
