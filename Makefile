@@ -4,6 +4,7 @@
 #   make demo       record a boat bag, train SafeFQL from it (fit --bag), run simulator + controller
 #                   through DDS for 10 episodes; the last line printed is a JSON summary
 #                   (TASK=diffdrive: the same path for the diff-drive robot with a lidar, 5 episodes)
+#   make mutation   mutation testing of the safety path (tools/mutation.py; hours, not part of make test)
 #   make clean      remove what the README's commands write: data/ runs/ bags/ results/ (keeps .venv)
 #   make distclean  clean + remove .venv
 # Override variables on the command line, e.g. `make demo SEED=3 RUN=runs/boat3`.
@@ -68,16 +69,17 @@ PIP_INSTALL := $(VENV)/bin/python -m pip -q install $(PIP_ARGS)
 PIP_QUIET := 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 
 DEPS_STAMP := $(VENV)/.deps-stamp
+DEV_STAMP  := $(VENV)/.dev-stamp
 PKG_STAMP  := $(VENV)/.stamp
 # Editable installs map top-level packages at install time, so a new top-level package
 # (a new */__init__.py) needs a re-install: it is a prerequisite of the stamp.
 PKG_INPUTS := setup.py setup.cfg $(wildcard */__init__.py)
 SHARE      := $(VENV)/share/safefql_ros
 
-.PHONY: help setup test demo clean distclean
+.PHONY: help setup test mutation demo clean distclean
 
 help:
-	@sed -n '2,8p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '2,10p' $(firstword $(MAKEFILE_LIST))
 
 setup: $(PKG_STAMP)
 
@@ -116,6 +118,18 @@ DEMO_ROS_ENV := $(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 100 + 1 )
 
 test: setup
 	$(ROS_ENV) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+# Developer tools (mutmut, pytest-randomly) on top of the test venv; make test does not need them.
+$(DEV_STAMP): requirements-dev.txt constraints.txt $(PKG_STAMP)
+	@echo ">> pip install -c constraints.txt -r requirements-dev.txt"
+	@$(PIP_INSTALL) -c constraints.txt -r requirements-dev.txt $(PIP_QUIET)
+	@touch $@
+
+# Each module of the safety path mutated with its own tests; scores and survivors in
+# build/mutation/summary.json (docs/notebook/mutation.md). MODULES=losses limits the run.
+MODULES ?=
+mutation: $(DEV_STAMP)
+	$(ROS_ENV) $(PY) tools/mutation.py $(MODULES)
 
 # Recorded again when the behaviour mix changes (the bag is that mix's data).
 $(BAG)/metadata.yaml: $(BEHAVIOUR_$(TASK)) | setup

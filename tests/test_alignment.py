@@ -5,6 +5,7 @@ from test_tasks import boat_dict
 
 from safefql_core.alignment import (
     AlignmentError,
+    AlignmentReport,
     TimeSeries,
     Track,
     align,
@@ -296,3 +297,37 @@ def test_cost_is_one_only_for_a_strictly_positive_margin():
     arrays, _ = build_transitions(spec, {"state": states(t), "command": commands(t), "margin": margin})
     np.testing.assert_array_equal(arrays["costs"], [0, 0, 1])
     np.testing.assert_array_equal(arrays["margins"], np.float32([-1.0, 0.0, 1e-9]))
+
+
+@pytest.mark.parametrize("back_ns, reordered", [(1, 1), (25 * MS, 1), (25 * MS + 1, None)])
+def test_time_going_back_by_one_ns_is_sorted_by_exactly_max_age_too_and_further_is_refused(back_ns, reordered):
+    """A sample stamped 1 ns before the latest earlier one is out of order (sorted, counted);
+    up to max_age (25 ms) back it is sorted, beyond it the stream restarted and is refused."""
+    s = states([0, 10, 20, 30, 40, 50])
+    s.stamps[5] = 40 * MS - back_ns   # arrives after the 40 ms sample, stamped before it
+    if reordered is None:
+        with pytest.raises(AlignmentError, match="time goes backwards on /boat/odom"):
+            build_transitions(SPEC, {"state": s, "command": commands(np.arange(0, 60, 10))})
+        return
+    _, report = build_transitions(SPEC, {"state": s, "command": commands(np.arange(0, 60, 10))})
+    assert report.reordered_samples == {"state": reordered}
+
+
+def test_sorting_keeps_the_arrival_order_of_equal_stamps():
+    """Stable for equal stamps, also where numpy's default sort is not (more than 16 samples)."""
+    stamps = np.array([1] * 40 + [0] * 40, dtype=np.int64)
+    ordered = TimeSeries(stamps, np.arange(80.0)[:, None]).sorted()
+    assert ordered.values[:, 0].tolist() == list(range(40, 80)) + list(range(40))
+
+
+def test_reports_of_two_recordings_add_up_field_by_field():
+    one = AlignmentReport(episodes=1, ticks=10, transitions=8, timeouts=1, dropped={"stale": 2},
+                          nonfinite_samples={"state": 1}, clipped_actions=3, reordered_samples={"command": 2},
+                          duplicate_samples={}, ambiguous_samples={"state": 4}, held_states={"state": 5})
+    two = AlignmentReport(episodes=2, ticks=20, transitions=17, timeouts=2, dropped={"stale": 1, "gap": 7},
+                          nonfinite_samples={}, clipped_actions=0, reordered_samples={"command": 1, "state": 6},
+                          duplicate_samples={"state": 9}, ambiguous_samples={}, held_states={"state": 1})
+    assert one.merge(two) == AlignmentReport(
+        episodes=3, ticks=30, transitions=25, timeouts=3, dropped={"stale": 3, "gap": 7},
+        nonfinite_samples={"state": 1}, clipped_actions=3, reordered_samples={"command": 3, "state": 6},
+        duplicate_samples={"state": 9}, ambiguous_samples={"state": 4}, held_states={"state": 6})

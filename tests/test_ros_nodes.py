@@ -362,11 +362,13 @@ def test_closed_loop_with_boat_sim(bundle, loop):
     add(controller(bundle, control_rate_hz=0.0, state_timeout=0.05))
     assert spin_until(executor, lambda: len(probe.policy_commands()) >= 20 and len(probe.odom) >= 20, 10.0)
     begin = (len(probe.commands), len(probe.odom))
-    spin_until(executor, lambda: False, 1.0)
-    commands, odom = len(probe.commands) - begin[0], len(probe.odom) - begin[1]
-    assert commands >= 50 and odom >= 50, f"{commands} commands and {odom} states in 1 s at 200 Hz"
+    # 50 more of each and the automatic reset after 100 steps, waited for by count (0.5 s at
+    # 200 Hz): a loaded machine slows the loop, it does not break it
+    def counts() -> tuple[int, int]:
+        return len(probe.commands) - begin[0], len(probe.odom) - begin[1]
+    assert spin_until(executor, lambda: min(counts()) >= 50 and max(probe.episodes, default=0) >= 1, 20.0), \
+        f"in 20 s: {counts()} commands and states, episodes {sorted(set(probe.episodes))}"
     assert any(m != "REJECTED" for m in probe.modes)
-    assert probe.episodes and max(probe.episodes) >= 1, "no automatic reset after 100 steps"
     xs = [x for x, _ in probe.odom]
     assert min(xs) >= -3.0 and max(xs) > -2.0 + 0.1, "the boat did not move with the current"
 

@@ -328,3 +328,49 @@ def test_combined_age_judges_each_input_against_its_own_limit():
     assert combined_age([-0.001, 0.0], allow, 0.005) == 0.0
     assert combined_age([0.3, -0.5], allow, 0.005) == -0.5
     assert math.isnan(combined_age([0.0, math.nan], allow, 0.005))
+
+
+def test_the_state_timeout_changes_within_the_bounds_of_construction(bundle):
+    """10 decision periods (0.2 s at 0.02 s) is the longest timeout; the old value comes back."""
+    cfg = RuntimeConfig(state_timeout=TIMEOUT, **override(bundle, stop_action=STOP), period=0.02)
+    rt = Runtime(load_bundle(bundle), cfg)
+    assert rt.set_state_timeout(0.2) == TIMEOUT and rt.cfg.state_timeout == 0.2
+    assert rt.set_state_timeout(0.05) == 0.2
+    assert_stop(rt.decide(STATE, age=above(0.05)), "stale")
+    for value in (above(0.2), 0.0, -0.01, math.nan, math.inf):
+        with pytest.raises(ValueError, match="state_timeout"):
+            rt.set_state_timeout(value)
+    assert rt.cfg.state_timeout == 0.05
+
+
+def test_load_runtime_wraps_the_verified_bundle_with_the_given_config(bundle):
+    from safefql_core.runtime import load_runtime
+    cfg = RuntimeConfig(state_timeout=TIMEOUT, **override(bundle, stop_action=STOP), period=0.02)
+    rt = load_runtime(bundle, cfg)
+    assert rt.cfg is cfg and rt.bundle.path == Path(bundle)
+    assert_stop(rt.decide(STATE, age=above(TIMEOUT)), "stale")
+
+
+def test_the_bundle_deploys_with_its_recorded_spec_or_a_matching_given_one(bundle):
+    from safefql_core.tasks import TaskSpec
+    b = load_bundle(bundle)
+    spec = b.task_spec()
+    assert (spec.obs_dim, spec.act_dim) == (b.obs_dim, b.act_dim) == (2, 2) and spec.name == "boat"
+    given = TaskSpec.from_dict(spec.to_dict(), "boat")
+    assert b.task_spec(given, "the node's spec") is given
+
+
+@pytest.mark.parametrize("key, value, kind", [("obs_dim", "2", "integer"), ("algo", 1, "string"),
+                                              ("graphs", [], "object"), ("margin_range", {}, "array")])
+def test_a_bundle_json_entry_of_the_wrong_type_is_named_with_the_type_it_needs(bundle, tmp_path, key, value, kind):
+    from safefql_core.bundle import BundleError
+    edited = _with_meta(bundle, tmp_path, lambda doc: doc.update({key: value}))
+    with pytest.raises(BundleError, match=f"'{key}' must be a JSON {kind}, got "):
+        load_bundle(edited)
+
+
+def test_stored_examples_with_fewer_outputs_than_the_graph_are_refused(bundle, tmp_path):
+    from safefql_core.bundle import BundleError
+    edited = _with_meta(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["outputs"].pop())
+    with pytest.raises(BundleError, match=r"safety.onnx: the graph has 2 outputs, the stored examples 1; re-export"):
+        load_bundle(edited)
