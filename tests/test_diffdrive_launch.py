@@ -3,8 +3,6 @@ the same nodes in the robot's namespace, with config/diffdrive_nodes.yaml, and t
 drives the simulated robot from a bundle trained on config/diffdrive.yaml."""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,14 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from test_launch import assert_no_children_left, from_command, from_launch, launch_file_nodes, run_launcher  # noqa: E402
+from test_launch import (  # noqa: E402
+    assert_no_children_left,
+    from_command,
+    from_launch,
+    launch_file_nodes,
+    run_launcher,
+    run_two_episodes,
+)
 
 from offline_train import collect, fit  # noqa: E402
 from safefql_core.envs import diffdrive  # noqa: E402
@@ -105,21 +110,6 @@ def test_launcher_counts_diffdrive_episodes(diffdrive_bundle, tmp_path):
     Asserted is what the launcher guarantees (see test_launch.test_launcher_counts_episodes):
     episodes 0 and 1 counted whole, started at the first two test starts in order, and judged
     by this robot's goal radius, not the boat's."""
-    report = tmp_path / "report"
-    status, stdout, stderr, _ = run_launcher(tmp_path, "diffdrive", "--bundle", diffdrive_bundle, "--episodes", "2",
-                                             "--episode-steps", "20", "--init-states", "evaluation",
-                                             "--report-dir", str(report), "--timeout", "60",
-                                             "--summary-json", str(tmp_path / "summary.json"))
-    assert status == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
-    assert summary["episodes"] == 2 and summary["complete"] is True
+    summary, starts = run_two_episodes(tmp_path, "diffdrive", diffdrive_bundle, 20)
     assert summary["goal_radius"] == diffdrive.GOAL_RADIUS
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert f"report written to {report}/closed_loop.png and episodes.json" in stderr
-    episodes = json.loads((report / "episodes.json").read_text())["episodes"]
-    assert [e["episode"] for e in episodes] == [0, 1], (episodes, stderr[-6000:])
-    starts = {int(i): json.loads(pose) for i, pose in
-              re.findall(r"\[diffdrive_sim\].*episode (\d+) starts at (\[[^\]]*\])", stderr)}
-    test_starts = diffdrive.evaluation_starts()[:2]
-    assert np.allclose([starts[0], starts[1]], test_starts, atol=1e-3), starts
-    assert_no_children_left(stderr)
+    assert np.allclose([starts[0], starts[1]], diffdrive.evaluation_starts()[:2], atol=1e-3), starts

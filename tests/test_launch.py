@@ -297,32 +297,39 @@ def test_node_that_cannot_start_fails_the_launch(bundle, tmp_path):
     assert_no_children_left(stderr)
 
 
-def test_launcher_counts_episodes(bundle, tmp_path):
-    """`--episodes`: the monitor's JSON summary is the last stdout line and its status the launcher's.
-
-    What the launcher guarantees is asserted, not what timing usually gives: the monitor counts
-    episodes 0 and 1 whole (the controller starts only once the monitor hears the simulator),
-    and the simulator started them at the first two evaluation states, in order (its own log).
-    Which episode the odometry samples around a reset belong to is not asserted: the episode
-    index and the odometry are two topics, with no order between them."""
+def run_two_episodes(tmp_path: Path, setup: str, bundle: str, steps: int) -> tuple[dict, dict[int, list[float]]]:
+    """`safefql-launch SETUP --episodes 2` from the first two evaluation starts, asserting what the
+    launcher guarantees for any robot: the monitor's JSON summary is the last stdout line and its
+    status the launcher's, every file written is announced (issue 33), episodes 0 and 1 are
+    counted whole, no child is left. Returns the summary and the starts the simulator logged."""
     report = tmp_path / "report"
-    status, stdout, stderr, _ = run_launcher(tmp_path, "boat", "--bundle", str(bundle), "--episodes", "2",
-                                             "--episode-steps", "40", "--init-states", "evaluation",
+    status, stdout, stderr, _ = run_launcher(tmp_path, setup, "--bundle", str(bundle), "--episodes", "2",
+                                             "--episode-steps", str(steps), "--init-states", "evaluation",
                                              "--report-dir", str(report), "--timeout", "60",
                                              "--summary-json", str(tmp_path / "summary.json"))
     assert status == 0, stderr[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["complete"] is True
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    # Every file written is announced (issue 33).
     assert f"summary written to {tmp_path / 'summary.json'}" in stderr
     assert f"report written to {report}/closed_loop.png and episodes.json" in stderr
     episodes = json.loads((report / "episodes.json").read_text())["episodes"]
     assert [e["episode"] for e in episodes] == [0, 1], episodes
-    starts = {int(i): json.loads(xy) for i, xy in re.findall(r"\[boat_sim\].*episode (\d+) starts at (\[[^\]]*\])",
-                                                               stderr)}
-    assert np.allclose([starts[0], starts[1]], boat.evaluation_states()[:2], atol=1e-3), starts
     assert_no_children_left(stderr)
+    return summary, {int(i): json.loads(start) for i, start in
+                     re.findall(rf"\[{setup}_sim\].*episode (\d+) starts at (\[[^\]]*\])", stderr)}
+
+
+def test_launcher_counts_episodes(bundle, tmp_path):
+    """`--episodes`: see run_two_episodes.
+
+    What the launcher guarantees is asserted, not what timing usually gives: the monitor counts
+    episodes 0 and 1 whole (the controller starts only once the monitor hears the simulator),
+    and the simulator started them at the first two evaluation states, in order (its own log).
+    Which episode the odometry samples around a reset belong to is not asserted: the episode
+    index and the odometry are two topics, with no order between them."""
+    _, starts = run_two_episodes(tmp_path, "boat", bundle, 40)
+    assert np.allclose([starts[0], starts[1]], boat.evaluation_states()[:2], atol=1e-3), starts
 
 
 def test_launcher_replays_a_bag_through_the_controller(bundle, tmp_path):
