@@ -130,6 +130,10 @@ def test_out_of_bounds_commands_are_clipped_and_counted():
     t = np.arange(3) * 10
     arrays, report = build_transitions(SPEC, {"state": states(t), "command": series(t, [[2.0, 0], [0, 0], [0, 0]])})
     assert report.clipped_actions == 1 and arrays["actions"].max() == 1.0
+    # below the lower bound too, and a command out of bounds in both fields counts once
+    low = series(t, [[2.0, 0], [-3.0, -5.0], [0, 0]])
+    arrays, report = build_transitions(SPEC, {"state": states(t), "command": low})
+    assert report.clipped_actions == 2 and arrays["actions"].min() == -1.0
 
 
 @pytest.mark.parametrize("state_ms, command_ms, message", [
