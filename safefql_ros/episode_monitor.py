@@ -51,7 +51,7 @@ from safefql_core.envs.diffdrive_evaluation import draw_map as draw_diffdrive_ma
 from safefql_core.evaluation import draw_boat_map, plot_trajectories
 from safefql_core.tasks import TaskSpec
 from safefql_ros.node_tools import ManagedNode, float_range, int_range, relative, shutdown, spin, start_node
-from safefql_ros.qos import LATCHED_QOS
+from safefql_ros.qos import LATCHED_EVERY_QOS
 
 FINAL_DIAGNOSTICS_WAIT_S = 2.0  # after the last episode, wait this long for a fresher status
 
@@ -123,7 +123,8 @@ class EpisodeMonitor(ManagedNode):
         self.timed_out = False
 
         # Created before the odometry subscription on purpose: see hears_the_simulator.
-        self.episode_sub = self.create_subscription(UInt32, self.robot.episode_topic, self._on_episode, LATCHED_QOS)
+        self.episode_sub = self.create_subscription(UInt32, self.robot.episode_topic, self._on_episode,
+                                                    LATCHED_EVERY_QOS)
         self.create_subscription(Odometry, relative(self.robot.odom_topic, self.get_namespace()), self._on_odom,
                                  qos_profile_sensor_data)
         self.create_subscription(Float64, f"{controller}/latency_ms", self._on_latency, 100)

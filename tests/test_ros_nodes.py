@@ -593,6 +593,26 @@ def test_episode_monitor_that_joins_late_counts_whole_episodes(loop):
     assert all(abs(e["steps"] - 40) <= 3 for e in monitor.episodes), monitor.episodes
 
 
+def test_episode_monitor_sees_every_announcement_after_a_stall(loop):
+    """Three episode indices announced while the monitor's executor does not run (a loaded
+    machine: two 0.4 s episodes pass in one stall) all reach it, in order: with a depth-1 queue
+    only the last did, and the monitor took episodes 0 and 1 for a late join."""
+    from std_msgs.msg import UInt32
+
+    from safefql_ros.qos import LATCHED_QOS
+    executor, probe, add = loop
+    monitor = add(EpisodeMonitor(parameter_overrides=[Parameter("episodes", value=2)]))
+    announcer = add(rclpy.create_node("announcer"))
+    publisher = announcer.create_publisher(UInt32, "boat/episode", LATCHED_QOS)
+    assert spin_until(executor, lambda: monitor.episode_sub.get_publisher_count() > 0
+                      and publisher.get_subscription_count() > 0, 10.0), "the monitor never matched"
+    for index in range(3):
+        publisher.publish(UInt32(data=index))
+    time.sleep(0.5)  # delivered into the monitor's queue; its callbacks have not run
+    assert spin_until(executor, lambda: monitor.current == 2, 5.0), monitor.current
+    assert monitor.whole, "the monitor missed episode 0's announcement and counted the run as joined late"
+
+
 # ---- lifecycle, stamped commands, frames, QoS, diagnostics (issue 27) ---------------------------
 def test_lifecycle_holds_the_stop_while_inactive(bundle, loop):
     """configure: loaded, holding the stop; activate: deciding; deactivate: the stop, held at the
