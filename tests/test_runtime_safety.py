@@ -374,3 +374,49 @@ def test_stored_examples_with_fewer_outputs_than_the_graph_are_refused(bundle, t
     edited = _with_meta(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["outputs"].pop())
     with pytest.raises(BundleError, match=r"safety.onnx: the graph has 2 outputs, the stored examples 1; re-export"):
         load_bundle(edited)
+
+
+def test_a_future_age_exactly_at_the_tolerance_is_still_fresh():
+    """The tolerance is inclusive, for several inputs as for one (`decide`'s own check)."""
+    from safefql_core.runtime import combined_age
+    assert combined_age([-0.005, 0.0], [0.0, 0.0], 0.005) == 0.0
+    assert combined_age([below(-0.005), 0.0], [0.0, 0.0], 0.005) == below(-0.005)
+
+
+def test_score_takes_python_lists_and_float64_actions(runtime):
+    """`score` is the entry point for callers with their own arrays (replay, tests): the ONNX
+    graphs take float32 only, so it converts whatever real actions it is given."""
+    o = runtime.validate(STATE, None)[0]
+    actions = [[0.25, -0.5], [1.0, 0.0], [0.0, 0.0]]
+    q, v = runtime.score(o, actions)
+    q32, v32 = runtime.score(o, np.asarray(actions, dtype=np.float32))
+    assert q.shape == (3,) and np.array_equal(q, q32) and np.array_equal(v, v32)
+
+
+@pytest.mark.parametrize("noise", ["zero", "sample"])
+def test_the_first_proposal_is_the_actors_own_action_unless_noise_is_sampled(bundle, noise):
+    """With noise 'zero' the proposals are the actor's z = 0 action plus N − 1 sampled ones, so
+    ranking can only improve on the raw actor; with 'sample' every proposal is sampled."""
+    b = load_bundle(bundle)
+    rt = Runtime(b, RuntimeConfig(**override(b, proposals=4, noise=noise)))
+    rt.decide(STATE)
+    drawn = rt._proposals.inputs["noise"]
+    assert drawn.shape == (4, 2) and (drawn[1:] != 0.0).all()
+    assert (drawn[0] == 0.0).all() if noise == "zero" else (drawn[0] != 0.0).all()
+
+
+def test_a_proposal_exactly_at_the_threshold_is_not_certified(bundle):
+    """Among several proposals, as for one, Q_safe == δ* is not below δ*: with δ* at the Q_safe
+    of the proposal the reward critic likes best, that proposal is vetoed and a lower one sent."""
+    b = load_bundle(bundle)
+    alone = override(b, proposals=8, candidates=0, fallback_actions=[], stop_action=STOP)
+    first = Runtime(b, RuntimeConfig(**alone, threshold=b.threshold_range[1], seed=3))
+    first.decide(STATE)
+    action, q_reward, q_safe, _ = (out.copy() for out in first._proposals.run())  # the same eight again
+    best = int(np.argmax(q_reward))
+    assert q_safe[best] > q_safe.min(), "the reward critic's favourite is the safest: pick another seed"
+    at = Runtime(b, RuntimeConfig(**alone, threshold=float(q_safe[best]), seed=3)).decide(STATE)
+    below_best = q_safe < q_safe[best]
+    chosen = int(np.argmax(np.where(below_best, q_reward, -np.inf)))
+    assert at.mode is Mode.NOMINAL and at.q_safe == float(q_safe[chosen]) < at.threshold
+    np.testing.assert_array_equal(at.action, action[chosen])
