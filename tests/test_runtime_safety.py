@@ -420,3 +420,51 @@ def test_a_proposal_exactly_at_the_threshold_is_not_certified(bundle):
     chosen = int(np.argmax(np.where(below_best, q_reward, -np.inf)))
     assert at.mode is Mode.NOMINAL and at.q_safe == float(q_safe[chosen]) < at.threshold
     np.testing.assert_array_equal(at.action, action[chosen])
+
+
+def test_untrusted_ages_are_reported_in_milliseconds(runtime):
+    """The stop's reason gives the age and the limit it broke in ms (what a person reads in
+    /diagnostics), for a state from the future and for a stale one."""
+    future = runtime.decide(STATE, age=-0.5)
+    assert f"lies {0.5 * 1000:.1f} ms in the future (tolerance {TOLERANCE * 1000:.1f} ms)" in future.reason
+    stale = runtime.decide(STATE, age=0.25)
+    assert f"state is stale: {0.25 * 1000:.1f} ms old > state_timeout {TIMEOUT * 1000:.1f} ms" in stale.reason
+
+
+def test_a_stop_carries_the_threshold_no_safety_value_and_its_own_time(runtime):
+    import time
+    start = time.perf_counter()
+    d = runtime.decide(STATE, age=1.0)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    assert d.mode is Mode.REJECTED and d.threshold == runtime.threshold
+    assert math.isnan(d.q_safe) and math.isnan(d.v_safe)
+    assert 0.0 <= d.inference_ms <= elapsed_ms
+
+
+def test_one_sampled_proposal_draws_a_fresh_noise_per_dimension_each_tick(bundle):
+    b = load_bundle(bundle)
+    rt = Runtime(b, RuntimeConfig(**override(b, proposals=1, noise="sample")))
+    draws = []
+    for _ in range(2):
+        rt.decide(STATE)
+        draws.append(rt._policy.inputs["noise"].copy())
+    assert all(d.shape == (1, 2) and np.isfinite(d).all() and d[0, 0] != d[0, 1] for d in draws)
+    assert (draws[0] != draws[1]).all()
+
+
+def test_two_proposals_are_ranked(bundle):
+    """proposals = 2 already goes through the ranking graph (its second row sampled)."""
+    b = load_bundle(bundle)
+    rt = Runtime(b, RuntimeConfig(**override(b, proposals=2)))
+    rt.decide(STATE)
+    assert (rt._proposals.inputs["noise"][1] != 0.0).all()
+
+
+def test_extra_policy_samples_are_distinct(bundle):
+    """When the proposal is not certified the search widens with `candidates` samples of the
+    policy, each with its own noise in every dimension."""
+    b = load_bundle(bundle)
+    rt = Runtime(b, RuntimeConfig(**override(b, candidates=4), threshold=b.threshold_range[0]))
+    rt.decide(STATE)
+    noise = rt._candidates.inputs["noise"]
+    assert noise.shape == (4, 2) and len(np.unique(noise)) == noise.size
