@@ -468,3 +468,47 @@ def test_extra_policy_samples_are_distinct(bundle):
     rt.decide(STATE)
     noise = rt._candidates.inputs["noise"]
     assert noise.shape == (4, 2) and len(np.unique(noise)) == noise.size
+
+
+@pytest.mark.parametrize("certified", [True, False])
+def test_a_range_warning_is_the_reason_or_follows_it(bundle, certified):
+    """out_of_range 'warn': a certified action's reason is the warning alone; an uncertified
+    one's says first why it was replaced, then the warning."""
+    b = load_bundle(bundle)
+    threshold = b.threshold_range[1] if certified else b.threshold_range[0]
+    rt = Runtime(b, RuntimeConfig(**override(b, stop_action=STOP), out_of_range="warn", threshold=threshold))
+    # outside the range in x; the first of these the lowest δ* does not certify (a real case)
+    decisions = [rt.decide(np.array([x, 0.0])) for x in (100.0, -100.0, 30.0, -30.0, 12.0, -12.0)]
+    d = next((d for d in decisions if d.mode is not Mode.NOMINAL), decisions[0])
+    warning = "warning: state is outside the trained observation range at indices [0]"
+    if certified:
+        assert d.mode is Mode.NOMINAL and d.reason.startswith(warning), d.reason
+    else:
+        assert d.mode in (Mode.INTERVENE, Mode.UNSAFE) and not d.reason.startswith(warning)
+        assert f"; {warning}" in d.reason
+
+
+@pytest.mark.parametrize("action, q, v", [([math.nan, 0.0], -1.0, 0.5), ([0.5, 0.0], -1.0, math.nan),
+                                          ([0.5, 0.0], math.nan, 0.5)])
+def test_any_one_non_finite_output_sends_the_stop_with_the_values(bundle, action, q, v):
+    """Each output on its own (action, Q_safe, V_safe) is checked: a fault that leaves the others
+    finite still stops, and the stop reports the values the networks gave."""
+    import time
+    b = load_bundle(bundle)
+    rt = Runtime(b, RuntimeConfig(**override(b, stop_action=STOP), threshold=b.threshold_range[1]))
+    rt.propose = lambda o: (np.array(action, np.float32), q, v)  # the fault, injected after the graphs
+    rt.safest_candidate = lambda o, a, q_, v_: (a, q_, v_)
+    start = time.perf_counter()
+    d = rt.decide(STATE)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    assert_stop(d, "the networks' output is non-finite")
+    np.testing.assert_array_equal([d.q_safe, d.v_safe], [q, v])  # NaN where the fault put it
+    assert 0.0 <= d.inference_ms <= elapsed_ms
+
+
+def test_a_decision_reports_its_own_time(runtime):
+    import time
+    start = time.perf_counter()
+    d = runtime.decide(STATE)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    assert d.mode is not Mode.REJECTED and 0.0 <= d.inference_ms <= elapsed_ms
