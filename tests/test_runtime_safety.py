@@ -512,3 +512,28 @@ def test_a_decision_reports_its_own_time(runtime):
     d = runtime.decide(STATE)
     elapsed_ms = (time.perf_counter() - start) * 1e3
     assert d.mode is not Mode.REJECTED and 0.0 <= d.inference_ms <= elapsed_ms
+
+
+@pytest.mark.parametrize("proposals, replaced", [(1, "actor action"), (2, "every actor proposal")])
+def test_an_intervention_names_what_it_replaced(bundle, proposals, replaced):
+    """With δ* exactly at the proposal's Q_safe the proposal is vetoed and a fallback sent; the
+    reason says whether one action or all N proposals were over δ*."""
+    b = load_bundle(bundle)
+    settings = override(b, proposals=proposals, stop_action=STOP)
+    q = Runtime(b, RuntimeConfig(**settings, threshold=b.threshold_range[1])).decide(STATE).q_safe
+    d = Runtime(b, RuntimeConfig(**settings, threshold=q)).decide(STATE)
+    assert d.mode is Mode.INTERVENE and d.reason.startswith(f"{replaced} had Q_safe above δ*="), d.reason
+
+
+def test_future_tolerance_may_be_zero_but_state_timeout_may_not(bundle):
+    b = load_bundle(bundle)
+    assert Runtime(b, RuntimeConfig(period=0.02, future_tolerance=0.0)).cfg.future_tolerance == 0.0
+    with pytest.raises(ValueError, match="future_tolerance must be a number of seconds >= 0 and at most"):
+        Runtime(b, RuntimeConfig(period=0.02, future_tolerance=-0.001))
+    with pytest.raises(ValueError, match="state_timeout must be a number of seconds > 0 and at most"):
+        Runtime(b, RuntimeConfig(period=0.02, state_timeout=0.0))
+
+
+def test_the_sessions_run_with_the_configured_threads(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(threads=2))
+    assert {s.get_session_options().intra_op_num_threads for s in rt.graphs.sessions.values()} == {2}
