@@ -537,3 +537,40 @@ def test_future_tolerance_may_be_zero_but_state_timeout_may_not(bundle):
 def test_the_sessions_run_with_the_configured_threads(bundle):
     rt = Runtime(load_bundle(bundle), RuntimeConfig(threads=2))
     assert {s.get_session_options().intra_op_num_threads for s in rt.graphs.sessions.values()} == {2}
+
+
+@pytest.mark.parametrize("name", ["..weights.pt", "graphs\\actor.onnx", ""])
+def test_file_names_with_parent_or_windows_separators_or_none_are_refused(bundle, tmp_path, name):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError, match="not plain file names"):
+        load_bundle(_with_meta(bundle, tmp_path, lambda d: d["files"].update({name: "0" * 64})))
+
+
+@pytest.mark.parametrize("margin", [[1.0, 0.0], [0.0, math.inf], [0.0]])
+def test_a_margin_range_that_is_not_min_max_is_refused_naming_the_file(bundle, tmp_path, margin):
+    from safefql_core.bundle import BundleError
+    edited = _with_meta(bundle, tmp_path, lambda d: d.update(margin_range=margin))
+    with pytest.raises(BundleError) as error:
+        load_bundle(edited)
+    assert str(error.value).startswith(f"{edited / 'bundle.json'}: 'margin_range' must be [min, max] of finite")
+
+
+def test_a_bundle_json_that_is_not_an_object_is_named(bundle, tmp_path):
+    import shutil
+
+    from safefql_core.bundle import BundleError
+    copy = tmp_path / "listed"
+    shutil.copytree(bundle, copy)
+    (copy / "bundle.json").write_text("[]")
+    with pytest.raises(BundleError, match=f"^{copy / 'bundle.json'} holds a JSON list, not an object; re-export"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("as_path", [True, False])
+def test_a_file_onnxruntime_cannot_load_is_named_with_the_fix(tmp_path, as_path):
+    from safefql_core.bundle import BundleError, ort_session
+    broken = tmp_path / "actor.onnx"
+    broken.write_bytes(b"not a graph")
+    where = str(broken) if as_path else "the exported graph"
+    with pytest.raises(BundleError, match=f"^{where} is not an ONNX graph onnxruntime can load .*re-export the bundle"):
+        ort_session(str(broken) if as_path else broken.read_bytes())
