@@ -134,7 +134,8 @@ def test_an_implausible_calibrated_threshold_is_refused(bundle, tmp_path, delta)
     from safefql_core.bundle import BundleError
     lo, hi = load_bundle(bundle).threshold_range
     copy = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": delta}))
-    with pytest.raises(BundleError, match=rf"calibration δ\* = .* is not a threshold in \[{lo:.4g}, {hi:.4g}\]"):
+    with pytest.raises(BundleError, match=rf"calibration δ\* = .* is not a threshold in \[{lo:.4g}, {hi:.4g}\].*; "
+                                          r"recalibrate with offline_train.calibrate and re-export$"):
         load_bundle(copy)
 
 
@@ -574,3 +575,13 @@ def test_a_file_onnxruntime_cannot_load_is_named_with_the_fix(tmp_path, as_path)
     where = str(broken) if as_path else "the exported graph"
     with pytest.raises(BundleError, match=f"^{where} is not an ONNX graph onnxruntime can load .*re-export the bundle"):
         ort_session(str(broken) if as_path else broken.read_bytes())
+
+
+def test_stored_examples_that_do_not_fit_the_graph_are_named(bundle, tmp_path):
+    from safefql_core.bundle import BundleError
+    edited = _with_meta(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["inputs"].update(
+        observation=[[1.0, 2.0, 3.0]]))
+    with pytest.raises(BundleError, match=rf"(?s)^{edited}/safety.onnx: the stored examples in bundle.json do not fit "
+                                          r"the graph \(.*\); re-export the bundle$"):
+        load_bundle(edited)
+
