@@ -79,11 +79,20 @@ def add_decision_arguments(p: argparse.ArgumentParser) -> None:
                    "(default 1; docs/DESIGN.md, \"Proposals\")")
     p.add_argument("--candidates", type=at_least(0), help="extra actor samples it scores on intervention (default 8)")
     p.add_argument("--noise", choices=["zero", "sample"], help="its actor noise (default zero)")
+    # A robot of your own: what "stop" means in [-1, 1] command units is the robot's (zero only
+    # where the bounds are symmetric), and the fallbacks worth scoring are too.
+    p.add_argument("--stop-action", type=float, nargs="+", metavar="A",
+                   help="the action sent when a state cannot be trusted, in [-1, 1] units, one value per "
+                        "command field (default: all zeros)")
+    p.add_argument("--fallback-actions", type=float, nargs="*", metavar="A",
+                   help="fallback candidates scored on intervention, flat, one action after the other in "
+                        "[-1, 1] units; none given: no fallbacks (default: the task's, none for a robot of your own)")
 
 
 def decision_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The decision flags as `calibrate_run`'s decision_changes (None: the task's default)."""
-    return {"proposals": args.proposals, "candidates": args.candidates, "noise": args.noise}
+    return {"proposals": args.proposals, "candidates": args.candidates, "noise": args.noise,
+            "stop_action": args.stop_action, "fallback_actions": args.fallback_actions}
 
 
 def at_least(low: int):

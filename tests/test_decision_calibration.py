@@ -75,12 +75,17 @@ def test_calibrate_records_the_decision_and_export_deploys_it(bundle, tmp_path, 
     run = tmp_path / "run"
     shutil.copytree(Path(bundle).parent / "run", run)
     (run / CALIBRATION_FILE).unlink(missing_ok=True)
-    args = ["--run", str(run), "--n", "20", "--horizon", str(STEPS), "--proposals", "4", "--candidates", "2"]
+    args = ["--run", str(run), "--n", "20", "--horizon", str(STEPS), "--proposals", "4", "--candidates", "2",
+            "--stop-action", "0.25", "-0.5", "--fallback-actions", "1", "0", "0", "-1"]
+    assert calibrate.main([*args[:-8], "--stop-action", "0.25"]) == 2   # one value for a 2-field command
+    assert "the decision to calibrate: stop_action must be" in capsys.readouterr().err
     assert calibrate.main(args) == 0
     printed = capsys.readouterr().out
     result = json.loads((run / CALIBRATION_FILE).read_text())
     assert result["source"] == calibration_step.SIMULATED
     assert (result["decision"]["proposals"], result["decision"]["candidates"]) == (4, 2)
+    assert result["decision"]["stop_action"] == [0.25, -0.5]
+    assert result["decision"]["fallback_actions"] == [[1.0, 0.0], [0.0, -1.0]]
     assert result["fixed_point"]["rounds"][0]["rolled_out_at"] == 0.0
     assert "decision certified: 4 proposal(s)" in printed and "fixed point:" in printed
     assert export.main(["--run", str(run), "--out", str(tmp_path / "bundle")]) == 0

@@ -2,7 +2,8 @@
 command is offline_train.calibrate, and `fit --bag` calibrates through it too).
 
 In the simulator δ* is calibrated on the decision that is deployed (`Runtime.decide` with the
-task's default decision, changed by `decision_changes`: proposals, candidates, noise),
+task's default decision, changed by `decision_changes`: proposals, candidates, noise, stop
+action, fallbacks),
 iterated to a fixed point (safefql_core.decision_calibration); calibration.json records that
 decision, and `export` writes it into the bundle as the one to deploy.
 """
@@ -96,8 +97,8 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     `source` auto: rollouts of the deployed decision in the simulator where the run's robot
     has one, logged episodes otherwise (the weaker statement, said in the result). Never
     another task's simulator: `sim` for a task without one is refused with the reason.
-    `decision_changes` (proposals, candidates, noise; None keeps one) change the task's
-    default decision; the result records the decision δ* certifies."""
+    `decision_changes` (proposals, candidates, noise, stop_action, fallback_actions; None keeps
+    one) change the task's default decision; the result records the decision δ* certifies."""
     check_settings(epsilon, n, beta, horizon)
     plot_path = prepare_output_file(plot or Path(run) / CALIBRATION_PLOT, "--plot")
     learner, meta = load_run(run, allow_partial=allow_partial)
