@@ -9,7 +9,8 @@ node clock. The subscription QoS matches the publishers (best effort if any publ
 effort, transient local if all are latched) and their offered profiles are stored in the bag,
 so `safefql_player` can offer the same QoS again. Connections carry the message definitions
 of rosbags' typestore (the one safefql_core.bags reads with), so the bag is self-describing.
-SIGINT / SIGTERM stop the recording between callbacks and the bag is always closed cleanly.
+SIGINT / SIGTERM stop the recording between callbacks; messages already delivered to the node
+by then are still written (for up to DRAIN_S), and the bag is always closed cleanly.
 
 `matching_qos`, shared with the player, also lives here.
 
@@ -18,6 +19,7 @@ Run: `python -m safefql_ros.recorder --ros-args -p output:=bags/run1 -p topics:=
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -36,6 +39,7 @@ from safefql_ros.node_tools import MessageTypeError, float_range, message_class,
 
 GRAPH_POLL_S = 0.2  # how often the graph is polled for the publishers of missing topics
 SUBSCRIPTION_DEPTH = 100  # a deep queue: a burst while the bag is written is not dropped
+DRAIN_S = 0.5  # at a stop, how long the messages already delivered are still written
 
 
 def matching_qos(offers: Iterable[tuple[str, str]], depth: int) -> QoSProfile:
@@ -154,8 +158,27 @@ class Recorder(Node):
         self.writer.write(connection, self.get_clock().now().nanoseconds, data)
         self.counts[connection.topic] += 1
 
+    def drain(self, limit_s: float = DRAIN_S) -> None:
+        """Write what was delivered before the stop: a signal arrives between callbacks, with up
+        to SUBSCRIPTION_DEPTH messages per topic still queued (the last ones a user wanted
+        recorded). Spins without waiting until a round of callbacks writes nothing, or for at
+        most `limit_s` of wall time while publishers go on."""
+        executor = SingleThreadedExecutor()
+        executor.add_node(self)
+        deadline = time.monotonic() + limit_s
+        try:
+            written = -1
+            while written != sum(self.counts.values()) and time.monotonic() < deadline:
+                written = sum(self.counts.values())
+                for _ in range(len(self.counts) + 1):  # one callback per spin: each topic and the timer
+                    executor.spin_once(timeout_sec=0.0)
+        finally:
+            executor.remove_node(self)
+
     def close(self) -> None:
-        """Finish the bag (always readable afterwards) and report what it holds."""
+        """Write what was already delivered, finish the bag (always readable afterwards) and
+        report what it holds."""
+        self.drain()
         self.writer.close()
         counts = ", ".join(f"{t}: {n}" for t, n in self.counts.items())
         self.get_logger().info(f"wrote {self.output}: {sum(self.counts.values())} messages ({counts})")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -134,6 +135,22 @@ def bundle(tiny_boat_h5, tmp_path_factory) -> str:
                          "flow_steps=3"]) == 0
         assert export.main(["--run", str(root / "run"), "--out", str(root / "bundle")]) == 0
     return str(Path(pipeline_artefact(tmp_path_factory, "tiny_bundle", build)) / "bundle")
+
+
+def edited_bundle(bundle, tmp_path: Path, edit: Callable[[dict], object] | None = None,
+                  text: str | None = None, name: str = "edited") -> Path:
+    """A copy of `bundle` whose bundle.json is changed by `edit` (on the parsed document) or
+    replaced by `text`: the malformed bundles the loader must refuse, each naming the fix.
+    bundle.json is not among the checksummed files, so the copy fails only where edited."""
+    copy = tmp_path / name
+    shutil.copytree(bundle, copy)
+    if text is None:
+        doc = json.loads((copy / "bundle.json").read_text())
+        if edit is not None:
+            edit(doc)
+        text = json.dumps(doc)
+    (copy / "bundle.json").write_text(text)
+    return copy
 
 
 def override(bundle, **changes) -> dict:

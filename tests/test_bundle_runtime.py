@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import override, pipeline_artefact
+from conftest import edited_bundle, override, pipeline_artefact
 
 from offline_train import export as export_cli
 from safefql_core.bundle import LEGACY_CERTIFIES, BundleError, load_bundle
@@ -236,7 +236,7 @@ def test_proposals_send_the_best_certified_action(bundle_dir):
     bundle = load_bundle(bundle_dir)
     if bundle.algo != "safefql":
         with pytest.raises(ValueError, match="needs a safefql bundle"):
-            Runtime(bundle, RuntimeConfig(**override(bundle, proposals=4)))
+            Runtime(bundle, RuntimeConfig(**override(bundle, proposals=2)))
         return
     n, seed = 8, 5
     for obs in np.random.default_rng(3).uniform([-3, -2], [2, 2], (50, 2)).astype(np.float32):
@@ -318,3 +318,15 @@ def test_speed_latency_times_the_proposals_decision(bundle, tmp_path, capsys):
     assert "safefql_proposals" in capsys.readouterr().out
     assert speed.main(["latency", "--bundle", bundle, "--proposals", "0", "--calls", "10"]) == 2
     assert "--proposals must be at least 1" in capsys.readouterr().err
+
+
+def test_a_training_config_without_the_chain_is_named_with_the_fix(bundle_dir, tmp_path):
+    """The FISOR-style runtime rebuilds its DDPM chain from the recorded training config; a
+    SafeFQL bundle does not read it."""
+    from safefql_core.runtime import load_runtime
+    copy = edited_bundle(bundle_dir, tmp_path, lambda d: d["training"].update(config={}))
+    if load_bundle(copy).algo == "safefql":
+        assert load_runtime(str(copy)).decide(np.zeros(2)).mode is not Mode.REJECTED
+        return
+    with pytest.raises(BundleError, match=rf"^{copy}: bundle.json lacks 'diffusion_steps'; re-export the bundle$"):
+        load_runtime(str(copy))

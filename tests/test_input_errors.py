@@ -10,7 +10,7 @@ from dataclasses import fields
 import h5py
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import edited_bundle, make_dataset
 
 from offline_train import collect, convert, fit
 from offline_train.cli import parse_override
@@ -127,22 +127,11 @@ def test_every_config_value_has_a_range(config):
 
 
 # ---- bundles ------------------------------------------------------------------------------------
-def _edited(bundle, tmp_path, edit=None, text=None):
-    copy = tmp_path / "b"
-    shutil.copytree(bundle, copy)
-    if text is None:
-        doc = json.loads((copy / "bundle.json").read_text())
-        edit(doc)
-        text = json.dumps(doc)
-    (copy / "bundle.json").write_text(text)
-    return copy
-
-
 @pytest.mark.parametrize("key", ["files", "graphs", "examples", "task", "margin_range", "observation_range",
                                  "calibration", "obs_dim"])
 def test_bundle_json_without_an_entry_is_refused(bundle, tmp_path, key):
     with pytest.raises(BundleError, match=f"lacks '{key}'"):
-        load_bundle(_edited(bundle, tmp_path, lambda d: d.pop(key)))
+        load_bundle(edited_bundle(bundle, tmp_path, lambda d: d.pop(key)))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -150,17 +139,17 @@ def test_bundle_json_without_an_entry_is_refused(bundle, tmp_path, key):
 ])
 def test_bundle_json_that_is_not_an_object_is_refused(bundle, tmp_path, text, message):
     with pytest.raises(BundleError, match=message):
-        load_bundle(_edited(bundle, tmp_path, text=text))
+        load_bundle(edited_bundle(bundle, tmp_path, text=text))
 
 
 @pytest.mark.parametrize("key, value", [("files", []), ("obs_dim", "2"), ("obs_dim", True), ("task", "boat")])
 def test_bundle_json_entries_of_the_wrong_type_are_refused(bundle, tmp_path, key, value):
     with pytest.raises(BundleError, match=f"'{key}' must be a JSON"):
-        load_bundle(_edited(bundle, tmp_path, lambda d: d.update({key: value})))
+        load_bundle(edited_bundle(bundle, tmp_path, lambda d: d.update({key: value})))
 
 
 def test_a_file_that_is_not_onnx_is_refused(bundle, tmp_path):
-    copy = _edited(bundle, tmp_path, lambda d: None)
+    copy = edited_bundle(bundle, tmp_path, lambda d: None)
     (copy / "actor.onnx").write_bytes(b"not an onnx graph")
     doc = json.loads((copy / "bundle.json").read_text())
     doc["files"]["actor.onnx"] = sha256(copy / "actor.onnx")   # a consistent checksum: the content is wrong
@@ -170,13 +159,13 @@ def test_a_file_that_is_not_onnx_is_refused(bundle, tmp_path):
 
 
 def test_examples_that_do_not_fit_the_graph_are_refused(bundle, tmp_path):
-    copy = _edited(bundle, tmp_path, lambda d: d["examples"]["safety"]["inputs"].update(observation=[[1.0]]))
+    copy = edited_bundle(bundle, tmp_path, lambda d: d["examples"]["safety"]["inputs"].update(observation=[[1.0]]))
     with pytest.raises(BundleError, match="safety.onnx: the stored examples in bundle.json do not fit the graph"):
         load_bundle(copy)
 
 
 def test_bundle_json_that_is_not_text_is_refused(bundle, tmp_path):
-    copy = _edited(bundle, tmp_path, text="")
+    copy = edited_bundle(bundle, tmp_path, text="")
     (copy / "bundle.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(BundleError, match="is not valid JSON"):
         load_bundle(copy)

@@ -146,10 +146,9 @@ def test_recorder_closes_bag_on_signal(tmp_path, probe, signum, storage):
         wait_for(lambda: recorder.poll() is not None or
                  (data.get_subscription_count() > 0 and latched.get_subscription_count() > 0), 20.0,
                  "the recorder's subscriptions")
-        for i in range(25):
-            data.publish(Float64(data=float(i)))
+        for i in range(25):  # paced like a sensor; no wait at the end: the recorder writes
+            data.publish(Float64(data=float(i)))   # what was delivered before the signal
             time.sleep(0.02)
-        time.sleep(0.2)
     finally:
         output = stop(recorder, signum)
     assert recorder.returncode == 0, output
@@ -193,3 +192,31 @@ def test_bad_input_is_refused_clearly(source_bag, tmp_path):
         assert proc.returncode == 1, output
         assert "cannot start" in output and text in output, output
     assert not (tmp_path / "new").exists()
+
+
+def test_a_stop_writes_what_was_already_delivered(tmp_path, probe):
+    """Messages queued at the recorder when it is stopped (its executor never ran here) are
+    written before the bag closes: the last seconds before Ctrl-C are the ones a user wants."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from safefql_ros.recorder import Recorder
+    pub = probe.create_publisher(Float64, "/rp/queued", 50)   # first: the recorder subscribes on discovery
+    wait_for(lambda: probe.get_publishers_info_by_topic("/rp/queued"), 20.0, "the publisher in the graph")
+    recorder = Recorder(parameter_overrides=[rclpy.parameter.Parameter("output", value=str(tmp_path / "bag")),
+                                             rclpy.parameter.Parameter("topics", value=["/rp/queued"])])
+    try:
+        got: list[float] = []
+        probe.create_subscription(Float64, "/rp/queued", lambda m: got.append(m.data), 50)
+        wait_for(lambda: pub.get_subscription_count() == 2, 20.0, "both subscriptions")
+        for i in range(30):
+            pub.publish(Float64(data=float(i)))
+        executor = SingleThreadedExecutor()
+        executor.add_node(probe)   # only the probe spins: the recorder's 30 stay queued
+        wait_for(lambda: executor.spin_once(timeout_sec=0.05) or len(got) == 30, 20.0, "delivery")
+        assert recorder.counts["/rp/queued"] == 0
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+    assert recorder.counts["/rp/queued"] == 30
+    with AnyReader([tmp_path / "bag"]) as reader:
+        assert [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()] == got

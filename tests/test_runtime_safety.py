@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import override
+from conftest import edited_bundle, override
 
 from safefql_core.bundle import load_bundle
 from safefql_core.decision import DecisionError
-from safefql_core.runtime import Mode, Runtime, RuntimeConfig
+from safefql_core.runtime import MAX_TIMEOUT_PERIODS, Mode, Runtime, RuntimeConfig
 
 STOP = [0.25, -0.5]
 TIMEOUT = 0.1
@@ -118,22 +118,11 @@ def test_export_and_load_refuse_non_finite_example_outputs(bundle, tmp_path):
         load_bundle(copy)
 
 
-def _with_meta(bundle, tmp_path, edit) -> Path:
-    import json
-    import shutil
-    copy = tmp_path / "edited"
-    shutil.copytree(bundle, copy)
-    doc = json.loads((copy / "bundle.json").read_text())
-    edit(doc)
-    (copy / "bundle.json").write_text(json.dumps(doc))
-    return copy
-
-
 @pytest.mark.parametrize("delta", [math.inf, math.nan, -1e9, 1e9, "0.1", None, True])
 def test_an_implausible_calibrated_threshold_is_refused(bundle, tmp_path, delta):
     from safefql_core.bundle import BundleError
     lo, hi = load_bundle(bundle).threshold_range
-    copy = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": delta}))
+    copy = edited_bundle(bundle, tmp_path, lambda d: d.update(calibration={"delta": delta}))
     with pytest.raises(BundleError, match=rf"calibration δ\* = .* is not a threshold in \[{lo:.4g}, {hi:.4g}\].*; "
                                           r"recalibrate with offline_train.calibrate and re-export$"):
         load_bundle(copy)
@@ -143,11 +132,11 @@ def test_an_implausible_calibrated_threshold_is_refused(bundle, tmp_path, delta)
 def test_the_threshold_range_is_closed(bundle, tmp_path, end):
     from safefql_core.bundle import BundleError
     edge = load_bundle(bundle).threshold_range[end]
-    inside = _with_meta(bundle, tmp_path, lambda d: d.update(calibration={"delta": edge}))
+    inside = edited_bundle(bundle, tmp_path, lambda d: d.update(calibration={"delta": edge}))
     assert load_bundle(inside, check=False).threshold == edge
     outside = math.nextafter(edge, math.inf if end else -math.inf)
     with pytest.raises(BundleError, match="is not a threshold"):
-        _check = _with_meta(bundle, tmp_path / "out", lambda d: d.update(calibration={"delta": outside}))
+        _check = edited_bundle(bundle, tmp_path / "out", lambda d: d.update(calibration={"delta": outside}))
         load_bundle(_check, check=False)
 
 
@@ -252,7 +241,7 @@ def _sha(path: str) -> str:
 def test_the_file_list_is_exactly_the_bundles_own(bundle, tmp_path, edit, message):
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=message):
-        load_bundle(_with_meta(bundle, tmp_path, edit))
+        load_bundle(edited_bundle(bundle, tmp_path, edit))
 
 
 @pytest.mark.parametrize("task, message", [
@@ -263,7 +252,7 @@ def test_the_file_list_is_exactly_the_bundles_own(bundle, tmp_path, edit, messag
 def test_a_bundle_with_an_impossible_period_is_refused(bundle, tmp_path, task, message):
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=message):
-        load_bundle(_with_meta(bundle, tmp_path, lambda d: d["task"].update(task)), check=False)
+        load_bundle(edited_bundle(bundle, tmp_path, lambda d: d["task"].update(task)), check=False)
 
 
 def test_loading_and_running_a_bundle_imports_no_torch(bundle):
@@ -292,7 +281,7 @@ def test_loading_and_running_a_bundle_imports_no_torch(bundle):
 def test_a_modified_weights_file_is_refused(bundle, tmp_path):
     """weights.pt feeds only the torch debug backend, and is checked all the same."""
     from safefql_core.bundle import BundleError
-    copy = _with_meta(bundle, tmp_path, lambda d: None)
+    copy = edited_bundle(bundle, tmp_path, lambda d: None)
     raw = bytearray((copy / "weights.pt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (copy / "weights.pt").write_bytes(bytes(raw))
@@ -313,7 +302,7 @@ def _nudge_last(doc, graph: str, output: int) -> None:
 def test_every_output_of_every_example_is_checked(bundle, tmp_path, graph, output):
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match=f"{graph}.onnx: onnxruntime output differs"):
-        load_bundle(_with_meta(bundle, tmp_path, lambda d: _nudge_last(d, graph, output)))
+        load_bundle(edited_bundle(bundle, tmp_path, lambda d: _nudge_last(d, graph, output)))
 
 
 def test_combined_age_judges_each_input_against_its_own_limit():
@@ -365,14 +354,14 @@ def test_the_bundle_deploys_with_its_recorded_spec_or_a_matching_given_one(bundl
                                               ("graphs", [], "object"), ("margin_range", {}, "array")])
 def test_a_bundle_json_entry_of_the_wrong_type_is_named_with_the_type_it_needs(bundle, tmp_path, key, value, kind):
     from safefql_core.bundle import BundleError
-    edited = _with_meta(bundle, tmp_path, lambda doc: doc.update({key: value}))
+    edited = edited_bundle(bundle, tmp_path, lambda doc: doc.update({key: value}))
     with pytest.raises(BundleError, match=f"'{key}' must be a JSON {kind}, got "):
         load_bundle(edited)
 
 
 def test_stored_examples_with_fewer_outputs_than_the_graph_are_refused(bundle, tmp_path):
     from safefql_core.bundle import BundleError
-    edited = _with_meta(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["outputs"].pop())
+    edited = edited_bundle(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["outputs"].pop())
     with pytest.raises(BundleError, match=r"safety.onnx: the graph has 2 outputs, the stored examples 1; re-export"):
         load_bundle(edited)
 
@@ -544,13 +533,13 @@ def test_the_sessions_run_with_the_configured_threads(bundle):
 def test_file_names_with_parent_or_windows_separators_or_none_are_refused(bundle, tmp_path, name):
     from safefql_core.bundle import BundleError
     with pytest.raises(BundleError, match="not plain file names"):
-        load_bundle(_with_meta(bundle, tmp_path, lambda d: d["files"].update({name: "0" * 64})))
+        load_bundle(edited_bundle(bundle, tmp_path, lambda d: d["files"].update({name: "0" * 64})))
 
 
 @pytest.mark.parametrize("margin", [[1.0, 0.0], [0.0, math.inf], [0.0]])
 def test_a_margin_range_that_is_not_min_max_is_refused_naming_the_file(bundle, tmp_path, margin):
     from safefql_core.bundle import BundleError
-    edited = _with_meta(bundle, tmp_path, lambda d: d.update(margin_range=margin))
+    edited = edited_bundle(bundle, tmp_path, lambda d: d.update(margin_range=margin))
     with pytest.raises(BundleError) as error:
         load_bundle(edited)
     assert str(error.value).startswith(f"{edited / 'bundle.json'}: 'margin_range' must be [min, max] of finite")
@@ -579,9 +568,103 @@ def test_a_file_onnxruntime_cannot_load_is_named_with_the_fix(tmp_path, as_path)
 
 def test_stored_examples_that_do_not_fit_the_graph_are_named(bundle, tmp_path):
     from safefql_core.bundle import BundleError
-    edited = _with_meta(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["inputs"].update(
+    edited = edited_bundle(bundle, tmp_path, lambda doc: doc["examples"]["safety"]["inputs"].update(
         observation=[[1.0, 2.0, 3.0]]))
     with pytest.raises(BundleError, match=rf"(?s)^{edited}/safety.onnx: the stored examples in bundle.json do not fit "
                                           r"the graph \(.*\); re-export the bundle$"):
         load_bundle(edited)
 
+
+
+# ---- what the mutation run found untested (docs/notebook/mutation.md) ---------------------------
+def test_the_torch_backend_runs_torch_and_onnxruntime_runs_onnxruntime(bundle):
+    """The two backends give the same numbers (test_bundle_runtime), so only the type tells
+    whether the torch one was built at all."""
+    b = load_bundle(bundle)
+    assert type(Runtime(b, RuntimeConfig(backend="torch")).graphs).__name__ == "TorchGraphs"
+    assert type(Runtime(b, RuntimeConfig()).graphs).__name__ == "OrtGraphs"
+
+
+def test_every_decision_sends_float32(bundle):
+    b = load_bundle(bundle)
+    settings = override(b, stop_action=STOP, fallback_actions=[[0.5, 0.5]])
+    q = Runtime(b, RuntimeConfig(**settings, threshold=b.threshold_range[1])).decide(STATE).q_safe
+    decisions = [Runtime(b, RuntimeConfig(**settings, threshold=threshold)).decide(state)
+                 for threshold, state in ((None, STATE), (q, STATE), (b.threshold_range[0], STATE), (None, None))]
+    assert [d.mode for d in decisions] == [Mode.NOMINAL, Mode.INTERVENE, Mode.UNSAFE, Mode.REJECTED]
+    assert {d.action.dtype for d in decisions} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("state, age", [(STATE, None), (None, None)])
+def test_the_decision_time_is_in_milliseconds(bundle, monkeypatch, state, age):
+    """perf_counter advances 2.5 ms per call here, so a decision and a stop each report 2.5."""
+    import safefql_core.runtime as runtime_module
+    rt = Runtime(load_bundle(bundle), RuntimeConfig())
+    ticks = iter(np.arange(100.0, 101.0, 0.0025))
+    monkeypatch.setattr(runtime_module.time, "perf_counter", lambda: float(next(ticks)))
+    assert rt.decide(state, age).inference_ms == pytest.approx(2.5)
+
+
+def test_a_nominal_decision_of_an_in_range_state_gives_no_reason(runtime):
+    d = runtime.decide(STATE, age=0.0)
+    assert d.mode is Mode.NOMINAL and d.reason == ""
+
+
+def test_the_reasons_name_what_was_missing_or_late(bundle):
+    rt = Runtime(load_bundle(bundle), RuntimeConfig(period=0.1, future_tolerance=0.1, state_timeout=0.2))
+    assert rt.decide(None).reason == "no state received yet"
+    assert "since receipt" in rt.decide(STATE, 0.0, 0.3).reason
+    assert rt.decide(STATE, -0.5).reason.endswith("(tolerance 100.0 ms): the sender's clock is ahead of the node's")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("threads", True, "threads must be an integer >= 1, got True"),
+    ("seed", False, "seed must be an integer >= 0, got False"),
+    ("period", math.inf, "period must be a positive number of seconds, got inf"),
+])
+def test_a_bool_or_an_infinite_period_is_not_a_setting(bundle, field, value, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Runtime(load_bundle(bundle), RuntimeConfig(**{field: value}))
+
+
+def test_without_a_period_of_its_own_the_timeout_is_bounded_by_the_bundles(bundle, tmp_path):
+    b = load_bundle(edited_bundle(bundle, tmp_path, lambda d: d["task"].update(control_period=0.01)))
+    rt = Runtime(b, RuntimeConfig())
+    assert rt.timeout_limit == pytest.approx(b.decision_period * MAX_TIMEOUT_PERIODS)
+    with pytest.raises(ValueError, match="^state_timeout must be a number of seconds > 0 and at most"):
+        rt.set_state_timeout(rt.timeout_limit * 2)
+
+
+def test_an_out_of_range_threshold_names_the_setting_and_the_fix(bundle):
+    from safefql_core.bundle import BundleError
+    with pytest.raises(BundleError) as error:
+        Runtime(load_bundle(bundle), RuntimeConfig(threshold=1e9))
+    assert str(error.value).startswith(f"{bundle}: RuntimeConfig.threshold = 1000000000.0 is not a threshold")
+    assert str(error.value).endswith("; pass a value in that range, or None for the bundle's δ*")
+
+
+def test_another_decision_is_refused_with_the_fix(bundle):
+    b = load_bundle(bundle)
+    with pytest.raises(ValueError) as error:
+        Runtime(b, RuntimeConfig(decision=b.decision.with_changes(candidates=b.decision.candidates + 1)))
+    assert str(error.value).endswith(
+        "The bundle's δ* certifies its own decision: recalibrate with these settings (offline_train.calibrate "
+        "--proposals/--candidates/--noise) and re-export, or set override_decision to run them anyway")
+
+
+def test_a_threshold_calibrated_on_another_decision_is_reported(bundle, tmp_path):
+    b = load_bundle(bundle)
+    certified = b.decision.with_changes(proposals=b.decision.proposals + 1)
+    copy = edited_bundle(bundle, tmp_path, lambda d: d.update(calibration={"delta": 0.0,
+                                                                          "decision": certified.to_dict()}))
+    assert Runtime(load_bundle(copy)).warnings == [
+        f"δ*=0 was calibrated on another decision ({certified.describe()}) than the one run, which differs in "
+        "['proposals']: its certificate does not cover it"]
+    legacy = edited_bundle(bundle, tmp_path, lambda d: d.update(calibration={"delta": 0.0}), name="legacy")
+    (warning,) = Runtime(load_bundle(legacy)).warnings
+    assert warning.endswith(", not the decision run; recalibrate (offline_train.calibrate) and re-export")
+
+
+def test_a_state_timeout_change_out_of_bounds_names_the_setting(runtime):
+    with pytest.raises(ValueError, match="^state_timeout must be"):
+        runtime.set_state_timeout(-1.0)

@@ -37,7 +37,8 @@ WORK = ROOT / "build" / "mutation"
 TESTS: dict[str, list[str]] = {
     "runtime": ["tests/test_runtime_safety.py", "tests/test_bundle_runtime.py", "tests/test_properties.py"],
     "calibration": ["tests/test_calibration.py"],
-    "bundle": ["tests/test_bundle_runtime.py", "tests/test_runtime_safety.py", "tests/test_properties.py"],
+    "bundle": ["tests/test_bundle_runtime.py", "tests/test_bundle_errors.py", "tests/test_runtime_safety.py",
+               "tests/test_properties.py"],
     "alignment": ["tests/test_alignment.py"],
     "losses": ["tests/test_losses.py"],
 }
@@ -60,6 +61,11 @@ def prepare(module: str) -> None:
     for name in ("safefql_core", "tests"):
         shutil.copytree(ROOT / name, work / name, ignore=ignore)
     shutil.copy2(ROOT / "pytest.ini", work / "pytest.ini")
+    configure(module, work)
+
+
+def configure(module: str, work: Path) -> None:
+    """mutmut's setup.cfg in `work`: the module to mutate and the tests to run on each mutant."""
     selection = "\n    ".join(TESTS[module])
     (work / "setup.cfg").write_text(f"""[mutmut]
 source_paths = safefql_core
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.survivors:
             shutil.rmtree(work / "tests")
             shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+            configure(module, work)
             mutate(work, args.children, [n for n, status in outcomes(module, work).items() if status not in CAUGHT])
         elif not args.summarise:
             prepare(module)
