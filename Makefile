@@ -126,10 +126,11 @@ $(DEV_STAMP): requirements-dev.txt constraints.txt $(PKG_STAMP)
 	@touch $@
 
 # Each module of the safety path mutated with its own tests; scores and survivors in
-# build/mutation/summary.json (docs/notebook/mutation.md). MODULES=losses limits the run.
+# build/mutation/summary.json, every survivor with its reason in
+# docs/notebook/mutation-survivors.md (fails on a survivor without one). MODULES=losses limits the run.
 MODULES ?=
 mutation: $(DEV_STAMP)
-	$(ROS_ENV) $(PY) tools/mutation.py $(MODULES)
+	$(ROS_ENV) $(PY) tools/mutation.py $(MODULES) --explain docs/notebook/mutation-survivors.md
 
 # Recorded again when the behaviour mix changes (the bag is that mix's data).
 $(BAG)/metadata.yaml: $(BEHAVIOUR_$(TASK)) | setup
