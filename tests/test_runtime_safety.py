@@ -613,7 +613,9 @@ def test_a_nominal_decision_of_an_in_range_state_gives_no_reason(runtime):
 def test_the_reasons_name_what_was_missing_or_late(bundle):
     rt = Runtime(load_bundle(bundle), RuntimeConfig(period=0.1, future_tolerance=0.1, state_timeout=0.2))
     assert rt.decide(None).reason == "no state received yet"
-    assert "since receipt" in rt.decide(STATE, 0.0, 0.3).reason
+    assert rt.decide(STATE, 0.0, 0.3).reason == "state is stale: 300.0 ms since receipt > state_timeout 200.0 ms"
+    assert rt.decide(STATE, 0.3, 0.0).reason == "state is stale: 300.0 ms old > state_timeout 200.0 ms"
+    assert rt.decide(STATE, 0.0, math.nan).reason == "state age by its receipt is nan: the clock or the stamp is broken"
     assert rt.decide(STATE, -0.5).reason.endswith("(tolerance 100.0 ms): the sender's clock is ahead of the node's")
 
 
@@ -633,6 +635,15 @@ def test_without_a_period_of_its_own_the_timeout_is_bounded_by_the_bundles(bundl
     assert rt.timeout_limit == pytest.approx(b.decision_period * MAX_TIMEOUT_PERIODS)
     with pytest.raises(ValueError, match="^state_timeout must be a number of seconds > 0 and at most"):
         rt.set_state_timeout(rt.timeout_limit * 2)
+
+
+def test_without_any_period_the_timeout_is_unbounded(bundle, tmp_path):
+    """A bundle from a dataset without a control period, run without one: no period to bound
+    state_timeout by, so any finite one is accepted."""
+    b = load_bundle(edited_bundle(bundle, tmp_path, lambda d: d["task"].pop("control_period")))
+    rt = Runtime(b, RuntimeConfig(state_timeout=3600.0))
+    assert b.decision_period is None and rt.timeout_limit == math.inf
+    assert rt.decide(STATE, age=3599.0).mode is not Mode.REJECTED
 
 
 def test_an_out_of_range_threshold_names_the_setting_and_the_fix(bundle):
