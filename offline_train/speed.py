@@ -104,6 +104,7 @@ def train_speed(args: argparse.Namespace) -> dict:
     from safefql_core.pipeline.train import load_overrides
     from safefql_core.training import build_learner, resolve_config, resolve_device, seed_everything
     set_threads(args.threads)
+    throughput.keep_freed_memory()  # as fit's training loop does
     _, task_overrides = load_overrides(args.config, args.algo, args.task)
     user = dict(parse_override(item) for item in args.set)
     device = resolve_device(args.device)

@@ -286,6 +286,41 @@ def test_speed_train_reports_throughput_and_phases(tmp_path, capsys):
     assert "ms/update" in capsys.readouterr().out
 
 
+# Page faults of 20 boat-size SafeFQL updates in a fresh process, with or without keep_freed_memory.
+_UPDATE_FAULTS = """
+import resource, sys, torch
+from safefql_core.data import Dataset, TensorBatches
+from safefql_core.envs import boat_behaviour
+from safefql_core.throughput import keep_freed_memory
+from safefql_core.training import build_learner, resolve_config
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.set_num_threads(1)
+arrays = boat_behaviour.collect(2, seed=0, progress=False)
+arrays.pop("family")
+data = Dataset(**arrays, attrs={"task": "boat"})
+learner = build_learner("safefql", resolve_config("safefql"), 2, 2, data.observations.mean(0), data.observations.std(0))
+batches = TensorBatches(data, torch.device("cpu"), 0, horizon=learner.cfg.n_step)
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for step in range(30):
+    if step == 10:
+        before = faults()
+    learner.update(batches.sample(learner.cfg.batch_size), step)
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_stops_most_page_faults_of_an_update():
+    """Without it, glibc maps many freed activations afresh and each update faults their pages
+    in again (safefql_core.throughput.keep_freed_memory); with it they are reused."""
+    def faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", _UPDATE_FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout)
+    plain, kept = faults("plain"), faults("keep")
+    assert kept * 4 < plain, f"page faults in 20 updates: {plain} plain, {kept} with keep_freed_memory"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a CPU-only machine gives")
 def test_speed_train_cuda_graph_on_a_cpu_only_machine_is_a_clear_error(capsys):
     from offline_train import speed
