@@ -43,9 +43,10 @@ def keep_freed_memory() -> bool:
     Why: an update allocates and frees the same activations hundreds of times, many above
     glibc's mmap threshold (128 KiB, raised only to the largest block freed so far: a block
     of exactly that size is still mmapped) or at the heap's top above its trim threshold.
-    Each such block is mapped afresh and every page faults in again on its first write:
-    100-400 page faults per update at the boat's sizes, and 6 % of its CPU time on an Intel
-    Xeon (docs/notebook/training-throughput.md). With both thresholds raised the memory is
+    Each such block is mapped afresh and every page faults in again on its first write: in
+    most processes (it depends on the allocation history) 100-400 page faults per update at
+    the boat's sizes, 6 % of its CPU time on an Intel Xeon
+    (docs/notebook/training-throughput.md). With both thresholds raised the memory is
     reused; the numbers computed do not change. The cost: a training process keeps up to
     256 MiB of freed memory mapped.
     """
