@@ -131,14 +131,14 @@ class Alignment:
 
     `now[name]`: the sample of every state and signal track at tick k; `next[name]`: every
     state track's sample at tick k+1; `command`: the command in force until tick k+1;
-    `episode` and `timeouts` per kept transition. `at`/`after` give the values.
+    `timeouts` per kept transition (1 where the next one starts another episode). `at`/`after`
+    give the values.
     """
 
     series: dict[str, TimeSeries]
     now: dict[str, np.ndarray]
     next: dict[str, np.ndarray]
     command: np.ndarray
-    episode: np.ndarray
     timeouts: np.ndarray
     report: AlignmentReport
 
@@ -256,8 +256,7 @@ def align(states: Sequence[Track], command: Track, signals: Sequence[Track] = ()
     timeouts = _timeouts(np.flatnonzero(keep), owner)
     report.transitions, report.timeouts = len(timeouts), int(timeouts.sum())
     return Alignment(series=series, now={name: i for (name, tick), i in picked.items() if tick == "now"},
-                     next=state_next, command=picked[command.name, "command"], episode=owner[keep],
-                     timeouts=timeouts, report=report)
+                     next=state_next, command=picked[command.name, "command"], timeouts=timeouts, report=report)
 
 
 def _prepare(track: Track, report: AlignmentReport) -> tuple[TimeSeries, list[tuple[str, np.ndarray]]]:

@@ -116,13 +116,15 @@ def actor_reward_term(q_r: torch.Tensor, normalize_q: bool) -> torch.Tensor:
     return -q_r / q_magnitude(q_r) if normalize_q else -q_r
 
 
-def reward_scaling(q_r: torch.Tensor, normalize_q: bool, scope: str = "reward") -> tuple[torch.Tensor, torch.Tensor]:
+def reward_scaling(q_r: torch.Tensor, normalize_q: bool, scope: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(the reward term per sample, the divisor of the whole policy term) under normalize_q.
 
     scope 'reward' (ours) divides the reward term alone by λ, so the safety branch keeps its
     weight w_s; 'loss' (the reference code) divides the whole gated term, both branches, by λ:
     its w_s is then ours times λ (docs/DESIGN.md, its `normalize_q_scope` row). Without normalize_q
     both are -Q_r and 1."""
+    if scope not in NORMALIZE_Q_SCOPES:  # any other word would silently mean 'reward'
+        raise ValueError(f"normalize_q_scope must be one of {NORMALIZE_Q_SCOPES}, got {scope!r}")
     one = torch.ones((), dtype=q_r.dtype, device=q_r.device)
     if scope == "loss" and normalize_q:
         return -q_r, q_magnitude(q_r)

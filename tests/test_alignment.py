@@ -240,6 +240,23 @@ def test_exact_duplicate_samples_are_dropped_and_counted():
     assert not (arrays["observations"] == arrays["next_observations"]).all(axis=1).any()
 
 
+def test_every_array_has_one_row_per_transition_and_none_is_terminal():
+    """A bag has no terminal signal: every transition is non-terminal, one value each."""
+    arrays, report = build_transitions(SPEC, {"state": states([0, 10, 20, 30]), "command": commands([0, 10, 20])})
+    assert {k: len(v) for k, v in arrays.items()} == dict.fromkeys(arrays, report.transitions)
+    assert arrays["terminals"].tolist() == [0.0] * report.transitions
+
+
+def test_a_copy_that_is_nan_where_the_other_is_not_is_no_copy():
+    """NaN equals NaN for the exact-copy test (a sensor's NaN recorded twice is one sample), but
+    a NaN against a number is a different value: the stamp is ambiguous, not a duplicate."""
+    s = states([0, 10, 20, 30])
+    twice = TimeSeries(s.stamps[[0, 1, 1, 2, 3]], s.values[[0, 1, 1, 2, 3]].copy())
+    twice.values[2, 0] = np.nan
+    with pytest.raises(AlignmentError, match="samples that share a stamp with a different value: 2 on "):
+        build_transitions(SPEC, {"state": twice, "command": commands([0, 10, 20])}, on_nonfinite="drop")
+
+
 def test_duplicate_stamps_with_different_values_are_refused_or_their_ticks_dropped():
     s = states([0, 10, 20, 30, 40])
     s.stamps[2] = 10 * MS  # samples 1 and 2 share 10 ms: which held at ticks 10 and 20 is unknown
@@ -335,3 +352,9 @@ def test_reports_of_two_recordings_add_up_field_by_field():
         episodes=3, ticks=30, transitions=25, timeouts=3, dropped={"stale": 3, "gap": 7},
         nonfinite_samples={"state": 1}, clipped_actions=3, reordered_samples={"command": 3, "state": 6},
         duplicate_samples={"state": 9}, ambiguous_samples={"state": 4}, held_states={"state": 6})
+
+
+@pytest.mark.parametrize("policy", ["on_nonfinite", "on_duplicate"])
+def test_an_unknown_policy_is_named_with_the_choices(policy):
+    with pytest.raises(AlignmentError, match=rf"^{policy} must be one of \(.*\), got 'keep'$"):
+        build_transitions(SPEC, {"state": states([0, 10, 20]), "command": commands([0, 10])}, **{policy: "keep"})

@@ -228,3 +228,13 @@ def test_coverage_of_nothing_certified_is_vacuous():
     assert (out["certified"], out["certified_fraction"], out["coverage"]) == (0, 0.0, 1.0)
     assert (out["coverage_lower_bound"], out["coverage_upper_bound"]) == (0.0, 1.0)
     assert cal.coverage(np.array([]), np.array([]), delta=-0.5)["certified_fraction"] == 0.0
+
+
+def test_the_default_confidence_is_95_percent():
+    """beta defaults to 0.05 (SAFEFQL.md): the same result as passing it."""
+    rng = np.random.default_rng(3)
+    v_hat = rng.uniform(-1.0, 0.5, 400)
+    y = v_hat + rng.normal(0.0, 0.1, 400)
+    assert cal.beta_threshold(y, v_hat, 0.05) == cal.beta_threshold(y, v_hat, 0.05, beta=0.05)
+    assert cal.coverage(y, v_hat, -0.2) == cal.coverage(y, v_hat, -0.2, beta=0.05)
+    assert cal.coverage(y, v_hat, -0.2) != cal.coverage(y, v_hat, -0.2, beta=0.2)

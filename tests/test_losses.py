@@ -302,6 +302,17 @@ def test_the_reference_scope_divides_both_branches_by_mean_abs_q():
     assert lag.item() == pytest.approx(2.0 * 0.5 + (10 + 6 + 2 + 12 * 3) / 3 / 6)
 
 
+@pytest.mark.parametrize("loss", [losses.gated_actor_loss, losses.lagrangian_actor_loss])
+def test_an_unknown_normalisation_scope_is_refused(loss):
+    """A misspelt scope must not quietly train the 'reward' variant; the defaults are ours."""
+    qr, qc, distill = torch.tensor([[-10.0, -6.0]]), torch.tensor([[-1.0, 3.0]]), torch.tensor(0.5)
+    with pytest.raises(ValueError, match=r"normalize_q_scope must be one of \('reward', 'loss'\), got 'Reward'"):
+        loss(qr, qc, distill, 1.0, 12.0, normalize_q=True, normalize_q_scope="Reward")
+    default, _ = loss(qr, qc, distill, 1.0, 12.0, normalize_q=True)
+    ours, _ = loss(qr, qc, distill, 1.0, 12.0, normalize_q=True, normalize_q_scope="reward")
+    assert default.item() == ours.item()
+
+
 def test_distillation_reduce_mean_is_the_sum_over_act_dim():
     student, teacher = torch.tensor([[0.5, 0.5], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     summed = losses.distillation_loss(student, teacher)                  # ((0.25 + 0.25) + 1) / 2

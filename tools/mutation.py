@@ -132,9 +132,10 @@ def function_of(name: str) -> str:
 
 def reason_for(module: str, name: str, mutated: str, reasons: list[dict[str, str]]) -> str | None:
     """Why a survivor is left alive: the first entry of tools/mutation_survivors.yaml whose
-    module, function and pattern (a regular expression on the mutated line) match it."""
+    module, function (a regular expression for the whole name) and change (one searched in the
+    mutated line) match it."""
     for entry in reasons:
-        if (entry["module"] == module and entry["function"] == function_of(name)
+        if (entry["module"] == module and re.fullmatch(entry["function"], function_of(name))
                 and re.search(entry["change"], mutated)):
             return entry["reason"]
     return None
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         work, result = WORK / module, WORK / f"{module}.json"
         previous = json.loads(result.read_text()) if args.survivors or args.summarise and result.exists() else None
         if args.survivors:
+            source = f"safefql_core/{module}.py"
+            if (work / source).read_bytes() != (ROOT / source).read_bytes():
+                ap.error(f"{source} changed since its full run (its mutants are of the old code): "
+                         f"run `tools/mutation.py {module}` in full")
             shutil.rmtree(work / "tests")
             shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
             configure(module, work)
