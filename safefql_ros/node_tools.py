@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from safefql_ros.description import LAUNCHER_PID_ENV
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 0.5  # how often a launched node checks that its launcher still lives
+ORPHAN_EXIT_S = 5.0  # an orphaned node's time for its final stop and shutdown before it exits anyway
 
 # What declaring / reading a parameter raises for a missing, out-of-range or mistyped value.
 PARAMETER_ERRORS = (ParameterUninitializedException, InvalidParameterValueException, InvalidParameterTypeException)
@@ -132,10 +134,10 @@ def die_with_launcher(stop: threading.Event) -> None:
     (prctl PR_SET_PDEATHSIG, Linux): even a SIGKILLed launcher leaves no node commanding on its
     own. SIGTERM, not SIGKILL, so the controller still sends its final stop. If the launcher
     died before this ran, the node stops itself the same way. A watcher thread also sets `stop`
-    once the node's parent is no longer the launcher: the test of a SIGKILLed launcher once
-    (in one of five full runs, under load) found the lifecycle manager still running 20 s
-    later, a miss not understood yet, and a node must never outlive its launcher.
-    No-op elsewhere."""
+    once the node's parent is no longer the launcher, and ends the process ORPHAN_EXIT_S later
+    if its clean shutdown has not: the test of a SIGKILLed launcher found a node still running
+    20 s later, in a few full runs under load, after the signal had set the flag (a shutdown
+    that hangs, cause not found), and a node must never outlive its launcher. No-op elsewhere."""
     launcher = os.environ.get(LAUNCHER_PID_ENV, "")
     if not launcher.isdigit() or not sys.platform.startswith("linux"):
         return
@@ -144,9 +146,11 @@ def die_with_launcher(stop: threading.Event) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     def watch() -> None:
-        while not stop.wait(PARENT_POLL_S):
-            if os.getppid() != int(launcher):
-                stop.set()  # what the SIGTERM handler does: the node's spin loop ends it cleanly
+        while os.getppid() == int(launcher):
+            time.sleep(PARENT_POLL_S)  # a stop while the launcher lives is its teardown: keep watching
+        stop.set()  # what the SIGTERM handler does: the node's spin loop ends it cleanly
+        time.sleep(ORPHAN_EXIT_S)
+        os._exit(1)  # the clean shutdown hung; no process of a dead launcher may stay
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
