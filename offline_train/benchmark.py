@@ -28,7 +28,8 @@ bundle run by `evaluate --bundle --proposals N --override-decision` (uncalibrate
 the best of N actor noises per tick (docs/DESIGN.md, "Proposals"). The FISOR-style cells then
 go through the same runtime check too (`evaluate --bundle`: its own N candidates, then the
 δ* check, the fallbacks and extra samples), so that no method is scored through a shield
-the other lacks; BC has no safety critic and stays raw.
+the other lacks; BC has no safety critic and stays raw, and SafeIFQL, which has no bundle
+(safefql_core/safeifql.py), is scored by its own policy: its N candidates and their choice.
 
 Each cell writes `<out>/cells/<method>-s<seed>/`: the training run (`run/`, resumable from
 its checkpoint), the bundle, `eval.json`, and last `result.json` (atomically). A rerun skips
@@ -86,13 +87,13 @@ from safefql_core.training import ALGOS, RunError, TrainOptions, get_algo, learn
 SUITES: dict[str, dict[str, Any]] = {
     "boat": {"tasks": ("boat",), "transitions": None, "episodes": None,   # None: every start of the set
              "methods": ("safefql", "safefql-lagrangian", "safefql-nodistill", "safefql-paperbackup",
-                         "fisor", "bc", "bc-safe")},
+                         "fisor", "safeifql", "bc", "bc-safe")},
     # 250k transitions: a full collection of both tasks takes ~15 min on one core (resets
     # rebuild the MuJoCo world); docs/notebook/safety-gymnasium-sessions-4-8.md.
     # HalfCheetahVelocity's dataset first trains its SAC behaviour snapshots (~20 min, one core).
     "safety_gym": {"tasks": ("SafetyPointCircle1-v0", "SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"),
                    "transitions": 250_000,
-                   "episodes": 10, "methods": ("safefql", "fisor", "bc", "bc-safe")},
+                   "episodes": 10, "methods": ("safefql", "fisor", "safeifql", "bc", "bc-safe")},
 }
 CELLS, RUN = "cells", "run"
 

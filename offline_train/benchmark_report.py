@@ -25,8 +25,8 @@ COLUMNS = ("mean_return", "mean_violations", "zero_violation_rate", "normalized_
            "train_seconds", "latency_median_us")
 LATENCY_NOTE = ("Runtime.decide at batch 1 (onnxruntime, uncalibrated bundle: δ* = 0, no fallback actions), "
                 "timed inside the cell while other cells run; use `offline_train.speed latency` on an idle "
-                "machine for the latency claim. BC methods have no safety critic and no deployable bundle: "
-                "no latency.")
+                "machine for the latency claim. BC methods and SafeIFQL have no deployable bundle: no latency; "
+                "SafeIFQL is always scored by its own policy, its N candidates and their choice.")
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             from safefql_core.evaluation import plot_learning_curve
             plot_learning_curve(Path(out) / "eval.csv", Path(out) / "eval.png")
             print(f"learning curve on the {CURVE_STATES} starts: {Path(out) / 'eval.png'}")
-        if args.bag is not None and CAPABILITIES[learner_name(args.algo)].safety_critic:
+        can = CAPABILITIES[learner_name(args.algo)]
+        if args.bag is not None and can.safety_critic and can.deployable:   # δ* is calibrated on a bundle's decision
             print(calibrate.describe(calibrate.calibrate_run(str(out), n=args.calibration_n, source="auto",
                                                              seed=args.seed, log=print,
                                                              decision_changes=decision_changes(args))))

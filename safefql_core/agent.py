@@ -59,6 +59,16 @@ def euler_sample(field_net: FlowField, obs: torch.Tensor, noise: torch.Tensor, s
     return x.clamp(-1.0, 1.0)
 
 
+def flow_loss(field_net: FlowField, obs: torch.Tensor, actions: torch.Tensor,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Flow matching on logged actions: z ~ N(0, I), t ~ U[0, 1], x_t = (1 - t) z + t a
+    (SAFEFQL.md loss 5), optionally weighted per sample (losses.flow_matching_loss)."""
+    noise = torch.randn_like(actions)
+    t = torch.rand(obs.shape[0], 1, device=obs.device)
+    x_t = (1 - t) * noise + t * actions
+    return losses.flow_matching_loss(field_net(obs, x_t, t), noise, actions, weights)
+
+
 class SafeFQL(OfflineCritics):
     cfg: SafeFQLConfig
     METRICS = (*OfflineCritics.CRITIC_METRICS, "loss_flow", "loss_actor", "loss_distill",
@@ -72,10 +82,7 @@ class SafeFQL(OfflineCritics):
         self.make_optimizer()
 
     def teacher_loss(self, b: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        noise = torch.randn_like(b["actions"])
-        t = torch.rand(obs.shape[0], 1, device=obs.device)
-        x_t = (1 - t) * noise + t * b["actions"]
-        return {"loss_flow": losses.flow_matching_loss(self.teacher(obs, x_t, t), noise, b["actions"])}
+        return {"loss_flow": flow_loss(self.teacher, obs, b["actions"])}
 
     def actor_loss(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.cfg

@@ -51,6 +51,7 @@ RANGES: dict[str, Range] = {
     "lagrangian_eta": WEIGHT, "hidden": WIDTHS, "denoiser_hidden": WIDTHS, "diffusion_steps": Range(1, 1000),
     "candidates": Range(1, 4096), "infeasible_temperature": Range(0.0, 1e3), "feasible_temperature": Range(0.0, 1e3),
     "infeasible_clip": Range(0.0, 1e9, low_open=True), "feasible_clip": Range(0.0, 1e9, low_open=True),
+    "flow_ema": Range(0.0, 1.0, low_open=True),
 }
 
 

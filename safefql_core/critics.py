@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Mapping, cast
+from typing import Any, Callable, Mapping, cast
 
 import torch
 from torch import nn
@@ -155,6 +155,18 @@ class OfflineCritics(nn.Module):
             "loss_vc": losses.safety_value_loss(qc_bar, vc, cfg.safety_expectile),
             "loss_qc": losses.ensemble_mse(qc, yc),
         }
+
+    def critics_and_policy_step(self, batch: dict[str, torch.Tensor],
+                                policy_loss: Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+                                ) -> dict[str, torch.Tensor]:
+        """One update of a learner whose policy is regressed on the logged actions (FISOR-style,
+        SafeIFQL): the critics' losses and `policy_loss(batch, normalised obs)` in one step."""
+        obs = self.normalizer(batch["observations"])
+        with phase("critic_forward"):
+            terms = self.critic_losses(batch, obs, self.normalizer(batch["next_observations"]))
+        with phase("policy_forward"):
+            terms.update(policy_loss(batch, obs))
+        return self.step(terms, update_targets=True)
 
     def step(self, terms: dict[str, torch.Tensor], update_targets: bool) -> dict[str, torch.Tensor]:
         """Sum the `loss_*` terms, take one optimizer step, move the EMA target.

@@ -20,28 +20,45 @@ import torch
 from safefql_core.critics import CriticConfig, OfflineCritics
 from safefql_core.ddpm import reverse_chain, vp_schedule
 from safefql_core.nets import MLP
-from safefql_core.throughput import phase
 
 
 @dataclass
-class FISORConfig(CriticConfig):
-    denoiser_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
-    diffusion_steps: int = 5
-    candidates: int = 16
+class FeasibilityWeightsConfig(CriticConfig):
+    """The weights' temperatures and clips (module docstring): FISOR's, and SafeIFQL's
+    (safefql_core.safeifql), whose reference trains with the same four values."""
+
     infeasible_temperature: float = 5.0
     infeasible_clip: float = 150.0
     feasible_temperature: float = 3.0
     feasible_clip: float = 100.0
 
 
+@dataclass
+class FISORConfig(FeasibilityWeightsConfig):
+    denoiser_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
+    diffusion_steps: int = 5
+    candidates: int = 16
+
+
 def fisor_weights(qr: torch.Tensor, vr: torch.Tensor, qc: torch.Tensor, vc: torch.Tensor,
-                  cfg: FISORConfig) -> torch.Tensor:
+                  cfg: FeasibilityWeightsConfig) -> torch.Tensor:
     """Per-sample regression weights (see module docstring); qr, qc already reduced."""
     infeasible = (vc > 0).float()
     w_unsafe_state = torch.clamp(torch.exp(cfg.infeasible_temperature * (vc - qc)), 0, cfg.infeasible_clip)
     w_safe_state = (qc <= 0).float() * torch.clamp(torch.exp(cfg.feasible_temperature * (qr - vr)),
                                                    0, cfg.feasible_clip)
     return infeasible * w_unsafe_state + (1 - infeasible) * w_safe_state
+
+
+def behaviour_weights(critics: OfflineCritics, obs: torch.Tensor, actions: torch.Tensor,
+                      cfg: FeasibilityWeightsConfig) -> torch.Tensor:
+    """fisor_weights of logged (s, a) from the EMA target ensembles (min over Q_r, max over
+    Q_c) and the online values, as both references compute them; no gradient: the weights
+    rank the data, they are not trained through."""
+    with torch.no_grad():
+        q_bar, qc_bar = critics.split(critics.q_all_target(obs, actions))
+        v, vc = critics.v_all(obs)
+        return fisor_weights(q_bar.min(dim=0).values, v, qc_bar.max(dim=0).values, vc, cfg)
 
 
 class Denoiser(torch.nn.Module):
@@ -71,10 +88,7 @@ class FISOR(OfflineCritics):
         self.make_optimizer()
 
     def diffusion_loss(self, b: dict[str, torch.Tensor], obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            q_bar, qc_bar = self.split(self.q_all_target(obs, b["actions"]))
-            v, vc = self.v_all(obs)
-            w = fisor_weights(q_bar.min(dim=0).values, v, qc_bar.max(dim=0).values, vc, self.cfg)
+        w = behaviour_weights(self, obs, b["actions"], self.cfg)
         k = torch.randint(self.cfg.diffusion_steps, (obs.shape[0],), device=obs.device)
         ab = self.alpha_bars[k].unsqueeze(-1)
         noise = torch.randn_like(b["actions"])
@@ -84,12 +98,7 @@ class FISOR(OfflineCritics):
         return {"loss_diffusion": (w * err).mean(), "mean_weight": w.mean()}
 
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        obs = self.normalizer(batch["observations"])
-        with phase("critic_forward"):
-            terms = self.critic_losses(batch, obs, self.normalizer(batch["next_observations"]))
-        with phase("policy_forward"):
-            terms.update(self.diffusion_loss(batch, obs))
-        return self.step(terms, update_targets=True)
+        return self.critics_and_policy_step(batch, self.diffusion_loss)
 
     @torch.no_grad()
     def sample(self, obs_n: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

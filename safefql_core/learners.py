@@ -63,5 +63,7 @@ CAPABILITIES: dict[str, Capabilities] = {
     "safefql": Capabilities(safety_critic=True, graphs=("actor", "safety", "policy", "proposals"), proposer="actor",
                             proposals=True),
     "fisor": Capabilities(safety_critic=True, graphs=("denoiser", "safety"), proposer="denoiser"),
+    # No bundle: neither proposer runs its flow sampler and choice (safefql_core/safeifql.py).
+    "safeifql": Capabilities(safety_critic=True),
     "bc": Capabilities(safety_critic=False),
 }

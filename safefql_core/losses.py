@@ -83,9 +83,14 @@ def safety_value_loss(qc_target: torch.Tensor, vc: torch.Tensor, tau: float) -> 
     return expectile_loss(qc_target.max(dim=0).values - vc, 1.0 - tau)
 
 
-def flow_matching_loss(velocity: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Rectified-flow BC: v(s, x_t, t) regresses the straight-line velocity a - z."""
-    return (velocity - (actions - noise)).pow(2).sum(dim=-1).mean()
+def flow_matching_loss(velocity: torch.Tensor, noise: torch.Tensor, actions: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Rectified-flow BC: v(s, x_t, t) regresses the straight-line velocity a - z.
+
+    With `weights` [batch] each sample's squared error (summed over the action's dimensions)
+    is scaled by its weight before the batch mean: SafeIFQL's feasibility-weighted flow."""
+    err = (velocity - (actions - noise)).pow(2).sum(dim=-1)
+    return (err if weights is None else weights * err).mean()
 
 
 DISTILL_REDUCES = ("sum", "mean")

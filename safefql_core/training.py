@@ -47,6 +47,7 @@ from safefql_core.data import (
     violation_free_episodes,
 )
 from safefql_core.fisor import FISOR, FISORConfig
+from safefql_core.safeifql import SafeIFQL, SafeIFQLConfig
 from safefql_core.tasks import BUILTIN, TaskSpec
 from safefql_core.throughput import keep_freed_memory
 
@@ -74,6 +75,8 @@ ALGOS: dict[str, Algo] = {
     "bc-safe": Algo(BC, BCConfig, data_filter=violation_free_episodes,
                     help="behaviour cloning on the violation-free episodes only"),
     "fisor": Algo(FISOR, FISORConfig, help="FISOR-style baseline: weighted DDPM + argmin Q_safe"),
+    "safeifql": Algo(SafeIFQL, SafeIFQLConfig,
+                     help="SafeIFQL baseline: weighted flow + best feasible of N (evaluate only, no bundle)"),
 }
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"

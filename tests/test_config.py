@@ -9,12 +9,13 @@ from safefql_core.agent import SafeFQLConfig
 from safefql_core.bc import BCConfig
 from safefql_core.fisor import FISORConfig
 from safefql_core.pipeline.train import load_overrides
+from safefql_core.safeifql import SafeIFQLConfig
 from safefql_core.training import RunError
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 BOAT_YAML = CONFIG / "boat.yaml"
 TASK_YAMLS = sorted(p for p in CONFIG.glob("*.yaml") if "task" in (yaml.safe_load(p.read_text()) or {}))
-SECTIONS = {"safefql": SafeFQLConfig, "bc": BCConfig, "fisor": FISORConfig}
+SECTIONS = {"safefql": SafeFQLConfig, "bc": BCConfig, "fisor": FISORConfig, "safeifql": SafeIFQLConfig}
 
 
 @pytest.mark.parametrize("path", TASK_YAMLS, ids=lambda p: p.name)
