@@ -21,8 +21,9 @@ from offline_train.cli import (
 )
 from safefql_core import evaluation
 from safefql_core.bundle import BundleError
-from safefql_core.envs import boat
-from safefql_core.pipeline.evaluate import GYM_EPISODES, EvaluateOptions, describe, evaluate
+from safefql_core.envs import boat, diffdrive_evaluation
+from safefql_core.pipeline import diffdrive_evaluate
+from safefql_core.pipeline.evaluate import GYM_EPISODES, EvaluateOptions, Evaluation, describe, evaluate
 from safefql_core.pipeline.files import prepare_output_file
 from safefql_core.training import RunError
 
@@ -86,12 +87,23 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(summary))
     write_json(json_path, summary)
     if plot_path:
-        title = (f"{summary['variant']} seed {summary['seed']}: return {summary['mean_return']:.1f}, "
-                 f"zero-violation {summary['zero_violation_rate']:.1%}")
-        evaluation.plot_trajectories(str(plot_path), scored.rollout["trajectories"], scored.rollout["violations"],
-                                     scored.feasible, title)
+        plot(str(plot_path), scored)
         print(f"wrote {plot_path}")
     return 0
+
+
+def plot(path: str, scored: Evaluation) -> None:
+    """The map of the trajectories (--plot), in the robot's own arena."""
+    summary = scored.summary
+    if summary["task"] == diffdrive_evaluate.TASK:
+        title = (f"{summary['variant']} seed {summary['seed']}, {summary['starts']} starts: zero-collision "
+                 f"{summary['zero_collision_rate']:.1%}, goal {summary['goal_reached_rate']:.1%}")
+        diffdrive_evaluation.plot_episodes(path, scored.rollout, title)
+        return
+    title = (f"{summary['variant']} seed {summary['seed']}: return {summary['mean_return']:.1f}, "
+             f"zero-violation {summary['zero_violation_rate']:.1%}")
+    evaluation.plot_trajectories(path, scored.rollout["trajectories"], scored.rollout["violations"],
+                                 scored.feasible, title)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
                      "--no-progress"]) == 0
     out = tmp_path / "eval.json"
     assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "validation", "--episodes", "3",
-                          "--steps", "30", "--json", str(out)]) == 0
+                          "--steps", "30", "--json", str(out), "--plot", str(tmp_path / "map.png")]) == 0
+    assert (tmp_path / "map.png").stat().st_size > 10_000
     summary = json.loads(out.read_text())
     assert (summary["task"], summary["count"], summary["starts"], summary["steps"]) == \
         ("diffdrive", 3, "validation", 30)

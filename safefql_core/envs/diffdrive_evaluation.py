@@ -19,15 +19,19 @@ Observe = Callable[[diffdrive.Readings], np.ndarray]
 
 
 def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_command: Callable[[np.ndarray], np.ndarray],
-            starts: np.ndarray, steps: int = diffdrive.EPISODE_STEPS) -> dict[str, np.ndarray]:
+            starts: np.ndarray, steps: int = diffdrive.EPISODE_STEPS, keep_trajectories: bool = False
+            ) -> dict[str, np.ndarray]:
     """One episode from each start pose, all in lockstep: per-episode returns, collisions,
-    goal reached (within GOAL_RADIUS at some step) and the closest approach to the goal."""
+    goal reached (within GOAL_RADIUS at some step) and the closest approach to the goal;
+    with `keep_trajectories` also every robot's positions [n, steps + 1, 2] (a robot whose
+    episode ended stays where it stopped), for a map."""
     n = len(starts)
     env = diffdrive.DiffDriveEnv(n, seed=0, episode_steps=steps)
     readings = env.reset(starts)
     returns, collided = np.zeros(n), np.zeros(n, dtype=bool)
     closest = diffdrive.goal_distance(readings.pose)
     commands = np.zeros((n, 2))
+    trajectory = [readings.pose[:, :2].copy()]
     for _ in range(steps):
         active = np.flatnonzero(env.active)
         if not len(active):
@@ -39,8 +43,13 @@ def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_comman
         collided |= terminated
         closest = np.where(env.active | terminated, np.minimum(closest, diffdrive.goal_distance(readings.pose)),
                            closest)
-    return {"returns": returns, "collided": collided, "goal_reached": closest <= diffdrive.GOAL_RADIUS,
-            "closest_goal_distance": closest}
+        if keep_trajectories:
+            trajectory.append(readings.pose[:, :2].copy())
+    out = {"returns": returns, "collided": collided, "goal_reached": closest <= diffdrive.GOAL_RADIUS,
+           "closest_goal_distance": closest}
+    if keep_trajectories:
+        out["trajectories"] = np.stack(trajectory, axis=1)
+    return out
 
 
 def summarize(result: dict[str, np.ndarray]) -> dict[str, float]:
@@ -57,10 +66,17 @@ def draw_map(ax: Any) -> None:
     goal and the region that counts as reaching it (diffdrive.GOAL_RADIUS)."""
     import matplotlib.pyplot as plt
     import shapely
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path
 
     w = diffdrive.world()
     for i, part in enumerate(shapely.get_parts(w.obstacles)):
-        ax.fill(*part.exterior.xy, color="0.25", alpha=0.6, label="obstacle (unsafe)" if i == 0 else None)
+        # The walls are one polygon with the arena as its hole: drawn with its holes (rings
+        # oriented for the nonzero fill rule), not as its outline, which would cover the arena.
+        part = shapely.geometry.polygon.orient(part, 1.0)
+        rings = [Path(np.asarray(ring.coords), closed=True) for ring in (part.exterior, *part.interiors)]
+        ax.add_patch(PathPatch(Path.make_compound_path(*rings), color="0.25", alpha=0.6, lw=0,
+                               label="obstacle (unsafe)" if i == 0 else None))
     goal = (float(w.goal[0]), float(w.goal[1]))
     ax.add_patch(plt.Circle(goal, diffdrive.GOAL_RADIUS, fill=False, ls="--", lw=0.8, color="goldenrod",
                             label=f"goal region (within {diffdrive.GOAL_RADIUS:g} m of the goal)"))
@@ -70,3 +86,36 @@ def draw_map(ax: Any) -> None:
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
+
+
+def plot_episodes(path: str, result: dict[str, np.ndarray], title: str) -> None:
+    """Map of the arena with every episode's path (`rollout(..., keep_trajectories=True)`),
+    coloured by its outcome: reached the goal without a collision, collided, or neither (it
+    timed out somewhere, which is where a policy's goal rate is lost); a dot at each start
+    and a cross where a robot ended. The legend counts each outcome."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    collided, reached = result["collided"], result["goal_reached"] & ~result["collided"]
+    outcomes = [("reached the goal, no collision", "tab:green", reached),
+                ("no collision, goal not reached", "tab:orange", ~reached & ~collided),
+                ("collided", "tab:red", collided)]
+    fig, ax = plt.subplots(figsize=(8.6, 5.6))
+    draw_map(ax)
+    keys = []
+    for label, colour, mask in outcomes:
+        for traj in result["trajectories"][mask]:
+            ax.plot(traj[:, 0], traj[:, 1], color=colour, lw=0.6, alpha=0.6)
+            ax.plot(*traj[0], marker="o", ms=2.5, color="k")
+            ax.plot(*traj[-1], marker="x", ms=4, mew=1.2, color=colour)
+        keys.append(Line2D([], [], color=colour, lw=1.2, label=f"{label} ({int(mask.sum())})"))
+    keys += [Line2D([], [], ls="", marker="o", ms=4, color="k", label="start"),
+             Line2D([], [], ls="", marker="x", ms=5, color="0.3", label="where the episode ended")]
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -84,12 +84,12 @@ def commander(spec: TaskSpec):
 
 
 def evaluate(policy, spec: TaskSpec, init_states: str | None, episodes: int | None, steps: int | None,
-             header: dict) -> dict:
-    """Roll out from the first `episodes` starts of `init_states` and summarise."""
+             header: dict, keep_trajectories: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """Roll out from the first `episodes` starts of `init_states`: the summary and the rollout."""
     starts = load_starts(init_states, episodes)
     steps = steps or diffdrive.EPISODE_STEPS
-    result = rollout(policy, observer(spec), commander(spec), starts, steps)
-    return {**header, "starts": init_states or "evaluation", "steps": steps, **summarize(result)}
+    result = rollout(policy, observer(spec), commander(spec), starts, steps, keep_trajectories)
+    return {**header, "starts": init_states or "evaluation", "steps": steps, **summarize(result)}, result
 
 
 def describe(summary: dict) -> str:

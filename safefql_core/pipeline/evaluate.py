@@ -51,13 +51,13 @@ class EvaluateOptions:
     seed: int = 0
     threads: int = 1                # the runtime's threads (a bundle)
     allow_partial: bool = False
-    trajectories: bool = False      # boat only: keep the trajectories, for a map
+    trajectories: bool = False      # boat / diff-drive: keep the trajectories, for a map
 
 
 @dataclass
 class Evaluation:
-    """The summary (what `--json` holds); on the boat also the rollout and the feasible mask
-    of its starts, from which a map of the trajectories is drawn."""
+    """The summary (what `--json` holds); on the boat and the diff-drive robot also the rollout
+    (and on the boat the feasible mask of its starts), from which a map of the trajectories is drawn."""
 
     summary: dict[str, Any]
     rollout: dict[str, Any] | None = None
@@ -123,10 +123,10 @@ def roll_out(policy: evaluation.Policy, task: str, recorded: dict, meta: dict, o
     """The episodes of `task` in its simulator: the diff-drive robot's, a Safety Gymnasium
     task's or the boat's; refuses a task whose robot has none here."""
     if task == diffdrive_evaluate.TASK:  # its own simulator, for any spec of its messages (it checks)
-        if opts.trajectories:
-            raise RunError("--plot is boat-only")
-        return Evaluation(diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), opts.init_states,
-                                                      opts.episodes, opts.steps, header(opts, meta, task)))
+        summary, result = diffdrive_evaluate.evaluate(policy, TaskSpec.of_task(recorded), opts.init_states,
+                                                      opts.episodes, opts.steps, header(opts, meta, task),
+                                                      opts.trajectories)
+        return Evaluation(summary, result)
     no_simulator = simulator_mismatch(task, recorded.get("spec"))
     if no_simulator:
         bundle = opts.bundle or f"{opts.run}/bundle"
@@ -137,7 +137,8 @@ def roll_out(policy: evaluation.Policy, task: str, recorded: dict, meta: dict, o
                        "each logged violation)")
     if task != "boat":
         if opts.init_states or opts.trajectories:
-            raise RunError("--init-states and --plot are boat-only")
+            raise RunError("--init-states and --plot are for the boat and the diff-drive robot (a Safety "
+                           "Gymnasium task has neither fixed starts nor a map)")
         return Evaluation(evaluate_safety_gym(policy, task, opts, meta, recorded.get("action_repeat", 1)))
     init_states = opts.init_states or "test"
     states = load_initial_states(init_states, opts.episodes)
