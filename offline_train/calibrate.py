@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m offline_train.calibrate", description=__doc__)
     p.add_argument("--run", required=True)
     p.add_argument("--epsilon", type=float, default=0.05, help="allowed violation probability")
-    p.add_argument("--n", type=int, default=2000, help="held-out states per set (two sets are drawn)")
+    p.add_argument("--n", type=int, default=None,
+                   help="held-out states per set (two sets are drawn); default: 2000, or the simulator's own "
+                        "(the diff-drive robot's: 500, its lidar simulation is slow)")
     p.add_argument("--method", choices=["split", "beta"], default="beta",
                    help="beta (default): the largest δ whose certified states violate at rate <= ε with "
                    "confidence 1 - beta; split: SAFEFQL.md's split-conformal step on R = y - V̂, which also "

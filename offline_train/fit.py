@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                         "rate to <out>/eval.csv, plotted as <out>/eval.png")
     p.add_argument("--no-progress", action="store_true")
     add_decision_arguments(p)  # with --bag: the decision calibrated and exported
-    p.add_argument("--calibration-n", type=at_least(1), default=2000, metavar="N",
-                   help="with --bag: simulated start states per calibration set (calibrate --n; default 2000). "
+    p.add_argument("--calibration-n", type=at_least(1), default=None, metavar="N",
+                   help="with --bag: simulated start states per calibration set (calibrate --n; default 2000, "
+                        "the diff-drive robot's 500). "
                         "Each is rolled out through the deployed decision, one decide() per state and tick")
     args = p.parse_args(argv)
     try:

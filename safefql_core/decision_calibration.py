@@ -6,6 +6,9 @@ outcome y that δ* must bound is the one of that decision, rolled out in the sim
 through `Runtime.decide` itself (onnxruntime, the bundle's graphs), and V̂ is the Q_safe of
 the action it sends at the start state, the value it gates on.
 
+Each robot's simulator supplies the closed loop (`ClosedLoop`): the boat's, the diff-drive
+robot's (safefql_core.pipeline.calibrate says which a run gets).
+
 The decision depends on δ*: a proposal passes or not, the runtime intervenes or not. δ* is
 therefore a fixed point: roll out the decision at a threshold δ_k, fit δ_{k+1} to those
 outcomes, repeat until δ_{k+1} = δ_k (the beta method's grid is finite, so equality is
@@ -26,22 +29,24 @@ from safefql_core.runtime import Runtime, RuntimeConfig
 
 MAX_ROUNDS = 3
 Fit = Callable[[np.ndarray, np.ndarray], dict]  # (y, V̂) -> {"delta": δ, ...}
+# (policy, start states, ticks) -> each episode's max margin: a robot's simulator in closed loop
+ClosedLoop = Callable[[evaluation.Policy, np.ndarray, int], np.ndarray]
 
 
 def deployed_outcomes(bundle: Bundle, decision: DecisionSettings, threshold: float, states: np.ndarray,
-                      steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                      steps: int, seed: int, closed_loop: ClosedLoop) -> tuple[np.ndarray, np.ndarray]:
     """(y, V̂) of the deployed decision with threshold δ = `threshold` from each start state:
-    the realised max margin over `steps` ticks, and Q_safe of the action it sends first."""
+    the realised max margin over `steps` ticks of `closed_loop`, and Q_safe of the action it
+    sends first."""
     runtime = Runtime(bundle, RuntimeConfig(decision=decision, override_decision=True, threshold=threshold,
                                             seed=seed))
     q_safe: list[np.ndarray] = []
     policy, _ = evaluation.runtime_policy(runtime, q_safe)
-    result = evaluation.rollout(policy, states, steps=steps)
-    return result["max_margin"], q_safe[0]
+    return closed_loop(policy, states, steps), q_safe[0]
 
 
 def calibrate_decision(bundle: Bundle, decision: DecisionSettings, fit: Fit, states: np.ndarray,
-                       steps: int, seed: int) -> dict:
+                       steps: int, seed: int, closed_loop: ClosedLoop) -> dict:
     """δ* for `decision` by fixed-point iteration over at most MAX_ROUNDS rollouts of `states`.
 
     Returns the last fit (its "delta" is δ*), its (y, V̂), and `rounds` (the threshold each
@@ -50,7 +55,7 @@ def calibrate_decision(bundle: Bundle, decision: DecisionSettings, fit: Fit, sta
     """
     threshold, rounds = 0.0, []
     for _ in range(MAX_ROUNDS):
-        y, v_hat = deployed_outcomes(bundle, decision, threshold, states, steps, seed)
+        y, v_hat = deployed_outcomes(bundle, decision, threshold, states, steps, seed, closed_loop)
         result = fit(y, v_hat)
         rounds.append({"rolled_out_at": threshold, "delta": result["delta"]})
         if result["delta"] == threshold:

@@ -75,6 +75,12 @@ def rollout(policy: Policy, initial_states: np.ndarray, keep_trajectories: bool 
     return out
 
 
+def max_margins(policy: Policy, initial_states: np.ndarray, steps: int) -> np.ndarray:
+    """Each episode's max margin: the boat's closed loop as calibration uses it
+    (decision_calibration.ClosedLoop)."""
+    return rollout(policy, initial_states, steps=steps)["max_margin"]
+
+
 def learning_curve_evaluator(initial_states: np.ndarray, feasible: np.ndarray) -> Callable[[Learner], dict]:
     """For `fit --eval-every`: the deterministic actor's return and zero-violation rate over
     the feasible initial states. It leaves torch's global generator as it found it, so

@@ -611,9 +611,11 @@ def _terms(d: Any) -> tuple[tuple[str, Term], ...]:
     return tuple(terms)
 
 
-# Tasks with a simulator here, by name: the spec of the robot each simulator simulates. A task
-# whose simulator is added to the project registers it here, so calibrate, evaluate and replay
-# accept it exactly where a recorded spec is that robot's.
+# Tasks with a simulator here that runs one spec only, by name: the spec of the robot each
+# simulator simulates. A task whose simulator is added to the project registers it here, so
+# calibrate, evaluate and replay accept it exactly where a recorded spec is that robot's. (The
+# diff-drive robot's simulator runs any spec of its messages within its limits, and checks that
+# itself: safefql_core.pipeline.diffdrive_evaluate.)
 SIMULATED: dict[str, Callable[[], TaskSpec]] = {"boat": lambda: TaskSpec.builtin("boat")}
 
 

@@ -15,6 +15,7 @@ from offline_train import calibrate, export
 from safefql_core.bundle import load_bundle
 from safefql_core.decision_calibration import MAX_ROUNDS, calibrate_decision, deployed_outcomes
 from safefql_core.envs import boat
+from safefql_core.evaluation import max_margins
 from safefql_core.pipeline import calibrate as calibration_step
 from safefql_core.pipeline.files import CALIBRATION_FILE
 from safefql_core.runtime import Runtime, RuntimeConfig
@@ -33,7 +34,7 @@ def test_outcomes_are_those_of_the_deployed_decision(bundle, states):
     the first action decide() sends; with 4 proposals that is not the raw z = 0 actor's."""
     b = load_bundle(bundle)
     decision = b.decision.with_changes(proposals=4, candidates=2)
-    y, v_hat = deployed_outcomes(b, decision, 0.0, states, STEPS, seed=3)
+    y, v_hat = deployed_outcomes(b, decision, 0.0, states, STEPS, 3, max_margins)
     runtime = Runtime(b, RuntimeConfig(decision=decision, override_decision=True, threshold=0.0, seed=3))
     env = boat.BoatEnv(len(states), episode_steps=STEPS)
     obs, worst, first = env.reset(states), np.full(len(states), -np.inf), None
@@ -60,13 +61,13 @@ def test_the_fixed_point_is_recorded_and_reproduces(bundle, states, quantile, gr
     b = load_bundle(bundle)
     decision = b.decision.with_changes(proposals=4)
     fit = lambda y, v: {"delta": float(np.round(np.quantile(v, quantile) / grid) * grid)}  # noqa: E731
-    out = calibrate_decision(b, decision, fit, states, STEPS, seed=1)
+    out = calibrate_decision(b, decision, fit, states, STEPS, 1, max_margins)
     rounds = out["rounds"]
     assert 2 <= len(rounds) <= MAX_ROUNDS and rounds[0]["rolled_out_at"] == 0.0
     assert all(a["delta"] == b_["rolled_out_at"] for a, b_ in zip(rounds, rounds[1:]))
     assert out["converged"] == (rounds[-1]["delta"] == rounds[-1]["rolled_out_at"])
     assert out["converged"] or len(rounds) == MAX_ROUNDS
-    y, v = deployed_outcomes(b, decision, rounds[-1]["rolled_out_at"], states, STEPS, seed=1)
+    y, v = deployed_outcomes(b, decision, rounds[-1]["rolled_out_at"], states, STEPS, 1, max_margins)
     assert fit(y, v)["delta"] == out["fit"]["delta"] == rounds[-1]["delta"]
     np.testing.assert_array_equal(v, out["v_hat"])
 

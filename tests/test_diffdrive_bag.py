@@ -159,7 +159,12 @@ def test_fit_bag_then_evaluate_the_bundle_on_the_validation_starts(recorded, tmp
     # --task alone picks config/diffdrive.yaml, for the training settings and the bag's spec (as `make demo` runs it)
     assert fit.main(["--bag", str(root / "a"), "--task", "diffdrive", "--out", str(run), "--steps", "20",
                      "--set", "critic_hidden=[32, 32]", "flow_hidden=[32, 32]", "batch_size=64", "flow_steps=3",
-                     "--no-progress"]) == 0
+                     "--calibration-n", "3", "--no-progress"]) == 0
+    # δ* is calibrated in the robot's simulator, on the deployed decision, not on the logged episodes
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["source"] == "simulated rollouts of the deployed decision" and calibration["n"] == 3
+    assert calibration["no_simulator"] is None and calibration["fixed_point"]["rounds"]
+    assert json.loads((run / "bundle" / "bundle.json").read_text())["calibration"]["delta"] == calibration["delta"]
     out = tmp_path / "eval.json"
     assert evaluate.main(["--bundle", str(run / "bundle"), "--init-states", "validation", "--episodes", "3",
                           "--steps", "30", "--json", str(out), "--plot", str(tmp_path / "map.png")]) == 0

@@ -22,8 +22,17 @@ def test_the_planner_reaches_the_goal_around_obstacles_and_reckless_driving_coll
     starts = np.array([[0.5, 0.5, 0.0], [4.6, 3.0, np.pi / 2], [0.6, 3.0, np.pi]])
     collided, reached = drive(lambda r: behaviour.planner_command(r.pose, r.ranges), starts)
     assert not collided.any() and reached.all()
-    collided, _ = drive(lambda r: behaviour.reckless_command(r.ranges), starts, steps=60)
-    assert collided.all()
+    for backwards in (False, True):
+        commands = []
+
+        def reckless(r):
+            commands.append(behaviour.reckless_command(r.ranges, np.full(len(starts), backwards)))
+            return commands[-1]
+
+        collided, _ = drive(reckless, starts, steps=60)
+        assert collided.all()
+        driven = np.concatenate(commands)[:, 0]
+        assert ((driven < 0) if backwards else (driven > 0)).all()   # into the return, backwards or not
 
 
 def test_collection_is_deterministic_and_records_whole_episodes():

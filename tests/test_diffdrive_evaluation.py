@@ -1,5 +1,6 @@
 """Closed-loop evaluation on the diff-drive robot: rates, and only running robots are asked to act."""
 import numpy as np
+import yaml
 
 from safefql_core.envs import diffdrive
 from safefql_core.envs import diffdrive_behaviour as behaviour
@@ -21,7 +22,7 @@ def test_planner_is_safe_and_reaches_the_goal_reckless_driving_is_not():
 
     def reckless(obs):
         batches.append(len(obs))
-        return behaviour.reckless_command(obs[:, 3:]) / HIGH
+        return behaviour.reckless_command(obs[:, 3:], np.zeros(len(obs), dtype=bool)) / HIGH
 
     result = rollout(reckless, observe, lambda a: a * HIGH, starts, steps=60)
     assert result["collided"].all() and summarize(result)["zero_collision_rate"] == 0.0
@@ -68,3 +69,26 @@ def test_plot_draws_every_episode_by_its_outcome(tmp_path):
     result = rollout(planner, observe, lambda a: a * HIGH, starts, steps=20, keep_trajectories=True)
     plot_episodes(str(tmp_path / "map.png"), result, "planner")
     assert (tmp_path / "map.png").stat().st_size > 10_000
+
+
+def test_calibration_outcome_is_the_larger_of_the_specs_margin_and_a_collision():
+    """closed_loop(spec): each episode's max margin, the spec's (here with a 0.3 m buffer on
+    the lidar clearance) or the simulator's true one, whichever is larger."""
+    from pathlib import Path
+
+    from safefql_core.pipeline.diffdrive_evaluate import closed_loop, reader
+    from safefql_core.tasks import TaskSpec
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "diffdrive.yaml").read_text())["spec"]
+    doc["margin"] = "0.3 - obstacle_clearance"
+    spec = TaskSpec.from_dict(doc, "diffdrive")
+    starts = np.array([[0.5, 3.0, np.pi], [2.5, 1.0, 0.0]])   # facing the west wall; still in open space
+    drive_west = lambda obs: np.where(obs[:, :1] < 1.0, [[1.0, 0.0]], [[0.0, 0.0]])  # noqa: E731
+    y = closed_loop(spec)(drive_west, starts, 40)
+    assert y[0] >= 0.3 - 1e-9        # it hit the wall: the spec's margin says so 0.3 before the contact
+    still = diffdrive.DiffDriveEnv(1, seed=0).reset(starts[1:])
+    by_spec = spec.signals(reader(spec)(still))[1][0]
+    assert by_spec > diffdrive.margin(still.pose[:, :2])[0]      # the buffer makes the spec's the larger
+    assert y[1] == by_spec
+    doc["margin"] = "-obstacle_clearance - 1"                   # a spec blind to the wall: the collision still counts
+    assert closed_loop(TaskSpec.from_dict(doc, "diffdrive"))(drive_west, starts, 40)[0] >= -1e-9

@@ -15,7 +15,9 @@ Families and their shares:
   here, and the learner can only reach the goal as well as the data shows it reached.
 - goal_noisy (20 %): turns towards the goal and drives, ignores obstacles; noise sd ~ U[0.1, 0.6].
 - random (10 %): a random (v, w), redrawn every ~1 s.
-- reckless (10 %): turns towards the closest lidar return and drives into it.
+- reckless (10 %): turns towards the closest lidar return and drives into it, in half the
+  episodes backwards (its back turned to the return): a robot that can reverse must learn what
+  reversing into an obstacle costs, and only this family and random driving show it.
 - switching (10 %): alternates goal-seeking (or reckless) driving with an escape (the arc of most
   clearance), segments 0.5-3 s.
 
@@ -206,12 +208,15 @@ def goal_command(pose: np.ndarray) -> np.ndarray:
     return np.where((np.linalg.norm(goal, axis=1) < STOP_RADIUS)[:, None], 0.0, np.stack([v, om], -1))
 
 
-def reckless_command(ranges: np.ndarray) -> np.ndarray:
-    """Turn towards the closest lidar return and drive at it."""
+def reckless_command(ranges: np.ndarray, backwards: np.ndarray) -> np.ndarray:
+    """Turn towards the closest lidar return and drive at it; where `backwards`, turn the
+    robot's back to it and reverse into it."""
     w = diffdrive.world()
     r = np.where(np.isfinite(ranges), ranges, np.inf)
     bearing = w.beam_angles[np.argmin(np.abs(r), axis=1)]
-    v = np.where(np.abs(bearing) < 0.5, w.command_high[0], 0.1)
+    bearing = np.where(backwards, np.angle(np.exp(1j * (bearing - np.pi))), bearing)   # of the back, wrapped
+    speed = np.where(np.abs(bearing) < 0.5, 1.0, 0.2)
+    v = np.where(backwards, w.command_low[0], w.command_high[0]) * speed
     return np.stack([v, np.clip(2.0 * bearing, w.command_low[1], w.command_high[1])], -1)
 
 
@@ -238,6 +243,7 @@ def _collect_chunk(family: np.ndarray, starts: np.ndarray, rng: np.random.Genera
     noise_sd = np.select([is_family["obstacle_aware"], is_family["goal_noisy"], is_family["switching"]],
                          [rng.uniform(0.0, 0.3, n), rng.uniform(0.1, 0.6, n), rng.uniform(0.0, 0.3, n)], 0.0)
     reckless_drift = rng.random(n) < 0.5
+    backwards = is_family["reckless"] & (rng.random(n) < 0.5)
     escaping = rng.random(n) < 0.5
     next_switch = rng.integers(*SWITCH_SEGMENT_STEPS, size=n)
     random_action = rng.uniform(-1, 1, size=(n, 2))
@@ -258,7 +264,7 @@ def _collect_chunk(family: np.ndarray, starts: np.ndarray, rng: np.random.Genera
         switch = t >= next_switch
         escaping ^= switch
         next_switch = np.where(switch, t + rng.integers(*SWITCH_SEGMENT_STEPS, size=n), next_switch)
-        goal, reckless = goal_command(p), reckless_command(r)
+        goal, reckless = goal_command(p), reckless_command(r, backwards)
         drift = np.where(reckless_drift[:, None], reckless, goal)
         escape = _rows(is_family["switching"] & escaping, escape_command, r)
         switching = np.where(escaping[:, None], escape, drift)

@@ -19,17 +19,20 @@ Observe = Callable[[diffdrive.Readings], np.ndarray]
 
 
 def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_command: Callable[[np.ndarray], np.ndarray],
-            starts: np.ndarray, steps: int = diffdrive.EPISODE_STEPS, keep_trajectories: bool = False
-            ) -> dict[str, np.ndarray]:
+            starts: np.ndarray, steps: int = diffdrive.EPISODE_STEPS, keep_trajectories: bool = False,
+            margin: Observe | None = None) -> dict[str, np.ndarray]:
     """One episode from each start pose, all in lockstep: per-episode returns, collisions,
-    goal reached (within GOAL_RADIUS at some step) and the closest approach to the goal;
-    with `keep_trajectories` also every robot's positions [n, steps + 1, 2] (a robot whose
-    episode ended stays where it stopped), for a map."""
+    goal reached (within GOAL_RADIUS at some step), the closest approach to the goal and
+    `max_margin`, the largest margin after any step of the episode: the simulator's true one
+    (the robot's clearance, negated) and, given `margin` (readings -> a spec's margin), that
+    one too, whichever is larger; with `keep_trajectories` also every robot's positions
+    [n, steps + 1, 2] (a robot whose episode ended stays where it stopped), for a map."""
     n = len(starts)
     env = diffdrive.DiffDriveEnv(n, seed=0, episode_steps=steps)
     readings = env.reset(starts)
     returns, collided = np.zeros(n), np.zeros(n, dtype=bool)
     closest = diffdrive.goal_distance(readings.pose)
+    max_margin = np.full(n, -np.inf)
     commands = np.zeros((n, 2))
     trajectory = [readings.pose[:, :2].copy()]
     for _ in range(steps):
@@ -38,7 +41,11 @@ def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_comman
             break
         commands[:] = 0.0
         commands[active] = to_command(act(observe(readings.rows(active))))
-        readings, reward, _, terminated, _, _ = env.step(commands)
+        readings, reward, _, terminated, _, info = env.step(commands)
+        worst = info["margin"][active]
+        if margin is not None:
+            worst = np.maximum(worst, margin(readings.rows(active)))
+        max_margin[active] = np.maximum(max_margin[active], worst)
         returns += reward
         collided |= terminated
         closest = np.where(env.active | terminated, np.minimum(closest, diffdrive.goal_distance(readings.pose)),
@@ -46,7 +53,7 @@ def rollout(act: Callable[[np.ndarray], np.ndarray], observe: Observe, to_comman
         if keep_trajectories:
             trajectory.append(readings.pose[:, :2].copy())
     out = {"returns": returns, "collided": collided, "goal_reached": closest <= diffdrive.GOAL_RADIUS,
-           "closest_goal_distance": closest}
+           "closest_goal_distance": closest, "max_margin": max_margin}
     if keep_trajectories:
         out["trajectories"] = np.stack(trajectory, axis=1)
     return out

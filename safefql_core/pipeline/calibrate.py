@@ -1,7 +1,8 @@
 """Conformal calibration of the run-time threshold δ* for a run (the `calibrate` step; its
 command is offline_train.calibrate, and `fit --bag` calibrates through it too).
 
-In the simulator δ* is calibrated on the decision that is deployed (`Runtime.decide` with the
+In the robot's simulator (the boat's, the diff-drive robot's: `simulator_of`) δ* is calibrated on
+the decision that is deployed (`Runtime.decide` with the
 task's default decision, changed by `decision_changes`: proposals, candidates, noise, stop
 action, fallbacks),
 iterated to a fixed point (safefql_core.decision_calibration); calibration.json records that
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +23,14 @@ from safefql_core import calibration as cal
 from safefql_core.bundle import BundleError, load_bundle
 from safefql_core.data import load_dataset
 from safefql_core.decision import DecisionError, DecisionSettings
-from safefql_core.decision_calibration import calibrate_decision, deployed_outcomes
-from safefql_core.envs import boat
+from safefql_core.decision_calibration import ClosedLoop, calibrate_decision, deployed_outcomes
+from safefql_core.envs import boat, diffdrive
+from safefql_core.evaluation import max_margins
 from safefql_core.learners import CAPABILITIES, SafetyLearner
-from safefql_core.pipeline import Log, quiet
+from safefql_core.pipeline import Log, diffdrive_evaluate, quiet
 from safefql_core.pipeline.export import export_run
 from safefql_core.pipeline.files import CALIBRATION_FILE, CALIBRATION_PLOT, prepare_output_file
-from safefql_core.tasks import simulator_mismatch
+from safefql_core.tasks import TaskSpec, TaskSpecError, simulator_mismatch
 from safefql_core.training import RunError, load_run
 
 
@@ -56,12 +60,39 @@ LOGGED = "logged episodes (behaviour policy outcomes; weaker statement)"
 SIMULATED = "simulated rollouts of the deployed decision"
 
 
-def simulator_missing(meta: dict) -> str | None:
-    """Why a run cannot be calibrated in a simulator (None: the boat simulator is its robot's)."""
-    why = simulator_mismatch(meta["task"], (meta.get("dataset_attrs") or {}).get("task_spec"))
+DEFAULT_N = 2000   # held-out states per set on logged data, and in a simulator that rolls them out in minutes
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """A robot's simulator as calibration uses it: safe start states, the closed loop of a
+    policy from them, the episode length, and how many start states a set has by default
+    (`default_n`: a slow simulator, pure-Python lidar ray casting, rolls out fewer)."""
+    starts: Callable[[np.random.Generator, int], np.ndarray]
+    closed_loop: ClosedLoop
+    steps: int
+    default_n: int = DEFAULT_N
+
+
+def simulator_of(meta: dict) -> Simulator | str:
+    """The simulator a run is calibrated in, or why it has none. Never another task's: the boat's
+    simulator only for the boat's own spec (tasks.simulator_mismatch), the diff-drive robot's for
+    a spec that reads its messages and commands it within its limits."""
+    spec = (meta.get("dataset_attrs") or {}).get("task_spec")
+    if meta["task"] == diffdrive_evaluate.TASK:
+        if not spec:
+            return "a diff-drive run records no task spec, so nothing says how its robot's messages become its state"
+        try:
+            loop = diffdrive_evaluate.closed_loop(TaskSpec.from_dict(spec, meta["task"]))
+        except (RunError, TaskSpecError) as exc:
+            return f"the diff-drive simulator cannot run this spec: {exc}"
+        # ~0.4 s per 300-tick episode on one core (IR-SIM's lidar): 500 starts take ~3 min a round
+        return Simulator(diffdrive.sample_starts, loop, diffdrive.EPISODE_STEPS, default_n=500)
+    why = simulator_mismatch(meta["task"], spec)
     if why is None and meta["task"] != "boat":
-        why = f"task '{meta['task']}' has no simulator for calibration here (only the boat's)"
-    return why
+        why = (f"task '{meta['task']}' has no simulator for calibration here "
+               f"(only the boat's and the {diffdrive_evaluate.TASK} robot's)")
+    return why or Simulator(boat.sample_safe_states, max_margins, boat.EPISODE_STEPS)
 
 
 def check_settings(epsilon: float, n: int, beta: float, horizon: int | None) -> None:
@@ -87,19 +118,20 @@ def replacing_note(run: str) -> str | None:
             "bundles exported before keep their δ*")
 
 
-def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = "beta",
+def calibrate_run(run: str, epsilon: float = 0.05, n: int | None = None, method: str = "beta",
                   beta: float = 0.05, source: str = "auto", seed: int = 0, plot: str | None = None,
                   horizon: int | None = None, allow_partial: bool = False, log: Log = quiet,
                   decision_changes: dict | None = None) -> dict:
     """Calibrate δ* for a run, store it in <run>/calibration.json (export picks it up); says
     through `log` what it replaces and the files it writes.
 
+    `n` held-out states per set (None: the simulator's default, DEFAULT_N on logged data).
     `source` auto: rollouts of the deployed decision in the simulator where the run's robot
     has one, logged episodes otherwise (the weaker statement, said in the result). Never
     another task's simulator: `sim` for a task without one is refused with the reason.
     `decision_changes` (proposals, candidates, noise, stop_action, fallback_actions; None keeps
     one) change the task's default decision; the result records the decision δ* certifies."""
-    check_settings(epsilon, n, beta, horizon)
+    check_settings(epsilon, DEFAULT_N if n is None else n, beta, horizon)
     plot_path = prepare_output_file(plot or Path(run) / CALIBRATION_PLOT, "--plot")
     learner, meta = load_run(run, allow_partial=allow_partial)
     if not CAPABILITIES[meta["algo"]].safety_critic:
@@ -110,11 +142,13 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
         decision = DecisionSettings.for_task(meta["task"], meta["act_dim"]).with_changes(**(decision_changes or {}))
     except DecisionError as exc:
         raise RunError(f"the decision to calibrate: {exc}") from None
-    no_simulator = simulator_missing(meta)
+    simulator = simulator_of(meta)
+    no_simulator = simulator if isinstance(simulator, str) else None
     if source == "sim" and no_simulator:
         raise RunError(f"--source sim: {no_simulator}; calibrate on its logged episodes with --source data "
                        "(the weaker statement)")
     source = ("data" if no_simulator else "sim") if source == "auto" else source
+    n = n if n is not None else simulator.default_n if source == "sim" else DEFAULT_N
     rng = np.random.default_rng(seed)
     if method == "split":
         fit = lambda y, v: cal.split_conformal(y, v, epsilon)  # noqa: E731
@@ -123,7 +157,8 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
         fit = lambda y, v: cal.beta_threshold(y, v, epsilon, beta, span=span)  # noqa: E731
     fixed_point = None
     if source == "sim":
-        fitted = simulated_calibration(run, decision, fit, rng, n, horizon or boat.EPISODE_STEPS, seed, allow_partial)
+        fitted = simulated_calibration(run, simulator, decision, fit, rng, n, horizon or simulator.steps, seed,
+                                       allow_partial)
         result, (y, v), (y2, v2) = fitted["fit"], (fitted["y"], fitted["v_hat"]), fitted["check"]
         fixed_point = {"rounds": fitted["rounds"], "converged": fitted["converged"]}
     else:
@@ -148,18 +183,19 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int = 2000, method: str = 
     return result
 
 
-def simulated_calibration(run: str, decision: DecisionSettings, fit, rng: np.random.Generator, n: int, steps: int,
-                          seed: int, allow_partial: bool) -> dict:
+def simulated_calibration(run: str, simulator: Simulator, decision: DecisionSettings, fit, rng: np.random.Generator,
+                          n: int, steps: int, seed: int, allow_partial: bool) -> dict:
     """The fixed-point calibration of `decision` on one set of safe start states, and `check`,
     the (y, V̂) of a second set rolled out at the resulting δ*; both through the run's exported
     graphs (a bundle in a temporary directory: the runtime runs what a robot runs)."""
-    fit_states, check_states = boat.sample_safe_states(rng, n), boat.sample_safe_states(rng, n)
+    fit_states, check_states = simulator.starts(rng, n), simulator.starts(rng, n)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             export_run(run, tmp, seed, allow_partial)
             bundle = load_bundle(tmp)
-            fitted = calibrate_decision(bundle, decision, fit, fit_states, steps, seed)
-            check = deployed_outcomes(bundle, decision, fitted["fit"]["delta"], check_states, steps, seed)
+            fitted = calibrate_decision(bundle, decision, fit, fit_states, steps, seed, simulator.closed_loop)
+            check = deployed_outcomes(bundle, decision, fitted["fit"]["delta"], check_states, steps, seed,
+                                      simulator.closed_loop)
         except (BundleError, ValueError) as exc:  # e.g. proposals > 1 for a FISOR-style run
             raise RunError(f"cannot roll out the decision ({decision.describe()}): {exc}") from None
     return {**fitted, "check": check}

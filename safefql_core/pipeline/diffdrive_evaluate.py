@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from safefql_core.bags import DEFAULT_TYPESTORE, default_message, typestore
+from safefql_core.decision_calibration import ClosedLoop
 from safefql_core.envs import diffdrive
 from safefql_core.envs import diffdrive_messages as messages
 from safefql_core.envs.diffdrive_evaluation import Observe, rollout, summarize
@@ -41,9 +42,10 @@ def load_starts(choice: str | None, episodes: int | None) -> np.ndarray:
     return starts[:episodes]
 
 
-def observer(spec: TaskSpec) -> Observe:
-    """Readings -> the spec's observations, through Odometry and LaserScan messages filled as
-    the ROS node fills them (the spec's inputs are matched to them by message type)."""
+def reader(spec: TaskSpec):
+    """Readings -> the raw values of the spec's state inputs, through Odometry and LaserScan
+    messages filled as the ROS node fills them (the spec's inputs are matched to them by
+    message type)."""
     store = typestore(DEFAULT_TYPESTORE)
     published = {messages.TYPES[messages.ODOM]: lambda m, r, i: messages.fill_odometry(m, r.pose[i], r.velocity[i], 0),
                  messages.TYPES[messages.SCAN]: lambda m, r, i: messages.fill_scan(m, r.ranges[i], 0)}
@@ -55,12 +57,30 @@ def observer(spec: TaskSpec) -> Observe:
                        f"(it publishes {' and '.join(published)})")
     msgs = {name: default_message(store, inputs[name].type) for name in used}
 
-    def observe(readings: diffdrive.Readings) -> np.ndarray:
-        raw = {name: np.stack([inputs[name].read(published[inputs[name].type](msgs[name], readings, i))
-                               for i in range(len(readings.pose))]) for name in used}
-        return spec.observations(raw)
+    def read(readings: diffdrive.Readings) -> dict[str, np.ndarray]:
+        return {name: np.stack([inputs[name].read(published[inputs[name].type](msgs[name], readings, i))
+                                for i in range(len(readings.pose))]) for name in used}
 
-    return observe
+    return read
+
+
+def observer(spec: TaskSpec) -> Observe:
+    """Readings -> the spec's observations, as the robot's messages give them (`reader`)."""
+    read = reader(spec)
+    return lambda readings: spec.observations(read(readings))
+
+
+def closed_loop(spec: TaskSpec) -> ClosedLoop:
+    """The robot in closed loop as calibration uses it: a policy's actions through the spec's
+    command, and each episode's max margin, the spec's (what it calls unsafe, which the
+    safety critic learned) or the simulator's true one (a collision), whichever is larger."""
+    read, observe, to_command = reader(spec), observer(spec), commander(spec)
+
+    def max_margins(policy, starts: np.ndarray, steps: int) -> np.ndarray:
+        margin = lambda readings: spec.signals(read(readings))[1]  # noqa: E731
+        return rollout(policy, observe, to_command, starts, steps, margin=margin)["max_margin"]
+
+    return max_margins
 
 
 def commander(spec: TaskSpec):
