@@ -18,6 +18,7 @@ measures its coverage, as before.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -46,18 +47,24 @@ def deployed_outcomes(bundle: Bundle, decision: DecisionSettings, threshold: flo
 
 
 def calibrate_decision(bundle: Bundle, decision: DecisionSettings, fit: Fit, states: np.ndarray,
-                       steps: int, seed: int, closed_loop: ClosedLoop) -> dict:
+                       steps: int, seed: int, closed_loop: ClosedLoop, log: Callable[[str], None] = lambda _: None
+                       ) -> dict:
     """δ* for `decision` by fixed-point iteration over at most MAX_ROUNDS rollouts of `states`.
 
     Returns the last fit (its "delta" is δ*), its (y, V̂), and `rounds` (the threshold each
     round rolled out at and the δ fitted to it) and `converged`. Without convergence δ* is the
     last fitted one, measured on rollouts at the previous round's threshold: the caller says so.
+    `log` hears each round as it ends (a round in a slow simulator takes minutes).
     """
     threshold, rounds = 0.0, []
-    for _ in range(MAX_ROUNDS):
+    for k in range(MAX_ROUNDS):
+        start = time.perf_counter()
         y, v_hat = deployed_outcomes(bundle, decision, threshold, states, steps, seed, closed_loop)
         result = fit(y, v_hat)
         rounds.append({"rolled_out_at": threshold, "delta": result["delta"]})
+        log(f"calibration round {k + 1} (at most {MAX_ROUNDS}): {len(states)} episodes of {steps} ticks at "
+            f"δ = {threshold:.4f}, {int((y > 0).sum())} violated; fitted δ = {result['delta']:.4f} "
+            f"({time.perf_counter() - start:.0f} s)")
         if result["delta"] == threshold:
             break
         threshold = result["delta"]

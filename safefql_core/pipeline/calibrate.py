@@ -157,8 +157,10 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int | None = None, method:
         fit = lambda y, v: cal.beta_threshold(y, v, epsilon, beta, span=span)  # noqa: E731
     fixed_point = None
     if source == "sim":
+        log(f"calibrating δ* for {decision.describe()} in the {meta['task']} simulator: {n} start states per set, "
+            "a round per fixed-point step and one to check")
         fitted = simulated_calibration(run, simulator, decision, fit, rng, n, horizon or simulator.steps, seed,
-                                       allow_partial)
+                                       allow_partial, log)
         result, (y, v), (y2, v2) = fitted["fit"], (fitted["y"], fitted["v_hat"]), fitted["check"]
         fixed_point = {"rounds": fitted["rounds"], "converged": fitted["converged"]}
     else:
@@ -184,7 +186,7 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int | None = None, method:
 
 
 def simulated_calibration(run: str, simulator: Simulator, decision: DecisionSettings, fit, rng: np.random.Generator,
-                          n: int, steps: int, seed: int, allow_partial: bool) -> dict:
+                          n: int, steps: int, seed: int, allow_partial: bool, log: Log = quiet) -> dict:
     """The fixed-point calibration of `decision` on one set of safe start states, and `check`,
     the (y, V̂) of a second set rolled out at the resulting δ*; both through the run's exported
     graphs (a bundle in a temporary directory: the runtime runs what a robot runs)."""
@@ -193,7 +195,8 @@ def simulated_calibration(run: str, simulator: Simulator, decision: DecisionSett
         try:
             export_run(run, tmp, seed, allow_partial)
             bundle = load_bundle(tmp)
-            fitted = calibrate_decision(bundle, decision, fit, fit_states, steps, seed, simulator.closed_loop)
+            fitted = calibrate_decision(bundle, decision, fit, fit_states, steps, seed, simulator.closed_loop, log)
+            log(f"checking δ* = {fitted['fit']['delta']:.4f} on {n} other episodes")
             check = deployed_outcomes(bundle, decision, fitted["fit"]["delta"], check_states, steps, seed,
                                       simulator.closed_loop)
         except (BundleError, ValueError) as exc:  # e.g. proposals > 1 for a FISOR-style run
