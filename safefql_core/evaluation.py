@@ -15,6 +15,7 @@ import torch
 
 from safefql_core.envs import boat
 from safefql_core.learners import Learner
+from safefql_core.plots import save_map
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -140,12 +141,7 @@ def plot_trajectories(path: str, trajectories: np.ndarray, violations: np.ndarra
     if doomed:
         keys.append(Line2D([], [], ls="", marker="x", ms=5, color="tab:purple",
                            label=f"doomed start ({doomed}): no action avoids a collision"))
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_map(fig, ax, keys, title, path)
 
 
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path) -> None:

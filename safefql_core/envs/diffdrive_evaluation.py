@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from safefql_core.envs import diffdrive
+from safefql_core.plots import save_map
 
 Observe = Callable[[diffdrive.Readings], np.ndarray]
 
@@ -120,9 +121,4 @@ def plot_episodes(path: str, result: dict[str, np.ndarray], title: str) -> None:
         keys.append(Line2D([], [], color=colour, lw=1.2, label=f"{label} ({int(mask.sum())})"))
     keys += [Line2D([], [], ls="", marker="o", ms=4, color="k", label="start"),
              Line2D([], [], ls="", marker="x", ms=5, color="0.3", label="where the episode ended")]
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_map(fig, ax, keys, title, path)
