@@ -142,13 +142,14 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int | None = None, method:
         decision = DecisionSettings.for_task(meta["task"], meta["act_dim"]).with_changes(**(decision_changes or {}))
     except DecisionError as exc:
         raise RunError(f"the decision to calibrate: {exc}") from None
-    simulator = simulator_of(meta)
-    no_simulator = simulator if isinstance(simulator, str) else None
+    found = simulator_of(meta)
+    no_simulator = found if isinstance(found, str) else None
     if source == "sim" and no_simulator:
         raise RunError(f"--source sim: {no_simulator}; calibrate on its logged episodes with --source data "
                        "(the weaker statement)")
     source = ("data" if no_simulator else "sim") if source == "auto" else source
-    n = n if n is not None else simulator.default_n if source == "sim" else DEFAULT_N
+    simulator = found if isinstance(found, Simulator) and source == "sim" else None
+    n = n if n is not None else simulator.default_n if simulator is not None else DEFAULT_N
     rng = np.random.default_rng(seed)
     if method == "split":
         fit = lambda y, v: cal.split_conformal(y, v, epsilon)  # noqa: E731
@@ -156,7 +157,7 @@ def calibrate_run(run: str, epsilon: float = 0.05, n: int | None = None, method:
         span = cal.grid_span(meta.get("margin_range"))
         fit = lambda y, v: cal.beta_threshold(y, v, epsilon, beta, span=span)  # noqa: E731
     fixed_point = None
-    if source == "sim":
+    if simulator is not None:
         log(f"calibrating δ* for {decision.describe()} in the {meta['task']} simulator: {n} start states per set, "
             "a round per fixed-point step and one to check")
         fitted = simulated_calibration(run, simulator, decision, fit, rng, n, horizon or simulator.steps, seed,
